@@ -1,0 +1,46 @@
+"""jobsys: a distributed job system on Celery and Redis.
+
+The public API: the HTTP ``Client`` and its ``Job`` handle, the spec values,
+and the error tree.
+"""
+
+from jobsys.client import Client, Job
+from jobsys.errors import (
+    AuthError,
+    ConfigError,
+    DispatchError,
+    ItemsFailed,
+    JobsysError,
+    NotFoundError,
+    PermissionDenied,
+    SignatureError,
+    SpecError,
+    StateError,
+    StepError,
+    StepFailed,
+    StepTimeout,
+    Unauthenticated,
+)
+from jobsys.specs import DockerStep, FunctionStep, JobSpec
+
+__all__ = [
+    "AuthError",
+    "Client",
+    "ConfigError",
+    "DispatchError",
+    "DockerStep",
+    "FunctionStep",
+    "ItemsFailed",
+    "Job",
+    "JobSpec",
+    "JobsysError",
+    "NotFoundError",
+    "PermissionDenied",
+    "SignatureError",
+    "SpecError",
+    "StateError",
+    "StepError",
+    "StepFailed",
+    "StepTimeout",
+    "Unauthenticated",
+]

@@ -1,0 +1,72 @@
+"""Step plans and the Celery signatures they become. Pure: builds values, sends nothing.
+
+Task names are wire protocol: renaming one strands every message in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import chord, signature
+from celery.canvas import Signature
+
+RUN_DOCKER_STEP = "jobsys.run_docker_step"
+RUN_FUNCTION_CHUNK = "jobsys.run_function_chunk"
+GATHER_FUNCTION_STEP = "jobsys.gather_function_step"
+SWEEP_OUTBOX = "jobsys.sweep_outbox"
+
+DOCKER_QUEUE = "docker"
+PYTHON_QUEUE = "python"
+QUEUES = (PYTHON_QUEUE, DOCKER_QUEUE)
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    task_id: str
+    index: int
+    start: int
+    stop: int
+    #: Items in stored form (JSON values and signed ``$pickle`` envelopes).
+    items: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one step sends to Celery; task ids are chosen up front so the
+    database knows every task before the broker does."""
+
+    job_id: str
+    step_id: str
+    kind: str
+    task_id: str
+    chunks: Sequence[ChunkPlan] = ()
+
+
+def step_signature(plan: StepPlan) -> Signature:
+    if plan.kind == "docker":
+        return signature(
+            RUN_DOCKER_STEP,
+            args=(plan.job_id, plan.step_id),
+            options={"queue": DOCKER_QUEUE, "task_id": plan.task_id},
+            immutable=True,
+        )
+    header = [
+        signature(
+            RUN_FUNCTION_CHUNK,
+            args=(plan.job_id, plan.step_id, c.index, c.start, list(c.items)),
+            options={"queue": PYTHON_QUEUE, "task_id": c.task_id},
+            immutable=True,
+        )
+        for c in plan.chunks
+    ]
+    # Chunks record their own results in the database and never raise for an
+    # item's error, so the callback runs even when items fail.
+    body = signature(
+        GATHER_FUNCTION_STEP,
+        args=(plan.job_id, plan.step_id),
+        options={"queue": PYTHON_QUEUE, "task_id": plan.task_id},
+        immutable=True,
+    )
+    return chord(header, body)

@@ -1,0 +1,71 @@
+"""The jobsys Celery app, for workers, beat, Flower and ``celery -A jobsys.celery_app``.
+
+Defines no tasks itself: it names the worker modules that do. The broker
+carries JSON only, so a pickle put on the queue by anyone is refused by kombu
+before it reaches our code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from beat_schedule import BEAT_SCHEDULE
+from jobsys.canvas import DOCKER_QUEUE, PYTHON_QUEUE, RUN_DOCKER_STEP
+from jobsys.config import Settings
+
+TASK_MODULES = ["workers.docker_step", "workers.function_step", "workers.housekeeping"]
+
+
+class JobsysCelery(Celery):
+    """A Celery app that carries the jobsys settings it was made from."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__("jobsys", **kwargs)
+        self.settings = settings
+
+
+def make_celery(settings: Settings) -> JobsysCelery:
+    app = JobsysCelery(
+        settings,
+        broker=settings.redis_url,
+        backend=settings.redis_url,
+        include=TASK_MODULES,
+    )
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_default_queue=PYTHON_QUEUE,
+        task_routes={RUN_DOCKER_STEP: {"queue": DOCKER_QUEUE}},
+        # A task is acknowledged when it ends, so a worker killed mid-task
+        # leaves it on the queue for another worker.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        result_expires=settings.result_ttl_s,
+        result_extended=True,
+        # Publishing while Redis is down must fail fast: the job waits in the
+        # outbox rather than the HTTP request hanging.
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 10},
+        redis_socket_connect_timeout=2,
+        redis_socket_timeout=10,
+        beat_schedule=BEAT_SCHEDULE,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+app = make_celery(Settings.from_env())

@@ -1,0 +1,156 @@
+"""The ``jobsys`` command line. Each command parses, makes one service (or
+client) call and prints; exit codes: 0 ok, 1 job failed, 2 bad input,
+3 not found, 4 auth, 5 server or broker unreachable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from jobsys.config import Settings
+from jobsys.errors import (
+    AuthError,
+    ConfigError,
+    DispatchError,
+    JobsysError,
+    NotFoundError,
+    SpecError,
+)
+
+EXIT_CODES: list[tuple[type[JobsysError], int]] = [
+    (SpecError, 2),
+    (ConfigError, 2),
+    (NotFoundError, 3),
+    (AuthError, 4),
+    (DispatchError, 5),
+]
+
+
+def fail(exc: JobsysError) -> NoReturn:
+    click.echo(f"error: {exc.message}", err=True)
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            sys.exit(code)
+    sys.exit(1)
+
+
+class JobsysGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobsysError as exc:
+            fail(exc)
+
+
+@click.group(cls=JobsysGroup)
+def main() -> None:
+    """jobsys: Docker steps and mapped Python functions on Celery and Redis."""
+
+
+@main.command()
+def run() -> None:
+    """Run the whole stack locally: web, workers, beat, Flower (and Redis if needed)."""
+    from jobsys import service
+    from jobsys.runtime import build_context
+    from jobsys.stack import data_dir, run_stack
+
+    settings = Settings.from_env()
+    data = data_dir(settings)
+    token_file = data / "admin.token"
+    ctx = build_context(settings)
+    issued = service.bootstrap_token(ctx, token_file)
+    token_note = (
+        f"created an admin token, saved in {token_file}:\n    {issued.token}"
+        if issued
+        else f"admin token: see {token_file} (or make one: jobsys token create --role admin)"
+    )
+    banner = (
+        f"\njobsys is running\n  web UI and API  http://{settings.web_host}:{settings.web_port}\n"
+        f"  Flower          http://{settings.web_host}:{settings.flower_port}\n"
+        f"  database        {settings.database_url}\n  broker          {settings.redis_url}\n"
+        f"  {token_note}\nPress Ctrl-C to stop.\n"
+    )
+    sys.exit(run_stack(settings, banner))
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option(
+    "--role",
+    default="developer",
+    show_default=True,
+    type=click.Choice(["viewer", "operator", "developer", "admin"]),
+)
+@click.option("--name", default=None, help="A label for the token (default: the role).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def token_create(role: str, name: str | None, as_json: bool) -> None:
+    """Create a token in the configured database and print it (it is shown only once)."""
+    from jobsys import service
+    from jobsys.auth import SYSTEM
+    from jobsys.runtime import build_context
+
+    issued = service.create_token(build_context(), SYSTEM, name=name or role, role=role)
+    if as_json:
+        click.echo(json.dumps({"name": issued.name, "role": issued.role, "token": issued.token}))
+    else:
+        click.echo(issued.token)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """celery worker for the jobsys app; extra arguments go to Celery (e.g. -Q docker)."""
+    _celery(["worker", *ctx.args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def beat(ctx: click.Context) -> None:
+    """celery beat for the jobsys app; extra arguments go to Celery."""
+    _celery(["beat", *ctx.args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def flower(ctx: click.Context) -> None:
+    """Flower against the jobsys app; extra arguments go to Flower."""
+    _celery(["flower", *ctx.args])
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+def web(host: str | None, port: int | None) -> None:
+    """The web app and API under gunicorn."""
+    import os
+
+    settings = Settings.from_env()
+    bind = f"{host or settings.web_host}:{port or settings.web_port}"
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            bind,
+            "--workers",
+            "2",
+            "--threads",
+            "8",
+            "webui.wsgi:app",
+        ],
+    )
+
+
+def _celery(args: list[str]) -> None:
+    import os
+
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", *args])

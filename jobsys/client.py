@@ -1,0 +1,210 @@
+"""The Python client: the JSON API over HTTP, with Python values in and out.
+
+    from jobsys import Client
+    c = Client("http://127.0.0.1:5000", token="jst_...")
+    job = c.map(lambda x: x * x, range(1000)).wait(timeout=60)
+    job.results()  # [0, 1, 4, ...]
+
+Functions and values that JSON cannot carry travel as cloudpickle; the server
+signs them after checking your token may submit code. Error answers come back
+as the matching ``JobsysError`` subclass with the server's message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import cloudpickle
+import httpx
+
+from jobsys.config import client_env
+from jobsys.envelope import PICKLE_KEY, from_wire, to_wire
+from jobsys.errors import ERRORS_BY_NAME, DispatchError, ItemsFailed, JobsysError
+from jobsys.models import FINISHED, JobStatus
+from jobsys.signing import b64encode
+
+
+class Client:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0
+    ) -> None:
+        default_url, default_token = client_env()
+        self.url = (url or default_url).rstrip("/")
+        self.token = token or default_token
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise DispatchError(f"cannot reach the jobsys server at {self.url}: {exc}") from exc
+        if response.is_success:
+            return response.json()
+        raise _error_from(response)
+
+    # -- submitting ---------------------------------------------------------
+
+    def submit_spec(self, spec: dict[str, Any]) -> Job:
+        return Job(self, self.request("POST", "/api/jobs", json=spec))
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        chunk_size: int | None = None,
+        tolerate_failures: bool = False,
+        name: str | None = None,
+    ) -> Job:
+        """Run ``fn`` over every item on the workers, as one function step."""
+        step: dict[str, Any] = {
+            "kind": "function",
+            "function": {PICKLE_KEY: b64encode(cloudpickle.dumps(fn))},
+            "items": [to_wire(item) for item in items],
+            "tolerate_failures": tolerate_failures,
+        }
+        if chunk_size is not None:
+            step["chunk_size"] = chunk_size
+        return self.submit_spec({"name": name or _name_of(fn), "steps": [step]})
+
+    def run_docker(
+        self,
+        image: str,
+        command: Sequence[str] | str,
+        *,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 3600,
+        retries: int = 0,
+        name: str | None = None,
+    ) -> Job:
+        step = {
+            "kind": "docker",
+            "image": image,
+            "command": command if isinstance(command, str) else list(command),
+            "env": env or {},
+            "timeout_s": timeout_s,
+            "retries": retries,
+        }
+        return self.submit_spec({"name": name or image, "steps": [step]})
+
+    # -- reading ------------------------------------------------------------
+
+    def job(self, job_id: str) -> Job:
+        return Job(self, self.request("GET", f"/api/jobs/{job_id}"))
+
+    def jobs(self, *, status: str | None = None, page: int = 1, per_page: int = 50) -> list[Job]:
+        params: dict[str, Any] = {"page": page, "per_page": per_page}
+        if status:
+            params["status"] = status
+        data = self.request("GET", "/api/jobs", params=params)
+        return [Job(self, j) for j in data["jobs"]]
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/stats"))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/workers")["workers"])
+
+
+class Job:
+    """A handle on one job; ``refresh()`` re-reads it, other properties use the last read."""
+
+    def __init__(self, client: Client, data: dict[str, Any]) -> None:
+        self.client = client
+        self.data = data
+        self.id: str = data["id"]
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.data.get('name')!r} {self.status}>"
+
+    def refresh(self) -> Job:
+        self.data = self.client.request("GET", f"/api/jobs/{self.id}")
+        return self
+
+    @property
+    def status(self) -> str:
+        return str(self.data["status"])
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        p = self.data.get("progress") or {}
+        return int(p.get("done", 0)), int(p.get("total", 0))
+
+    @property
+    def error(self) -> str | None:
+        return self.data.get("error")
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.1) -> Job:
+        """Block until the job ends; TimeoutError after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = poll
+        while JobStatus(self.refresh().status) not in FINISHED:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
+            time.sleep(delay)
+            delay = min(1.0, delay * 1.5)
+        return self
+
+    def results(self, errors: str = "raise") -> list[Any]:
+        """Each item's value in item order.
+
+        ``errors="raise"`` raises ItemsFailed if any item failed;
+        ``errors="return"`` puts each failed item's error dict in its place.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError("errors must be 'raise' or 'return'")
+        data = self.client.request("GET", f"/api/jobs/{self.id}/results")
+        values: list[Any] = []
+        failed: dict[int, dict[str, Any]] = {}
+        for i, outcome in enumerate(data["results"]):
+            if outcome["ok"]:
+                values.append(from_wire(outcome["value"]))
+            else:
+                failed[i] = outcome["error"]
+                values.append(outcome["error"])
+        if failed and errors == "raise":
+            raise ItemsFailed(failed, total=len(values))
+        return values
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return list(self.client.request("GET", f"/api/jobs/{self.id}/tasks")["tasks"])
+
+    def logs(self, tail: int | None = None) -> list[dict[str, Any]]:
+        params = {"tail": tail} if tail else {}
+        return list(self.client.request("GET", f"/api/jobs/{self.id}/logs", params=params)["logs"])
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or "function"
+    return f"map {name}"[:200]
+
+
+def _error_from(response: httpx.Response) -> JobsysError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    cls = ERRORS_BY_NAME.get(str(body.get("error")), JobsysError)
+    message = body.get("message") or f"HTTP {response.status_code}: {response.text[:200]}"
+    # Rebuild without the subclass's own __init__: the server already wrote the message.
+    exc = cls.__new__(cls)
+    JobsysError.__init__(exc, message)
+    for key in ("fields", "right"):
+        if key in body:
+            setattr(exc, key, body[key])
+    exc.status_code = response.status_code  # type: ignore[attr-defined]
+    return exc

@@ -1,0 +1,129 @@
+"""Settings: one frozen object built from ``JOBSYS_*`` environment variables.
+
+Nobody else reads ``os.environ``. Every field has a default that runs the
+whole stack on one machine (SQLite in the working directory, Redis on
+localhost), so ``make run`` needs no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from jobsys.errors import ConfigError
+
+PREFIX = "JOBSYS_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a jobsys process needs to know; env var ``JOBSYS_<FIELD>`` sets each field."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Defaults to ``sqlite:///<data_dir>/jobsys.db``.
+    database_url: str = ""
+    #: HMAC key for pickled payloads. Defaults to a key kept in ``<data_dir>/secret.key``
+    #: so every local process agrees on it without configuration.
+    secret_key: str = ""
+    data_dir: str = ".jobsys"
+    #: Largest request body the API accepts, in bytes.
+    max_payload_bytes: int = 16 * 1024 * 1024
+    #: Largest list of items one function step may map over.
+    max_items: int = 1_000_000
+    #: Largest chunk the automatic chunk size picks; a caller may still ask for more.
+    max_chunk_size: int = 1000
+    #: How many chunks run at once across the cluster, used to size chunks automatically.
+    parallelism: int = 8
+    #: fnmatch patterns; a Docker step's image must match one of them.
+    docker_images: tuple[str, ...] = ("*",)
+    docker_default_mem_limit: str = "512m"
+    docker_default_cpus: float = 1.0
+    docker_max_timeout_s: int = 24 * 3600
+    #: Seconds a step may sit unpublished before the outbox sweep publishes it.
+    outbox_grace_s: float = 5.0
+    #: Seconds a Celery result (chunk summaries) lives in Redis.
+    result_ttl_s: int = 24 * 3600
+    web_host: str = "127.0.0.1"
+    web_port: int = 5000
+    flower_port: int = 5555
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``JOBSYS_*`` variables, then fill the derived defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        values.update(overrides)
+        return cls(**values).resolved()
+
+    def resolved(self) -> Settings:
+        """Fill the defaults that depend on ``data_dir`` (database file, secret key file)."""
+        settings = self
+        if not settings.database_url:
+            path = settings.data_path.resolve() / "jobsys.db"
+            settings = replace(settings, database_url=f"sqlite:///{path}")
+        if not settings.secret_key:
+            settings = replace(settings, secret_key=_local_secret(settings.data_path))
+        if len(settings.secret_key) < 16:
+            raise ConfigError("JOBSYS_SECRET_KEY is too short: use at least 16 characters")
+        return settings
+
+
+def client_env(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """The server URL and token a client uses when none are passed: ``JOBSYS_URL``
+    (default http://127.0.0.1:5000) and ``JOBSYS_TOKEN``."""
+    env = os.environ if environ is None else environ
+    return env.get(PREFIX + "URL") or "http://127.0.0.1:5000", env.get(PREFIX + "TOKEN") or None
+
+
+def _parse(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
+
+
+def _local_secret(data_dir: Path) -> str:
+    """Read or create the per-checkout secret so web app and workers share it.
+
+    Created with mode 0600: whoever can read it can sign code that workers run.
+    """
+    path = data_dir / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / f".secret.key.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    # link() is atomic and fails if the name exists: when two processes start
+    # together, one key wins and both read the winner.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()
+
+
+__all__ = ["Settings", "client_env"]

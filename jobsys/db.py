@@ -1,0 +1,65 @@
+"""Engine and session factory from Settings.
+
+SQLite is tuned for several writer processes (web app, workers): WAL so
+readers never wait, a busy timeout, and ``BEGIN IMMEDIATE`` for every
+transaction. A deferred transaction that reads and then writes can fail at
+once with "database is locked" when another process wrote in between; an
+immediate one waits its turn instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobsys.config import Settings
+from jobsys.models import Base
+
+SessionFactory = sessionmaker[Session]
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(url)
+    if parsed.drivername == "postgresql":
+        # psycopg 3 is the driver we install; a bare postgresql:// would ask for psycopg2.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so that the
+        # "begin" hook below decides how each transaction starts.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def make_session_factory(settings: Settings, *, create: bool = True) -> SessionFactory:
+    """A session factory for the configured database, creating the tables if asked."""
+    engine = make_engine(settings.database_url)
+    if create:
+        Base.metadata.create_all(engine)
+    return sessionmaker(engine, expire_on_commit=False)

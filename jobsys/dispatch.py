@@ -1,0 +1,115 @@
+"""Handing steps to the broker, and asking the cluster about its workers and queues.
+
+The service layer talks to Celery only through a ``Dispatcher``; tests hand
+in ``MemoryDispatcher`` where no broker is wanted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from jobsys.canvas import QUEUES, StepPlan, step_signature
+from jobsys.errors import DispatchError
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int | None
+    active: int
+    processed: int
+    last_heartbeat: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "active": self.active,
+            "processed": self.processed,
+        }
+
+
+class Dispatcher(Protocol):
+    def publish(self, plan: StepPlan) -> None:
+        """Send a step's tasks; raise DispatchError when the broker is unreachable."""
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    def queue_lengths(self) -> dict[str, int]: ...
+
+
+class CeleryDispatcher:
+    """The real dispatcher: signatures from ``canvas`` sent through the jobsys Celery app."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        # Register the task modules here too, so chords can be built by name.
+        app.loader.import_default_modules()
+
+    def publish(self, plan: StepPlan) -> None:
+        try:
+            step_signature(plan).apply_async(app=self.app)
+        except (OperationalError, RedisError, ConnectionError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+
+    def workers(self) -> list[WorkerInfo]:
+        inspect = self.app.control.inspect(timeout=1.0)
+        try:
+            stats = inspect.stats() or {}
+            queues = inspect.active_queues() or {}
+            active = inspect.active() or {}
+        except (OperationalError, RedisError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+        result = []
+        for name in sorted(stats):
+            info = stats[name]
+            processed = sum((info.get("total") or {}).values())
+            result.append(
+                WorkerInfo(
+                    name=name,
+                    queues=tuple(q["name"] for q in queues.get(name, [])),
+                    concurrency=(info.get("pool") or {}).get("max-concurrency"),
+                    active=len(active.get(name, [])),
+                    processed=processed,
+                    last_heartbeat=datetime.now(UTC),
+                )
+            )
+        return result
+
+    def queue_lengths(self) -> dict[str, int]:
+        try:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1)
+                channel = conn.default_channel
+                return {q: channel.client.llen(q) for q in QUEUES}
+        except (OperationalError, RedisError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+
+
+@dataclass
+class MemoryDispatcher:
+    """Records plans instead of sending them; ``down`` simulates an unreachable broker."""
+
+    published: list[StepPlan] = field(default_factory=list)
+    down: bool = False
+
+    def publish(self, plan: StepPlan) -> None:
+        if self.down:
+            raise DispatchError("the broker is unreachable: simulated outage")
+        self.published.append(plan)
+
+    def workers(self) -> list[WorkerInfo]:
+        return []
+
+    def queue_lengths(self) -> dict[str, int]:
+        return {
+            "docker": sum(1 for p in self.published if p.kind == "docker"),
+            "python": sum(len(p.chunks) for p in self.published),
+        }

@@ -1,0 +1,113 @@
+"""How Python values cross JSON: items going to workers and results coming back.
+
+A value that survives a JSON round trip unchanged (``loads(dumps(v)) == v``)
+travels as itself. Anything else (tuples, sets, objects, NaN) travels as
+``{"$pickle": ...}``: raw base64 between client and API, a signed blob (see
+``jobsys.signing``) inside jobsys. Each item's outcome is
+``{"ok": true, "value": ...}`` or ``{"ok": false, "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from jobsys.errors import SignatureError, SpecError
+from jobsys.signing import Signer, b64decode, b64encode
+
+PICKLE_KEY = "$pickle"
+
+
+def _json_faithful(value: Any) -> bool:
+    if isinstance(value, dict) and PICKLE_KEY in value:
+        return False  # would be read back as an envelope
+    try:
+        return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def is_pickled(obj: Any) -> bool:
+    return isinstance(obj, dict) and set(obj) <= {PICKLE_KEY, "repr"} and PICKLE_KEY in obj
+
+
+# -- client side: raw pickles, no key needed --------------------------------
+
+
+def to_wire(value: Any) -> Any:
+    if _json_faithful(value):
+        return value
+    return {PICKLE_KEY: b64encode(cloudpickle.dumps(value))}
+
+
+def from_wire(obj: Any) -> Any:
+    """Decode a value the API sent back. Unpickling trusts the server you called."""
+    if is_pickled(obj):
+        return cloudpickle.loads(b64decode(obj[PICKLE_KEY]))
+    return obj
+
+
+# -- service side: sign what an authorised caller sent ----------------------
+
+
+def sign_wire(obj: Any, signer: Signer, field: str) -> Any:
+    if not is_pickled(obj):
+        return obj
+    raw = obj[PICKLE_KEY]
+    if not isinstance(raw, str):
+        raise SpecError({field: "a $pickle value must be a base64 string"})
+    try:
+        data = b64decode(raw)
+    except SignatureError as exc:
+        raise SpecError({field: "a $pickle value must be valid base64"}) from exc
+    return {PICKLE_KEY: signer.sign(data)}
+
+
+def unsign_for_wire(obj: Any, signer: Signer) -> Any:
+    if not is_pickled(obj):
+        return obj
+    wire = {PICKLE_KEY: b64encode(signer.verify(obj[PICKLE_KEY]))}
+    if "repr" in obj:
+        wire["repr"] = obj["repr"]
+    return wire
+
+
+# -- worker side: verify, unpickle, and sign results -------------------------
+
+
+def decode(obj: Any, signer: Signer) -> Any:
+    if is_pickled(obj):
+        return signer.loads(obj[PICKLE_KEY])
+    return obj
+
+
+def encode(value: Any, signer: Signer) -> Any:
+    if _json_faithful(value):
+        return value
+    return {PICKLE_KEY: signer.dumps(value), "repr": _short_repr(value)}
+
+
+def ok(value: Any, signer: Signer) -> dict[str, Any]:
+    return {"ok": True, "value": encode(value, signer)}
+
+
+def error(exc: BaseException) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+        },
+    }
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the result
+        text = f"<unrepresentable {type(value).__name__}: {exc}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,196 @@
+"""Typed database models: the durable source of truth for every job.
+
+Redis carries messages and results in flight; anything a user may ask about
+later (status, results, logs) lives here.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC and hands back aware UTC, the same on SQLite and PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+#: The one status-transition table, for jobs and steps alike. Updates are written
+#: as ``UPDATE ... WHERE status IN (sources)`` so concurrent writers cannot skip it.
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: JobStatus) -> tuple[str, ...]:
+    """The statuses a row may move to ``target`` from."""
+    return tuple(s.value for s, targets in TRANSITIONS.items() if target in targets)
+
+
+class TaskState(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    #: The spec as submitted, minus the bulky step payloads (those live on Step).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    rerun_of: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    steps: Mapped[list[Step]] = relationship(
+        back_populates="job", order_by="Step.position", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_jobs_created", "created_at"),
+        Index("ix_jobs_status_created", "status", "created_at"),
+    )
+
+
+class Step(Base):
+    __tablename__ = "steps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    #: The validated step spec; function steps hold the signed callable and items here.
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    total_tasks: Mapped[int] = mapped_column(Integer, default=1)
+    done_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    total_items: Mapped[int] = mapped_column(Integer, default=0)
+    failed_items: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Set when the step was handed to Celery; NULL steps of live jobs are the outbox.
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    job: Mapped[Job] = relationship(back_populates="steps")
+
+    __table_args__ = (
+        Index("ix_steps_job_position", "job_id", "position", unique=True),
+        Index("ix_steps_outbox", "status", "dispatched_at"),
+    )
+
+
+class TaskRun(Base):
+    """One Celery task of a step: the container run of a Docker step, or one chunk."""
+
+    __tablename__ = "task_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the Celery task id
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"))
+    chunk_index: Mapped[int] = mapped_column(Integer, default=0)
+    item_start: Mapped[int] = mapped_column(Integer, default=0)
+    item_stop: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default=TaskState.PENDING.value)
+    worker: Mapped[str | None] = mapped_column(String(200), default=None)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Per-item result envelopes of a chunk, in item order (see ``jobsys.envelope``).
+    results: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    failed_items: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ix_task_runs_job", "job_id", "step_id", "chunk_index"),)
+
+
+class LogLine(Base):
+    __tablename__ = "log_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    stream: Mapped[str] = mapped_column(String(16), default="stdout")
+    line: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_log_lines_job", "job_id", "id"),)
+
+
+class Token(Base):
+    """An API token; only its SHA-256 is stored, the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)

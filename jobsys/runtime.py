@@ -1,0 +1,34 @@
+"""Building the real Context for a process (web app, worker child, CLI).
+
+Database engines must not cross ``fork()``: Celery's prefork pool forks
+after importing the app, so each process builds its own Context on first use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jobsys.config import Settings
+from jobsys.context import Context
+from jobsys.db import make_session_factory
+from jobsys.dispatch import CeleryDispatcher
+
+_cache: dict[tuple[int, Settings], Context] = {}
+
+
+def build_context(settings: Settings | None = None, app: object | None = None) -> Context:
+    """A Context for this process, made once per (pid, settings)."""
+    from jobsys.celery_app import make_celery
+
+    if app is not None and settings is None:
+        settings = app.settings  # type: ignore[attr-defined]
+    settings = settings or Settings.from_env()
+    key = (os.getpid(), settings)
+    if key not in _cache:
+        celery_app = app if app is not None else make_celery(settings)
+        _cache[key] = Context(
+            settings=settings,
+            sessions=make_session_factory(settings),
+            dispatcher=CeleryDispatcher(celery_app),
+        )
+    return _cache[key]

@@ -1,0 +1,52 @@
+"""The one service layer: every door into jobsys (web UI, API, CLI, scheduler,
+workers) calls these functions and nothing else touches SQL or Celery."""
+
+from jobsys.service.dispatching import dispatch_step, sweep_outbox
+from jobsys.service.jobs import (
+    get_job,
+    job_logs,
+    job_results,
+    job_stats,
+    job_tasks,
+    list_jobs,
+    list_workers,
+    submit_job,
+)
+from jobsys.service.progress import (
+    LogRecord,
+    TaskStart,
+    append_logs,
+    complete_step,
+    finish_job,
+    finish_task,
+    gather_function_step,
+    record_attempt,
+    start_task,
+)
+from jobsys.service.tokens import IssuedToken, authenticate, bootstrap_token, create_token
+
+__all__ = [
+    "IssuedToken",
+    "LogRecord",
+    "TaskStart",
+    "append_logs",
+    "authenticate",
+    "bootstrap_token",
+    "complete_step",
+    "create_token",
+    "dispatch_step",
+    "finish_job",
+    "finish_task",
+    "gather_function_step",
+    "get_job",
+    "job_logs",
+    "job_results",
+    "job_stats",
+    "job_tasks",
+    "list_jobs",
+    "list_workers",
+    "record_attempt",
+    "start_task",
+    "submit_job",
+    "sweep_outbox",
+]

@@ -1,0 +1,126 @@
+"""Publishing steps to the broker, and the outbox sweep that retries what could not be.
+
+A step is claimed (``dispatched_at`` set by one atomic UPDATE) before it is
+published, so the submitting request and the sweep can never both send it.
+When publishing fails the claim is undone and the step waits in the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+
+from jobsys.canvas import ChunkPlan, StepPlan
+from jobsys.context import Context
+from jobsys.errors import DispatchError
+from jobsys.models import Job, JobStatus, Step, TaskRun, utcnow
+from jobsys.specs import chunk_bounds
+
+log = logging.getLogger(__name__)
+
+
+def dispatch_step(ctx: Context, step_id: str) -> bool:
+    """Claim and publish one queued step; False when someone else already did."""
+    with ctx.sessions.begin() as session:
+        claimed = session.execute(
+            update(Step)
+            .where(
+                Step.id == step_id,
+                Step.status == JobStatus.QUEUED.value,
+                Step.dispatched_at.is_(None),
+            )
+            .values(dispatched_at=utcnow())
+        ).rowcount
+        if not claimed:
+            return False
+        step = session.get_one(Step, step_id)
+        # Rows left by an earlier publish that failed are replaced, not added to.
+        session.execute(delete(TaskRun).where(TaskRun.step_id == step_id))
+        plan = _plan(step)
+        session.add_all(_task_rows(step, plan))
+    try:
+        ctx.dispatcher.publish(plan)
+    except DispatchError:
+        with ctx.sessions.begin() as session:
+            session.execute(update(Step).where(Step.id == step_id).values(dispatched_at=None))
+        raise
+    return True
+
+
+def _plan(step: Step) -> StepPlan:
+    task_id = str(uuid.uuid4())
+    if step.kind == "docker":
+        return StepPlan(job_id=step.job_id, step_id=step.id, kind="docker", task_id=task_id)
+    items = step.spec["items"]
+    chunks = [
+        ChunkPlan(
+            task_id=str(uuid.uuid4()), index=i, start=start, stop=stop, items=items[start:stop]
+        )
+        for i, (start, stop) in enumerate(chunk_bounds(len(items), step.spec["chunk_size"]))
+    ]
+    return StepPlan(
+        job_id=step.job_id, step_id=step.id, kind="function", task_id=task_id, chunks=chunks
+    )
+
+
+def _task_rows(step: Step, plan: StepPlan) -> list[TaskRun]:
+    if plan.kind == "docker":
+        return [TaskRun(id=plan.task_id, job_id=step.job_id, step_id=step.id)]
+    return [
+        TaskRun(
+            id=c.task_id,
+            job_id=step.job_id,
+            step_id=step.id,
+            chunk_index=c.index,
+            item_start=c.start,
+            item_stop=c.stop,
+        )
+        for c in plan.chunks
+    ]
+
+
+def sweep_outbox(ctx: Context) -> int:
+    """Publish every step that is due but was never handed to the broker.
+
+    Due means: its job is live, every earlier step completed, and it has
+    waited longer than ``outbox_grace_s`` (so a request still publishing is
+    left alone). Returns how many steps were published.
+    """
+    now = utcnow()
+    grace = timedelta(seconds=ctx.settings.outbox_grace_s)
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(Step.id, Step.job_id, Step.position, Job.created_at)
+            .join(Job, Job.id == Step.job_id)
+            .where(
+                Step.status == JobStatus.QUEUED.value,
+                Step.dispatched_at.is_(None),
+                Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            )
+            .order_by(Job.created_at)
+        ).all()
+        due = []
+        for step_id, job_id, position, created_at in rows:
+            since = created_at
+            if position > 0:
+                prev = session.execute(
+                    select(Step.status, Step.finished_at).where(
+                        Step.job_id == job_id, Step.position == position - 1
+                    )
+                ).one()
+                if prev.status != JobStatus.COMPLETED.value or prev.finished_at is None:
+                    continue
+                since = prev.finished_at
+            if now - since >= grace:
+                due.append(step_id)
+    published = 0
+    for step_id in due:
+        try:
+            published += dispatch_step(ctx, step_id)
+        except DispatchError as exc:
+            log.warning("outbox sweep stopped, broker still unreachable: %s", exc)
+            break
+    return published

@@ -1,0 +1,228 @@
+"""Submitting and reading jobs: what the web UI, API, CLI and scheduler all call."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
+
+from jobsys.auth import Principal, Right, require
+from jobsys.context import Context
+from jobsys.dispatch import WorkerInfo
+from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
+from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
+from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun
+from jobsys.service.dispatching import dispatch_step
+from jobsys.service.records import JobInfo, LogEntry, Page, TaskInfo
+from jobsys.specs import (
+    DockerStep,
+    FunctionStep,
+    JobSpec,
+    chunk_bounds,
+    chunk_size_for,
+    parse_job_spec,
+    step_to_dict,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_PER_PAGE = 500
+MAX_LOG_TAIL = 10_000
+
+
+def submit_job(ctx: Context, principal: Principal, data: Any) -> JobInfo:
+    """Validate, store, then publish a job. Returns it ``queued`` even when the
+    broker is down: the row is committed first and the outbox sweep publishes it."""
+    require(principal, Right.SUBMIT)
+    spec = parse_job_spec(data, ctx.settings)
+    if _carries_code(spec):
+        require(principal, Right.SUBMIT_CODE)
+    job = Job(name=spec.name, owner=principal.name, spec=_public_spec(spec))
+    job.steps = [_step_row(ctx, i, step) for i, step in enumerate(spec.steps)]
+    with ctx.sessions.begin() as session:
+        session.add(job)
+    try:
+        dispatch_step(ctx, job.steps[0].id)
+    except DispatchError as exc:
+        log.warning("job %s stays queued until the broker is back: %s", job.id, exc)
+    return get_job(ctx, principal, job.id)
+
+
+def _carries_code(spec: JobSpec) -> bool:
+    return any(
+        isinstance(step, FunctionStep)
+        and (is_pickled(step.function) or any(is_pickled(item) for item in step.items))
+        for step in spec.steps
+    )
+
+
+def _public_spec(spec: JobSpec) -> dict[str, Any]:
+    """The spec as shown to readers: pickles and long item lists summarised."""
+    data = spec.to_dict()
+    for step in data["steps"]:
+        if step["kind"] == "function":
+            if is_pickled(step["function"]):
+                step["function"] = "<pickled callable>"
+            step["items"] = f"<{len(step['items'])} items>"
+    return data
+
+
+def _step_row(ctx: Context, position: int, step: DockerStep | FunctionStep) -> Step:
+    stored = step_to_dict(step)
+    if isinstance(step, DockerStep):
+        return Step(position=position, kind="docker", spec=stored, total_tasks=1)
+    path = f"steps[{position}]"
+    stored["function"] = sign_wire(step.function, ctx.signer, f"{path}.function")
+    stored["items"] = [sign_wire(item, ctx.signer, f"{path}.items") for item in step.items]
+    stored["chunk_size"] = chunk_size_for(step, ctx.settings)
+    n_chunks = len(chunk_bounds(len(step.items), stored["chunk_size"]))
+    return Step(
+        position=position,
+        kind="function",
+        spec=stored,
+        total_tasks=n_chunks,
+        total_items=len(step.items),
+    )
+
+
+def get_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.steps)))
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id!r}")
+        return JobInfo.of(job)
+
+
+def list_jobs(
+    ctx: Context,
+    principal: Principal,
+    *,
+    status: str | None = None,
+    page: int = 1,
+    per_page: int = 50,
+) -> Page:
+    require(principal, Right.VIEW)
+    if status is not None and status not in {s.value for s in JobStatus}:
+        raise SpecError({"status": f"use one of {', '.join(s.value for s in JobStatus)}"})
+    if page < 1:
+        raise SpecError({"page": "pages start at 1"})
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise SpecError({"per_page": f"give a number from 1 to {MAX_PER_PAGE}"})
+    query = select(Job)
+    count = select(func.count()).select_from(Job)
+    if status:
+        query = query.where(Job.status == status)
+        count = count.where(Job.status == status)
+    query = (
+        query.order_by(Job.created_at.desc(), Job.id.desc())
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+        .options(selectinload(Job.steps))
+    )
+    with ctx.sessions() as session:
+        jobs = tuple(JobInfo.of(j) for j in session.scalars(query))
+        total = session.scalar(count) or 0
+    return Page(items=jobs, total=total, page=page, per_page=per_page)
+
+
+def _require_job(session: Any, job_id: str) -> None:
+    if session.get(Job, job_id) is None:
+        raise NotFoundError(f"no job with id {job_id!r}")
+
+
+def job_tasks(ctx: Context, principal: Principal, job_id: str) -> list[TaskInfo]:
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        _require_job(session, job_id)
+        rows = session.scalars(
+            select(TaskRun)
+            .join(Step, Step.id == TaskRun.step_id)
+            .where(TaskRun.job_id == job_id)
+            .order_by(Step.position, TaskRun.chunk_index)
+        )
+        return [TaskInfo.of(r) for r in rows]
+
+
+def job_logs(
+    ctx: Context, principal: Principal, job_id: str, *, tail: int | None = None
+) -> list[LogEntry]:
+    """Stored log lines in order; ``tail`` keeps only the last N."""
+    require(principal, Right.VIEW)
+    if tail is not None and not 1 <= tail <= MAX_LOG_TAIL:
+        raise SpecError({"tail": f"give a number from 1 to {MAX_LOG_TAIL}"})
+    with ctx.sessions() as session:
+        _require_job(session, job_id)
+        query = select(LogLine).where(LogLine.job_id == job_id)
+        if tail:
+            rows = list(session.scalars(query.order_by(LogLine.id.desc()).limit(tail)))
+            rows.reverse()
+        else:
+            rows = list(session.scalars(query.order_by(LogLine.id).limit(MAX_LOG_TAIL)))
+        return [LogEntry.of(r) for r in rows]
+
+
+def job_results(ctx: Context, principal: Principal, job_id: str) -> dict[str, Any]:
+    """Every item's outcome of the job's last function step, in item order."""
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        _require_job(session, job_id)
+        step = session.scalar(
+            select(Step)
+            .where(Step.job_id == job_id, Step.kind == "function")
+            .order_by(Step.position.desc())
+            .limit(1)
+        )
+        if step is None:
+            raise NotFoundError(f"job {job_id} has no function step, so no item results")
+        if not JobStatus(step.status).finished:
+            raise StateError(f"step {step.position} is {step.status}; wait for the job to end")
+        runs = session.scalars(
+            select(TaskRun).where(TaskRun.step_id == step.id).order_by(TaskRun.chunk_index)
+        )
+        results: list[Any] = []
+        for run in runs:
+            outcomes = run.results or []
+            results.extend(
+                {**o, "value": unsign_for_wire(o["value"], ctx.signer)} if o["ok"] else o
+                for o in outcomes
+            )
+            # A chunk that never produced results still holds its place in item order.
+            for _ in range(run.item_stop - run.item_start - len(outcomes)):
+                results.append(_missing(run))
+        return {
+            "job_id": job_id,
+            "step": step.position,
+            "status": step.status,
+            "total": step.total_items,
+            "failed": step.failed_items,
+            "results": results,
+        }
+
+
+def _missing(run: TaskRun) -> dict[str, Any]:
+    message = run.error or f"chunk {run.chunk_index} did not run ({run.state})"
+    return {"ok": False, "error": {"type": "ChunkError", "message": message, "traceback": ""}}
+
+
+def job_stats(ctx: Context, principal: Principal) -> dict[str, Any]:
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    stats: dict[str, Any] = {
+        "jobs": {s.value: counts.get(s.value, 0) for s in JobStatus},
+        "queues": None,
+        "broker": "ok",
+    }
+    try:
+        stats["queues"] = ctx.dispatcher.queue_lengths()
+    except DispatchError as exc:
+        stats["broker"] = exc.message
+    return stats
+
+
+def list_workers(ctx: Context, principal: Principal) -> list[WorkerInfo]:
+    require(principal, Right.VIEW)
+    return ctx.dispatcher.workers()

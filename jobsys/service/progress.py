@@ -1,0 +1,219 @@
+"""What workers report as a job runs: tasks starting and ending, steps ending,
+log lines; and moving the job on to its next step.
+
+Every change is one atomic ``UPDATE ... WHERE state IN (...)`` (see
+``models.TRANSITIONS``), so a duplicate delivery or a late report cannot move
+a row backwards or count a task twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from jobsys.context import Context
+from jobsys.errors import DispatchError
+from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, TaskState, sources_of, utcnow
+from jobsys.service.dispatching import dispatch_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskStart:
+    """What a worker needs to run one task it has been cleared to run."""
+
+    job_id: str
+    step_id: str
+    step_spec: dict[str, Any]
+    attempt: int
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    line: str
+    stream: str = "stdout"
+    ts: datetime | None = None
+
+
+def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
+    """Mark a task running; None when it must not run (job over, task already done)."""
+    now = utcnow()
+    with ctx.sessions.begin() as session:
+        moved = session.execute(
+            update(TaskRun)
+            .where(
+                TaskRun.id == task_id,
+                TaskRun.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+            )
+            .values(
+                state=TaskState.RUNNING.value,
+                worker=worker,
+                started_at=now,
+                attempt=TaskRun.attempt + 1,
+            )
+        ).rowcount
+        if not moved:
+            return None
+        run = session.get_one(TaskRun, task_id)
+        job_status = session.scalar(select(Job.status).where(Job.id == run.job_id))
+        if job_status is None or JobStatus(job_status).finished:
+            return None
+        _move(session, Step, run.step_id, JobStatus.RUNNING, started_at=now)
+        _move(session, Job, run.job_id, JobStatus.RUNNING, started_at=now)
+        spec = session.scalar(select(Step.spec).where(Step.id == run.step_id))
+        return TaskStart(
+            job_id=run.job_id, step_id=run.step_id, step_spec=spec, attempt=run.attempt
+        )
+
+
+def _move(
+    session: Any, model: type[Job] | type[Step], row_id: str, target: JobStatus, **values: Any
+) -> bool:
+    result = session.execute(
+        update(model)
+        .where(model.id == row_id, model.status.in_(sources_of(target)))
+        .values(status=target.value, **values)
+    )
+    return bool(result.rowcount)
+
+
+def record_attempt(ctx: Context, step_id: str) -> None:
+    with ctx.sessions.begin() as session:
+        session.execute(update(Step).where(Step.id == step_id).values(attempts=Step.attempts + 1))
+
+
+def finish_task(
+    ctx: Context,
+    task_id: str,
+    *,
+    ok: bool,
+    error: str | None = None,
+    results: list[Any] | None = None,
+    failed_items: int = 0,
+    logs: Sequence[LogRecord] = (),
+) -> bool:
+    """Record a task's end, its results and its logs in one transaction.
+
+    Counts the task towards its step's progress only if this call is the one
+    that ended it; a second report of the same task changes nothing.
+    """
+    state = TaskState.COMPLETED if ok else TaskState.FAILED
+    with ctx.sessions.begin() as session:
+        ended = session.execute(
+            update(TaskRun)
+            .where(TaskRun.id == task_id, TaskRun.state == TaskState.RUNNING.value)
+            .values(
+                state=state.value,
+                error=error,
+                results=results,
+                failed_items=failed_items,
+                finished_at=utcnow(),
+            )
+        ).rowcount
+        if not ended:
+            return False
+        run = session.get_one(TaskRun, task_id)
+        session.execute(
+            update(Step)
+            .where(Step.id == run.step_id)
+            .values(done_tasks=Step.done_tasks + 1, failed_items=Step.failed_items + failed_items)
+        )
+        _insert_logs(session, run.job_id, run.step_id, logs)
+    return True
+
+
+def append_logs(ctx: Context, job_id: str, step_id: str | None, logs: Iterable[LogRecord]) -> None:
+    with ctx.sessions.begin() as session:
+        _insert_logs(session, job_id, step_id, logs)
+
+
+def _insert_logs(session: Any, job_id: str, step_id: str | None, logs: Iterable[LogRecord]) -> None:
+    now = utcnow()
+    rows = [
+        {
+            "job_id": job_id,
+            "step_id": step_id,
+            "ts": r.ts or now,
+            "stream": r.stream,
+            "line": r.line,
+        }
+        for r in logs
+    ]
+    if rows:
+        session.execute(insert(LogLine), rows)
+
+
+def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
+    """The chord callback's work: judge the step from every chunk's record."""
+    with ctx.sessions() as session:
+        step = session.get_one(Step, step_id)
+        runs = list(
+            session.scalars(
+                select(TaskRun).where(TaskRun.step_id == step_id).order_by(TaskRun.chunk_index)
+            )
+        )
+    broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
+    if broken:
+        first = broken[0]
+        error = (
+            f"{len(broken)} of {len(runs)} chunks did not complete; chunk "
+            f"{first.chunk_index}: {first.error or first.state}"
+        )
+        return complete_step(ctx, step_id, JobStatus.FAILED, error=error)
+    if step.failed_items and not step.spec.get("tolerate_failures"):
+        first_error = _first_item_error(runs)
+        error = f"{step.failed_items} of {step.total_items} items failed (first: {first_error})"
+        return complete_step(ctx, step_id, JobStatus.FAILED, error=error)
+    return complete_step(ctx, step_id, JobStatus.COMPLETED)
+
+
+def _first_item_error(runs: Sequence[TaskRun]) -> str:
+    for run in runs:
+        for i, outcome in enumerate(run.results or []):
+            if not outcome["ok"]:
+                err = outcome["error"]
+                return f"item {run.item_start + i}: {err['type']}: {err['message']}"
+    return "unknown"
+
+
+def complete_step(
+    ctx: Context,
+    step_id: str,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    exit_code: int | None = None,
+) -> JobStatus:
+    """End a step and move its job on: publish the next step, or end the job."""
+    with ctx.sessions.begin() as session:
+        moved = _move(
+            session, Step, step_id, status, error=error, exit_code=exit_code, finished_at=utcnow()
+        )
+        step = session.get_one(Step, step_id)
+        job_id, position = step.job_id, step.position
+        next_id = session.scalar(
+            select(Step.id).where(Step.job_id == job_id, Step.position == position + 1)
+        )
+    if not moved:
+        return JobStatus(step.status)
+    if status is JobStatus.COMPLETED and next_id is not None:
+        try:
+            dispatch_step(ctx, next_id)
+        except DispatchError as exc:
+            log.warning("step %s waits in the outbox: %s", next_id, exc)
+    elif status is JobStatus.COMPLETED:
+        finish_job(ctx, job_id, JobStatus.COMPLETED)
+    else:
+        finish_job(ctx, job_id, status, error=f"step {position + 1} {status.value}: {error}")
+    return status
+
+
+def finish_job(ctx: Context, job_id: str, status: JobStatus, *, error: str | None = None) -> bool:
+    with ctx.sessions.begin() as session:
+        return _move(session, Job, job_id, status, error=error, finished_at=utcnow())

@@ -1,0 +1,229 @@
+"""What service functions hand back: plain frozen values, never ORM objects.
+
+Each has ``to_dict()`` giving the JSON the API sends, so HTML views, the API
+and the CLI all show the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from jobsys.models import Job, LogLine, Step, TaskRun
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    id: str
+    position: int
+    kind: str
+    name: str
+    status: str
+    total_tasks: int
+    done_tasks: int
+    total_items: int
+    failed_items: int
+    attempts: int
+    exit_code: int | None
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    summary: str
+
+    @classmethod
+    def of(cls, step: Step) -> StepInfo:
+        spec = step.spec
+        if step.kind == "docker":
+            summary = f"{spec['image']} {' '.join(spec['command'])}"
+        else:
+            fn = spec["function"]
+            summary = (
+                f"{fn if isinstance(fn, str) else 'pickled function'} over {step.total_items} items"
+            )
+        return cls(
+            id=step.id,
+            position=step.position,
+            kind=step.kind,
+            name=spec.get("name") or f"step {step.position + 1}",
+            status=step.status,
+            total_tasks=step.total_tasks,
+            done_tasks=step.done_tasks,
+            total_items=step.total_items,
+            failed_items=step.failed_items,
+            attempts=step.attempts,
+            exit_code=step.exit_code,
+            error=step.error,
+            started_at=step.started_at,
+            finished_at=step.finished_at,
+            summary=summary,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "position": self.position,
+            "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "progress": {"done": self.done_tasks, "total": self.total_tasks},
+            "items": {"total": self.total_items, "failed": self.failed_items},
+            "attempts": self.attempts,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "summary": self.summary,
+        }
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    name: str
+    status: str
+    owner: str
+    spec: dict[str, Any]
+    error: str | None
+    rerun_of: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: tuple[StepInfo, ...]
+
+    @classmethod
+    def of(cls, job: Job) -> JobInfo:
+        return cls(
+            id=job.id,
+            name=job.name,
+            status=job.status,
+            owner=job.owner,
+            spec=job.spec,
+            error=job.error,
+            rerun_of=job.rerun_of,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            steps=tuple(StepInfo.of(s) for s in job.steps),
+        )
+
+    @property
+    def done_tasks(self) -> int:
+        return sum(s.done_tasks for s in self.steps)
+
+    @property
+    def total_tasks(self) -> int:
+        return sum(s.total_tasks for s in self.steps)
+
+    def to_dict(self, *, with_spec: bool = True) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "owner": self.owner,
+            "error": self.error,
+            "rerun_of": self.rerun_of,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "progress": {"done": self.done_tasks, "total": self.total_tasks},
+            "steps": [s.to_dict() for s in self.steps],
+        }
+        if with_spec:
+            data["spec"] = self.spec
+        return data
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    id: str
+    step_id: str
+    chunk_index: int
+    item_start: int
+    item_stop: int
+    state: str
+    worker: str | None
+    attempt: int
+    failed_items: int
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, run: TaskRun) -> TaskInfo:
+        return cls(
+            id=run.id,
+            step_id=run.step_id,
+            chunk_index=run.chunk_index,
+            item_start=run.item_start,
+            item_stop=run.item_stop,
+            state=run.state,
+            worker=run.worker,
+            attempt=run.attempt,
+            failed_items=run.failed_items,
+            error=run.error,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        duration = None
+        if self.started_at and self.finished_at:
+            duration = (self.finished_at - self.started_at).total_seconds()
+        return {
+            "id": self.id,
+            "step_id": self.step_id,
+            "chunk": self.chunk_index,
+            "items": [self.item_start, self.item_stop],
+            "state": self.state,
+            "worker": self.worker,
+            "attempt": self.attempt,
+            "failed_items": self.failed_items,
+            "error": self.error,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_s": duration,
+        }
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: int
+    step_id: str | None
+    ts: datetime
+    stream: str
+    line: str
+
+    @classmethod
+    def of(cls, row: LogLine) -> LogEntry:
+        return cls(row.id, row.step_id, row.ts, row.stream, row.line)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "step_id": self.step_id,
+            "ts": _iso(self.ts),
+            "stream": self.stream,
+            "line": self.line,
+        }
+
+
+@dataclass(frozen=True)
+class Page:
+    items: tuple[JobInfo, ...]
+    total: int
+    page: int
+    per_page: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": [j.to_dict(with_spec=False) for j in self.items],
+            "total": self.total,
+            "page": self.page,
+            "per_page": self.per_page,
+            "pages": max(1, -(-self.total // self.per_page)),
+        }

@@ -1,0 +1,225 @@
+"""The local stack behind ``make run``: web app, one worker per queue, beat and
+Flower as child processes, plus a private redis-server when none answers.
+
+Ctrl-C (or SIGTERM) stops every child: SIGTERM first so Celery shuts down
+warm, SIGKILL for whatever is still there after the grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import redis
+from redis.exceptions import RedisError
+
+from jobsys.config import Settings
+from jobsys.errors import ConfigError
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (RedisError, OSError):
+        return False
+
+
+def redis_child(settings: Settings) -> Child | None:
+    """None when Redis already answers; a local redis-server to start when it is ours to start."""
+    if redis_answers(settings.redis_url):
+        return None
+    conn = redis.Redis.from_url(settings.redis_url).connection_pool.connection_kwargs
+    host, port = str(conn.get("host", "")), int(conn.get("port", 6379))
+    if host not in LOCAL_HOSTS:
+        raise ConfigError(
+            f"nothing answers at JOBSYS_REDIS_URL={settings.redis_url}; start that Redis "
+            "or point JOBSYS_REDIS_URL at one that runs"
+        )
+    server = shutil.which("redis-server")
+    if server is None:
+        raise ConfigError(
+            "no Redis answers at 127.0.0.1 and no redis-server is on PATH: install one "
+            "(Debian/Ubuntu: apt install redis-server; macOS: brew install redis) "
+            "or set JOBSYS_REDIS_URL"
+        )
+    data = settings.data_path.resolve()
+    return Child(
+        "redis",
+        [
+            server,
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ],
+    )
+
+
+def stack_children(settings: Settings) -> list[Child]:
+    py = sys.executable
+    celery = [py, "-m", "celery", "-A", "jobsys.celery_app"]
+    data = settings.data_path.resolve()
+    return [
+        Child(
+            "web",
+            [
+                py,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"{settings.web_host}:{settings.web_port}",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+                "--access-logfile",
+                "-",
+                "webui.wsgi:app",
+            ],
+        ),
+        Child(
+            "worker-python",
+            [*celery, "worker", "-Q", "python", "-n", "python@%h", "-c", "2", "-l", "INFO"],
+        ),
+        Child(
+            "worker-docker",
+            [*celery, "worker", "-Q", "docker", "-n", "docker@%h", "-c", "2", "-l", "INFO"],
+        ),
+        Child("beat", [*celery, "beat", "-l", "INFO", "-s", str(data / "celerybeat-schedule")]),
+        Child(
+            "flower",
+            [*celery, "flower", f"--address={settings.web_host}", f"--port={settings.flower_port}"],
+        ),
+    ]
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Children get the resolved settings so they share one database, broker and key."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "JOBSYS_REDIS_URL": settings.redis_url,
+            "JOBSYS_DATABASE_URL": settings.database_url,
+            "JOBSYS_SECRET_KEY": settings.secret_key,
+            "JOBSYS_DATA_DIR": str(settings.data_path.resolve()),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _pump(name: str, stream: IO[bytes]) -> None:
+    prefix = f"{name:>13} | ".encode()
+    for line in iter(stream.readline, b""):
+        sys.stdout.buffer.write(prefix + line)
+        sys.stdout.buffer.flush()
+
+
+class Stack:
+    def __init__(self, children: list[Child], env: dict[str, str]) -> None:
+        self.children = children
+        self.env = env
+        self.stopping = False
+
+    def start(self, child: Child) -> None:
+        # Own session: the terminal's Ctrl-C reaches us only, and we stop children in order.
+        child.process = subprocess.Popen(
+            child.argv,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert child.process.stdout is not None
+        threading.Thread(target=_pump, args=(child.name, child.process.stdout), daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        live = [c for c in reversed(self.children) if c.process and c.process.poll() is None]
+        for child in live:
+            assert child.process is not None
+            os.killpg(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in live:
+            assert child.process is not None
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+
+    def watch(self) -> int:
+        """Wait until a signal or a child's death; then stop everything."""
+        while not self.stopping:
+            for child in self.children:
+                assert child.process is not None
+                code = child.process.poll()
+                if code is not None:
+                    print(
+                        f"jobsys: {child.name} exited with code {code}; stopping the stack",
+                        file=sys.stderr,
+                    )
+                    self.stop()
+                    return 1
+            time.sleep(0.5)
+        return 0
+
+
+def wait_for_redis(url: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"the redis-server we started does not answer at {url}")
+        time.sleep(0.1)
+
+
+def run_stack(settings: Settings, banner: str) -> int:
+    env = child_env(settings)
+    children = stack_children(settings)
+    redis = redis_child(settings)
+    stack = Stack(([redis] if redis else []) + children, env)
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        if not stack.stopping:
+            print(f"\njobsys: got signal {signum}, stopping...", file=sys.stderr)
+            stack.stop()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    if redis:
+        stack.start(redis)
+        wait_for_redis(settings.redis_url)
+    for child in children:
+        stack.start(child)
+    print(banner, flush=True)
+    return stack.watch()
+
+
+def data_dir(settings: Settings) -> Path:
+    path = settings.data_path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,44 @@
+"""The jobsys web app: HTML pages and the JSON API over one service layer."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from jobsys.config import Settings
+from jobsys.context import Context
+
+
+def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
+    """The app factory. Pass a Context to run over test collaborators."""
+    from jobsys.runtime import build_context
+    from webui import api, errors, views
+
+    if context is None:
+        context = build_context(settings)
+    app = Flask(__name__)
+    app.config.update(
+        # The session key is derived from, not equal to, the pickle-signing key.
+        SECRET_KEY=hashlib.sha256(
+            b"jobsys-web-session:" + context.settings.secret_key.encode()
+        ).hexdigest(),
+        MAX_CONTENT_LENGTH=context.settings.max_payload_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.extensions["jobsys"] = context
+    csrf = CSRFProtect(app)
+    csrf.exempt(api.bp)  # the API authenticates with bearer tokens, not cookies
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+    errors.init_app(app)
+    app.jinja_env.filters["dt"] = _format_dt
+    return app
+
+
+def _format_dt(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"

@@ -1,0 +1,100 @@
+"""The JSON API. Each route: authenticate, parse, one service call, jsonify."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from jobsys import service
+from jobsys.errors import SpecError
+from webui.principal import api_principal, context
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def json_body() -> Any:
+    raw = request.get_data(cache=False)
+    if not raw.strip():
+        raise SpecError({"body": "send a JSON object in the request body"})
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError({"body": f"malformed JSON: {exc}"}) from exc
+    except RecursionError as exc:
+        raise SpecError({"body": "JSON nested too deeply"}) from exc
+
+
+def int_arg(name: str, default: int | None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SpecError({name: f"give a whole number, not {raw!r}"}) from exc
+
+
+@bp.post("/jobs")
+def submit_job() -> tuple[Response, int, dict[str, str]]:
+    principal = api_principal()
+    job = service.submit_job(context(), principal, json_body())
+    location = url_for("api.get_job", job_id=job.id)
+    return jsonify(job.to_dict()), 202, {"Location": location}
+
+
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    page = service.list_jobs(
+        context(),
+        api_principal(),
+        status=request.args.get("status") or None,
+        page=int_arg("page", 1) or 1,
+        per_page=int_arg("per_page", 50) or 50,
+    )
+    return jsonify(page.to_dict())
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    return jsonify(service.get_job(context(), api_principal(), job_id).to_dict())
+
+
+@bp.get("/jobs/<job_id>/tasks")
+def job_tasks(job_id: str) -> Response:
+    tasks = service.job_tasks(context(), api_principal(), job_id)
+    return jsonify({"job_id": job_id, "tasks": [t.to_dict() for t in tasks]})
+
+
+@bp.get("/jobs/<job_id>/logs")
+def job_logs(job_id: str) -> Response:
+    logs = service.job_logs(context(), api_principal(), job_id, tail=int_arg("tail", None))
+    return jsonify({"job_id": job_id, "logs": [entry.to_dict() for entry in logs]})
+
+
+@bp.get("/jobs/<job_id>/results")
+def job_results(job_id: str) -> Response:
+    return jsonify(service.job_results(context(), api_principal(), job_id))
+
+
+@bp.get("/stats")
+def stats() -> Response:
+    return jsonify(service.job_stats(context(), api_principal()))
+
+
+@bp.get("/workers")
+def workers() -> Response:
+    found = service.list_workers(context(), api_principal())
+    return jsonify({"workers": [w.to_dict() for w in found]})
+
+
+@bp.post("/tokens")
+def create_token() -> tuple[Response, int]:
+    body = json_body()
+    if not isinstance(body, dict):
+        raise SpecError({"body": "send an object with 'name' and 'role'"})
+    issued = service.create_token(
+        context(), api_principal(), name=str(body.get("name", "")), role=str(body.get("role", ""))
+    )
+    return jsonify({"name": issued.name, "role": issued.role, "token": issued.token}), 201

@@ -1,0 +1,118 @@
+"""HTML pages: job list, job detail, submit form, sign-in. They read and write
+through the same service functions as the API and work without JavaScript."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from jobsys import service
+from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
+from jobsys.models import JobStatus
+from jobsys.specs import docker_step_from_form
+from webui.errors import status_for
+from webui.principal import context, page_principal
+
+bp = Blueprint("views", __name__)
+
+
+@bp.errorhandler(Unauthenticated)
+def _sign_in_first(_exc: Unauthenticated) -> Response:
+    return redirect(url_for("views.login", next=request.full_path))
+
+
+@bp.get("/")
+def index() -> Response:
+    return redirect(url_for("views.jobs"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        token = (request.form.get("token") or "").strip()
+        try:
+            service.authenticate(context(), token)
+        except Unauthenticated as exc:
+            error = exc.message
+        else:
+            session.clear()
+            session["token"] = token
+            target = request.args.get("next") or ""
+            # Only local paths: an open redirect would hand the session to another site.
+            if not target.startswith("/") or target.startswith("//"):
+                target = url_for("views.jobs")
+            return redirect(target)
+    return render_template("login.html", error=error), 401 if error else 200
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    session.clear()
+    return redirect(url_for("views.login"))
+
+
+@bp.get("/jobs")
+def jobs() -> str:
+    principal = page_principal()
+    status = request.args.get("status") or None
+    try:
+        page_no = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page_no = 1
+    page = service.list_jobs(context(), principal, status=status, page=page_no, per_page=25)
+    stats = service.job_stats(context(), principal)
+    return render_template(
+        "jobs.html",
+        page=page,
+        status=status,
+        stats=stats,
+        statuses=[s.value for s in JobStatus],
+        principal=principal,
+    )
+
+
+@bp.get("/jobs/<job_id>")
+def job_detail(job_id: str) -> str:
+    principal = page_principal()
+    ctx = context()
+    job = service.get_job(ctx, principal, job_id)
+    tasks = service.job_tasks(ctx, principal, job_id)
+    logs = service.job_logs(ctx, principal, job_id, tail=500)
+    results = None
+    if any(s.kind == "function" for s in job.steps):
+        try:
+            results = service.job_results(ctx, principal, job_id)
+        except StateError:
+            results = None
+    return render_template(
+        "job.html", job=job, tasks=tasks, logs=logs, results=results, principal=principal
+    )
+
+
+@bp.route("/jobs/new", methods=["GET", "POST"])
+def submit() -> Any:
+    principal = page_principal()
+    form: dict[str, str] = {"image": "jobsys/busybox:local", "timeout_s": "60", "retries": "0"}
+    errors: dict[str, str] = {}
+    message = None
+    if request.method == "POST":
+        form = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        try:
+            job = service.submit_job(context(), principal, docker_step_from_form(form))
+        except SpecError as exc:
+            # Field paths look like steps[0].image; the form knows them as image.
+            errors = {k.split(".")[-1]: v for k, v in exc.fields.items()}
+            message = exc.message
+        except JobsysError as exc:
+            return render_template(
+                "submit.html", form=form, errors={}, message=exc.message, principal=principal
+            ), status_for(exc)
+        else:
+            return redirect(url_for("views.job_detail", job_id=job.id))
+    status = 400 if errors else 200
+    return render_template(
+        "submit.html", form=form, errors=errors, message=message, principal=principal
+    ), status

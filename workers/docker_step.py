@@ -1,0 +1,111 @@
+"""The Celery task that runs a Docker step, with retries and backoff."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from celery import shared_task
+
+from jobsys import service
+from jobsys.canvas import RUN_DOCKER_STEP
+from jobsys.errors import ImageError, StepError, StepFailed, StepTimeout
+from jobsys.models import JobStatus
+from jobsys.service.progress import LogRecord
+from jobsys.specs import DockerStep
+from workers.containers import (
+    LABEL_JOB,
+    LABEL_STEP,
+    LABEL_TASK,
+    Limits,
+    docker_client,
+    run_container,
+)
+from workers.context import worker_context
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+
+def backoff_delay(base_s: float, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [base*2^(n-1)/2, base*2^(n-1)]."""
+    ceiling = min(MAX_BACKOFF_S, base_s * 2 ** max(0, attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def step_from_spec(spec: dict[str, Any]) -> DockerStep:
+    return DockerStep(
+        image=spec["image"],
+        command=tuple(spec["command"]),
+        env=spec.get("env") or {},
+        timeout_s=spec["timeout_s"],
+        retries=spec.get("retries", 0),
+        retry_backoff_s=spec.get("retry_backoff_s", 1.0),
+        mem_limit=spec.get("mem_limit"),
+        cpus=spec.get("cpus"),
+        name=spec.get("name", ""),
+    )
+
+
+@shared_task(name=RUN_DOCKER_STEP, bind=True)
+def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
+    ctx = worker_context()
+    task_id = self.request.id
+    start = service.start_task(ctx, task_id, self.request.hostname or "?")
+    if start is None:
+        return {"skipped": True}
+    step = step_from_spec(start.step_spec)
+    limits = Limits(ctx.settings.docker_default_mem_limit, ctx.settings.docker_default_cpus)
+    labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}
+    logs: list[LogRecord] = []
+    error: StepError | None = None
+    exit_code: int | None = None
+    for attempt in range(1, step.retries + 2):
+        service.record_attempt(ctx, step_id)
+        try:
+            result = run_container(docker_client(), step, labels=labels, limits=limits)
+        except ImageError as exc:
+            error = exc
+            break  # retrying cannot make a missing image appear
+        except StepError as exc:
+            error = exc
+        else:
+            logs.extend(result.logs)
+            exit_code = result.exit_code
+            if result.timed_out:
+                error = StepTimeout(f"timed out after {step.timeout_s:g} s; container killed")
+            elif result.exit_code != 0:
+                error = StepFailed(result.exit_code)
+            else:
+                error = None
+                break
+        if attempt <= step.retries:
+            delay = backoff_delay(step.retry_backoff_s, attempt)
+            logs.append(
+                LogRecord(
+                    line=f"[jobsys] attempt {attempt} failed ({error}); retrying in {delay:.1f} s",
+                    stream="system",
+                )
+            )
+            time.sleep(delay)
+    if error is not None:
+        logs.append(LogRecord(line=f"[jobsys] step failed: {error}", stream="system"))
+    service.finish_task(
+        ctx,
+        task_id,
+        ok=error is None,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        logs=logs,
+    )
+    status = JobStatus.COMPLETED if error is None else JobStatus.FAILED
+    service.complete_step(
+        ctx,
+        step_id,
+        status,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        exit_code=exit_code,
+    )
+    return {"exit_code": exit_code, "status": status.value}
