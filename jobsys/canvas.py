@@ -44,13 +44,15 @@ class StepPlan:
     chunks: Sequence[ChunkPlan] = ()
 
 
-def step_signature(plan: StepPlan) -> Signature:
+def step_signature(plan: StepPlan, app: Any = None) -> Signature:
+    """The step as one signature; ``app`` binds it (None: Celery's current app)."""
     if plan.kind == "docker":
         return signature(
             RUN_DOCKER_STEP,
             args=(plan.job_id, plan.step_id),
             options={"queue": DOCKER_QUEUE, "task_id": plan.task_id},
             immutable=True,
+            app=app,
         )
     header = [
         signature(
@@ -58,6 +60,7 @@ def step_signature(plan: StepPlan) -> Signature:
             args=(plan.job_id, plan.step_id, c.index, c.start, list(c.items)),
             options={"queue": PYTHON_QUEUE, "task_id": c.task_id},
             immutable=True,
+            app=app,
         )
         for c in plan.chunks
     ]
@@ -68,5 +71,6 @@ def step_signature(plan: StepPlan) -> Signature:
         args=(plan.job_id, plan.step_id),
         options={"queue": PYTHON_QUEUE, "task_id": plan.task_id},
         immutable=True,
+        app=app,
     )
-    return chord(header, body)
+    return chord(header, body, app=app)

@@ -55,7 +55,7 @@ class CeleryDispatcher:
 
     def publish(self, plan: StepPlan) -> None:
         try:
-            step_signature(plan).apply_async(app=self.app)
+            step_signature(plan, self.app).apply_async()
         except (OperationalError, RedisError, ConnectionError, OSError) as exc:
             raise DispatchError(f"the broker is unreachable: {exc}") from exc
 

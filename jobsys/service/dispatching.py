@@ -43,7 +43,9 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
         session.add_all(_task_rows(step, plan))
     try:
         ctx.dispatcher.publish(plan)
-    except DispatchError:
+    except Exception:
+        # Whatever went wrong, the claim must not outlive it, or the step
+        # would sit claimed but unsent where the outbox sweep never looks.
         with ctx.sessions.begin() as session:
             session.execute(update(Step).where(Step.id == step_id).values(dispatched_at=None))
         raise
