@@ -1,0 +1,54 @@
+"""Finding the real services tests need: skip when one is missing locally,
+fail when ``CI`` is set, so CI can never pass by skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import redis
+from redis.exceptions import RedisError
+
+REDIS_URL = os.environ.get("JOBSYS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+POSTGRES_URL = os.environ.get(
+    "JOBSYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BUSYBOX_IMAGE = "jobsys/busybox:local"
+
+
+def missing(what: str, how: str) -> None:
+    message = f"{what} is not available: {how}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_redis(url: str = REDIS_URL) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except (RedisError, OSError):
+        missing(f"Redis at {url}", "start redis-server (scripts/ensure-services.sh)")
+
+
+def require_postgres(url: str = POSTGRES_URL) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    except OperationalError:
+        missing(f"PostgreSQL at {url}", "start it (scripts/ensure-services.sh)")
+    finally:
+        engine.dispose()
+
+
+def require_docker() -> None:
+    if shutil.which("docker") is None:
+        missing("the docker CLI", "run scripts/ensure-docker.sh")
+    probe = subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True)
+    if probe.returncode != 0:
+        missing(f"the Docker engine with {BUSYBOX_IMAGE}", "run scripts/ensure-docker.sh")

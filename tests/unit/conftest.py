@@ -1,0 +1,56 @@
+"""Unit fixtures: a SQLite database in a temp folder and a dispatcher that records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jobsys.auth import Principal
+from jobsys.config import Settings
+from jobsys.context import Context
+from jobsys.db import make_session_factory
+from jobsys.dispatch import MemoryDispatcher
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {},
+        data_dir=str(tmp_path),
+        secret_key="unit-test-secret-key-0123456789",
+        docker_images=("jobsys/*", "busybox*"),
+        outbox_grace_s=0.0,
+    )
+
+
+@pytest.fixture
+def dispatcher() -> MemoryDispatcher:
+    return MemoryDispatcher()
+
+
+@pytest.fixture
+def ctx(settings: Settings, dispatcher: MemoryDispatcher) -> Context:
+    return Context(
+        settings=settings, sessions=make_session_factory(settings), dispatcher=dispatcher
+    )
+
+
+@pytest.fixture
+def developer() -> Principal:
+    return Principal(name="dev", role="developer")
+
+
+@pytest.fixture
+def viewer() -> Principal:
+    return Principal(name="eve", role="viewer")
+
+
+def docker_spec(command: str = "echo hi", **extra: object) -> dict[str, object]:
+    step = {
+        "kind": "docker",
+        "image": "jobsys/busybox:local",
+        "command": ["sh", "-c", command],
+        **extra,
+    }
+    return {"name": "hello", "steps": [step]}

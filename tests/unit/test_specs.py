@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jobsys.config import Settings
+from jobsys.errors import SpecError
+from jobsys.specs import (
+    DockerStep,
+    FunctionStep,
+    chunk_bounds,
+    chunk_size_for,
+    docker_step_from_form,
+    parse_job_spec,
+)
+from tests.unit.conftest import docker_spec
+
+
+def fields_of(data: Any, settings: Settings) -> dict[str, str]:
+    with pytest.raises(SpecError) as info:
+        parse_job_spec(data, settings)
+    return info.value.fields
+
+
+def test_docker_step_parses_with_defaults(settings: Settings) -> None:
+    spec = parse_job_spec(docker_spec(retries=2, env={"A": "1", "N": 5}), settings)
+    step = spec.steps[0]
+    assert isinstance(step, DockerStep)
+    assert step.command == ("sh", "-c", "echo hi")
+    assert step.env == {"A": "1", "N": "5"}
+    assert (step.retries, step.timeout_s) == (2, 3600.0)
+    assert spec.to_dict()["steps"][0]["command"] == ["sh", "-c", "echo hi"]
+
+
+def test_command_string_is_split_like_a_shell(settings: Settings) -> None:
+    data = {"steps": [{"kind": "docker", "image": "jobsys/x", "command": "sh -c 'echo a b'"}]}
+    assert parse_job_spec(data, settings).steps[0].command == ("sh", "-c", "echo a b")
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "fragment"),
+    [
+        ({"kind": "ssh"}, "steps[0].kind", "unknown step kind"),
+        ({"command": []}, "steps[0].command", "non-empty list"),
+        ({"command": ""}, "steps[0].command", "non-empty list"),
+        ({"timeout_s": -1}, "steps[0].timeout_s", "above 0"),
+        ({"timeout_s": "10"}, "steps[0].timeout_s", "give a number"),
+        ({"retries": 1.5}, "steps[0].retries", "whole number"),
+        ({"image": "evil/miner"}, "steps[0].image", "not allowed"),
+        ({"privileged": True}, "steps[0].privileged", "never runs privileged"),
+        ({"volumes": ["/:/host"]}, "steps[0].volumes", "host mounts"),
+        ({"env": {"1BAD": "x"}}, "steps[0].env.1BAD", "letters, digits"),
+        ({"mem_limit": "lots"}, "steps[0].mem_limit", "256m"),
+        ({"colour": "red"}, "steps[0].colour", "unknown field"),
+    ],
+)
+def test_bad_docker_fields_are_named(
+    settings: Settings, change: dict[str, Any], field: str, fragment: str
+) -> None:
+    data = docker_spec()
+    data["steps"][0].update(change)  # type: ignore[index]
+    errors = fields_of(data, settings)
+    assert fragment in errors[field]
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ([1, 2], "body"),
+        ({"name": "x"}, "steps"),
+        ({"steps": []}, "steps"),
+        ({"steps": ["docker"]}, "steps[0]"),
+        ({"name": "", "steps": [{"kind": "docker"}]}, "name"),
+    ],
+)
+def test_bad_job_shapes(settings: Settings, data: Any, field: str) -> None:
+    assert field in fields_of(data, settings)
+
+
+def test_every_problem_is_reported_at_once(settings: Settings) -> None:
+    data = {"steps": [{"kind": "docker", "image": "", "command": [], "timeout_s": 0}]}
+    assert set(fields_of(data, settings)) == {
+        "steps[0].image",
+        "steps[0].command",
+        "steps[0].timeout_s",
+    }
+
+
+def test_function_step(settings: Settings) -> None:
+    data = {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1, 4]}]}
+    step = parse_job_spec(data, settings).steps[0]
+    assert isinstance(step, FunctionStep)
+    assert step.items == (1, 4)
+    bad = {"steps": [{"kind": "function", "function": "not a path", "items": "x"}]}
+    assert set(fields_of(bad, settings)) == {"steps[0].function", "steps[0].items"}
+
+
+def test_item_limit(settings: Settings) -> None:
+    small = Settings.from_env(
+        {}, data_dir=settings.data_dir, secret_key=settings.secret_key, max_items=3
+    )
+    data = {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1, 2, 3, 4]}]}
+    assert "at most 3 items" in fields_of(data, small)["steps[0].items"]
+
+
+def test_automatic_chunk_size(settings: Settings) -> None:
+    def step(n: int, size: int | None = None) -> FunctionStep:
+        return FunctionStep(function="m:f", items=tuple(range(n)), chunk_size=size)
+
+    # about four chunks per worker slot (parallelism 8 -> 32 chunks), capped
+    assert chunk_size_for(step(1000), settings) == 32
+    assert chunk_size_for(step(10), settings) == 1
+    assert chunk_size_for(step(10_000_000), settings) == settings.max_chunk_size
+    assert chunk_size_for(step(1000, 7), settings) == 7
+
+
+def test_chunk_bounds_cover_every_item_once() -> None:
+    bounds = chunk_bounds(10, 4)
+    assert bounds == [(0, 4), (4, 8), (8, 10)]
+    assert chunk_bounds(0, 4) == [(0, 0)]
+
+
+def test_form_fields_become_a_spec(settings: Settings) -> None:
+    form = {
+        "name": "f",
+        "image": "jobsys/busybox:local",
+        "command": "sh -c 'echo hi'",
+        "env": "A=1\nB=two words\n",
+        "timeout_s": "30",
+        "retries": "1",
+        "mem_limit": "",
+    }
+    spec = parse_job_spec(docker_step_from_form(form), settings)
+    step = spec.steps[0]
+    assert isinstance(step, DockerStep)
+    assert step.env == {"A": "1", "B": "two words"}
+    assert (step.timeout_s, step.retries, step.mem_limit) == (30.0, 1, None)
+    with pytest.raises(SpecError) as info:
+        docker_step_from_form({**form, "env": "no equals sign"})
+    assert "NAME=value" in info.value.fields["env"]
+    bad = docker_step_from_form({**form, "timeout_s": "soon"})
+    assert "give a number" in fields_of(bad, settings)["steps[0].timeout_s"]
