@@ -26,7 +26,13 @@ class JobsysCelery(Celery):
         self.settings = settings
 
 
-def make_celery(settings: Settings) -> JobsysCelery:
+#: How a publisher (web app, CLI) retries an unreachable Redis: briefly, since
+#: an unpublished step waits safely in the outbox. Workers keep Celery's patience.
+PUBLISHER_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
+    """The jobsys Celery app; ``publisher=True`` for processes that only send work."""
     app = JobsysCelery(
         settings,
         broker=settings.redis_url,
@@ -52,12 +58,7 @@ def make_celery(settings: Settings) -> JobsysCelery:
         result_extended=True,
         # Publishing while Redis is down must fail fast: the job waits in the
         # outbox rather than the HTTP request hanging.
-        task_publish_retry_policy={
-            "max_retries": 2,
-            "interval_start": 0,
-            "interval_step": 0.2,
-            "interval_max": 0.5,
-        },
+        task_publish_retry_policy=PUBLISHER_RETRY,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 10},
         redis_socket_connect_timeout=2,
@@ -65,6 +66,8 @@ def make_celery(settings: Settings) -> JobsysCelery:
         beat_schedule=BEAT_SCHEDULE,
         worker_hijack_root_logger=False,
     )
+    if publisher:
+        app.conf.result_backend_transport_options = {"retry_policy": PUBLISHER_RETRY}
     return app
 
 

@@ -68,6 +68,16 @@ class Settings:
         values.update(overrides)
         return cls(**values).resolved()
 
+    def to_env(self) -> dict[str, str]:
+        """The ``JOBSYS_*`` variables that rebuild these settings in a child process."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[PREFIX + f.name.upper()] = (
+                ",".join(value) if isinstance(value, tuple) else str(value)
+            )
+        return env
+
     def resolved(self) -> Settings:
         """Fill the defaults that depend on ``data_dir`` (database file, secret key file)."""
         settings = self

@@ -6,6 +6,7 @@ in ``MemoryDispatcher`` where no broker is wanted.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -55,9 +56,32 @@ class CeleryDispatcher:
 
     def publish(self, plan: StepPlan) -> None:
         try:
-            step_signature(plan, self.app).apply_async()
-        except (OperationalError, RedisError, ConnectionError, OSError) as exc:
+            result = step_signature(plan, self.app).apply_async()
+        except Exception as exc:
+            # Kombu raises OperationalError, but a chord also touches the result
+            # backend, which raises RuntimeError when Redis is gone: either way
+            # nothing was (fully) sent and the step goes back to the outbox.
             raise DispatchError(f"the broker is unreachable: {exc}") from exc
+        self._stop_following(result)
+
+    def _stop_following(self, result: Any) -> None:
+        """Drop the result subscriptions Celery opened on our behalf.
+
+        Building a chord makes the Redis backend SUBSCRIBE to every header
+        task's result channel in the publishing process (celery/celery#3812,
+        #4824); nobody here waits on them, so they would pile up in the web app.
+        """
+        results = [result]
+        parent = getattr(result, "parent", None)
+        if parent is not None:
+            results.extend(getattr(parent, "results", None) or [parent])
+        backend = self.app.backend
+        for res in results:
+            with contextlib.suppress(Exception):  # best effort: a leak, not a failure
+                backend.remove_pending_result(res)
+                # Celery keeps a second, internal waiter per header result; the
+                # channel must go even so.
+                backend.on_result_fulfilled(res)
 
     def workers(self) -> list[WorkerInfo]:
         inspect = self.app.control.inspect(timeout=1.0)

@@ -25,7 +25,7 @@ def build_context(settings: Settings | None = None, app: object | None = None) -
     settings = settings or Settings.from_env()
     key = (os.getpid(), settings)
     if key not in _cache:
-        celery_app = app if app is not None else make_celery(settings)
+        celery_app = app if app is not None else make_celery(settings, publisher=True)
         _cache[key] = Context(
             settings=settings,
             sessions=make_session_factory(settings),

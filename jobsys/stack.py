@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -119,17 +119,8 @@ def stack_children(settings: Settings) -> list[Child]:
 
 def child_env(settings: Settings) -> dict[str, str]:
     """Children get the resolved settings so they share one database, broker and key."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "JOBSYS_REDIS_URL": settings.redis_url,
-            "JOBSYS_DATABASE_URL": settings.database_url,
-            "JOBSYS_SECRET_KEY": settings.secret_key,
-            "JOBSYS_DATA_DIR": str(settings.data_path.resolve()),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
+    resolved = replace(settings, data_dir=str(settings.data_path.resolve()))
+    return {**os.environ, **resolved.to_env(), "PYTHONUNBUFFERED": "1"}
 
 
 def _pump(name: str, stream: IO[bytes]) -> None:

@@ -1,0 +1,179 @@
+"""A live jobsys stack for integration tests: real Redis, a real database, a
+real Celery worker process and the web app under gunicorn on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from sqlalchemy import create_engine
+
+from jobsys import Client, service
+from jobsys.auth import SYSTEM
+from jobsys.config import Settings
+from jobsys.context import Context
+from jobsys.models import Base
+from jobsys.runtime import build_context
+from jobsys.stack import child_env
+
+SECRET = "integration-test-secret-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # the thing may not be up yet
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last error: {last})")
+
+
+@dataclass
+class LiveStack:
+    name: str
+    settings: Settings
+    ctx: Context
+    url: str
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return child_env(self.settings)
+
+    def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            argv,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes[name] = proc
+        return proc
+
+    def token(self, role: str = "developer") -> str:
+        if role not in self.tokens:
+            self.tokens[role] = service.create_token(
+                self.ctx, SYSTEM, name=f"test-{role}", role=role
+            ).token
+        return self.tokens[role]
+
+    def client(self, role: str = "developer") -> Client:
+        return Client(self.url, token=self.token(role))
+
+    def http(self, role: str = "developer") -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.token(role)}"}
+        )
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.processes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+
+def start_stack(name: str, database_url: str, redis_url: str, tmp: Path) -> Iterator[LiveStack]:
+    redis.Redis.from_url(redis_url).flushdb()
+    settings = Settings.from_env(
+        {},
+        redis_url=redis_url,
+        database_url=database_url,
+        secret_key=SECRET,
+        data_dir=str(tmp),
+        docker_images=("jobsys/*",),
+        outbox_grace_s=0.5,
+    )
+    engine = create_engine(database_url)
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    port = free_port()
+    stack = LiveStack(
+        name=name,
+        settings=settings,
+        ctx=build_context(settings),
+        url=f"http://127.0.0.1:{port}",
+        log_dir=tmp,
+    )
+    py = sys.executable
+    try:
+        stack.spawn(
+            "worker",
+            [
+                py,
+                "-m",
+                "celery",
+                "-A",
+                "jobsys.celery_app",
+                "worker",
+                "-Q",
+                "python,docker",
+                "-c",
+                "4",
+                "-n",
+                f"it-{name}@%h",
+                "-l",
+                "INFO",
+            ],
+        )
+        stack.spawn(
+            "web",
+            [
+                py,
+                "-m",
+                "gunicorn",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "8",
+                "webui.wsgi:app",
+            ],
+        )
+        wait_until(
+            lambda: any(w.name.startswith(f"it-{name}@") for w in stack.ctx.dispatcher.workers()),
+            60,
+            "the worker",
+        )
+        wait_until(
+            lambda: httpx.get(f"{stack.url}/api/stats").status_code == 401, 30, "the web app"
+        )
+        yield stack
+    finally:
+        stack.stop()
+        if os.environ.get("JOBSYS_TEST_SHOW_LOGS"):
+            for proc_name in stack.processes:
+                print(f"---- {proc_name} ----\n{stack.log(proc_name)[-5000:]}")
