@@ -96,8 +96,6 @@ def test_workers_api_and_celery_cli(stack: LiveStack) -> None:
 
 
 def test_flower_sees_our_workers_and_tasks(stack: LiveStack) -> None:
-    if stack.name != "sqlite":
-        pytest.skip("Flower reads Redis only; once per run is enough")
     port = free_port()
     stack.spawn(
         "flower",

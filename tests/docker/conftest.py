@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.services import require_docker
+
+
+@pytest.fixture(autouse=True)
+def _docker_engine() -> None:
+    require_docker()

@@ -1,0 +1,152 @@
+"""Docker steps on the real engine, submitted over HTTP to a live stack."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from tests.live import LiveStack
+from tests.services import BUSYBOX_IMAGE
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def submit(stack: LiveStack, *steps: dict[str, Any], name: str = "docker") -> str:
+    with stack.http() as http:
+        r = http.post("/api/jobs", json={"name": name, "steps": list(steps)})
+        assert r.status_code == 202, r.text
+        return str(r.json()["id"])
+
+
+def step(script: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kind": "docker",
+        "image": BUSYBOX_IMAGE,
+        "command": ["sh", "-c", script],
+        "timeout_s": 30,
+        **extra,
+    }
+
+
+def finished(stack: LiveStack, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    with stack.client() as c:
+        return c.job(job_id).wait(timeout=timeout).data
+
+
+def lines(stack: LiveStack, job_id: str, stream: str | None = None) -> list[str]:
+    with stack.http() as http:
+        logs = http.get(f"/api/jobs/{job_id}/logs").json()["logs"]
+    return [e["line"] for e in logs if stream is None or e["stream"] == stream]
+
+
+def containers_of(job_id: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=jobsys.job={job_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
+def test_hello_runs_and_its_container_is_removed(stack: LiveStack) -> None:
+    job_id = submit(stack, step("echo hi; echo oops >&2", env={"WHO": "x"}, retries=1))
+    job = finished(stack, job_id)
+    assert job["status"] == "completed", job["error"]
+    assert job["steps"][0]["exit_code"] == 0 and job["steps"][0]["attempts"] == 1
+    assert lines(stack, job_id, "stdout") == ["hi"]
+    assert lines(stack, job_id, "stderr") == ["oops"]
+    assert containers_of(job_id) == []
+    with stack.http() as http:
+        tail = http.get(f"/api/jobs/{job_id}/logs?tail=1").json()["logs"]
+        assert len(tail) == 1
+        tasks = http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
+        assert tasks[0]["state"] == "completed" and tasks[0]["worker"]
+
+
+def test_container_is_isolated_and_limited(stack: LiveStack) -> None:
+    script = (
+        "ls /sys/class/net; echo WHO=$WHO; "
+        "cat /sys/fs/cgroup/memory.max 2>/dev/null "
+        "|| cat /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+        "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+    )
+    job_id = submit(stack, step(script, env={"WHO": "jobsys"}, mem_limit="64m", cpus=0.5))
+    assert finished(stack, job_id)["status"] == "completed"
+    out = lines(stack, job_id, "stdout")
+    assert out[0] == "lo" and "WHO=jobsys" in out  # no network but loopback
+    assert "67108864" in out  # 64 MiB
+    assert any(line.split()[0] == "50000" for line in out)  # half of a 100 ms CPU period
+
+
+def test_nonzero_exit_fails_after_retries_with_backoff(stack: LiveStack) -> None:
+    job_id = submit(stack, step("echo try; exit 3", retries=2, retry_backoff_s=0.2))
+    job = finished(stack, job_id)
+    assert job["status"] == "failed"
+    s = job["steps"][0]
+    assert (s["attempts"], s["exit_code"]) == (3, 3)
+    assert "StepFailed: container exited with code 3" in job["error"]
+    out = lines(stack, job_id)
+    assert out.count("try") == 3
+    assert sum("retrying in" in line for line in out) == 2
+    assert containers_of(job_id) == []
+
+
+def test_timeout_kills_the_container(stack: LiveStack) -> None:
+    started = time.monotonic()
+    job_id = submit(stack, step("echo start; sleep 60; echo never", timeout_s=1))
+    job = finished(stack, job_id)
+    assert time.monotonic() - started < 20
+    assert job["status"] == "failed" and "StepTimeout: timed out after 1 s" in job["error"]
+    assert lines(stack, job_id, "stdout") == ["start"]
+    assert containers_of(job_id) == []
+
+
+def test_missing_image_fails_without_retrying(stack: LiveStack) -> None:
+    job_id = submit(
+        stack, {"kind": "docker", "image": "jobsys/not-here:1", "command": ["true"], "retries": 3}
+    )
+    job = finished(stack, job_id)
+    assert job["status"] == "failed" and "ImageError" in job["error"]
+    assert job["steps"][0]["attempts"] == 1
+
+
+def test_steps_chain_in_order(stack: LiveStack) -> None:
+    job_id = submit(
+        stack,
+        step("echo first"),
+        step("echo second"),
+        {"kind": "function", "function": "math:sqrt", "items": [9]},
+    )
+    job = finished(stack, job_id)
+    assert job["status"] == "completed"
+    first, second, third = job["steps"]
+    assert first["finished_at"] <= second["started_at"]
+    assert second["finished_at"] <= third["started_at"]
+    assert lines(stack, job_id, "stdout") == ["first", "second"]
+    with stack.client() as c:
+        assert c.job(job_id).results() == [3.0]
+
+
+def test_a_failed_step_stops_the_chain(stack: LiveStack) -> None:
+    job_id = submit(stack, step("exit 1"), step("echo must not run"))
+    job = finished(stack, job_id)
+    assert job["status"] == "failed" and job["error"].startswith("step 1 failed")
+    assert job["steps"][1]["status"] == "queued"
+    with stack.http() as http:
+        tasks = http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
+    assert {t["step_id"] for t in tasks} == {job["steps"][0]["id"]}
+    assert "must not run" not in lines(stack, job_id)
+
+
+def test_image_outside_the_allow_list_is_400(stack: LiveStack) -> None:
+    with stack.http() as http:
+        r = http.post(
+            "/api/jobs",
+            json={"steps": [{"kind": "docker", "image": "alpine:3", "command": ["true"]}]},
+        )
+        assert r.status_code == 400
+        assert "not allowed" in r.json()["fields"]["steps[0].image"]
