@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,5 +61,15 @@ def make_session_factory(settings: Settings, *, create: bool = True) -> SessionF
     """A session factory for the configured database, creating the tables if asked."""
     engine = make_engine(settings.database_url)
     if create:
-        Base.metadata.create_all(engine)
+        create_schema(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables. Web app, workers and beat may all start at once
+    (compose does): on PostgreSQL an advisory lock lets one create and the
+    others then find the tables, instead of racing into duplicate-type errors."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7305193)"))
+        Base.metadata.create_all(conn)
