@@ -5,6 +5,7 @@
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
+export NEEDRESTART_SUSPEND=1   # no needrestart scan/prompt after apt
 
 log() { echo "ensure-chromium: $*" >&2; }
 die() { echo "ensure-chromium: ERROR: $*" >&2; exit 1; }

@@ -27,6 +27,7 @@ DOCKER_WAIT="${DOCKER_WAIT:-60}"
 APPLETS=(sh echo sleep cat ls env printf seq true false kill trap yes head)
 
 export DEBIAN_FRONTEND=noninteractive
+export NEEDRESTART_SUSPEND=1   # no needrestart scan/prompt after apt
 
 log() { echo "ensure-docker: $*" >&2; }
 die() { echo "ensure-docker: ERROR: $*" >&2; exit 1; }
@@ -39,6 +40,14 @@ exec 9>"$LOCK"
 flock -w 600 9 || die "could not get lock $LOCK within 600 s"
 
 docker_ok() { command -v docker >/dev/null 2>&1 && timeout 10 docker info >/dev/null 2>&1; }
+
+# Daemons started from here must not keep our lock (fd 9) or a pipe of the
+# caller open: otherwise the next run waits forever on the lock, and a caller
+# reading our output (CI, `$(...)`, `| tee`) hangs until the daemon exits.
+# `bash -c "$CLOSE_FDS_AND_EXEC" NAME CMD...` closes every fd above 2, then
+# execs CMD.
+# shellcheck disable=SC2016  # $$, $n and $@ are for the inner bash
+CLOSE_FDS_AND_EXEC='for f in /proc/$$/fd/*; do n=${f##*/}; ((n > 2)) && eval "exec $n>&-"; done; exec "$@"'
 
 # --- apt helpers ------------------------------------------------------------
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -104,10 +113,12 @@ start_dockerd() {
   for flags in "${attempts[@]}"; do
     log "starting: dockerd ${flags} (log: $LOG)"
     echo "=== $(date -Is) ensure-docker.sh: dockerd ${flags}" >>"$LOG"
-    # setsid: own session, so the daemon survives this script and is not
-    # killed along with the caller's process group (CI job, terminal).
+    # In the background (dockerd stays in the foreground), in its own
+    # session, so it survives this script and the caller's
+    # process group; inherited fds closed. setsid, bash and dockerd exec each
+    # other, so $! is dockerd's pid.
     # shellcheck disable=SC2086  # word splitting of $flags is intended
-    setsid dockerd ${flags} >>"$LOG" 2>&1 </dev/null &
+    setsid bash -c "$CLOSE_FDS_AND_EXEC" dockerd dockerd ${flags} >>"$LOG" 2>&1 </dev/null &
     pid=$!
     if wait_docker "$pid" "$DOCKER_WAIT"; then
       log "dockerd is up (pid $pid, flags: '${flags}')"
@@ -122,7 +133,7 @@ start_dockerd() {
       kill -9 "$pid" 2>/dev/null || true
     fi
   done
-  die "dockerd did not answer 'docker info' within ${DOCKER_WAIT} s (see $LOG)"
+  die "dockerd exited or did not answer 'docker info' within ${DOCKER_WAIT} s with any flag set (see $LOG)"
 }
 
 if docker_ok; then

@@ -11,6 +11,7 @@ set -euo pipefail
 
 WAIT=30
 export DEBIAN_FRONTEND=noninteractive
+export NEEDRESTART_SUSPEND=1   # no needrestart scan/prompt after apt
 
 log() { echo "ensure-services: $*" >&2; }
 die() { echo "ensure-services: ERROR: $*" >&2; exit 1; }
@@ -20,6 +21,15 @@ die() { echo "ensure-services: ERROR: $*" >&2; exit 1; }
 # Serialise concurrent runs.
 exec 9>/var/lock/jobsys-ensure-services.lock
 flock -w 600 9 || die "could not get lock within 600 s"
+
+# detached CMD...: run CMD in its own session with stdin from /dev/null and
+# every inherited file descriptor above 2 closed. Daemons started from here
+# must not keep our lock (fd 9) or a pipe of the caller open: otherwise the
+# next run waits forever on the lock, and a caller reading our output (CI,
+# `$(...)`, `| tee`) hangs until the daemon exits. `setsid -w` waits for CMD.
+# shellcheck disable=SC2016  # $$, $n and $@ are for the inner bash
+CLOSE_FDS_AND_EXEC='for f in /proc/$$/fd/*; do n=${f##*/}; ((n > 2)) && eval "exec $n>&-"; done; exec "$@"'
+detached() { setsid -w bash -c "$CLOSE_FDS_AND_EXEC" detached "$@" </dev/null; }
 
 # --- apt helpers (same as in ensure-docker.sh) ----------------------------------
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -72,7 +82,7 @@ else
   log "starting redis-server"
   # --daemonize forks into the background; --save ""/--appendonly no: a
   # throw-away broker with no persistence.
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+  detached redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
     --logfile /var/log/redis-jobsys.log >/dev/null
   wait_for "$WAIT" "redis at 127.0.0.1:6379" redis_ok
   log "redis is up"
@@ -95,7 +105,7 @@ else
   log "starting postgres cluster $ver/main"
   # Exit status 2 = already running; anything else non-zero is reported by
   # the wait below together with the log location.
-  pg_ctlcluster --skip-systemctl-redirect "$ver" main start ||
+  detached pg_ctlcluster --skip-systemctl-redirect "$ver" main start ||
     log "pg_ctlcluster returned $? (see /var/log/postgresql/)"
   wait_for "$WAIT" "postgres at 127.0.0.1:5432 (see /var/log/postgresql/)" pg_ok
   log "postgres is up"
