@@ -23,6 +23,9 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+bench: $(STAMP)
+	$(BIN)/python -m bench.map_throughput
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

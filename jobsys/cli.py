@@ -154,3 +154,7 @@ def _celery(args: list[str]) -> None:
     import os
 
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", *args])
+
+
+if __name__ == "__main__":
+    main()
