@@ -21,8 +21,10 @@ from jobsys import Client, service
 from jobsys.auth import SYSTEM
 from jobsys.config import Settings
 from jobsys.context import Context
+from jobsys.dispatch import MemoryDispatcher
 from jobsys.models import Base
 from jobsys.runtime import build_context
+from jobsys.service.records import JobInfo
 from jobsys.stack import child_env
 
 SECRET = "integration-test-secret-0123456789"
@@ -73,6 +75,26 @@ class LiveStack:
         )
         self.processes[name] = proc
         return proc
+
+    def unpublished_job(self, spec: dict[str, Any]) -> JobInfo:
+        """Submit a job while "the broker is down": stored, never sent, so a
+        test can look at or tamper with it before publishing it itself."""
+        outbox = Context(
+            settings=self.settings,
+            sessions=self.ctx.sessions,
+            dispatcher=MemoryDispatcher(down=True),
+        )
+        return service.submit_job(outbox, SYSTEM, spec)
+
+    def sweep_until_sent(self, job_id: str, timeout: float = 15) -> None:
+        """Run the outbox sweep until this job has left ``queued`` (other tests'
+        jobs may be swept first, and each step waits out the grace period)."""
+
+        def sent() -> bool:
+            service.sweep_outbox(self.ctx)
+            return service.get_job(self.ctx, SYSTEM, job_id).status != "queued"
+
+        wait_until(sent, timeout, f"the outbox sweep to send job {job_id}")
 
     def token(self, role: str = "developer") -> str:
         if role not in self.tokens:

@@ -12,8 +12,7 @@ from kombu import Connection
 from jobsys import Client, PermissionDenied, service
 from jobsys.auth import SYSTEM
 from jobsys.canvas import RUN_FUNCTION_CHUNK
-from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
+from jobsys.models import JobStatus
 from tests.live import LiveStack
 
 pytestmark = pytest.mark.integration
@@ -56,11 +55,8 @@ def test_token_create_prints_a_working_token(stack: LiveStack) -> None:
 
 def test_a_pickle_put_on_the_broker_is_refused(stack: LiveStack) -> None:
     """The broker carries JSON only: a pickled message never reaches our task code."""
-    outbox = Context(
-        settings=stack.settings, sessions=stack.ctx.sessions, dispatcher=MemoryDispatcher(down=True)
-    )
-    job = service.submit_job(
-        outbox, SYSTEM, {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1]}]}
+    job = stack.unpublished_job(
+        {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1]}]}
     )
     task = service.job_tasks(stack.ctx, SYSTEM, job.id)[0]
     with Connection(stack.settings.redis_url) as conn:
@@ -78,3 +74,4 @@ def test_a_pickle_put_on_the_broker_is_refused(stack: LiveStack) -> None:
     assert "disallowed" in stack.log("worker").lower()
     assert service.job_tasks(stack.ctx, SYSTEM, job.id)[0].state == "pending"
     assert service.get_job(stack.ctx, SYSTEM, job.id).status == "queued"
+    service.finish_job(stack.ctx, job.id, JobStatus.CANCELLED)  # leave nothing for the sweep

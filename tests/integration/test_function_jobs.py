@@ -10,12 +10,9 @@ import pytest
 from sqlalchemy import update
 
 from jobsys import ItemsFailed, service
-from jobsys.auth import SYSTEM
-from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.models import Step
 from jobsys.signing import Signer, b64encode
-from tests.live import LiveStack, wait_until
+from tests.live import LiveStack
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +74,6 @@ def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, tmp_path: 
         marker.write_text("ran")
         return x
 
-    outbox = Context(
-        settings=stack.settings, sessions=stack.ctx.sessions, dispatcher=MemoryDispatcher(down=True)
-    )
     spec = {
         "name": "forged",
         "steps": [
@@ -90,7 +84,7 @@ def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, tmp_path: 
             }
         ],
     }
-    job = service.submit_job(outbox, SYSTEM, spec)
+    job = stack.unpublished_job(spec)
     forged = Signer.from_secret("someone-elses-secret-key").dumps(evil)
     with stack.ctx.sessions.begin() as s:
         step = s.get_one(Step, job.steps[0].id)
@@ -109,16 +103,13 @@ def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, tmp_path: 
 
 
 def test_results_of_unfinished_job_are_409(stack: LiveStack) -> None:
-    outbox = Context(
-        settings=stack.settings, sessions=stack.ctx.sessions, dispatcher=MemoryDispatcher(down=True)
-    )
-    job = service.submit_job(
-        outbox, SYSTEM, {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1]}]}
+    job = stack.unpublished_job(
+        {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1]}]}
     )
     with stack.http() as http:
         r = http.get(f"/api/jobs/{job.id}/results")
         assert r.status_code == 409 and "wait for the job" in r.json()["message"]
     # leave nothing queued behind: the sweep publishes it once its grace has passed
-    wait_until(lambda: service.sweep_outbox(stack.ctx), 10, "the outbox sweep")
+    stack.sweep_until_sent(job.id)
     with stack.client() as c:
         assert c.job(job.id).wait(timeout=60).results() == [1.0]

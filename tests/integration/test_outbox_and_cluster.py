@@ -16,7 +16,7 @@ from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.celery_app import make_celery
 from jobsys.context import Context
-from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
+from jobsys.dispatch import CeleryDispatcher
 from tests.live import LiveStack, free_port, wait_until
 from webui import create_app
 
@@ -50,7 +50,7 @@ def test_submit_while_redis_is_unreachable_is_not_lost(stack: LiveStack) -> None
     # The job is in the database; once a sweep can reach Redis it runs.
     with stack.client() as c:
         assert c.job(job_id).status == "queued"
-        wait_until(lambda: service.sweep_outbox(stack.ctx), 15, "the outbox sweep")
+        stack.sweep_until_sent(job_id)
         job = c.job(job_id).wait(timeout=60)
         assert job.status == "completed" and job.results() == [2.0, 4.0]
 
@@ -162,12 +162,7 @@ def test_publishing_a_chord_leaves_no_result_subscriptions(stack: LiveStack) -> 
     """celery/celery#3812: a chord subscribes the publisher to every header result."""
     import redis
 
-    outbox = Context(
-        settings=stack.settings, sessions=stack.ctx.sessions, dispatcher=MemoryDispatcher(down=True)
-    )
-    job = service.submit_job(
-        outbox,
-        SYSTEM,
+    job = stack.unpublished_job(
         {
             "steps": [
                 {
