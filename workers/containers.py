@@ -18,7 +18,7 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from jobsys.errors import ImageError, StepError
+from jobsys.errors import ImageError, StepError, StepFailed
 from jobsys.service.progress import LogRecord
 from jobsys.specs import DockerStep
 
@@ -81,7 +81,11 @@ def run_container(
     except APIError as exc:
         raise StepError(f"Docker refused to create the container: {exc.explanation}") from exc
     try:
-        container.start()
+        try:
+            container.start()
+        except APIError as exc:
+            # e.g. the command's executable does not exist in the image
+            raise StepFailed(127, f"the container could not start: {exc.explanation}") from exc
         timed_out = False
         try:
             exit_code = int(container.wait(timeout=step.timeout_s)["StatusCode"])

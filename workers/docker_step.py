@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -66,12 +67,18 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
     for attempt in range(1, step.retries + 2):
         service.record_attempt(ctx, step_id)
         try:
-            result = run_container(docker_client(), step, labels=labels, limits=limits)
+            with contextlib.closing(docker_client()) as client:
+                result = run_container(client, step, labels=labels, limits=limits)
         except ImageError as exc:
             error = exc
             break  # retrying cannot make a missing image appear
         except StepError as exc:
             error = exc
+        except Exception as exc:
+            # Anything unforeseen still ends the step: a step left "running"
+            # with no task behind it would hang its job.
+            log.exception("Docker step %s failed unexpectedly", step_id)
+            error = StepError(f"unexpected error: {type(exc).__name__}: {exc}")
         else:
             logs.extend(result.logs)
             exit_code = result.exit_code

@@ -114,6 +114,16 @@ def test_missing_image_fails_without_retrying(stack: LiveStack) -> None:
     assert job["steps"][0]["attempts"] == 1
 
 
+def test_a_command_that_cannot_start_fails_the_step(stack: LiveStack) -> None:
+    job_id = submit(
+        stack,
+        {"kind": "docker", "image": BUSYBOX_IMAGE, "command": ["no-such-program"], "timeout_s": 30},
+    )
+    job = finished(stack, job_id)
+    assert job["status"] == "failed" and "could not start" in job["error"]
+    assert containers_of(job_id) == []
+
+
 def test_steps_chain_in_order(stack: LiveStack) -> None:
     job_id = submit(
         stack,
