@@ -15,4 +15,10 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 10.0,
         "options": {"queue": "python", "expires": 10.0},
     },
+    # Removes containers of jobs that ended without their worker cleaning up.
+    "jobsys-reap-orphans": {
+        "task": "jobsys.reap_orphans",
+        "schedule": 60.0,
+        "options": {"queue": "docker", "expires": 60.0},
+    },
 }

@@ -16,6 +16,7 @@ RUN_DOCKER_STEP = "jobsys.run_docker_step"
 RUN_FUNCTION_CHUNK = "jobsys.run_function_chunk"
 GATHER_FUNCTION_STEP = "jobsys.gather_function_step"
 SWEEP_OUTBOX = "jobsys.sweep_outbox"
+REAP_ORPHANS = "jobsys.reap_orphans"
 
 DOCKER_QUEUE = "docker"
 PYTHON_QUEUE = "python"

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from beat_schedule import BEAT_SCHEDULE
-from jobsys.canvas import DOCKER_QUEUE, PYTHON_QUEUE, RUN_DOCKER_STEP
+from jobsys.canvas import DOCKER_QUEUE, PYTHON_QUEUE, REAP_ORPHANS, RUN_DOCKER_STEP
 from jobsys.config import Settings
 
 TASK_MODULES = ["workers.docker_step", "workers.function_step", "workers.housekeeping"]
@@ -45,7 +45,10 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
         accept_content=["json"],
         result_accept_content=["json"],
         task_default_queue=PYTHON_QUEUE,
-        task_routes={RUN_DOCKER_STEP: {"queue": DOCKER_QUEUE}},
+        task_routes={
+            RUN_DOCKER_STEP: {"queue": DOCKER_QUEUE},
+            REAP_ORPHANS: {"queue": DOCKER_QUEUE},
+        },
         # A task is acknowledged when it ends, so a worker killed mid-task
         # leaves it on the queue for another worker.
         task_acks_late=True,

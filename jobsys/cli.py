@@ -18,12 +18,14 @@ from jobsys.errors import (
     JobsysError,
     NotFoundError,
     SpecError,
+    StateError,
 )
 
 EXIT_CODES: list[tuple[type[JobsysError], int]] = [
     (SpecError, 2),
     (ConfigError, 2),
     (NotFoundError, 3),
+    (StateError, 2),
     (AuthError, 4),
     (DispatchError, 5),
 ]
@@ -74,6 +76,18 @@ def run() -> None:
         f"  {token_note}\nPress Ctrl-C to stop.\n"
     )
     sys.exit(run_stack(settings, banner))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+def cancel(job_id: str, as_json: bool) -> None:
+    """Cancel a queued or running job (through the API at JOBSYS_URL with JOBSYS_TOKEN)."""
+    from jobsys.client import Client
+
+    with Client() as client:
+        job = client.cancel(job_id)
+    click.echo(json.dumps(job.data) if as_json else f"{job.id} {job.status}")
 
 
 @main.group()

@@ -111,6 +111,10 @@ class Client:
         data = self.request("GET", "/api/jobs", params=params)
         return [Job(self, j) for j in data["jobs"]]
 
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued or running job; StateError if it already ended."""
+        return Job(self, self.request("POST", f"/api/jobs/{job_id}/cancel"))
+
     def stats(self) -> dict[str, Any]:
         return dict(self.request("GET", "/api/stats"))
 
@@ -177,6 +181,10 @@ class Job:
         if failed and errors == "raise":
             raise ItemsFailed(failed, total=len(values))
         return values
+
+    def cancel(self) -> Job:
+        self.data = self.client.cancel(self.id).data
+        return self
 
     def tasks(self) -> list[dict[str, Any]]:
         return list(self.client.request("GET", f"/api/jobs/{self.id}/tasks")["tasks"])

@@ -7,15 +7,18 @@ in ``MemoryDispatcher`` where no broker is wanted.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from jobsys.canvas import QUEUES, StepPlan, step_signature
 from jobsys.errors import DispatchError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,9 +44,22 @@ class Dispatcher(Protocol):
     def publish(self, plan: StepPlan) -> None:
         """Send a step's tasks; raise DispatchError when the broker is unreachable."""
 
+    def cancel(self, job_id: str, chunk_task_ids: list[str]) -> None:
+        """Flag the job as cancelled for workers and end its function chunks."""
+
+    def is_cancelled(self, job_id: str) -> bool: ...
+
     def workers(self) -> list[WorkerInfo]: ...
 
     def queue_lengths(self) -> dict[str, int]: ...
+
+
+def cancel_key(job_id: str) -> str:
+    return f"jobsys:cancelled:{job_id}"
+
+
+#: The flag outlives any job that could still be running.
+CANCEL_FLAG_TTL_S = 7 * 24 * 3600
 
 
 class CeleryDispatcher:
@@ -83,6 +99,28 @@ class CeleryDispatcher:
                 # channel must go even so.
                 backend.on_result_fulfilled(res)
 
+    def _with_redis(self, use: Callable[[Any], T]) -> T:
+        """Run ``use`` with the broker's own Redis client (kombu's channel)."""
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                return use(conn.default_channel.client)
+        except (OperationalError, RedisError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+
+    def cancel(self, job_id: str, chunk_task_ids: list[str]) -> None:
+        self._with_redis(lambda r: r.set(cancel_key(job_id), "1", ex=CANCEL_FLAG_TTL_S))
+        if chunk_task_ids:
+            # Ends the pool process running a chunk; queued ones are dropped.
+            # Docker tasks are not terminated: they stop their container first.
+            try:
+                self.app.control.revoke(chunk_task_ids, terminate=True, signal="SIGTERM")
+            except (OperationalError, RedisError, OSError) as exc:
+                raise DispatchError(f"the broker is unreachable: {exc}") from exc
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return bool(self._with_redis(lambda r: r.exists(cancel_key(job_id))))
+
     def workers(self) -> list[WorkerInfo]:
         inspect = self.app.control.inspect(timeout=1.0)
         try:
@@ -108,13 +146,7 @@ class CeleryDispatcher:
         return result
 
     def queue_lengths(self) -> dict[str, int]:
-        try:
-            with self.app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1)
-                channel = conn.default_channel
-                return {q: channel.client.llen(q) for q in QUEUES}
-        except (OperationalError, RedisError, OSError) as exc:
-            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+        return self._with_redis(lambda r: {q: int(r.llen(q)) for q in QUEUES})
 
 
 @dataclass
@@ -122,12 +154,25 @@ class MemoryDispatcher:
     """Records plans instead of sending them; ``down`` simulates an unreachable broker."""
 
     published: list[StepPlan] = field(default_factory=list)
+    cancelled: set[str] = field(default_factory=set)
+    revoked: list[str] = field(default_factory=list)
     down: bool = False
 
     def publish(self, plan: StepPlan) -> None:
         if self.down:
             raise DispatchError("the broker is unreachable: simulated outage")
         self.published.append(plan)
+
+    def cancel(self, job_id: str, chunk_task_ids: list[str]) -> None:
+        if self.down:
+            raise DispatchError("the broker is unreachable: simulated outage")
+        self.cancelled.add(job_id)
+        self.revoked.extend(chunk_task_ids)
+
+    def is_cancelled(self, job_id: str) -> bool:
+        if self.down:
+            raise DispatchError("the broker is unreachable: simulated outage")
+        return job_id in self.cancelled
 
     def workers(self) -> list[WorkerInfo]:
         return []

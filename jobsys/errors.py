@@ -18,6 +18,7 @@ mapping lives in ``webui/errors.py`` and ``jobsys/cli.py``, not here)::
     └── StepError          raised on workers while running a step
         ├── StepFailed       a container exited non-zero
         ├── StepTimeout      a step ran past its timeout and was killed
+        ├── StepCancelled    the job was cancelled while the step ran
         ├── ImageError       an image is missing or outside the allow-list
         └── SignatureError   a pickled payload was unsigned or tampered with
 """
@@ -120,6 +121,10 @@ class StepTimeout(StepError):
     """Raised when a step runs past its timeout; its container has been killed."""
 
 
+class StepCancelled(StepError):
+    """Raised when a step stops because its job was cancelled."""
+
+
 class ImageError(StepError):
     """Raised when a step's image is missing locally or not on the allow-list."""
 
@@ -146,6 +151,7 @@ ERRORS_BY_NAME: dict[str, type[JobsysError]] = {
         StepError,
         StepFailed,
         StepTimeout,
+        StepCancelled,
         ImageError,
         SignatureError,
     )

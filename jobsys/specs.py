@@ -42,6 +42,8 @@ class DockerStep:
     timeout_s: float = 3600.0
     retries: int = 0
     retry_backoff_s: float = 1.0
+    #: Seconds between SIGTERM and SIGKILL when the step is cancelled.
+    stop_grace_s: float = 10.0
     mem_limit: str | None = None
     cpus: float | None = None
     name: str = ""
@@ -145,6 +147,7 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
         "timeout_s",
         "retries",
         "retry_backoff_s",
+        "stop_grace_s",
         "mem_limit",
         "cpus",
     }
@@ -172,6 +175,7 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
     backoff = _number(
         raw.get("retry_backoff_s", 1.0), f"{path}.retry_backoff_s", errors, low=0, high=3600
     )
+    grace = _number(raw.get("stop_grace_s", 10.0), f"{path}.stop_grace_s", errors, low=0, high=600)
     mem = raw.get("mem_limit")
     if mem is not None and (not isinstance(mem, str) or not MEM_LIMIT.match(mem)):
         errors.add(f"{path}.mem_limit", "give a size such as '256m' or '1g'")
@@ -186,6 +190,7 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
         timeout_s=timeout,
         retries=retries,
         retry_backoff_s=backoff,
+        stop_grace_s=grace,
         mem_limit=mem,
         cpus=cpus,
         name=_step_name(raw, path, errors),

@@ -61,6 +61,11 @@ def get_job(job_id: str) -> Response:
     return jsonify(service.get_job(context(), api_principal(), job_id).to_dict())
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    return jsonify(service.cancel_job(context(), api_principal(), job_id).to_dict())
+
+
 @bp.get("/jobs/<job_id>/tasks")
 def job_tasks(job_id: str) -> Response:
     tasks = service.job_tasks(context(), api_principal(), job_id)

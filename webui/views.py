@@ -92,6 +92,15 @@ def job_detail(job_id: str) -> str:
     )
 
 
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> Response:
+    service.cancel_job(context(), page_principal(), job_id)
+    target = request.form.get("next") or ""
+    if not target.startswith("/") or target.startswith("//"):
+        target = url_for("views.job_detail", job_id=job_id)
+    return redirect(target)
+
+
 @bp.route("/jobs/new", methods=["GET", "POST"])
 def submit() -> Any:
     principal = page_principal()

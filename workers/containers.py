@@ -9,7 +9,9 @@ cancellation and the orphan reaper can find them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,8 +39,43 @@ class Limits:
 @dataclass(frozen=True)
 class ContainerResult:
     exit_code: int
-    timed_out: bool
+    #: "exited" on its own, "timeout" (killed at its timeout) or "stopped" (cancelled).
+    ending: str
     logs: tuple[LogRecord, ...]
+
+    @property
+    def timed_out(self) -> bool:
+        return self.ending == "timeout"
+
+    @property
+    def stopped(self) -> bool:
+        return self.ending == "stopped"
+
+
+#: How often a running container's job is checked for cancellation, in seconds.
+POLL_S = 0.25
+
+
+def _never() -> bool:
+    return False
+
+
+def _wait(container: Any, step: DockerStep, should_stop: Callable[[], bool]) -> tuple[int, str]:
+    """Wait for the container's exit in short slices, so a cancel is noticed
+    within ``POLL_S``: SIGTERM, then SIGKILL after the step's grace period."""
+    deadline = time.monotonic() + step.timeout_s
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            container.kill()
+            return int(container.wait(timeout=30)["StatusCode"]), "timeout"
+        if should_stop():
+            container.stop(timeout=max(0, math.ceil(step.stop_grace_s)))
+            return int(container.wait(timeout=30)["StatusCode"]), "stopped"
+        try:
+            return int(container.wait(timeout=min(POLL_S, left))["StatusCode"]), "exited"
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            continue
 
 
 def docker_client() -> docker.DockerClient:
@@ -58,6 +95,7 @@ def run_container(
     *,
     labels: Mapping[str, str],
     limits: Limits,
+    should_stop: Callable[[], bool] = _never,
 ) -> ContainerResult:
     """Run the step's container to its end (or its timeout), save its output, remove it."""
     try:
@@ -86,18 +124,12 @@ def run_container(
         except APIError as exc:
             # e.g. the command's executable does not exist in the image
             raise StepFailed(127, f"the container could not start: {exc.explanation}") from exc
-        timed_out = False
-        try:
-            exit_code = int(container.wait(timeout=step.timeout_s)["StatusCode"])
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            timed_out = True
-            container.kill()
-            exit_code = int(container.wait(timeout=30)["StatusCode"])
+        exit_code, ending = _wait(container, step, should_stop)
         # auto_remove would make the logs unreadable after exit: read, then remove.
         logs = _read_logs(container)
     finally:
         _remove(container)
-    return ContainerResult(exit_code=exit_code, timed_out=timed_out, logs=logs)
+    return ContainerResult(exit_code=exit_code, ending=ending, logs=logs)
 
 
 def _read_logs(container: Any) -> tuple[LogRecord, ...]:
@@ -128,3 +160,24 @@ def _parse_ts(text: str) -> datetime:
 def _remove(container: Any) -> None:
     with contextlib.suppress(NotFound):
         container.remove(force=True)
+
+
+def reap_orphans(client: docker.DockerClient, is_running: Callable[[list[str]], set[str]]) -> int:
+    """Remove every container labelled with a jobsys job that is no longer running.
+
+    A worker killed mid-step (or a task terminated from Flower) leaves its
+    container behind; nothing else would ever remove it.
+    """
+    containers = client.containers.list(all=True, filters={"label": LABEL_JOB})
+    by_job: dict[str, list[Any]] = {}
+    for container in containers:
+        by_job.setdefault(container.labels[LABEL_JOB], []).append(container)
+    alive = is_running(list(by_job))
+    reaped = 0
+    for job_id, found in by_job.items():
+        if job_id in alive:
+            continue
+        for container in found:
+            _remove(container)
+            reaped += 1
+    return reaped

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
 
 from jobsys import service
 from jobsys.canvas import RUN_DOCKER_STEP
-from jobsys.errors import ImageError, StepError, StepFailed, StepTimeout
+from jobsys.errors import ImageError, StepCancelled, StepError, StepFailed, StepTimeout
 from jobsys.models import JobStatus
 from jobsys.service.progress import LogRecord
 from jobsys.specs import DockerStep
@@ -20,6 +22,8 @@ from workers.containers import (
     LABEL_JOB,
     LABEL_STEP,
     LABEL_TASK,
+    POLL_S,
+    ContainerResult,
     Limits,
     docker_client,
     run_container,
@@ -45,6 +49,7 @@ def step_from_spec(spec: dict[str, Any]) -> DockerStep:
         timeout_s=spec["timeout_s"],
         retries=spec.get("retries", 0),
         retry_backoff_s=spec.get("retry_backoff_s", 1.0),
+        stop_grace_s=spec.get("stop_grace_s", 10.0),
         mem_limit=spec.get("mem_limit"),
         cpus=spec.get("cpus"),
         name=spec.get("name", ""),
@@ -61,14 +66,20 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
     step = step_from_spec(start.step_spec)
     limits = Limits(ctx.settings.docker_default_mem_limit, ctx.settings.docker_default_cpus)
     labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}
+    should_stop = functools.partial(service.is_cancelled, ctx, job_id)
     logs: list[LogRecord] = []
     error: StepError | None = None
     exit_code: int | None = None
     for attempt in range(1, step.retries + 2):
+        if should_stop():
+            error = StepCancelled("the job was cancelled")
+            break
         service.record_attempt(ctx, step_id)
         try:
             with contextlib.closing(docker_client()) as client:
-                result = run_container(client, step, labels=labels, limits=limits)
+                result = run_container(
+                    client, step, labels=labels, limits=limits, should_stop=should_stop
+                )
         except ImageError as exc:
             error = exc
             break  # retrying cannot make a missing image appear
@@ -82,12 +93,8 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
         else:
             logs.extend(result.logs)
             exit_code = result.exit_code
-            if result.timed_out:
-                error = StepTimeout(f"timed out after {step.timeout_s:g} s; container killed")
-            elif result.exit_code != 0:
-                error = StepFailed(result.exit_code)
-            else:
-                error = None
+            error = _judge(result, step)
+            if error is None or isinstance(error, StepCancelled):
                 break
         if attempt <= step.retries:
             delay = backoff_delay(step.retry_backoff_s, attempt)
@@ -97,22 +104,30 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
                     stream="system",
                 )
             )
-            time.sleep(delay)
+            _sleep_unless(should_stop, delay)
+    reason = None if error is None else f"{type(error).__name__}: {error}"
     if error is not None:
-        logs.append(LogRecord(line=f"[jobsys] step failed: {error}", stream="system"))
-    service.finish_task(
-        ctx,
-        task_id,
-        ok=error is None,
-        error=None if error is None else f"{type(error).__name__}: {error}",
-        logs=logs,
-    )
-    status = JobStatus.COMPLETED if error is None else JobStatus.FAILED
-    service.complete_step(
-        ctx,
-        step_id,
-        status,
-        error=None if error is None else f"{type(error).__name__}: {error}",
-        exit_code=exit_code,
-    )
+        logs.append(LogRecord(line=f"[jobsys] step ended: {reason}", stream="system"))
+    service.finish_task(ctx, task_id, ok=error is None, error=reason, logs=logs)
+    if isinstance(error, StepCancelled):
+        status = JobStatus.CANCELLED  # the job is already cancelled; this only records it
+    else:
+        status = JobStatus.COMPLETED if error is None else JobStatus.FAILED
+    service.complete_step(ctx, step_id, status, error=reason, exit_code=exit_code)
     return {"exit_code": exit_code, "status": status.value}
+
+
+def _judge(result: ContainerResult, step: DockerStep) -> StepError | None:
+    if result.stopped:
+        return StepCancelled(f"the job was cancelled; container stopped (exit {result.exit_code})")
+    if result.timed_out:
+        return StepTimeout(f"timed out after {step.timeout_s:g} s; container killed")
+    if result.exit_code != 0:
+        return StepFailed(result.exit_code)
+    return None
+
+
+def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not should_stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(POLL_S, left))

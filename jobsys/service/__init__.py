@@ -1,6 +1,7 @@
 """The one service layer: every door into jobsys (web UI, API, CLI, scheduler,
 workers) calls these functions and nothing else touches SQL or Celery."""
 
+from jobsys.service.control import cancel_job, is_cancelled, running_job_ids
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
 from jobsys.service.jobs import (
     get_job,
@@ -32,6 +33,7 @@ __all__ = [
     "append_logs",
     "authenticate",
     "bootstrap_token",
+    "cancel_job",
     "complete_step",
     "create_token",
     "dispatch_step",
@@ -39,6 +41,7 @@ __all__ = [
     "finish_task",
     "gather_function_step",
     "get_job",
+    "is_cancelled",
     "job_logs",
     "job_results",
     "job_stats",
@@ -46,6 +49,7 @@ __all__ = [
     "list_jobs",
     "list_workers",
     "record_attempt",
+    "running_job_ids",
     "start_task",
     "submit_job",
     "sweep_outbox",

@@ -45,6 +45,13 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
     """Mark a task running; None when it must not run (job over, task already done)."""
     now = utcnow()
     with ctx.sessions.begin() as session:
+        # A task of a job that ended (cancelled, or failed elsewhere) is dropped
+        # untouched, whichever worker picks it up and however late.
+        job_status = session.scalar(
+            select(Job.status).join(TaskRun, TaskRun.job_id == Job.id).where(TaskRun.id == task_id)
+        )
+        if job_status is None or JobStatus(job_status).finished:
+            return None
         moved = session.execute(
             update(TaskRun)
             .where(
@@ -59,11 +66,8 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             )
         ).rowcount
         if not moved:
-            return None
+            return None  # a duplicate delivery of a task that already ended
         run = session.get_one(TaskRun, task_id)
-        job_status = session.scalar(select(Job.status).where(Job.id == run.job_id))
-        if job_status is None or JobStatus(job_status).finished:
-            return None
         _move(session, Step, run.step_id, JobStatus.RUNNING, started_at=now)
         _move(session, Job, run.job_id, JobStatus.RUNNING, started_at=now)
         spec = session.scalar(select(Step.spec).where(Step.id == run.step_id))

@@ -199,7 +199,7 @@ def test_cancelled_or_finished_jobs_do_not_start_tasks(
     service.finish_job(ctx, job.id, JobStatus.CANCELLED)
     assert service.start_task(ctx, dispatcher.published[0].task_id, "w") is None
     with ctx.sessions() as s:
-        assert s.scalar(select(TaskRun.worker)) == "w"  # recorded, but not run
+        assert s.scalar(select(TaskRun.state)) == "pending"  # dropped untouched
 
 
 def test_list_filters_and_pages(ctx: Context, developer: Principal) -> None:

@@ -1,0 +1,96 @@
+"""Cancelling jobs, and what workers ask to learn that a job was cancelled.
+
+The database is the record (the job row moves to ``cancelled`` in one atomic
+UPDATE, so a job that just finished cannot be cancelled after the fact); the
+broker gets a mirror flag for workers to poll cheaply, and Celery revokes for
+function chunks, whose worker processes are ended.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+
+from jobsys.auth import Principal, Right, require
+from jobsys.context import Context
+from jobsys.errors import DispatchError, NotFoundError, StateError
+from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
+from jobsys.service.jobs import get_job
+from jobsys.service.records import JobInfo
+
+log = logging.getLogger(__name__)
+
+
+def cancel_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
+    """Cancel a queued or running job; StateError (409) for one that already ended."""
+    require(principal, Right.CANCEL)
+    now = utcnow()
+    live = sources_of(JobStatus.CANCELLED)
+    with ctx.sessions.begin() as session:
+        moved = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(live))
+            .values(
+                status=JobStatus.CANCELLED.value,
+                finished_at=now,
+                error=f"cancelled by {principal.name}",
+            )
+        ).rowcount
+        if not moved:
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+            if status is None:
+                raise NotFoundError(f"no job with id {job_id!r}")
+            raise StateError(
+                f"job {job_id} is {status}; only queued or running jobs can be "
+                "cancelled (rerun it instead)"
+            )
+        session.execute(
+            update(Step)
+            .where(Step.job_id == job_id, Step.status.in_(live))
+            .values(status=JobStatus.CANCELLED.value, finished_at=now)
+        )
+        chunk_ids = list(
+            session.scalars(
+                select(TaskRun.id)
+                .join(Step, Step.id == TaskRun.step_id)
+                .where(
+                    TaskRun.job_id == job_id,
+                    Step.kind == "function",
+                    TaskRun.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+                )
+            )
+        )
+    try:
+        ctx.dispatcher.cancel(job_id, chunk_ids)
+    except DispatchError as exc:
+        # Still cancelled: workers also read the database before and while they run.
+        log.warning("cancel of %s not mirrored to the broker: %s", job_id, exc)
+    return get_job(ctx, principal, job_id)
+
+
+def is_cancelled(ctx: Context, job_id: str) -> bool:
+    """Asked by running tasks every fraction of a second: the broker's flag
+    first, the database when the flag is absent (Redis restarted, or down)."""
+    try:
+        if ctx.dispatcher.is_cancelled(job_id):
+            return True
+    except DispatchError:
+        pass
+    with ctx.sessions() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return status == JobStatus.CANCELLED.value
+
+
+def running_job_ids(ctx: Context, job_ids: list[str]) -> set[str]:
+    """Which of these jobs are still queued or running (the reaper spares their containers)."""
+    if not job_ids:
+        return set()
+    with ctx.sessions() as session:
+        return set(
+            session.scalars(
+                select(Job.id).where(
+                    Job.id.in_(job_ids), Job.status.in_(sources_of(JobStatus.CANCELLED))
+                )
+            )
+        )
