@@ -25,6 +25,7 @@ test-unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.map_throughput
+	$(BIN)/python -m bench.cancel_latency
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -61,6 +61,18 @@ def cancel_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
                 )
             )
         )
+        # Pending tasks will never run. Running ones are marked too, but left
+        # unfinished so their own last report (results, logs) still lands.
+        session.execute(
+            update(TaskRun)
+            .where(TaskRun.job_id == job_id, TaskRun.state == TaskState.PENDING.value)
+            .values(state=TaskState.CANCELLED.value, finished_at=now)
+        )
+        session.execute(
+            update(TaskRun)
+            .where(TaskRun.job_id == job_id, TaskRun.state == TaskState.RUNNING.value)
+            .values(state=TaskState.CANCELLED.value)
+        )
     try:
         ctx.dispatcher.cancel(job_id, chunk_ids)
     except DispatchError as exc:

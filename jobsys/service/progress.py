@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 
 from jobsys.context import Context
 from jobsys.errors import DispatchError
@@ -111,9 +111,18 @@ def finish_task(
     with ctx.sessions.begin() as session:
         ended = session.execute(
             update(TaskRun)
-            .where(TaskRun.id == task_id, TaskRun.state == TaskState.RUNNING.value)
+            .where(
+                TaskRun.id == task_id,
+                # A task whose job was cancelled while it ran still reports its
+                # results and logs once; it keeps the state "cancelled".
+                TaskRun.state.in_([TaskState.RUNNING.value, TaskState.CANCELLED.value]),
+                TaskRun.finished_at.is_(None),
+            )
             .values(
-                state=state.value,
+                state=case(
+                    (TaskRun.state == TaskState.CANCELLED.value, TaskState.CANCELLED.value),
+                    else_=state.value,
+                ),
                 error=error,
                 results=results,
                 failed_items=failed_items,

@@ -39,8 +39,17 @@ def test_cancel_revokes_live_chunks(
     chunks = dispatcher.published[0].chunks
     service.start_task(ctx, chunks[0].task_id, "w")
     service.finish_task(ctx, chunks[0].task_id, ok=True, results=[{"ok": True, "value": 1}])
+    service.start_task(ctx, chunks[1].task_id, "w")
     service.cancel_job(ctx, developer, job.id)
     assert sorted(dispatcher.revoked) == sorted(c.task_id for c in chunks[1:])
+    states = [t.state for t in service.job_tasks(ctx, developer, job.id)]
+    assert states == ["completed", "cancelled", "cancelled", "cancelled"]
+    # the chunk that was running still gets its last report in, once
+    late = [service.LogRecord(line="finishing up")]
+    assert service.finish_task(ctx, chunks[1].task_id, ok=True, logs=late)
+    assert not service.finish_task(ctx, chunks[1].task_id, ok=True, logs=late)
+    assert [e.line for e in service.job_logs(ctx, developer, job.id)] == ["finishing up"]
+    assert service.job_tasks(ctx, developer, job.id)[1].state == "cancelled"
     # a late gather cannot complete a cancelled step or revive the job
     service.gather_function_step(ctx, dispatcher.published[0].step_id)
     assert service.get_job(ctx, developer, job.id).status == "cancelled"
