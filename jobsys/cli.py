@@ -78,16 +78,21 @@ def run() -> None:
     sys.exit(run_stack(settings, banner))
 
 
-@main.command()
-@click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
-def cancel(job_id: str, as_json: bool) -> None:
-    """Cancel a queued or running job (through the API at JOBSYS_URL with JOBSYS_TOKEN)."""
-    from jobsys.client import Client
+def _job_action(name: str, help_text: str) -> None:
+    @main.command(name=name, help=help_text)
+    @click.argument("job_id")
+    @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+    def command(job_id: str, as_json: bool) -> None:
+        from jobsys.client import Client
 
-    with Client() as client:
-        job = client.cancel(job_id)
-    click.echo(json.dumps(job.data) if as_json else f"{job.id} {job.status}")
+        with Client() as client:
+            job = getattr(client, name)(job_id)
+        click.echo(json.dumps(job.data) if as_json else f"{job.id} {job.status}")
+
+
+_job_action("cancel", "Cancel a queued or running job (via JOBSYS_URL with JOBSYS_TOKEN).")
+_job_action("rerun", "Run a job again from the start as a new job; prints the new job.")
+_job_action("resume", "Continue a failed or cancelled job where it stopped, as a new job.")
 
 
 @main.group()

@@ -115,6 +115,14 @@ class Client:
         """Cancel a queued or running job; StateError if it already ended."""
         return Job(self, self.request("POST", f"/api/jobs/{job_id}/cancel"))
 
+    def rerun(self, job_id: str) -> Job:
+        """A new job with the same spec (``rerun_of`` links back)."""
+        return Job(self, self.request("POST", f"/api/jobs/{job_id}/rerun"))
+
+    def resume(self, job_id: str) -> Job:
+        """A new job that continues a failed or cancelled one where it stopped."""
+        return Job(self, self.request("POST", f"/api/jobs/{job_id}/resume"))
+
     def stats(self) -> dict[str, Any]:
         return dict(self.request("GET", "/api/stats"))
 
@@ -185,6 +193,12 @@ class Job:
     def cancel(self) -> Job:
         self.data = self.client.cancel(self.id).data
         return self
+
+    def rerun(self) -> Job:
+        return self.client.rerun(self.id)
+
+    def resume(self) -> Job:
+        return self.client.resume(self.id)
 
     def tasks(self) -> list[dict[str, Any]]:
         return list(self.client.request("GET", f"/api/jobs/{self.id}/tasks")["tasks"])

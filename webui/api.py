@@ -39,9 +39,7 @@ def int_arg(name: str, default: int | None) -> int | None:
 @bp.post("/jobs")
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     principal = api_principal()
-    job = service.submit_job(context(), principal, json_body())
-    location = url_for("api.get_job", job_id=job.id)
-    return jsonify(job.to_dict()), 202, {"Location": location}
+    return _created(service.submit_job(context(), principal, json_body()))
 
 
 @bp.get("/jobs")
@@ -64,6 +62,20 @@ def get_job(job_id: str) -> Response:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str) -> Response:
     return jsonify(service.cancel_job(context(), api_principal(), job_id).to_dict())
+
+
+@bp.post("/jobs/<job_id>/rerun")
+def rerun_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    return _created(service.rerun_job(context(), api_principal(), job_id))
+
+
+@bp.post("/jobs/<job_id>/resume")
+def resume_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
+    return _created(service.resume_job(context(), api_principal(), job_id))
+
+
+def _created(job: service.JobInfo) -> tuple[Response, int, dict[str, str]]:
+    return jsonify(job.to_dict()), 202, {"Location": url_for("api.get_job", job_id=job.id)}
 
 
 @bp.get("/jobs/<job_id>/tasks")

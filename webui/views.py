@@ -40,11 +40,7 @@ def login() -> Any:
         else:
             session.clear()
             session["token"] = token
-            target = request.args.get("next") or ""
-            # Only local paths: an open redirect would hand the session to another site.
-            if not target.startswith("/") or target.startswith("//"):
-                target = url_for("views.jobs")
-            return redirect(target)
+            return redirect(_local(request.args.get("next")) or url_for("views.jobs"))
     return render_template("login.html", error=error), 401 if error else 200
 
 
@@ -95,10 +91,26 @@ def job_detail(job_id: str) -> str:
 @bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> Response:
     service.cancel_job(context(), page_principal(), job_id)
-    target = request.form.get("next") or ""
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("views.job_detail", job_id=job_id)
-    return redirect(target)
+    return redirect(_local(request.form.get("next")) or url_for("views.job_detail", job_id=job_id))
+
+
+@bp.post("/jobs/<job_id>/rerun")
+def rerun(job_id: str) -> Response:
+    job = service.rerun_job(context(), page_principal(), job_id)
+    return redirect(url_for("views.job_detail", job_id=job.id))
+
+
+@bp.post("/jobs/<job_id>/resume")
+def resume(job_id: str) -> Response:
+    job = service.resume_job(context(), page_principal(), job_id)
+    return redirect(url_for("views.job_detail", job_id=job.id))
+
+
+def _local(target: str | None) -> str | None:
+    """Only local paths: an open redirect would hand the session to another site."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return None
 
 
 @bp.route("/jobs/new", methods=["GET", "POST"])

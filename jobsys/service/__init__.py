@@ -24,10 +24,13 @@ from jobsys.service.progress import (
     record_attempt,
     start_task,
 )
+from jobsys.service.records import JobInfo
+from jobsys.service.rerun import rerun_job, resume_job
 from jobsys.service.tokens import IssuedToken, authenticate, bootstrap_token, create_token
 
 __all__ = [
     "IssuedToken",
+    "JobInfo",
     "LogRecord",
     "TaskStart",
     "append_logs",
@@ -49,6 +52,8 @@ __all__ = [
     "list_jobs",
     "list_workers",
     "record_attempt",
+    "rerun_job",
+    "resume_job",
     "running_job_ids",
     "start_task",
     "submit_job",

@@ -11,12 +11,12 @@ import logging
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from jobsys.canvas import ChunkPlan, StepPlan
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.models import Job, JobStatus, Step, TaskRun, utcnow
+from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.specs import chunk_bounds
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,17 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
         if not claimed:
             return False
         step = session.get_one(Step, step_id)
-        # Rows left by an earlier publish that failed are replaced, not added to.
-        session.execute(delete(TaskRun).where(TaskRun.step_id == step_id))
-        plan = _plan(step)
+        # Rows left by an earlier publish that failed are replaced, not added to;
+        # rows carried over by a resume (already completed) stay.
+        session.execute(
+            delete(TaskRun).where(
+                TaskRun.step_id == step_id, TaskRun.state == TaskState.PENDING.value
+            )
+        )
+        carried = session.scalar(
+            select(func.count()).select_from(TaskRun).where(TaskRun.step_id == step_id)
+        )
+        plan = _plan(step, first_index=carried or 0)
         session.add_all(_task_rows(step, plan))
     try:
         ctx.dispatcher.publish(plan)
@@ -52,16 +60,20 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
     return True
 
 
-def _plan(step: Step) -> StepPlan:
+def _plan(step: Step, first_index: int = 0) -> StepPlan:
     task_id = str(uuid.uuid4())
     if step.kind == "docker":
         return StepPlan(job_id=step.job_id, step_id=step.id, kind="docker", task_id=task_id)
     items = step.spec["items"]
+    # A resumed step runs only the item ranges its spec names; a new one runs all.
+    ranges = step.spec.get("ranges")
+    if ranges is None:
+        ranges = chunk_bounds(len(items), step.spec["chunk_size"])
     chunks = [
         ChunkPlan(
             task_id=str(uuid.uuid4()), index=i, start=start, stop=stop, items=items[start:stop]
         )
-        for i, (start, stop) in enumerate(chunk_bounds(len(items), step.spec["chunk_size"]))
+        for i, (start, stop) in enumerate(ranges, start=first_index)
     ]
     return StepPlan(
         job_id=step.job_id, step_id=step.id, kind="function", task_id=task_id, chunks=chunks

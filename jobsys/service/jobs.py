@@ -141,7 +141,7 @@ def job_tasks(ctx: Context, principal: Principal, job_id: str) -> list[TaskInfo]
             select(TaskRun)
             .join(Step, Step.id == TaskRun.step_id)
             .where(TaskRun.job_id == job_id)
-            .order_by(Step.position, TaskRun.chunk_index)
+            .order_by(Step.position, TaskRun.item_start, TaskRun.chunk_index)
         )
         return [TaskInfo.of(r) for r in rows]
 
@@ -180,7 +180,7 @@ def job_results(ctx: Context, principal: Principal, job_id: str) -> dict[str, An
         if not JobStatus(step.status).finished:
             raise StateError(f"step {step.position} is {step.status}; wait for the job to end")
         runs = session.scalars(
-            select(TaskRun).where(TaskRun.step_id == step.id).order_by(TaskRun.chunk_index)
+            select(TaskRun).where(TaskRun.step_id == step.id).order_by(TaskRun.item_start)
         )
         results: list[Any] = []
         for run in runs:

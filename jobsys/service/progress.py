@@ -168,7 +168,7 @@ def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
         step = session.get_one(Step, step_id)
         runs = list(
             session.scalars(
-                select(TaskRun).where(TaskRun.step_id == step_id).order_by(TaskRun.chunk_index)
+                select(TaskRun).where(TaskRun.step_id == step_id).order_by(TaskRun.item_start)
             )
         )
     broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
