@@ -90,6 +90,21 @@ def _job_action(name: str, help_text: str) -> None:
         click.echo(json.dumps(job.data) if as_json else f"{job.id} {job.status}")
 
 
+@main.command()
+@click.argument("job_id")
+@click.option("--tail", type=int, default=None, help="Only the last N stored lines.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing lines until the job ends.")
+def logs(job_id: str, tail: int | None, follow: bool) -> None:
+    """Print a job's log lines (via JOBSYS_URL with JOBSYS_TOKEN)."""
+    from jobsys.client import Client
+
+    with Client() as client:
+        job = client.job(job_id)
+        lines = job.logs(follow=True) if follow else job.logs(tail=tail)
+        for entry in lines:
+            click.echo(entry["line"], err=entry["stream"] == "stderr")
+
+
 _job_action("cancel", "Cancel a queued or running job (via JOBSYS_URL with JOBSYS_TOKEN).")
 _job_action("rerun", "Run a job again from the start as a new job; prints the new job.")
 _job_action("resume", "Continue a failed or cancelled job where it stopped, as a new job.")

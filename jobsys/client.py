@@ -12,8 +12,9 @@ as the matching ``JobsysError`` subclass with the server's message.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import cloudpickle
@@ -203,9 +204,56 @@ class Job:
     def tasks(self) -> list[dict[str, Any]]:
         return list(self.client.request("GET", f"/api/jobs/{self.id}/tasks")["tasks"])
 
-    def logs(self, tail: int | None = None) -> list[dict[str, Any]]:
+    def logs(self, tail: int | None = None, *, follow: bool = False) -> Any:
+        """Stored log lines as a list; with ``follow=True`` an iterator that
+        yields each line as it arrives and ends when the job does."""
+        if follow:
+            return (e["data"] for e in self.events() if e["event"] == "log")
         params = {"tail": tail} if tail else {}
         return list(self.client.request("GET", f"/api/jobs/{self.id}/logs", params=params)["logs"])
+
+    def events(self, after: str | None = None) -> Iterator[dict[str, Any]]:
+        """The job's server-sent events (``status``, ``log``) until it ends.
+
+        A dropped connection is resumed from the last event seen, as
+        EventSource does, so nothing is missed or repeated.
+        """
+        last = after
+        for _attempt in range(5):
+            try:
+                for event in self._stream(last):
+                    if event["event"] == "end":
+                        return
+                    last = event["id"] or last
+                    yield event
+                return
+            except httpx.TransportError:
+                time.sleep(0.5)
+        raise DispatchError(f"lost the event stream of job {self.id} five times")
+
+    def _stream(self, after: str | None) -> Iterator[dict[str, Any]]:
+        headers = {"Last-Event-ID": after} if after else {}
+        timeout = httpx.Timeout(30.0, read=60.0)  # the server sends a heartbeat every 5 s
+        path = f"/api/jobs/{self.id}/events"
+        with self.client._http.stream("GET", path, headers=headers, timeout=timeout) as response:
+            if not response.is_success:
+                response.read()
+                raise _error_from(response)
+            event: dict[str, Any] = {"id": None, "event": "message", "data": ""}
+            for line in response.iter_lines():
+                if not line:
+                    if event["data"]:
+                        yield {**event, "data": json.loads(event["data"])}
+                    event = {"id": None, "event": "message", "data": ""}
+                elif line.startswith(":"):
+                    continue
+                else:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "data":
+                        event["data"] += value
+                    elif name in ("id", "event"):
+                        event[name] = value
 
 
 def _name_of(fn: Callable[..., Any]) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from jobsys.config import Settings
 from jobsys.db import SessionFactory
+from jobsys.events import EventBus, NullEventBus
 from jobsys.signing import Signer
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class Context:
     settings: Settings
     sessions: SessionFactory
     dispatcher: Dispatcher
+    events: EventBus = field(default_factory=NullEventBus)
 
     @cached_property
     def signer(self) -> Signer:

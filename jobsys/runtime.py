@@ -12,6 +12,7 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.db import make_session_factory
 from jobsys.dispatch import CeleryDispatcher
+from jobsys.events import RedisEventBus
 
 _cache: dict[tuple[int, Settings], Context] = {}
 
@@ -30,5 +31,6 @@ def build_context(settings: Settings | None = None, app: object | None = None) -
             settings=settings,
             sessions=make_session_factory(settings),
             dispatcher=CeleryDispatcher(celery_app),
+            events=RedisEventBus.from_url(settings.redis_url),
         )
     return _cache[key]

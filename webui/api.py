@@ -10,6 +10,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from jobsys import service
 from jobsys.errors import SpecError
 from webui.principal import api_principal, context
+from webui.stream import event_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -76,6 +77,11 @@ def resume_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
 
 def _created(job: service.JobInfo) -> tuple[Response, int, dict[str, str]]:
     return jsonify(job.to_dict()), 202, {"Location": url_for("api.get_job", job_id=job.id)}
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    return event_response(api_principal(), job_id)
 
 
 @bp.get("/jobs/<job_id>/tasks")

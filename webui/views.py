@@ -14,6 +14,7 @@ from jobsys.models import JobStatus
 from jobsys.specs import docker_step_from_form
 from webui.errors import status_for
 from webui.principal import context, page_principal
+from webui.stream import event_response
 
 bp = Blueprint("views", __name__)
 
@@ -86,6 +87,12 @@ def job_detail(job_id: str) -> str:
     return render_template(
         "job.html", job=job, tasks=tasks, logs=logs, results=results, principal=principal
     )
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    """The same stream as the API's, for the signed-in page's EventSource."""
+    return event_response(page_principal(), job_id)
 
 
 @bp.post("/jobs/<job_id>/cancel")

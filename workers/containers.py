@@ -9,7 +9,9 @@ cancellation and the orphan reaper can find them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from jobsys.errors import ImageError, StepError, StepFailed
 from jobsys.service.progress import LogRecord
 from jobsys.specs import DockerStep
+
+log = logging.getLogger(__name__)
 
 LABEL_JOB = "jobsys.job"
 LABEL_STEP = "jobsys.step"
@@ -96,6 +100,7 @@ def run_container(
     labels: Mapping[str, str],
     limits: Limits,
     should_stop: Callable[[], bool] = _never,
+    on_output: Callable[[LogRecord], None] | None = None,
 ) -> ContainerResult:
     """Run the step's container to its end (or its timeout), save its output, remove it."""
     try:
@@ -124,12 +129,51 @@ def run_container(
         except APIError as exc:
             # e.g. the command's executable does not exist in the image
             raise StepFailed(127, f"the container could not start: {exc.explanation}") from exc
+        followers = (
+            []
+            if on_output is None
+            else [_start_follower(container, stream, on_output) for stream in ("stdout", "stderr")]
+        )
         exit_code, ending = _wait(container, step, should_stop)
+        for follower in followers:
+            follower.join(timeout=5)
         # auto_remove would make the logs unreadable after exit: read, then remove.
         logs = _read_logs(container)
     finally:
         _remove(container)
     return ContainerResult(exit_code=exit_code, ending=ending, logs=logs)
+
+
+def _start_follower(
+    container: Any, stream: str, on_output: Callable[[LogRecord], None]
+) -> threading.Thread:
+    """Hand each line to ``on_output`` as the container writes it (the live view).
+
+    The stored copy is read again after exit (``_read_logs``), complete and in
+    order, so a hiccup here costs the live view only.
+    """
+
+    def follow() -> None:
+        pending = b""
+        try:
+            chunks = container.logs(
+                stdout=stream == "stdout",
+                stderr=stream == "stderr",
+                stream=True,
+                follow=True,
+                timestamps=True,
+            )
+            for chunk in chunks:
+                *lines, pending = (pending + chunk).split(b"\n")
+                for raw in lines:
+                    ts, _, text = raw.decode("utf-8", errors="replace").partition(" ")
+                    on_output(LogRecord(line=text, stream=stream, ts=_parse_ts(ts)))
+        except Exception as exc:  # the container went away under us: nothing to lose
+            log.debug("log follower for %s stopped: %s", stream, exc)
+
+    thread = threading.Thread(target=follow, name=f"follow-{stream}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _read_logs(container: Any) -> tuple[LogRecord, ...]:

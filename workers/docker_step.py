@@ -68,6 +68,15 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
     labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}
     should_stop = functools.partial(service.is_cancelled, ctx, job_id)
     logs: list[LogRecord] = []
+
+    def live(record: LogRecord) -> None:
+        service.publish_logs(ctx, job_id, step_id, [record])
+
+    def note(line: str) -> None:
+        record = LogRecord(line=line, stream="system")
+        logs.append(record)
+        live(record)
+
     error: StepError | None = None
     exit_code: int | None = None
     for attempt in range(1, step.retries + 2):
@@ -78,7 +87,12 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
         try:
             with contextlib.closing(docker_client()) as client:
                 result = run_container(
-                    client, step, labels=labels, limits=limits, should_stop=should_stop
+                    client,
+                    step,
+                    labels=labels,
+                    limits=limits,
+                    should_stop=should_stop,
+                    on_output=live,
                 )
         except ImageError as exc:
             error = exc
@@ -98,17 +112,14 @@ def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
                 break
         if attempt <= step.retries:
             delay = backoff_delay(step.retry_backoff_s, attempt)
-            logs.append(
-                LogRecord(
-                    line=f"[jobsys] attempt {attempt} failed ({error}); retrying in {delay:.1f} s",
-                    stream="system",
-                )
-            )
+            note(f"[jobsys] attempt {attempt} failed ({error}); retrying in {delay:.1f} s")
             _sleep_unless(should_stop, delay)
     reason = None if error is None else f"{type(error).__name__}: {error}"
     if error is not None:
-        logs.append(LogRecord(line=f"[jobsys] step ended: {reason}", stream="system"))
-    service.finish_task(ctx, task_id, ok=error is None, error=reason, logs=logs)
+        note(f"[jobsys] step ended: {reason}")
+    service.finish_task(
+        ctx, task_id, ok=error is None, error=reason, logs=logs, logs_published=True
+    )
     if isinstance(error, StepCancelled):
         status = JobStatus.CANCELLED  # the job is already cancelled; this only records it
     else:

@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import io
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from celery import shared_task
 from jobsys import envelope, service
 from jobsys.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
 from jobsys.context import Context
+from jobsys.models import utcnow
 from jobsys.service.progress import LogRecord
 from workers.context import worker_context
 
@@ -43,11 +45,53 @@ def load_function(ctx: Context, step_id: str, ref: Any) -> Callable[[Any], Any]:
     return fn
 
 
+class _LineWriter(io.TextIOBase):
+    """A text stream that hands over each complete line as soon as it is written."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self._emit = emit
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self._emit(line)
+        return len(text)
+
+    def close_lines(self) -> None:
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = ""
+
+
 @contextlib.contextmanager
-def captured_output(tag: str) -> Iterator[list[LogRecord]]:
-    """Collect print() and logging output of user code as log lines tagged with ``tag``."""
+def captured_output(
+    tag: str, on_line: Callable[[LogRecord], None] | None = None
+) -> Iterator[list[LogRecord]]:
+    """Collect print() and logging output of user code as log lines tagged with
+    ``tag``, handing each to ``on_line`` as it is written (the live view)."""
     records: list[LogRecord] = []
-    out, err = io.StringIO(), io.StringIO()
+    publishing = threading.local()
+
+    def sink(stream: str) -> _LineWriter:
+        def emit(line: str) -> None:
+            record = LogRecord(line=f"{tag} {line}", stream=stream, ts=utcnow())
+            records.append(record)
+            # A warning logged while publishing (Redis down) comes back here:
+            # store it, but do not publish it, or it would loop.
+            if on_line is not None and not getattr(publishing, "active", False):
+                publishing.active = True
+                try:
+                    on_line(record)
+                finally:
+                    publishing.active = False
+
+        return _LineWriter(emit)
+
+    out, err = sink("stdout"), sink("stderr")
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -57,11 +101,8 @@ def captured_output(tag: str) -> Iterator[list[LogRecord]]:
             yield records
     finally:
         root.removeHandler(handler)
-        for stream, buf in (("stdout", out), ("stderr", err)):
-            records.extend(
-                LogRecord(line=f"{tag} {line}", stream=stream)
-                for line in buf.getvalue().splitlines()
-            )
+        out.close_lines()
+        err.close_lines()
 
 
 def run_chunk(fn: Callable[[Any], Any], items: list[Any], ctx: Context) -> list[dict[str, Any]]:
@@ -86,7 +127,11 @@ def run_function_chunk(
     if begun is None:
         return {"chunk": chunk_index, "skipped": True}
     tag = f"[items {start}-{start + len(items) - 1}]"
-    with captured_output(tag) as logs:
+
+    def live(record: LogRecord) -> None:
+        service.publish_logs(ctx, job_id, step_id, [record])
+
+    with captured_output(tag, on_line=live) as logs:
         try:
             fn = load_function(ctx, step_id, begun.step_spec["function"])
         except Exception as exc:
@@ -106,10 +151,19 @@ def run_function_chunk(
             results=[failure] * len(items),
             failed_items=len(items),
             logs=logs,
+            logs_published=True,
         )
         return {"chunk": chunk_index, "failed": len(items)}
     failed = sum(1 for o in outcomes if not o["ok"])
-    service.finish_task(ctx, task_id, ok=True, results=outcomes, failed_items=failed, logs=logs)
+    service.finish_task(
+        ctx,
+        task_id,
+        ok=True,
+        results=outcomes,
+        failed_items=failed,
+        logs=logs,
+        logs_published=True,
+    )
     return {"chunk": chunk_index, "failed": failed}
 
 

@@ -1,7 +1,12 @@
 """The one service layer: every door into jobsys (web UI, API, CLI, scheduler,
 workers) calls these functions and nothing else touches SQL or Celery."""
 
-from jobsys.service.control import cancel_job, is_cancelled, running_job_ids
+from jobsys.service.control import (
+    cancel_for_revoked_task,
+    cancel_job,
+    is_cancelled,
+    running_job_ids,
+)
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
 from jobsys.service.jobs import (
     get_job,
@@ -13,14 +18,17 @@ from jobsys.service.jobs import (
     list_workers,
     submit_job,
 )
+from jobsys.service.live import follow_job
 from jobsys.service.progress import (
     LogRecord,
     TaskStart,
+    announce,
     append_logs,
     complete_step,
     finish_job,
     finish_task,
     gather_function_step,
+    publish_logs,
     record_attempt,
     start_task,
 )
@@ -33,15 +41,18 @@ __all__ = [
     "JobInfo",
     "LogRecord",
     "TaskStart",
+    "announce",
     "append_logs",
     "authenticate",
     "bootstrap_token",
+    "cancel_for_revoked_task",
     "cancel_job",
     "complete_step",
     "create_token",
     "dispatch_step",
     "finish_job",
     "finish_task",
+    "follow_job",
     "gather_function_step",
     "get_job",
     "is_cancelled",
@@ -51,6 +62,7 @@ __all__ = [
     "job_tasks",
     "list_jobs",
     "list_workers",
+    "publish_logs",
     "record_attempt",
     "rerun_job",
     "resume_job",

@@ -12,18 +12,24 @@ import logging
 
 from sqlalchemy import select, update
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, StateError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
 from jobsys.service.jobs import get_job
+from jobsys.service.progress import announce
 from jobsys.service.records import JobInfo
 
 log = logging.getLogger(__name__)
 
 
-def cancel_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
-    """Cancel a queued or running job; StateError (409) for one that already ended."""
+def cancel_job(
+    ctx: Context, principal: Principal, job_id: str, *, reason: str | None = None
+) -> JobInfo:
+    """Cancel a queued or running job; StateError (409) for one that already ended.
+
+    ``reason`` becomes the job's error (default: who cancelled it).
+    """
     require(principal, Right.CANCEL)
     now = utcnow()
     live = sources_of(JobStatus.CANCELLED)
@@ -34,7 +40,7 @@ def cancel_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
             .values(
                 status=JobStatus.CANCELLED.value,
                 finished_at=now,
-                error=f"cancelled by {principal.name}",
+                error=reason or f"cancelled by {principal.name}",
             )
         ).rowcount
         if not moved:
@@ -78,7 +84,29 @@ def cancel_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     except DispatchError as exc:
         # Still cancelled: workers also read the database before and while they run.
         log.warning("cancel of %s not mirrored to the broker: %s", job_id, exc)
+    announce(ctx, job_id)
     return get_job(ctx, principal, job_id)
+
+
+def cancel_for_revoked_task(ctx: Context, task_id: str, *, terminated: bool) -> str | None:
+    """A jobsys task revoked from outside (Flower, ``celery control revoke``)
+    cancels its job, which is then shown as cancelled with that reason.
+
+    Without this the job would stay ``running`` for ever: a revoked chunk never
+    reports, so its chord never calls back (celery/celery#4207). Returns the
+    job cancelled, or None when the task is not ours to act on (unknown, or
+    its job already over, as after our own cancel's revokes).
+    """
+    with ctx.sessions() as session:
+        job_id = session.scalar(select(TaskRun.job_id).where(TaskRun.id == task_id))
+    if job_id is None:
+        return None
+    how = "terminated" if terminated else "revoked"
+    try:
+        cancel_job(ctx, SYSTEM, job_id, reason=f"cancelled: task {task_id} was {how} in Celery")
+    except StateError:
+        return None
+    return job_id
 
 
 def is_cancelled(ctx: Context, job_id: str) -> bool:

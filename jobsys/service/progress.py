@@ -71,9 +71,11 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
         _move(session, Step, run.step_id, JobStatus.RUNNING, started_at=now)
         _move(session, Job, run.job_id, JobStatus.RUNNING, started_at=now)
         spec = session.scalar(select(Step.spec).where(Step.id == run.step_id))
-        return TaskStart(
+        begun = TaskStart(
             job_id=run.job_id, step_id=run.step_id, step_spec=spec, attempt=run.attempt
         )
+    announce(ctx, begun.job_id)
+    return begun
 
 
 def _move(
@@ -101,8 +103,12 @@ def finish_task(
     results: list[Any] | None = None,
     failed_items: int = 0,
     logs: Sequence[LogRecord] = (),
+    logs_published: bool = False,
 ) -> bool:
     """Record a task's end, its results and its logs in one transaction.
+
+    Log lines are published as events too, unless the caller already streamed
+    them live (``logs_published``).
 
     Counts the task towards its step's progress only if this call is the one
     that ended it; a second report of the same task changes nothing.
@@ -138,7 +144,59 @@ def finish_task(
             .values(done_tasks=Step.done_tasks + 1, failed_items=Step.failed_items + failed_items)
         )
         _insert_logs(session, run.job_id, run.step_id, logs)
+    if not logs_published:
+        publish_logs(ctx, run.job_id, run.step_id, logs)
+    announce(ctx, run.job_id)
     return True
+
+
+def publish_logs(ctx: Context, job_id: str, step_id: str | None, logs: Sequence[LogRecord]) -> None:
+    """Send log lines to the job's live stream (they are stored separately)."""
+    now = utcnow()
+    ctx.events.publish_many(
+        job_id,
+        "log",
+        [
+            {
+                "step_id": step_id,
+                "stream": r.stream,
+                "line": r.line,
+                "ts": (r.ts or now).isoformat(),
+            }
+            for r in logs
+        ],
+    )
+
+
+def announce(ctx: Context, job_id: str) -> None:
+    """Publish the job's current status and progress as one "status" event.
+
+    Readers get the whole picture each time, so a missed event costs nothing.
+    """
+    with ctx.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        steps = list(
+            session.execute(
+                select(Step.position, Step.status, Step.done_tasks, Step.total_tasks)
+                .where(Step.job_id == job_id)
+                .order_by(Step.position)
+            )
+        )
+        data = {
+            "job_id": job_id,
+            "status": job.status,
+            "error": job.error,
+            "progress": {
+                "done": sum(s.done_tasks for s in steps),
+                "total": sum(s.total_tasks for s in steps),
+            },
+            "steps": [{"position": s.position, "status": s.status} for s in steps],
+        }
+    ctx.events.publish(job_id, "status", data)
+    if JobStatus(data["status"]).finished:
+        ctx.events.expire(job_id)
 
 
 def append_logs(ctx: Context, job_id: str, step_id: str | None, logs: Iterable[LogRecord]) -> None:
@@ -220,6 +278,7 @@ def complete_step(
             dispatch_step(ctx, next_id)
         except DispatchError as exc:
             log.warning("step %s waits in the outbox: %s", next_id, exc)
+        announce(ctx, job_id)
     elif status is JobStatus.COMPLETED:
         finish_job(ctx, job_id, JobStatus.COMPLETED)
     else:
@@ -229,4 +288,7 @@ def complete_step(
 
 def finish_job(ctx: Context, job_id: str, status: JobStatus, *, error: str | None = None) -> bool:
     with ctx.sessions.begin() as session:
-        return _move(session, Job, job_id, status, error=error, finished_at=utcnow())
+        moved = _move(session, Job, job_id, status, error=error, finished_at=utcnow())
+    if moved:
+        announce(ctx, job_id)
+    return moved

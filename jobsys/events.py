@@ -1,0 +1,123 @@
+"""Job events on Redis Streams: status changes, progress and log lines.
+
+One capped stream per job (``jobsys:events:<job_id>``), which a reader can
+resume from any id it has seen (SSE's ``Last-Event-ID``), and one capped
+global stream for dashboards. The database stays the durable record: a
+stream that was trimmed or lost with a Redis restart costs the live view,
+never a log line (those are stored when each task ends).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+JOB_STREAM_MAXLEN = 10_000
+GLOBAL_STREAM = "jobsys:events"
+GLOBAL_STREAM_MAXLEN = 10_000
+#: A finished job's stream is kept this long for late readers, then expires.
+STREAM_TTL_S = 24 * 3600
+
+
+def job_stream(job_id: str) -> str:
+    return f"jobsys:events:{job_id}"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str  # "status", "progress", "log"
+    data: dict[str, Any]
+
+    def to_sse(self) -> str:
+        return f"id: {self.id}\nevent: {self.type}\ndata: {json.dumps(self.data)}\n\n"
+
+
+class EventBus(Protocol):
+    def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        """Append one event; never raises (a live view is not worth failing a job)."""
+
+    def publish_many(self, job_id: str, type_: str, items: list[dict[str, Any]]) -> None: ...
+
+    def read(self, job_id: str, after: str, block_ms: int) -> list[Event]:
+        """Events after ``after`` ("0" for all), waiting up to ``block_ms`` for the first."""
+
+    def expire(self, job_id: str) -> None: ...
+
+
+class RedisEventBus:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisEventBus:
+        return cls(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30))
+
+    def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        self.publish_many(job_id, type_, [data])
+
+    def publish_many(self, job_id: str, type_: str, items: list[dict[str, Any]]) -> None:
+        if not items:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for data in items:
+                fields = {"type": type_, "data": json.dumps(data)}
+                pipe.xadd(job_stream(job_id), fields, maxlen=JOB_STREAM_MAXLEN, approximate=True)
+                if type_ != "log":  # the dashboard wants changes, not every line
+                    pipe.xadd(
+                        GLOBAL_STREAM,
+                        {**fields, "job_id": job_id},
+                        maxlen=GLOBAL_STREAM_MAXLEN,
+                        approximate=True,
+                    )
+            pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("event for job %s not published: %s", job_id, exc)
+
+    def read(self, job_id: str, after: str, block_ms: int) -> list[Event]:
+        found = self.client.xread({job_stream(job_id): after}, count=500, block=block_ms)
+        events = []
+        for _stream, entries in found or []:
+            for entry_id, fields in entries:
+                events.append(
+                    Event(
+                        id=_text(entry_id),
+                        type=_text(fields[b"type"]),
+                        data=json.loads(fields[b"data"]),
+                    )
+                )
+        return events
+
+    def expire(self, job_id: str) -> None:
+        try:
+            self.client.expire(job_stream(job_id), STREAM_TTL_S)
+        except (RedisError, OSError) as exc:
+            log.warning("stream of job %s has no TTL: %s", job_id, exc)
+
+
+class NullEventBus:
+    """For contexts that publish nothing live (one-off scripts)."""
+
+    def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        pass
+
+    def publish_many(self, job_id: str, type_: str, items: list[dict[str, Any]]) -> None:
+        pass
+
+    def read(self, job_id: str, after: str, block_ms: int) -> list[Event]:
+        return []
+
+    def expire(self, job_id: str) -> None:
+        pass
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

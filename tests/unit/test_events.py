@@ -1,0 +1,190 @@
+"""Job events on a Redis Stream (fakeredis): publishing, replay from an event
+id, following to the end, and the server-sent events endpoint."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import fakeredis
+import pytest
+from flask.testing import FlaskClient
+
+from jobsys import service
+from jobsys.auth import Principal
+from jobsys.context import Context
+from jobsys.dispatch import MemoryDispatcher
+from jobsys.events import GLOBAL_STREAM, STREAM_TTL_S, RedisEventBus, job_stream
+from jobsys.models import JobStatus
+from jobsys.service.progress import LogRecord
+from tests.unit.conftest import docker_spec
+from tests.unit.test_api import bearer
+from webui import create_app
+from workers.function_step import captured_output
+
+
+@pytest.fixture(autouse=True)
+def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower waits 5 s for news before it looks at the database; here 50 ms."""
+    monkeypatch.setattr("jobsys.service.live.WAIT_MS", 50)
+
+
+@pytest.fixture
+def redis_client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def ctx(ctx: Context, redis_client: fakeredis.FakeRedis) -> Context:
+    return Context(
+        settings=ctx.settings,
+        sessions=ctx.sessions,
+        dispatcher=ctx.dispatcher,
+        events=RedisEventBus(redis_client),
+    )
+
+
+def run_docker_job(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal, lines: list[str]
+) -> str:
+    """Drive one Docker step through the service as a worker would."""
+    job = service.submit_job(ctx, developer, docker_spec())
+    task_id = dispatcher.published[-1].task_id
+    begun = service.start_task(ctx, task_id, "w1")
+    assert begun is not None
+    service.finish_task(ctx, task_id, ok=True, logs=[LogRecord(line=x) for x in lines])
+    service.complete_step(ctx, begun.step_id, JobStatus.COMPLETED, exit_code=0)
+    return job.id
+
+
+def test_a_job_publishes_status_progress_and_lines_in_order(
+    ctx: Context,
+    dispatcher: MemoryDispatcher,
+    developer: Principal,
+    redis_client: fakeredis.FakeRedis,
+) -> None:
+    job_id = run_docker_job(ctx, dispatcher, developer, ["one", "two"])
+    events = ctx.events.read(job_id, "0", block_ms=0)
+    kinds = [(e.type, e.data.get("status") or e.data.get("line")) for e in events]
+    assert kinds == [
+        ("status", "running"),
+        ("log", "one"),
+        ("log", "two"),
+        ("status", "running"),  # the task done: progress 1/1
+        ("status", "completed"),
+    ]
+    assert events[3].data["progress"] == {"done": 1, "total": 1}
+    assert events[-1].data["steps"] == [{"position": 0, "status": "completed"}]
+    # the dashboard's global stream carries the changes, not the lines
+    assert [json.loads(f[b"data"])["status"] for _, f in redis_client.xrange(GLOBAL_STREAM)] == [
+        "running",
+        "running",
+        "completed",
+    ]
+    # a finished job's stream expires instead of staying in Redis for ever
+    assert 0 < redis_client.ttl(job_stream(job_id)) <= STREAM_TTL_S
+
+
+def test_follow_replays_exactly_what_came_after_the_given_id(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    job_id = run_docker_job(ctx, dispatcher, developer, ["one", "two", "three"])
+    everything = [e for e in service.follow_job(ctx, developer, job_id) if e is not None]
+    assert everything[-1].data["status"] == "completed"
+    seen = everything[1]  # the reader got "one" then lost its connection
+    assert seen.data["line"] == "one"
+    resumed = [e for e in service.follow_job(ctx, developer, job_id, seen.id) if e is not None]
+    assert resumed == everything[2:]
+
+
+def test_follow_ends_from_the_database_when_the_stream_is_gone(
+    ctx: Context,
+    dispatcher: MemoryDispatcher,
+    developer: Principal,
+    redis_client: fakeredis.FakeRedis,
+) -> None:
+    job_id = run_docker_job(ctx, dispatcher, developer, ["one"])
+    redis_client.delete(job_stream(job_id))  # trimmed, or lost in a Redis restart
+    (last,) = list(service.follow_job(ctx, developer, job_id))
+    assert last is not None and last.type == "status" and last.data["status"] == "completed"
+    # and the stored logs are still there
+    assert [entry.line for entry in service.job_logs(ctx, developer, job_id)] == ["one"]
+
+
+def test_cancel_is_announced(ctx: Context, developer: Principal) -> None:
+    job = service.submit_job(ctx, developer, docker_spec())
+    service.cancel_job(ctx, developer, job.id)
+    (event,) = ctx.events.read(job.id, "0", block_ms=0)
+    assert event.data["status"] == "cancelled" and event.data["error"] == "cancelled by dev"
+
+
+def test_function_output_is_handed_over_line_by_line_as_written() -> None:
+    live: list[str] = []
+    with captured_output("[items 0-9]", on_line=lambda r: live.append(r.line)) as records:
+        print("first", end="")
+        assert live == []  # not a line yet
+        print(" half")
+        assert live == ["[items 0-9] first half"]
+        print("second\nthird")
+        logging.getLogger("user").warning("careful")
+    assert live == [
+        "[items 0-9] first half",
+        "[items 0-9] second",
+        "[items 0-9] third",
+        "[items 0-9] WARNING user: careful",
+    ]
+    assert [r.line for r in records] == live
+    assert [r.stream for r in records] == ["stdout"] * 3 + ["stderr"]
+
+
+def sse_events(body: str) -> list[dict[str, str]]:
+    events = []
+    for block in body.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            name, _, value = line.partition(": ")
+            if name in ("id", "event", "data"):
+                fields[name] = value
+        if "event" in fields:
+            events.append(fields)
+    return events
+
+
+def test_sse_endpoint_replays_from_last_event_id_and_ends(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    job_id = run_docker_job(ctx, dispatcher, developer, ["one", "two"])
+    client: FlaskClient = create_app(context=ctx).test_client()
+    headers = bearer(ctx, "viewer")
+    r = client.get(f"/api/jobs/{job_id}/events", headers=headers)
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    full = sse_events(r.get_data(as_text=True))
+    assert [e["event"] for e in full] == ["status", "log", "log", "status", "status", "end"]
+    r = client.get(
+        f"/api/jobs/{job_id}/events", headers={**headers, "Last-Event-ID": full[1]["id"]}
+    )
+    assert sse_events(r.get_data(as_text=True)) == full[2:]
+    # a browser's EventSource cannot set headers on the first request
+    r = client.get(f"/api/jobs/{job_id}/events?last_event_id={full[3]['id']}", headers=headers)
+    assert sse_events(r.get_data(as_text=True)) == full[4:]
+
+
+def test_sse_endpoint_refuses_before_streaming(ctx: Context, developer: Principal) -> None:
+    client: FlaskClient = create_app(context=ctx).test_client()
+    assert client.get("/api/jobs/nope/events").status_code == 401
+    r = client.get("/api/jobs/nope/events", headers=bearer(ctx, "viewer"))
+    assert r.status_code == 404 and r.mimetype == "application/json"
+
+
+def test_a_revoke_from_celery_cancels_the_job(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    job = service.submit_job(ctx, developer, docker_spec())
+    task_id = dispatcher.published[-1].task_id
+    assert service.cancel_for_revoked_task(ctx, task_id, terminated=True) == job.id
+    done = service.get_job(ctx, developer, job.id)
+    assert done.status == "cancelled"
+    assert done.error == f"cancelled: task {task_id} was terminated in Celery"
+    # our own cancel's revokes come back through the same signal: nothing more happens
+    assert service.cancel_for_revoked_task(ctx, task_id, terminated=True) is None
+    assert service.cancel_for_revoked_task(ctx, "not-a-jobsys-task", terminated=False) is None
