@@ -52,3 +52,11 @@ def require_docker() -> None:
     probe = subprocess.run(["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True)
     if probe.returncode != 0:
         missing(f"the Docker engine with {BUSYBOX_IMAGE}", "run scripts/ensure-docker.sh")
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def require_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        missing(f"Chromium at {CHROMIUM}", "run scripts/ensure-chromium.sh (Debian's chromium)")

@@ -1,0 +1,57 @@
+"""Debian's Chromium driven by Playwright (never ``playwright install``), signed
+in to a live stack, failing a test on any console error or outside request."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.live import LiveStack
+from tests.services import CHROMIUM, require_chromium
+
+#: Screenshots land here (CI keeps the folder as an artefact).
+ARTIFACTS = Path(os.environ.get("JOBSYS_TEST_ARTIFACTS", "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    require_chromium()
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox cannot start.
+        found = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield found
+        found.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: LiveStack) -> Iterator[Page]:
+    context = browser.new_context()
+    found = context.new_page()
+    problems: list[str] = []
+    found.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    found.on("pageerror", lambda exc: problems.append(str(exc)))
+    host = urlparse(stack.url).netloc
+
+    def only_ours(request: object) -> None:
+        url = urlparse(request.url)  # type: ignore[attr-defined]
+        if url.scheme in ("http", "https") and url.netloc != host:
+            problems.append(f"request to an outside host: {request.url}")  # type: ignore[attr-defined]
+
+    found.on("request", only_ours)
+    found.goto(f"{stack.url}/login")
+    found.fill("#token", stack.token("developer"))
+    found.click("button[type=submit]")
+    found.wait_for_url(f"{stack.url}/jobs")
+    yield found
+    context.close()
+    assert problems == []
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

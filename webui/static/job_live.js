@@ -1,0 +1,62 @@
+// Live job page: follows /jobs/<id>/events (server-sent events) and updates
+// the status, progress bar, step states and log panel without reloading.
+// Without JavaScript the page refreshes itself instead (see <noscript>).
+"use strict";
+
+(function () {
+  const root = document.getElementById("job");
+  if (!root || !root.dataset.eventsUrl || !window.EventSource) return;
+
+  const logs = document.getElementById("job-logs");
+  const liveState = document.getElementById("live-state");
+  let replaced = false; // the stream replays every line: it replaces the stored ones
+
+  // Follow the bottom only while the reader is there; scrolling up stops it.
+  function atBottom() {
+    return logs.scrollHeight - logs.scrollTop - logs.clientHeight < 8;
+  }
+
+  function appendLog(entry) {
+    const follow = atBottom();
+    if (!replaced) {
+      logs.textContent = "";
+      replaced = true;
+    }
+    const span = document.createElement("span");
+    span.className = "log-" + entry.stream;
+    span.textContent = entry.line;
+    logs.append(span, "\n");
+    if (follow) logs.scrollTop = logs.scrollHeight;
+  }
+
+  function setBadge(el, status) {
+    el.textContent = status;
+    el.className = el.className.replace(/\bstatus-\S+/, "status-" + status);
+  }
+
+  function showStatus(data) {
+    setBadge(document.getElementById("job-status"), data.status);
+    const bar = document.getElementById("job-progress");
+    bar.max = data.progress.total || 1;
+    bar.value = data.progress.done;
+    document.getElementById("job-progress-text").textContent =
+      data.progress.done + "/" + data.progress.total;
+    for (const step of data.steps) {
+      const badge = document.querySelector(
+        'tr[data-step-position="' + step.position + '"] .step-status');
+      if (badge) setBadge(badge, step.status);
+    }
+  }
+
+  const source = new EventSource(root.dataset.eventsUrl);
+  source.onopen = function () { liveState.textContent = "(live)"; };
+  source.onerror = function () { liveState.textContent = "(reconnecting…)"; };
+  source.addEventListener("log", function (e) { appendLog(JSON.parse(e.data)); });
+  source.addEventListener("status", function (e) { showStatus(JSON.parse(e.data)); });
+  source.addEventListener("end", function () {
+    // The job is over: load the final page (results, tasks, stored logs, actions).
+    source.close();
+    liveState.textContent = "(ended)";
+    window.setTimeout(function () { window.location.reload(); }, 500);
+  });
+})();
