@@ -15,7 +15,12 @@ from beat_schedule import BEAT_SCHEDULE
 from jobsys.canvas import DOCKER_QUEUE, PYTHON_QUEUE, REAP_ORPHANS, RUN_DOCKER_STEP
 from jobsys.config import Settings
 
-TASK_MODULES = ["workers.docker_step", "workers.function_step", "workers.housekeeping"]
+TASK_MODULES = [
+    "workers.docker_step",
+    "workers.function_step",
+    "workers.housekeeping",
+    "workers.revocations",  # signal handlers only
+]
 
 
 class JobsysCelery(Celery):

@@ -57,7 +57,7 @@ def run() -> None:
     """Run the whole stack locally: web, workers, beat, Flower (and Redis if needed)."""
     from jobsys import service
     from jobsys.runtime import build_context
-    from jobsys.stack import data_dir, run_stack
+    from jobsys.stack import data_dir, flower_basic_auth, run_stack
 
     settings = Settings.from_env()
     data = data_dir(settings)
@@ -71,7 +71,8 @@ def run() -> None:
     )
     banner = (
         f"\njobsys is running\n  web UI and API  http://{settings.web_host}:{settings.web_port}\n"
-        f"  Flower          http://{settings.web_host}:{settings.flower_port}\n"
+        f"  Flower          http://{settings.web_host}:{settings.flower_port}"
+        f"  (basic auth {flower_basic_auth(settings)})\n"
         f"  database        {settings.database_url}\n  broker          {settings.redis_url}\n"
         f"  {token_note}\nPress Ctrl-C to stop.\n"
     )
@@ -154,7 +155,13 @@ def beat(ctx: click.Context) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def flower(ctx: click.Context) -> None:
-    """Flower against the jobsys app; extra arguments go to Flower."""
+    """Flower against the jobsys app, with the same basic auth as ``jobsys run``
+    (or FLOWER_BASIC_AUTH); extra arguments go to Flower."""
+    import os
+
+    from jobsys.stack import flower_basic_auth
+
+    os.environ["FLOWER_BASIC_AUTH"] = flower_basic_auth(Settings.from_env())
     _celery(["flower", *ctx.args])
 
 
@@ -167,21 +174,10 @@ def web(host: str | None, port: int | None) -> None:
 
     settings = Settings.from_env()
     bind = f"{host or settings.web_host}:{port or settings.web_port}"
-    os.execv(
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            bind,
-            "--workers",
-            "2",
-            "--threads",
-            "8",
-            "webui.wsgi:app",
-        ],
-    )
+    from jobsys.stack import web_command
+
+    command = web_command(bind)
+    os.execv(command[0], command)
 
 
 def _celery(args: list[str]) -> None:

@@ -7,6 +7,8 @@ warm, SIGKILL for whatever is still there after the grace period.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import shutil
 import signal
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -32,6 +34,7 @@ STOP_GRACE_S = 10.0
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
 
@@ -79,28 +82,37 @@ def redis_child(settings: Settings) -> Child | None:
     )
 
 
+#: Each open live view (server-sent events) holds one thread while it follows a job.
+WEB_THREADS = 32
+
+
+def web_command(bind: str) -> list[str]:
+    """gunicorn serving the web app and API: threads, so live views do not
+    starve page requests."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(WEB_THREADS),
+        "--access-logfile",
+        "-",
+        "webui.wsgi:app",
+    ]
+
+
 def stack_children(settings: Settings) -> list[Child]:
     py = sys.executable
     celery = [py, "-m", "celery", "-A", "jobsys.celery_app"]
     data = settings.data_path.resolve()
     return [
-        Child(
-            "web",
-            [
-                py,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"{settings.web_host}:{settings.web_port}",
-                "--workers",
-                "2",
-                "--threads",
-                "8",
-                "--access-logfile",
-                "-",
-                "webui.wsgi:app",
-            ],
-        ),
+        Child("web", web_command(f"{settings.web_host}:{settings.web_port}")),
         Child(
             "worker-python",
             [*celery, "worker", "-Q", "python", "-n", "python@%h", "-c", "2", "-l", "INFO"],
@@ -113,8 +125,23 @@ def stack_children(settings: Settings) -> list[Child]:
         Child(
             "flower",
             [*celery, "flower", f"--address={settings.web_host}", f"--port={settings.flower_port}"],
+            env={"FLOWER_BASIC_AUTH": flower_basic_auth(settings)},
         ),
     ]
+
+
+def flower_basic_auth(settings: Settings) -> str:
+    """``user:password`` for Flower, derived from the secret key so it is stable.
+
+    Flower's API (revoke, terminate, rate limits) answers only with some
+    authentication, and its unauthenticated mode opens it to every web page
+    via CORS; basic auth is the safe local default. Honours FLOWER_BASIC_AUTH.
+    """
+    given = os.environ.get("FLOWER_BASIC_AUTH")
+    if given:
+        return given
+    mac = hmac.new(settings.secret_key.encode(), b"jobsys flower basic auth", hashlib.sha256)
+    return f"jobsys:{mac.hexdigest()[:24]}"
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -140,7 +167,7 @@ class Stack:
         # Own session: the terminal's Ctrl-C reaches us only, and we stop children in order.
         child.process = subprocess.Popen(
             child.argv,
-            env=self.env,
+            env={**self.env, **child.env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -25,7 +25,7 @@ from jobsys.dispatch import MemoryDispatcher
 from jobsys.models import Base
 from jobsys.runtime import build_context
 from jobsys.service.records import JobInfo
-from jobsys.stack import child_env
+from jobsys.stack import child_env, web_command
 
 SECRET = "integration-test-secret-0123456789"
 
@@ -170,21 +170,7 @@ def start_stack(name: str, database_url: str, redis_url: str, tmp: Path) -> Iter
                 "INFO",
             ],
         )
-        stack.spawn(
-            "web",
-            [
-                py,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "1",
-                "--threads",
-                "8",
-                "webui.wsgi:app",
-            ],
-        )
+        stack.spawn("web", web_command(f"127.0.0.1:{port}"))
         wait_until(
             lambda: any(w.name.startswith(f"it-{name}@") for w in stack.ctx.dispatcher.workers()),
             60,

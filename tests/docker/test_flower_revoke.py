@@ -1,0 +1,96 @@
+"""Revoking a jobsys task from Flower (its HTTP API, as its Terminate button
+does) cancels the job and leaves no container behind."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.docker.test_docker_steps import containers_of, finished, step, submit
+from tests.live import LiveStack, free_port, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+AUTH = ("ops", "flower-test-password")
+
+
+@pytest.fixture
+def flower(stack: LiveStack) -> Iterator[str]:
+    port = free_port()
+    name = f"flower-{port}"
+    proc = stack.spawn(
+        name,
+        [sys.executable, "-m", "jobsys.cli", "flower", "--address=127.0.0.1", f"--port={port}"],
+        FLOWER_BASIC_AUTH=":".join(AUTH),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answers, 60, "Flower")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=15)
+    del stack.processes[name]
+
+
+def revoke_in_flower(url: str, task_id: str) -> None:
+    r = httpx.post(
+        f"{url}/api/task/revoke/{task_id}", params={"terminate": "true"}, auth=AUTH, timeout=10
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_flower_api_needs_the_credentials(flower: str) -> None:
+    assert httpx.post(f"{flower}/api/task/revoke/x", timeout=10).status_code == 401
+
+
+def test_terminate_from_flower_cancels_the_job_and_removes_its_container(
+    stack: LiveStack, flower: str
+) -> None:
+    job_id = submit(stack, step("echo up; sleep 60"), step("echo never"))
+    wait_until(lambda: containers_of(job_id), 30, "the container to start")
+    with stack.http() as http:
+        (task,) = http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
+    started = time.monotonic()
+    revoke_in_flower(flower, task["id"])
+    job = finished(stack, job_id, timeout=30)
+    assert job["status"] == "cancelled"
+    assert job["error"] == f"cancelled: task {task['id']} was terminated in Celery"
+    assert [s["status"] for s in job["steps"]] == ["cancelled", "cancelled"]
+    # the killed worker child could not stop it: the reaper, sent at once, does
+    wait_until(lambda: not containers_of(job_id), 30, "the container to go")
+    assert time.monotonic() - started < 30
+
+
+def slow(x: int) -> int:
+    time.sleep(1)
+    return x
+
+
+def test_revoking_a_chunk_from_flower_cancels_the_function_job(
+    stack: LiveStack, flower: str
+) -> None:
+    with stack.client() as c:
+        job = c.map(slow, range(12), chunk_size=1)
+        wait_until(
+            lambda: (
+                any(t["state"] == "pending" for t in job.tasks())
+                and any(t["state"] == "running" for t in job.tasks())
+            ),
+            30,
+            "chunks to run",
+        )
+        pending = next(t for t in job.tasks() if t["state"] == "pending")
+        revoke_in_flower(flower, pending["id"])
+        done = job.wait(timeout=60)
+        assert done.status == "cancelled"
+        assert done.error == f"cancelled: task {pending['id']} was terminated in Celery"
