@@ -26,6 +26,7 @@ test-unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.map_throughput
 	$(BIN)/python -m bench.cancel_latency
+	$(BIN)/python -m bench.log_latency
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
