@@ -47,9 +47,7 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
     with ctx.sessions.begin() as session:
         # A task of a job that ended (cancelled, or failed elsewhere) is dropped
         # untouched, whichever worker picks it up and however late.
-        job_status = session.scalar(
-            select(Job.status).join(TaskRun, TaskRun.job_id == Job.id).where(TaskRun.id == task_id)
-        )
+        job_status = _lock_job_of(session, task_id)
         if job_status is None or JobStatus(job_status).finished:
             return None
         moved = session.execute(
@@ -76,6 +74,23 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
         )
     announce(ctx, begun.job_id)
     return begun
+
+
+def _lock_job_of(session: Any, task_id: str) -> str | None:
+    """Lock the task's job row and return its status (None: no such task).
+
+    Every transaction that writes a job's task, step and job rows takes the job
+    row first, as cancel_job does, so that PostgreSQL never sees two of them
+    take the same rows in opposite orders (a deadlock). SQLite has no row locks:
+    its write transactions are serial already (BEGIN IMMEDIATE).
+    """
+    job_id = session.scalar(select(TaskRun.job_id).where(TaskRun.id == task_id))
+    if job_id is None:
+        return None
+    status: str | None = session.scalar(
+        select(Job.status).where(Job.id == job_id).with_for_update()
+    )
+    return status
 
 
 def _move(
@@ -115,6 +130,7 @@ def finish_task(
     """
     state = TaskState.COMPLETED if ok else TaskState.FAILED
     with ctx.sessions.begin() as session:
+        _lock_job_of(session, task_id)
         ended = session.execute(
             update(TaskRun)
             .where(
