@@ -42,9 +42,13 @@ def flower(stack: LiveStack) -> Iterator[str]:
     del stack.processes[name]
 
 
-def revoke_in_flower(url: str, task_id: str) -> None:
+def revoke_in_flower(url: str, task_id: str, *, terminate: bool) -> None:
+    """As Flower's Terminate (or, without ``terminate``, Revoke) button does."""
     r = httpx.post(
-        f"{url}/api/task/revoke/{task_id}", params={"terminate": "true"}, auth=AUTH, timeout=10
+        f"{url}/api/task/revoke/{task_id}",
+        params={"terminate": str(terminate).lower()},
+        auth=AUTH,
+        timeout=10,
     )
     assert r.status_code == 200, r.text
 
@@ -61,7 +65,7 @@ def test_terminate_from_flower_cancels_the_job_and_removes_its_container(
     with stack.http() as http:
         (task,) = http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
     started = time.monotonic()
-    revoke_in_flower(flower, task["id"])
+    revoke_in_flower(flower, task["id"], terminate=True)
     job = finished(stack, job_id, timeout=30)
     assert job["status"] == "cancelled"
     assert job["error"] == f"cancelled: task {task['id']} was terminated in Celery"
@@ -89,8 +93,10 @@ def test_revoking_a_chunk_from_flower_cancels_the_function_job(
             30,
             "chunks to run",
         )
-        pending = next(t for t in job.tasks() if t["state"] == "pending")
-        revoke_in_flower(flower, pending["id"])
+        # the last chunk: still in the queue, not yet prefetched by the worker
+        pending = max((t for t in job.tasks() if t["state"] == "pending"), key=lambda t: t["chunk"])
+        # a plain revoke: the worker drops the chunk when it receives it
+        revoke_in_flower(flower, pending["id"], terminate=False)
         done = job.wait(timeout=60)
         assert done.status == "cancelled"
-        assert done.error == f"cancelled: task {pending['id']} was terminated in Celery"
+        assert done.error == f"cancelled: task {pending['id']} was revoked in Celery"
