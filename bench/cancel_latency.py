@@ -11,11 +11,10 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from tests.live import LiveStack, start_stack, wait_until
+from bench.stack import bench_stack
+from tests.live import LiveStack, wait_until
 
 TRIES = 20
 IMAGE = "jobsys/busybox:local"
@@ -68,16 +67,9 @@ def through_jobsys(stack: LiveStack) -> float:
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
-    stack_gen = start_stack(
-        "bench", f"sqlite:///{tmp / 'jobsys.db'}", "redis://127.0.0.1:6379/12", tmp
-    )
-    stack = next(stack_gen)
-    try:
+    with bench_stack() as stack:
         base = [baseline() for _ in range(5)]
         ours = [through_jobsys(stack) for _ in range(TRIES)]
-    finally:
-        stack_gen.close()
     print(f"cancel -> container gone, grace 1 s, {TRIES} tries")
     print(
         f"  docker stop+rm (baseline): median {statistics.median(base):.2f} s, "

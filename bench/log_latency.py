@@ -12,12 +12,11 @@ from __future__ import annotations
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
-from tests.live import LiveStack, start_stack
+from bench.stack import bench_stack
+from tests.live import LiveStack
 
 LINES = 200
 IMAGE = "jobsys/busybox:local"
@@ -75,16 +74,9 @@ def p95(values: list[float]) -> float:
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
-    stack_gen = start_stack(
-        "bench", f"sqlite:///{tmp / 'jobsys.db'}", "redis://127.0.0.1:6379/12", tmp
-    )
-    stack = next(stack_gen)
-    try:
+    with bench_stack() as stack:
         base = baseline()
         ours = through_jobsys(stack)
-    finally:
-        stack_gen.close()
     if len(ours) != LINES or len(base) != LINES:
         print(f"lines lost: baseline {len(base)}, jobsys {len(ours)} of {LINES}")
         return 1

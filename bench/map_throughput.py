@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 from celery import chord, signature
 
+from bench.stack import bench_stack
 from jobsys.celery_app import make_celery
 from jobsys.specs import FunctionStep, chunk_bounds, chunk_size_for
-from tests.live import start_stack
 
 SIZES = (1_000, 10_000)
 REPEATS = 3
@@ -53,12 +51,7 @@ def through_jobsys(client, n: int) -> float:
 
 
 def main() -> int:
-    tmp = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
-    stack_gen = start_stack(
-        "bench", f"sqlite:///{tmp / 'jobsys.db'}", "redis://127.0.0.1:6379/12", tmp
-    )
-    stack = next(stack_gen)
-    try:
+    with bench_stack() as stack:
         app = make_celery(stack.settings)
         client = stack.client()
         through_jobsys(client, 100)  # warm up worker processes and imports
@@ -71,8 +64,6 @@ def main() -> int:
             base = statistics.median(baseline(app, n, size) for _ in range(REPEATS))
             ours = statistics.median(through_jobsys(client, n) for _ in range(REPEATS))
             print(f"{n:>8} {chunks:>7} {base:>9.3f} {ours:>9.3f} {ours / base:>6.2f}")
-    finally:
-        stack_gen.close()
     return 0
 
 
