@@ -66,13 +66,16 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
         if not moved:
             return None  # a duplicate delivery of a task that already ended
         run = session.get_one(TaskRun, task_id)
-        _move(session, Step, run.step_id, JobStatus.RUNNING, started_at=now)
+        step_began = _move(session, Step, run.step_id, JobStatus.RUNNING, started_at=now)
         _move(session, Job, run.job_id, JobStatus.RUNNING, started_at=now)
         spec = session.scalar(select(Step.spec).where(Step.id == run.step_id))
         begun = TaskStart(
             job_id=run.job_id, step_id=run.step_id, step_spec=spec, attempt=run.attempt
         )
-    announce(ctx, begun.job_id)
+        # The start of one more chunk changes no status and no progress count.
+        news = _status_of(session, run.job_id) if step_began else None
+    if news is not None:
+        _publish_status(ctx, news)
     return begun
 
 
@@ -84,11 +87,11 @@ def _lock_job_of(session: Any, task_id: str) -> str | None:
     take the same rows in opposite orders (a deadlock). SQLite has no row locks:
     its write transactions are serial already (BEGIN IMMEDIATE).
     """
-    job_id = session.scalar(select(TaskRun.job_id).where(TaskRun.id == task_id))
-    if job_id is None:
-        return None
     status: str | None = session.scalar(
-        select(Job.status).where(Job.id == job_id).with_for_update()
+        select(Job.status)
+        .join(TaskRun, TaskRun.job_id == Job.id)
+        .where(TaskRun.id == task_id)
+        .with_for_update(of=Job)
     )
     return status
 
@@ -160,9 +163,11 @@ def finish_task(
             .values(done_tasks=Step.done_tasks + 1, failed_items=Step.failed_items + failed_items)
         )
         _insert_logs(session, run.job_id, run.step_id, logs)
+        news = _status_of(session, run.job_id)
     if not logs_published:
         publish_logs(ctx, run.job_id, run.step_id, logs)
-    announce(ctx, run.job_id)
+    if news is not None:
+        _publish_status(ctx, news)
     return True
 
 
@@ -190,29 +195,38 @@ def announce(ctx: Context, job_id: str) -> None:
     Readers get the whole picture each time, so a missed event costs nothing.
     """
     with ctx.sessions() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return
-        steps = list(
-            session.execute(
-                select(Step.position, Step.status, Step.done_tasks, Step.total_tasks)
-                .where(Step.job_id == job_id)
-                .order_by(Step.position)
-            )
+        news = _status_of(session, job_id)
+    if news is not None:
+        _publish_status(ctx, news)
+
+
+def _status_of(session: Any, job_id: str) -> dict[str, Any] | None:
+    job = session.get(Job, job_id)
+    if job is None:
+        return None
+    steps = list(
+        session.execute(
+            select(Step.position, Step.status, Step.done_tasks, Step.total_tasks)
+            .where(Step.job_id == job_id)
+            .order_by(Step.position)
         )
-        data = {
-            "job_id": job_id,
-            "status": job.status,
-            "error": job.error,
-            "progress": {
-                "done": sum(s.done_tasks for s in steps),
-                "total": sum(s.total_tasks for s in steps),
-            },
-            "steps": [{"position": s.position, "status": s.status} for s in steps],
-        }
-    ctx.events.publish(job_id, "status", data)
-    if JobStatus(data["status"]).finished:
-        ctx.events.expire(job_id)
+    )
+    return {
+        "job_id": job_id,
+        "status": job.status,
+        "error": job.error,
+        "progress": {
+            "done": sum(s.done_tasks for s in steps),
+            "total": sum(s.total_tasks for s in steps),
+        },
+        "steps": [{"position": s.position, "status": s.status} for s in steps],
+    }
+
+
+def _publish_status(ctx: Context, news: dict[str, Any]) -> None:
+    ctx.events.publish(news["job_id"], "status", news)
+    if JobStatus(news["status"]).finished:
+        ctx.events.expire(news["job_id"])
 
 
 def append_logs(ctx: Context, job_id: str, step_id: str | None, logs: Iterable[LogRecord]) -> None:
