@@ -21,7 +21,8 @@ class Right(enum.StrEnum):
     SUBMIT = "submit"  # Docker steps and functions by import path
     SUBMIT_CODE = "submit_code"  # pickled callables: arbitrary code on workers
     CANCEL = "cancel"
-    RERUN = "rerun"
+    RERUN = "rerun"  # also "run now" of a schedule someone with SCHEDULE vetted
+    SCHEDULE = "schedule"  # create, edit, enable, disable and delete schedules
     ADMIN = "admin"
 
 

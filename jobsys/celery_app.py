@@ -72,6 +72,7 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
         redis_socket_connect_timeout=2,
         redis_socket_timeout=10,
         beat_schedule=BEAT_SCHEDULE,
+        beat_scheduler="jobsys.scheduler:DatabaseScheduler",
         worker_hijack_root_logger=False,
     )
     if publisher:

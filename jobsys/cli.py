@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
+from jobsys.cli_schedules import schedules
 from jobsys.config import Settings
 from jobsys.errors import (
     AuthError,
@@ -185,6 +186,8 @@ def _celery(args: list[str]) -> None:
 
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", *args])
 
+
+main.add_command(schedules)
 
 if __name__ == "__main__":
     main()

@@ -51,6 +51,8 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise DispatchError(f"cannot reach the jobsys server at {self.url}: {exc}") from exc
+        if response.status_code == 204:
+            return None
         if response.is_success:
             return response.json()
         raise _error_from(response)
@@ -129,6 +131,50 @@ class Client:
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/workers")["workers"])
+
+    # -- schedules (by id or name) --------------------------------------------
+
+    def create_schedule(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        *,
+        cron: str | None = None,
+        interval_s: int | None = None,
+        timezone: str = "UTC",
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Schedule ``spec`` on a cron line or every ``interval_s`` seconds; options are
+        ``description``, ``catch_up`` (skip/once/all), ``catch_up_window_s``,
+        ``overlap`` (skip/allow) and ``enabled``."""
+        body = {"name": name, "spec": spec, "timezone": timezone, **options}
+        if cron is not None:
+            body["cron"] = cron
+        if interval_s is not None:
+            body["interval_s"] = interval_s
+        return dict(self.request("POST", "/api/schedules", json=body))
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/schedules")["schedules"])
+
+    def schedule(self, ref: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/schedules/{ref}"))
+
+    def update_schedule(self, ref: str, **changes: Any) -> dict[str, Any]:
+        """Change some fields, e.g. ``update_schedule("nightly", enabled=False)``."""
+        return dict(self.request("PATCH", f"/api/schedules/{ref}", json=changes))
+
+    def delete_schedule(self, ref: str) -> None:
+        self.request("DELETE", f"/api/schedules/{ref}")
+
+    def schedule_runs(self, ref: str, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The schedule's runs, newest first."""
+        data = self.request("GET", f"/api/schedules/{ref}/runs", params={"limit": limit})
+        return list(data["runs"])
+
+    def run_schedule_now(self, ref: str) -> Job:
+        """Start the schedule's job now; its next tick does not move."""
+        return Job(self, self.request("POST", f"/api/schedules/{ref}/run-now"))
 
 
 class Job:

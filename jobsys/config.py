@@ -47,6 +47,9 @@ class Settings:
     outbox_grace_s: float = 5.0
     #: Seconds a Celery result (chunk summaries) lives in Redis.
     result_ttl_s: int = 24 * 3600
+    #: Seconds the beat leader's Redis lock lives without renewal: how long a
+    #: stand-by beat waits before taking over from one that died.
+    beat_lock_ttl_s: float = 10.0
     web_host: str = "127.0.0.1"
     web_port: int = 5000
     flower_port: int = 5555

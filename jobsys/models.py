@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -195,3 +197,62 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Schedule(Base):
+    """A job to start on a cron line or an interval, edited at runtime.
+
+    ``next_fire_at`` is the one number beat watches: the service sets it on
+    every create, edit and enable, so beat notices changes on its next pass
+    without keeping a copy of the schedule.
+    """
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    cron: Mapped[str | None] = mapped_column(String(200), default=None)
+    interval_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: The job spec to submit, pickles kept signed (see ``service.schedules``).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    catch_up: Mapped[str] = mapped_column(String(8), default="skip")
+    catch_up_window_s: Mapped[int] = mapped_column(Integer, default=3600)
+    #: ``skip``: no new run while this schedule's previous job is unfinished.
+    overlap: Mapped[str] = mapped_column(String(8), default="skip")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    owner: Mapped[str] = mapped_column(String(200), default="")
+    #: The role the owner had when they last saved it: jobs are submitted with it.
+    owner_role: Mapped[str] = mapped_column(String(32), default="viewer")
+    next_fire_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_fire_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_schedules_due", "enabled", "next_fire_at"),)
+
+
+class ScheduleRun(Base):
+    """One tick of a schedule and what came of it. The unique (schedule, tick)
+    pair is what makes a tick fire once even if two schedulers both try."""
+
+    __tablename__ = "schedule_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    tick: Mapped[datetime] = mapped_column()
+    #: ``schedule`` (on time), ``catch-up`` (a missed tick) or ``manual`` (run now).
+    trigger: Mapped[str] = mapped_column(String(16))
+    #: ``submitted``, ``skipped`` (overlap) or ``failed`` (the spec no longer passes).
+    outcome: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), default=None
+    )
+    note: Mapped[str | None] = mapped_column(Text, default=None)
+    fired_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "tick", name="uq_schedule_runs_tick"),
+        Index("ix_schedule_runs_history", "schedule_id", "fired_at"),
+    )

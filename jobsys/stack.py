@@ -110,7 +110,6 @@ def web_command(bind: str) -> list[str]:
 def stack_children(settings: Settings) -> list[Child]:
     py = sys.executable
     celery = [py, "-m", "celery", "-A", "jobsys.celery_app"]
-    data = settings.data_path.resolve()
     return [
         Child("web", web_command(f"{settings.web_host}:{settings.web_port}")),
         Child(
@@ -121,7 +120,7 @@ def stack_children(settings: Settings) -> list[Child]:
             "worker-docker",
             [*celery, "worker", "-Q", "docker", "-n", "docker@%h", "-c", "2", "-l", "INFO"],
         ),
-        Child("beat", [*celery, "beat", "-l", "INFO", "-s", str(data / "celerybeat-schedule")]),
+        Child("beat", [*celery, "beat", "-l", "INFO", "-S", "jobsys.scheduler:DatabaseScheduler"]),
         Child(
             "flower",
             [*celery, "flower", f"--address={settings.web_host}", f"--port={settings.flower_port}"],

@@ -15,7 +15,7 @@ from jobsys.context import Context
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The app factory. Pass a Context to run over test collaborators."""
     from jobsys.runtime import build_context
-    from webui import api, errors, views
+    from webui import api, errors, schedule_views, views
 
     if context is None:
         context = build_context(settings)
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, not cookies
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(schedule_views.bp)
     errors.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     return app

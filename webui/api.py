@@ -121,3 +121,44 @@ def create_token() -> tuple[Response, int]:
         context(), api_principal(), name=str(body.get("name", "")), role=str(body.get("role", ""))
     )
     return jsonify({"name": issued.name, "role": issued.role, "token": issued.token}), 201
+
+
+@bp.post("/schedules")
+def create_schedule() -> tuple[Response, int, dict[str, str]]:
+    created = service.create_schedule(context(), api_principal(), json_body())
+    location = url_for("api.get_schedule", ref=created.id)
+    return jsonify(created.to_dict()), 201, {"Location": location}
+
+
+@bp.get("/schedules")
+def list_schedules() -> Response:
+    found = service.list_schedules(context(), api_principal())
+    return jsonify({"schedules": [s.to_dict() for s in found]})
+
+
+@bp.get("/schedules/<ref>")
+def get_schedule(ref: str) -> Response:
+    return jsonify(service.get_schedule(context(), api_principal(), ref).to_dict())
+
+
+@bp.patch("/schedules/<ref>")
+def update_schedule(ref: str) -> Response:
+    updated = service.update_schedule(context(), api_principal(), ref, json_body())
+    return jsonify(updated.to_dict())
+
+
+@bp.delete("/schedules/<ref>")
+def delete_schedule(ref: str) -> tuple[str, int]:
+    service.delete_schedule(context(), api_principal(), ref)
+    return "", 204
+
+
+@bp.get("/schedules/<ref>/runs")
+def schedule_runs(ref: str) -> Response:
+    found = service.schedule_runs(context(), api_principal(), ref, limit=int_arg("limit", 50) or 50)
+    return jsonify({"runs": [r.to_dict() for r in found]})
+
+
+@bp.post("/schedules/<ref>/run-now")
+def run_schedule_now(ref: str) -> tuple[Response, int, dict[str, str]]:
+    return _created(service.run_schedule_now(context(), api_principal(), ref))

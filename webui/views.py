@@ -20,7 +20,7 @@ bp = Blueprint("views", __name__)
 
 
 @bp.errorhandler(Unauthenticated)
-def _sign_in_first(_exc: Unauthenticated) -> Response:
+def sign_in_first(_exc: Unauthenticated) -> Response:
     return redirect(url_for("views.login", next=request.full_path))
 
 

@@ -8,6 +8,7 @@ from jobsys.service.control import (
     running_job_ids,
 )
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
+from jobsys.service.firing import Fired, fire_due_schedules, next_fire_time
 from jobsys.service.jobs import (
     get_job,
     job_logs,
@@ -32,14 +33,26 @@ from jobsys.service.progress import (
     record_attempt,
     start_task,
 )
-from jobsys.service.records import JobInfo
+from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.rerun import rerun_job, resume_job
+from jobsys.service.schedules import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    run_schedule_now,
+    schedule_runs,
+    update_schedule,
+)
 from jobsys.service.tokens import IssuedToken, authenticate, bootstrap_token, create_token
 
 __all__ = [
+    "Fired",
     "IssuedToken",
     "JobInfo",
     "LogRecord",
+    "ScheduleInfo",
+    "ScheduleRunInfo",
     "TaskStart",
     "announce",
     "append_logs",
@@ -48,26 +61,35 @@ __all__ = [
     "cancel_for_revoked_task",
     "cancel_job",
     "complete_step",
+    "create_schedule",
     "create_token",
+    "delete_schedule",
     "dispatch_step",
     "finish_job",
     "finish_task",
+    "fire_due_schedules",
     "follow_job",
     "gather_function_step",
     "get_job",
+    "get_schedule",
     "is_cancelled",
     "job_logs",
     "job_results",
     "job_stats",
     "job_tasks",
     "list_jobs",
+    "list_schedules",
     "list_workers",
+    "next_fire_time",
     "publish_logs",
     "record_attempt",
     "rerun_job",
     "resume_job",
+    "run_schedule_now",
     "running_job_ids",
+    "schedule_runs",
     "start_task",
     "submit_job",
     "sweep_outbox",
+    "update_schedule",
 ]

@@ -13,7 +13,7 @@ from jobsys.context import Context
 from jobsys.dispatch import WorkerInfo
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
-from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun
+from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, new_id
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.records import JobInfo, LogEntry, Page, TaskInfo
 from jobsys.specs import (
@@ -35,19 +35,33 @@ MAX_LOG_TAIL = 10_000
 def submit_job(ctx: Context, principal: Principal, data: Any) -> JobInfo:
     """Validate, store, then publish a job. Returns it ``queued`` even when the
     broker is down: the row is committed first and the outbox sweep publishes it."""
+    job = new_job(ctx, principal, data)
+    with ctx.sessions.begin() as session:
+        session.add(job)
+    publish_job(ctx, job.steps[0].id)
+    return get_job(ctx, principal, job.id)
+
+
+def new_job(ctx: Context, principal: Principal, data: Any) -> Job:
+    """A validated, unsaved job row with its steps, for a caller that stores it in
+    its own transaction (the scheduler stores it together with the tick it fires)."""
     require(principal, Right.SUBMIT)
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         require(principal, Right.SUBMIT_CODE)
-    job = Job(name=spec.name, owner=principal.name, spec=_public_spec(spec))
+    job = Job(id=new_id(), name=spec.name, owner=principal.name, spec=_public_spec(spec))
     job.steps = [_step_row(ctx, i, step) for i, step in enumerate(spec.steps)]
-    with ctx.sessions.begin() as session:
-        session.add(job)
+    for step in job.steps:
+        step.id = new_id()  # known before the flush, so the caller can publish it
+    return job
+
+
+def publish_job(ctx: Context, first_step_id: str) -> None:
+    """Hand a stored job's first step to the broker; when that fails the outbox has it."""
     try:
-        dispatch_step(ctx, job.steps[0].id)
+        dispatch_step(ctx, first_step_id)
     except DispatchError as exc:
-        log.warning("job %s stays queued until the broker is back: %s", job.id, exc)
-    return get_job(ctx, principal, job.id)
+        log.warning("step %s stays queued until the broker is back: %s", first_step_id, exc)
 
 
 def _carries_code(spec: JobSpec) -> bool:

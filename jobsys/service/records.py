@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from jobsys.models import Job, LogLine, Step, TaskRun
+from jobsys.models import Job, LogLine, Schedule, ScheduleRun, Step, TaskRun
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -226,4 +226,125 @@ class Page:
             "page": self.page,
             "per_page": self.per_page,
             "pages": max(1, -(-self.total // self.per_page)),
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleRunInfo:
+    id: int
+    schedule_id: str
+    tick: datetime
+    trigger: str
+    outcome: str
+    job_id: str | None
+    job_status: str | None
+    note: str | None
+    fired_at: datetime
+
+    @classmethod
+    def of(cls, run: ScheduleRun, job_status: str | None = None) -> ScheduleRunInfo:
+        return cls(
+            id=run.id,
+            schedule_id=run.schedule_id,
+            tick=run.tick,
+            trigger=run.trigger,
+            outcome=run.outcome,
+            job_id=run.job_id,
+            job_status=job_status,
+            note=run.note,
+            fired_at=run.fired_at,
+        )
+
+    @property
+    def lateness_s(self) -> float:
+        """How long after its tick the run was made (0 for a manual run)."""
+        return max(0.0, (self.fired_at - self.tick).total_seconds())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "schedule_id": self.schedule_id,
+            "tick": _iso(self.tick),
+            "trigger": self.trigger,
+            "outcome": self.outcome,
+            "job_id": self.job_id,
+            "job_status": self.job_status,
+            "note": self.note,
+            "fired_at": _iso(self.fired_at),
+            "lateness_s": round(self.lateness_s, 3),
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    id: str
+    name: str
+    description: str
+    cron: str | None
+    interval_s: int | None
+    timezone: str
+    #: The job spec as shown to readers: pickled values summarised.
+    spec: dict[str, Any]
+    catch_up: str
+    catch_up_window_s: int
+    overlap: str
+    enabled: bool
+    owner: str
+    next_fire_at: datetime | None
+    last_fire_at: datetime | None
+    last_run: ScheduleRunInfo | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(
+        cls, row: Schedule, public_spec: dict[str, Any], last_run: ScheduleRunInfo | None
+    ) -> ScheduleInfo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            description=row.description,
+            cron=row.cron,
+            interval_s=row.interval_s,
+            timezone=row.timezone,
+            spec=public_spec,
+            catch_up=row.catch_up,
+            catch_up_window_s=row.catch_up_window_s,
+            overlap=row.overlap,
+            enabled=row.enabled,
+            owner=row.owner,
+            next_fire_at=row.next_fire_at,
+            last_fire_at=row.last_fire_at,
+            last_run=last_run,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    @property
+    def timing(self) -> str:
+        """The timing in words, as the schedule list shows it."""
+        if self.interval_s is not None:
+            return f"every {self.interval_s} s"
+        return f"{self.cron} ({self.timezone})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "cron": self.cron,
+            "interval_s": self.interval_s,
+            "timezone": self.timezone,
+            "timing": self.timing,
+            "spec": self.spec,
+            "catch_up": self.catch_up,
+            "catch_up_window_s": self.catch_up_window_s,
+            "overlap": self.overlap,
+            "enabled": self.enabled,
+            "owner": self.owner,
+            "next_fire_at": _iso(self.next_fire_at),
+            "last_fire_at": _iso(self.last_fire_at),
+            "last_run": self.last_run.to_dict() if self.last_run else None,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
         }

@@ -1,0 +1,252 @@
+"""Schedules: create, edit, enable, disable, delete, read, and run one now.
+
+Every change sets ``next_fire_at`` (or clears it when disabled) in the same
+transaction, and beat reads only that column; so beat notices a new, edited,
+disabled or deleted schedule on its next pass, within a second, without a restart.
+
+Pickled values in a schedule's job spec are stored signed, as they are on a
+job's steps: whoever can write to the database still cannot make beat submit
+code nobody with the right signed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from jobsys.auth import Principal, Right, require
+from jobsys.context import Context
+from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
+from jobsys.errors import NotFoundError, SpecError
+from jobsys.models import Job, Schedule, ScheduleRun, utcnow
+from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
+from jobsys.service.jobs import get_job, new_job, publish_job
+from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
+from jobsys.timing import Timing
+
+MAX_RUNS_PAGE = 500
+
+#: Fields whose change moves the next tick.
+_TIMING_FIELDS = frozenset({"cron", "interval_s", "timezone", "enabled"})
+
+
+def create_schedule(
+    ctx: Context, principal: Principal, data: Any, *, now: datetime | None = None
+) -> ScheduleInfo:
+    require(principal, Right.SCHEDULE)
+    parsed = parse_schedule(data)
+    row = Schedule(name=parsed.name, owner=principal.name)
+    _apply(ctx, principal, row, parsed, _sign_spec(ctx, principal, parsed.spec))
+    row.next_fire_at = parsed.timing.next_after(now or utcnow()) if parsed.enabled else None
+    with ctx.sessions() as session:
+        try:
+            with session.begin():
+                session.add(row)
+        except IntegrityError as exc:
+            raise _name_taken(parsed.name) from exc
+    return get_schedule(ctx, principal, row.id)
+
+
+def update_schedule(
+    ctx: Context, principal: Principal, ref: str, patch: Any, *, now: datetime | None = None
+) -> ScheduleInfo:
+    """Change some fields (a PATCH). A new timing, or enabling, moves the next
+    tick to the first one after now; missed ticks of a disabled schedule are not
+    caught up, since nobody missed them."""
+    require(principal, Right.SCHEDULE)
+    with ctx.sessions() as session:
+        try:
+            with session.begin():
+                row = _find(session, ref, lock=True)
+                parsed = merge_patch(_spec_of(row), patch)
+                stored = row.spec
+                if "spec" in patch:
+                    stored = _sign_spec(ctx, principal, parsed.spec)
+                _apply(ctx, principal, row, parsed, stored)
+                if _TIMING_FIELDS & set(patch):
+                    moment = now or utcnow()
+                    row.next_fire_at = parsed.timing.next_after(moment) if row.enabled else None
+                row.updated_at = utcnow()
+        except IntegrityError as exc:
+            raise _name_taken(str(patch.get("name"))) from exc
+        return get_schedule(ctx, principal, row.id)
+
+
+def delete_schedule(ctx: Context, principal: Principal, ref: str) -> None:
+    """Remove a schedule and its run history; the jobs it started stay."""
+    require(principal, Right.SCHEDULE)
+    with ctx.sessions.begin() as session:
+        row = _find(session, ref, lock=True)
+        session.execute(delete(ScheduleRun).where(ScheduleRun.schedule_id == row.id))
+        session.delete(row)
+
+
+def get_schedule(ctx: Context, principal: Principal, ref: str) -> ScheduleInfo:
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        row = _find(session, ref)
+        return _info(session, row)
+
+
+def list_schedules(ctx: Context, principal: Principal) -> list[ScheduleInfo]:
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        rows = session.scalars(select(Schedule).order_by(Schedule.name))
+        return [_info(session, row) for row in rows]
+
+
+def schedule_runs(
+    ctx: Context, principal: Principal, ref: str, *, limit: int = 50
+) -> list[ScheduleRunInfo]:
+    """The schedule's runs, newest first: each tick's outcome and its job."""
+    require(principal, Right.VIEW)
+    if not 1 <= limit <= MAX_RUNS_PAGE:
+        raise SpecError({"limit": f"give a number from 1 to {MAX_RUNS_PAGE}"})
+    with ctx.sessions() as session:
+        row = _find(session, ref)
+        found = session.execute(
+            select(ScheduleRun, Job.status)
+            .outerjoin(Job, Job.id == ScheduleRun.job_id)
+            .where(ScheduleRun.schedule_id == row.id)
+            .order_by(ScheduleRun.fired_at.desc(), ScheduleRun.id.desc())
+            .limit(limit)
+        )
+        return [ScheduleRunInfo.of(run, status) for run, status in found]
+
+
+def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
+    """Start the schedule's job now, as the schedule would; its next tick stays.
+
+    Needs the ``rerun`` right, not ``submit``: an operator may start a job that
+    someone allowed to schedule it has already vetted.
+    """
+    require(principal, Right.RERUN)
+    moment = utcnow()
+    with ctx.sessions.begin() as session:
+        row = _find(session, ref, lock=True)
+        job = new_job(ctx, schedule_principal(row), wire_spec(ctx, row.spec))
+        job.owner = principal.name
+        session.add(job)
+        session.add(
+            ScheduleRun(
+                schedule_id=row.id,
+                tick=moment,
+                trigger="manual",
+                outcome="submitted",
+                job_id=job.id,
+                note=f"run now by {principal.name}",
+                fired_at=moment,
+            )
+        )
+    publish_job(ctx, job.steps[0].id)
+    return get_job(ctx, principal, job.id)
+
+
+def schedule_principal(row: Schedule) -> Principal:
+    """Who a schedule's jobs are submitted as: its owner, with the role they had
+    when they last saved it (so a developer's schedule may carry code)."""
+    return Principal(name=row.owner, role=row.owner_role)
+
+
+def wire_spec(ctx: Context, stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored spec as a client would send it: signatures checked and removed.
+    A tampered pickle raises SignatureError here, before anything is submitted."""
+    return _map_pickles(stored, lambda obj, _field: unsign_for_wire(obj, ctx.signer))
+
+
+def _sign_spec(ctx: Context, principal: Principal, spec: dict[str, Any]) -> dict[str, Any]:
+    """Check the job spec as a submission by ``principal`` would be, then keep it
+    with its pickles signed."""
+    try:
+        new_job(ctx, principal, spec)
+    except SpecError as exc:
+        raise SpecError({f"spec.{k}": v for k, v in exc.fields.items()}) from exc
+    return _map_pickles(spec, lambda obj, field: sign_wire(obj, ctx.signer, field))
+
+
+def _map_pickles(spec: dict[str, Any], convert: Any) -> dict[str, Any]:
+    steps = []
+    for i, step in enumerate(spec.get("steps", [])):
+        step = dict(step)
+        if step.get("kind") == "function":
+            step["function"] = convert(step.get("function"), f"spec.steps[{i}].function")
+            if isinstance(step.get("items"), list):
+                step["items"] = [convert(x, f"spec.steps[{i}].items") for x in step["items"]]
+        steps.append(step)
+    return {**spec, "steps": steps}
+
+
+def _public_spec(stored: dict[str, Any]) -> dict[str, Any]:
+    def summary(obj: Any, _field: str) -> Any:
+        return "<pickled value>" if is_pickled(obj) else obj
+
+    return _map_pickles(stored, summary)
+
+
+def _apply(
+    ctx: Context, principal: Principal, row: Schedule, parsed: ScheduleSpec, stored: Any
+) -> None:
+    row.name = parsed.name
+    row.description = parsed.description
+    row.cron = parsed.timing.cron
+    row.interval_s = parsed.timing.interval_s
+    row.timezone = parsed.timing.timezone
+    row.spec = stored
+    row.catch_up = parsed.catch_up.value
+    row.catch_up_window_s = parsed.catch_up_window_s
+    row.overlap = parsed.overlap.value
+    row.enabled = parsed.enabled
+    row.owner = principal.name
+    row.owner_role = principal.role
+
+
+def _spec_of(row: Schedule) -> ScheduleSpec:
+    return parse_schedule(
+        {
+            "name": row.name,
+            "description": row.description,
+            "cron": row.cron,
+            "interval_s": row.interval_s,
+            "timezone": row.timezone,
+            "spec": row.spec,
+            "catch_up": row.catch_up,
+            "catch_up_window_s": row.catch_up_window_s,
+            "overlap": row.overlap,
+            "enabled": row.enabled,
+        }
+    )
+
+
+def timing_of(row: Schedule) -> Timing:
+    return Timing(cron=row.cron, interval_s=row.interval_s, timezone=row.timezone)
+
+
+def _find(session: Session, ref: str, *, lock: bool = False) -> Schedule:
+    """A schedule by id or by name."""
+    query = select(Schedule).where(or_(Schedule.id == ref, Schedule.name == ref))
+    if lock:
+        query = query.with_for_update()
+    row = session.scalar(query)
+    if row is None:
+        raise NotFoundError(f"no schedule with id or name {ref!r}")
+    return row
+
+
+def _info(session: Session, row: Schedule) -> ScheduleInfo:
+    last = session.execute(
+        select(ScheduleRun, Job.status)
+        .outerjoin(Job, Job.id == ScheduleRun.job_id)
+        .where(ScheduleRun.schedule_id == row.id)
+        .order_by(ScheduleRun.fired_at.desc(), ScheduleRun.id.desc())
+        .limit(1)
+    ).first()
+    last_run = ScheduleRunInfo.of(last[0], last[1]) if last else None
+    return ScheduleInfo.of(row, _public_spec(row.spec), last_run)
+
+
+def _name_taken(name: str) -> SpecError:
+    return SpecError({"name": f"a schedule named {name!r} exists; pick another name"})
