@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.map_throughput
 	$(BIN)/python -m bench.cancel_latency
 	$(BIN)/python -m bench.log_latency
+	$(BIN)/python -m bench.schedule_lateness
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

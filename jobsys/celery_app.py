@@ -73,6 +73,8 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
         redis_socket_timeout=10,
         beat_schedule=BEAT_SCHEDULE,
         beat_scheduler="jobsys.scheduler:DatabaseScheduler",
+        # Only the banner and the beat pidbox read this: our scheduler wakes every second.
+        beat_max_loop_interval=5,
         worker_hijack_root_logger=False,
     )
     if publisher:

@@ -1,0 +1,59 @@
+"""The beat leader lock on a real Redis (its Lua scripts need one)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from jobsys.scheduler import LeaderLock
+from tests.live import free_port
+from tests.services import REDIS_URL, require_redis
+
+KEY = "jobsys:test:leader"
+
+
+def unreachable() -> redis.Redis:
+    return redis.Redis(port=free_port(), socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+
+
+@pytest.fixture
+def client() -> redis.Redis:
+    require_redis()
+    found = redis.Redis.from_url(f"{REDIS_URL}/10")
+    found.delete(KEY)
+    return found
+
+
+def test_one_leader_and_a_clean_handover(client: redis.Redis) -> None:
+    a, b = LeaderLock(client, 2.0, key=KEY), LeaderLock(client, 2.0, key=KEY)
+    assert a.hold() and not b.hold()
+    assert a.hold()  # renewing
+    assert a.holder() == a.identity
+    assert 0 < client.pttl(KEY) <= 2000
+    a.release()
+    assert not a.held and b.hold() and b.holder() == b.identity
+
+
+def test_the_lock_runs_out_when_the_holder_stops_renewing(client: redis.Redis) -> None:
+    a, b = LeaderLock(client, 0.5, key=KEY), LeaderLock(client, 0.5, key=KEY)
+    assert a.hold()
+    time.sleep(0.6)
+    assert b.hold()
+    assert not a.hold()  # it notices the lock is someone else's and stands by
+    assert b.holder() == b.identity
+
+
+def test_without_redis_a_leader_leads_only_until_its_lock_would_expire(
+    client: redis.Redis,
+) -> None:
+    lock = LeaderLock(client, 30.0, key=KEY)
+    assert lock.hold()
+    lock._lock.redis = unreachable()  # Redis is gone
+    assert lock.hold()  # its lock is still good for a while: keep leading
+    lock._valid_until = time.monotonic()  # by now the lock would have run out
+    assert not lock.hold()
+    assert not LeaderLock(unreachable(), 30.0, key=KEY).hold()
