@@ -1,0 +1,61 @@
+"""The Schedules page in Chromium: a bad cron line is refused in the form with
+the field named, a good schedule is created, run now, and disabled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import screenshot
+from tests.live import LiveStack
+
+pytestmark = pytest.mark.integration
+
+SPEC = {
+    "name": "abs-now",
+    "steps": [{"kind": "function", "function": "builtins:abs", "items": [-4]}],
+}
+
+
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+def test_create_run_now_and_disable_from_the_page(
+    stack: LiveStack, page: Page, expected_console: list[str]
+) -> None:
+    expected_console.append("status of 400")  # the form sent back with its errors
+    page.goto(f"{stack.url}/login")
+    page.fill("#token", stack.token("admin"))
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{stack.url}/jobs")
+    page.get_by_role("link", name="Schedules").click()
+    expect(page.get_by_role("heading", name="New schedule")).to_be_visible()
+
+    page.get_by_label("Name", exact=True).fill("browser-made")
+    page.get_by_label("Cron line").fill("every tuesday")
+    page.get_by_label("Job spec (JSON)").fill(json.dumps(SPEC))
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.locator("#cron-help")).to_contain_text("give 5")
+    expect(page.get_by_label("Cron line")).to_have_attribute("aria-invalid", "true")
+    screenshot(page, "schedules-form-error")
+
+    page.get_by_label("Cron line").fill("")
+    page.get_by_label("Interval (seconds)").fill("3600")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.get_by_role("heading", name="browser-made")).to_be_visible()
+    expect(page.locator(".facts")).to_contain_text("every 3600 s")
+
+    page.get_by_role("button", name="Run now").click()
+    expect(page.locator("#job-status")).to_have_text("completed", timeout=30_000)
+    page.go_back()
+    page.reload()
+    runs = page.locator("table").first
+    expect(runs).to_contain_text("manual")
+    expect(runs.get_by_role("link", name="completed")).to_be_visible()
+
+    page.get_by_role("button", name="Disable").click()
+    expect(page.get_by_role("heading", name="browser-made")).to_contain_text("disabled")
+    screenshot(page, "schedule-detail")
+    page.get_by_role("link", name="Schedules").click()
+    expect(page.locator("table")).to_contain_text("browser-made")
+    screenshot(page, "schedules")
