@@ -1,7 +1,7 @@
 """Static housekeeping entries for celery beat.
 
-User schedules live in the database (a later issue); these are the sweeps
-jobsys needs to keep its promises, merged into the Celery app's config.
+User schedules live in the database (see ``jobsys/scheduler.py``, which
+merges these in); these are the sweeps jobsys needs to keep its promises.
 """
 
 from __future__ import annotations
@@ -20,5 +20,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "jobsys.reap_orphans",
         "schedule": 60.0,
         "options": {"queue": "docker", "expires": 60.0},
+    },
+    # Forgets finished jobs and schedule runs older than JOBSYS_RETENTION_DAYS (off at 0).
+    "jobsys-purge-history": {
+        "task": "jobsys.purge_history",
+        "schedule": 3600.0,
+        "options": {"queue": "python", "expires": 3600.0},
     },
 }

@@ -17,6 +17,7 @@ RUN_FUNCTION_CHUNK = "jobsys.run_function_chunk"
 GATHER_FUNCTION_STEP = "jobsys.gather_function_step"
 SWEEP_OUTBOX = "jobsys.sweep_outbox"
 REAP_ORPHANS = "jobsys.reap_orphans"
+PURGE_HISTORY = "jobsys.purge_history"
 
 DOCKER_QUEUE = "docker"
 PYTHON_QUEUE = "python"

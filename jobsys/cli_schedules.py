@@ -189,6 +189,6 @@ def runs_command(ref: str, limit: int, as_json: bool) -> None:
         return
     for run in found:
         click.echo(
-            f"{run['tick'][:23]}  {run['trigger']:<8} {run['outcome']:<9} "
+            f"{run['tick'][:19]}  {run['trigger']:<8} {run['outcome']:<9} "
             f"late {run['lateness_s']:.3f}s  {run['job_id'] or run['note'] or ''}"
         )

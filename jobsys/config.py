@@ -47,6 +47,9 @@ class Settings:
     outbox_grace_s: float = 5.0
     #: Seconds a Celery result (chunk summaries) lives in Redis.
     result_ttl_s: int = 24 * 3600
+    #: Days to keep finished jobs (steps, tasks, logs, results) and schedule runs;
+    #: 0 keeps everything. An hourly beat entry deletes what is older.
+    retention_days: int = 0
     #: Seconds the beat leader's Redis lock lives without renewal: how long a
     #: stand-by beat waits before taking over from one that died.
     beat_lock_ttl_s: float = 10.0

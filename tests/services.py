@@ -46,6 +46,19 @@ def require_postgres(url: str = POSTGRES_URL) -> None:
         engine.dispose()
 
 
+def postgres_schema_url(schema: str, url: str = POSTGRES_URL) -> str:
+    """The test database seen through its own schema, so a test that drops and
+    creates tables does not pull them from under the live stack's processes."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    engine.dispose()
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}options=-csearch_path%3D{schema}"
+
+
 def require_docker() -> None:
     if shutil.which("docker") is None:
         missing("the docker CLI", "run scripts/ensure-docker.sh")

@@ -144,28 +144,34 @@ def _errors(fields: dict[str, str]) -> dict[str, str]:
     return shown
 
 
-def _choices() -> dict[str, Any]:
-    return {
-        "catch_ups": [c.value for c in CatchUp],
-        "overlaps": [o.value for o in Overlap],
-        "aliases": list(ALIASES),
-    }
+def _form_page(
+    template: str,
+    principal: Principal,
+    form: dict[str, str],
+    fields: dict[str, str],
+    message: str | None,
+    **extra: Any,
+) -> tuple[str, int]:
+    """A page with the schedule form, 400 when it comes back with errors."""
+    page = render_template(
+        template,
+        form=form,
+        errors=_errors(fields),
+        message=message,
+        principal=principal,
+        catch_ups=[c.value for c in CatchUp],
+        overlaps=[o.value for o in Overlap],
+        aliases=list(ALIASES),
+        **extra,
+    )
+    return page, 400 if fields else 200
 
 
 def _list_page(
     principal: Principal, form: dict[str, str], fields: dict[str, str], message: str | None
 ) -> tuple[str, int]:
     schedules = service.list_schedules(context(), principal)
-    page = render_template(
-        "schedules.html",
-        schedules=schedules,
-        form=form,
-        errors=_errors(fields),
-        message=message,
-        principal=principal,
-        **_choices(),
-    )
-    return page, 400 if fields else 200
+    return _form_page("schedules.html", principal, form, fields, message, schedules=schedules)
 
 
 def _detail_page(
@@ -176,14 +182,6 @@ def _detail_page(
     message: str | None,
 ) -> tuple[str, int]:
     runs = service.schedule_runs(context(), principal, schedule.id, limit=100)
-    page = render_template(
-        "schedule.html",
-        schedule=schedule,
-        runs=runs,
-        form=form,
-        errors=_errors(fields),
-        message=message,
-        principal=principal,
-        **_choices(),
+    return _form_page(
+        "schedule.html", principal, form, fields, message, schedule=schedule, runs=runs
     )
-    return page, 400 if fields else 200

@@ -11,7 +11,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from jobsys import service
-from jobsys.canvas import DOCKER_QUEUE, REAP_ORPHANS, SWEEP_OUTBOX
+from jobsys.canvas import DOCKER_QUEUE, PURGE_HISTORY, REAP_ORPHANS, SWEEP_OUTBOX
 from jobsys.errors import StepError
 from workers.containers import docker_client, reap_orphans
 from workers.context import worker_context
@@ -22,6 +22,12 @@ log = logging.getLogger(__name__)
 @shared_task(name=SWEEP_OUTBOX)
 def sweep_outbox() -> int:
     return service.sweep_outbox(worker_context())
+
+
+@shared_task(name=PURGE_HISTORY)
+def purge_history() -> dict[str, int]:
+    purged = service.purge_history(worker_context())
+    return {"jobs": purged.jobs, "schedule_runs": purged.schedule_runs}
 
 
 @shared_task(name=REAP_ORPHANS)

@@ -35,6 +35,7 @@ from jobsys.service.progress import (
 )
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.rerun import rerun_job, resume_job
+from jobsys.service.retention import Purged, purge_history
 from jobsys.service.schedules import (
     create_schedule,
     delete_schedule,
@@ -51,6 +52,7 @@ __all__ = [
     "IssuedToken",
     "JobInfo",
     "LogRecord",
+    "Purged",
     "ScheduleInfo",
     "ScheduleRunInfo",
     "TaskStart",
@@ -82,6 +84,7 @@ __all__ = [
     "list_workers",
     "next_fire_time",
     "publish_logs",
+    "purge_history",
     "record_attempt",
     "rerun_job",
     "resume_job",

