@@ -18,6 +18,7 @@ from jobsys.errors import PermissionDenied, SpecError
 
 class Right(enum.StrEnum):
     VIEW = "view"
+    START = "start"  # start catalog templates (which may narrow it to named roles)
     SUBMIT = "submit"  # Docker steps and functions by import path
     SUBMIT_CODE = "submit_code"  # pickled callables: arbitrary code on workers
     CANCEL = "cancel"
@@ -28,9 +29,9 @@ class Right(enum.StrEnum):
 
 ROLE_RIGHTS: dict[str, frozenset[Right]] = {
     "viewer": frozenset({Right.VIEW}),
-    "operator": frozenset({Right.VIEW, Right.CANCEL, Right.RERUN}),
+    "operator": frozenset({Right.VIEW, Right.START, Right.CANCEL, Right.RERUN}),
     "developer": frozenset(
-        {Right.VIEW, Right.SUBMIT, Right.SUBMIT_CODE, Right.CANCEL, Right.RERUN}
+        {Right.VIEW, Right.START, Right.SUBMIT, Right.SUBMIT_CODE, Right.CANCEL, Right.RERUN}
     ),
     "admin": frozenset(Right),
 }
@@ -42,6 +43,8 @@ TOKEN_PREFIX = "jst_"
 class Principal:
     name: str
     role: str
+    #: Where the request came from (an address, ``cli``, ``beat``), for the audit trail.
+    source: str = ""
 
     def can(self, right: Right) -> bool:
         return right in ROLE_RIGHTS.get(self.role, frozenset())

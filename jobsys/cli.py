@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
+from jobsys.cli_catalog import catalog, start
 from jobsys.cli_schedules import schedules
 from jobsys.config import Settings
 from jobsys.errors import (
@@ -188,6 +189,8 @@ def _celery(args: list[str]) -> None:
 
 
 main.add_command(schedules)
+main.add_command(start)
+main.add_command(catalog)
 
 if __name__ == "__main__":
     main()

@@ -132,6 +132,29 @@ class Client:
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/workers")["workers"])
 
+    # -- the catalog --------------------------------------------------------
+
+    def start(self, template: str, **variables: Any) -> Job:
+        """Start a catalog template: ``c.start("echo", message="hi", times=2)``."""
+        body = {"variables": variables}
+        return Job(self, self.request("POST", f"/api/catalog/{template}/start", json=body))
+
+    def catalog(self) -> dict[str, Any]:
+        """``{"templates": [...], "broken": [{"name", "source", "error"}]}``."""
+        return dict(self.request("GET", "/api/catalog"))
+
+    def template(self, name: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/catalog/{name}"))
+
+    def render(self, template: str, **variables: Any) -> dict[str, Any]:
+        """The job spec a start would submit, checked, without running it."""
+        body = {"variables": variables}
+        return dict(self.request("POST", f"/api/catalog/{template}/render", json=body)["spec"])
+
+    def reload_catalog(self) -> dict[str, Any]:
+        """(admin) Read the server's catalog folder again."""
+        return dict(self.request("POST", "/api/catalog/reload"))
+
     # -- schedules (by id or name) --------------------------------------------
 
     def create_schedule(

@@ -30,6 +30,8 @@ class Settings:
     #: so every local process agrees on it without configuration.
     secret_key: str = ""
     data_dir: str = ".jobsys"
+    #: The catalog folder: one sub-folder per job template, each with a job.yaml.
+    catalog_dir: str = "jobs"
     #: Largest request body the API accepts, in bytes.
     max_payload_bytes: int = 16 * 1024 * 1024
     #: Largest list of items one function step may map over.

@@ -71,9 +71,11 @@ class Unauthenticated(AuthError):
 class PermissionDenied(AuthError):
     """Raised when a known caller lacks the right an action needs."""
 
-    def __init__(self, right: str, role: str) -> None:
+    def __init__(self, right: str, role: str, message: str | None = None) -> None:
         self.right = right
-        super().__init__(f"the '{right}' right is needed; your role '{role}' does not have it")
+        super().__init__(
+            message or f"the '{right}' right is needed; your role '{role}' does not have it"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "right": self.right}

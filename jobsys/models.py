@@ -104,6 +104,9 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     rerun_of: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    #: The catalog template it was started from, and the variables it was given.
+    template: Mapped[str | None] = mapped_column(String(100), default=None)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -185,6 +188,20 @@ class LogLine(Base):
     __table_args__ = (Index("ix_log_lines_job", "job_id", "id"),)
 
 
+class User(Base):
+    """A person who signs in to the web UI; the password is kept as a scrypt hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class Token(Base):
     """An API token; only its SHA-256 is stored, the token itself is shown once."""
 
@@ -193,6 +210,10 @@ class Token(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(32))
+    #: The user it acts for (disabling the user stops the token); none for service tokens.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -216,7 +237,10 @@ class Schedule(Base):
     interval_s: Mapped[int | None] = mapped_column(Integer, default=None)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     #: The job spec to submit, pickles kept signed (see ``service.schedules``).
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: Or a catalog template and its variables, rendered afresh at each tick.
+    template: Mapped[str | None] = mapped_column(String(100), default=None)
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     catch_up: Mapped[str] = mapped_column(String(8), default="skip")
     catch_up_window_s: Mapped[int] = mapped_column(Integer, default=3600)
     #: ``skip``: no new run while this schedule's previous job is unfinished.
@@ -255,4 +279,43 @@ class ScheduleRun(Base):
     __table_args__ = (
         UniqueConstraint("schedule_id", "tick", name="uq_schedule_runs_tick"),
         Index("ix_schedule_runs_history", "schedule_id", "fired_at"),
+    )
+
+
+class CatalogEntry(Base):
+    """One template of the catalog as last loaded from the catalog folder, or
+    why it did not load. Kept in the database so every process (web, beat,
+    workers) starts the same templates, whichever host read the folder."""
+
+    __tablename__ = "catalog"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    #: The template file's content as loaded; None when it is broken.
+    definition: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    loaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who did what, when and from where: every change, sign-in and refusal."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32), default="")
+    #: e.g. ``job.submit``, ``schedule.update``, ``login``, ``denied``.
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255), default="")
+    #: ``ok``, ``denied`` or ``failed``.
+    outcome: Mapped[str] = mapped_column(String(16), default="ok")
+    source: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+    __table_args__ = (
+        Index("ix_audit_ts", "ts"),
+        Index("ix_audit_actor_ts", "actor", "ts"),
+        Index("ix_audit_action_ts", "action", "ts"),
     )

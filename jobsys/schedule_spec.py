@@ -28,6 +28,8 @@ FIELDS = frozenset(
         "interval_s",
         "timezone",
         "spec",
+        "template",
+        "variables",
         "catch_up",
         "catch_up_window_s",
         "overlap",
@@ -48,7 +50,10 @@ class ScheduleSpec:
     name: str
     description: str
     timing: Timing
-    spec: dict[str, Any]
+    #: The job spec to run, or None when the schedule starts a catalog template.
+    spec: dict[str, Any] | None
+    template: str | None
+    variables: dict[str, Any]
     catch_up: CatchUp
     catch_up_window_s: int
     overlap: Overlap
@@ -62,6 +67,8 @@ class ScheduleSpec:
             "interval_s": self.timing.interval_s,
             "timezone": self.timing.timezone,
             "spec": self.spec,
+            "template": self.template,
+            "variables": self.variables,
             "catch_up": self.catch_up.value,
             "catch_up_window_s": self.catch_up_window_s,
             "overlap": self.overlap.value,
@@ -85,8 +92,19 @@ def parse_schedule(data: Any) -> ScheduleSpec:
         problems["description"] = "give text of at most 2000 characters"
     timing = _timing(data, problems)
     spec = data.get("spec")
-    if not isinstance(spec, Mapping):
+    template = data.get("template")
+    variables = data.get("variables") or {}
+    if (spec is None) == (template is None):
+        problems["spec"] = (
+            "give either the job spec to run (an object with 'name' and 'steps') "
+            "or a catalog 'template' with its 'variables', not both"
+        )
+    elif spec is not None and not isinstance(spec, Mapping):
         problems["spec"] = "give the job spec to run: an object with 'name' and 'steps'"
+    elif template is not None and (not isinstance(template, str) or not template.strip()):
+        problems["template"] = "give the name of a catalog template"
+    if not isinstance(variables, Mapping):
+        problems["variables"] = "give an object of variable names to values"
     catch_up = _choice(data.get("catch_up", CatchUp.SKIP.value), CatchUp, "catch_up", problems)
     window = data.get("catch_up_window_s", DEFAULT_CATCH_UP_WINDOW_S)
     if isinstance(window, bool) or not isinstance(window, int) or window < 0:
@@ -104,7 +122,9 @@ def parse_schedule(data: Any) -> ScheduleSpec:
         name=str(name).strip(),
         description=description.strip(),
         timing=timing,
-        spec=dict(spec),  # type: ignore[arg-type]
+        spec=None if spec is None else dict(spec),
+        template=None if template is None else str(template).strip(),
+        variables=dict(variables),
         catch_up=CatchUp(catch_up),
         catch_up_window_s=int(window),
         overlap=Overlap(overlap),
@@ -118,6 +138,10 @@ def merge_patch(current: ScheduleSpec, patch: Any) -> ScheduleSpec:
     if not isinstance(patch, Mapping) or not patch:
         raise SpecError({"body": f"send an object with some of: {', '.join(sorted(FIELDS))}"})
     merged = current.to_dict()
+    if "template" in patch and "spec" not in patch:
+        merged["spec"] = None
+    if "spec" in patch and "template" not in patch:
+        merged["template"], merged["variables"] = None, {}
     if "cron" in patch and "interval_s" not in patch:
         merged["interval_s"] = None
     if "interval_s" in patch and "cron" not in patch:
@@ -155,7 +179,7 @@ def schedule_from_form(form: Mapping[str, str]) -> dict[str, Any]:
     read from its JSON text, the checkbox as a bool."""
     data: dict[str, Any] = {
         key: form[key].strip()
-        for key in ("name", "description", "cron", "timezone", "catch_up", "overlap")
+        for key in ("name", "description", "cron", "timezone", "catch_up", "overlap", "template")
         if form.get(key, "").strip()
     }
     for key in ("interval_s", "catch_up_window_s"):
@@ -166,6 +190,13 @@ def schedule_from_form(form: Mapping[str, str]) -> dict[str, Any]:
             except ValueError as exc:
                 raise SpecError({key: f"give a whole number of seconds, not {raw!r}"}) from exc
     data["enabled"] = form.get("enabled") in {"on", "true", "1", "yes"}
+    if data.get("template"):
+        raw_vars = form.get("variables", "").strip()
+        try:
+            data["variables"] = json.loads(raw_vars) if raw_vars else {}
+        except json.JSONDecodeError as exc:
+            raise SpecError({"variables": f"the variables are not valid JSON: {exc}"}) from exc
+        return data
     raw_spec = form.get("spec", "").strip()
     if raw_spec:
         try:

@@ -15,10 +15,11 @@ from jobsys.context import Context
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The app factory. Pass a Context to run over test collaborators."""
     from jobsys.runtime import build_context
-    from webui import api, errors, schedule_views, views
+    from webui import api, catalog_views, errors, schedule_views, views
 
     if context is None:
         context = build_context(settings)
+        _load_catalog(context)
     app = Flask(__name__)
     app.config.update(
         # The session key is derived from, not equal to, the pickle-signing key.
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(schedule_views.bp)
+    app.register_blueprint(catalog_views.bp)
     errors.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     return app
@@ -43,3 +45,17 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
 def _format_dt(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def _load_catalog(context: Context) -> None:
+    """Templates are discovered when the web app starts (and on reload)."""
+    import logging
+
+    from jobsys import service
+    from jobsys.auth import Principal
+
+    found = service.reload_catalog(context, Principal("web start-up", "admin", "web"))
+    for broken in found.broken:
+        logging.getLogger(__name__).warning(
+            "catalog template %s (%s) did not load: %s", broken.name, broken.source, broken.error
+        )

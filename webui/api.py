@@ -162,3 +162,37 @@ def schedule_runs(ref: str) -> Response:
 @bp.post("/schedules/<ref>/run-now")
 def run_schedule_now(ref: str) -> tuple[Response, int, dict[str, str]]:
     return _created(service.run_schedule_now(context(), api_principal(), ref))
+
+
+@bp.get("/catalog")
+def list_catalog() -> Response:
+    return jsonify(service.list_catalog(context(), api_principal()).to_dict())
+
+
+@bp.post("/catalog/reload")
+def reload_catalog() -> Response:
+    return jsonify(service.reload_catalog(context(), api_principal()).to_dict())
+
+
+@bp.get("/catalog/<name>")
+def get_template(name: str) -> Response:
+    return jsonify(service.get_template(context(), api_principal(), name).to_dict())
+
+
+@bp.post("/catalog/<name>/start")
+def start_template(name: str) -> tuple[Response, int, dict[str, str]]:
+    variables = _variables(json_body())
+    return _created(service.start_template(context(), api_principal(), name, variables))
+
+
+@bp.post("/catalog/<name>/render")
+def render_template(name: str) -> Response:
+    variables = _variables(json_body())
+    spec = service.render_template(context(), api_principal(), name, variables)
+    return jsonify({"template": name, "spec": spec})
+
+
+def _variables(body: Any) -> Any:
+    if not isinstance(body, dict) or set(body) - {"variables"}:
+        raise SpecError({"body": 'send {"variables": {"name": value, ...}}'})
+    return body.get("variables") or {}

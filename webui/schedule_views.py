@@ -71,7 +71,7 @@ def update(ref: str) -> Any:
     schedule = service.get_schedule(context(), principal, ref)
     try:
         patch = schedule_from_form(form)
-        if form.get("spec", "").strip() == _spec_text(schedule.spec).strip():
+        if schedule.spec and form.get("spec", "").strip() == _spec_text(schedule.spec).strip():
             patch.pop("spec", None)  # unchanged: keep the stored (signed) spec
         service.update_schedule(context(), principal, ref, patch)
     except SpecError as exc:
@@ -129,7 +129,9 @@ def _form_of(schedule: service.ScheduleInfo) -> dict[str, str]:
         "catch_up_window_s": str(schedule.catch_up_window_s),
         "overlap": schedule.overlap,
         "enabled": "on" if schedule.enabled else "",
-        "spec": _spec_text(schedule.spec),
+        "spec": _spec_text(schedule.spec) if schedule.spec else "",
+        "template": schedule.template or "",
+        "variables": json.dumps(schedule.variables) if schedule.variables else "",
     }
 
 

@@ -1,6 +1,14 @@
 """The one service layer: every door into jobsys (web UI, API, CLI, scheduler,
 workers) calls these functions and nothing else touches SQL or Celery."""
 
+from jobsys.service.catalog import (
+    Catalog,
+    get_template,
+    list_catalog,
+    reload_catalog,
+    render_template,
+    start_template,
+)
 from jobsys.service.control import (
     cancel_for_revoked_task,
     cancel_job,
@@ -48,6 +56,7 @@ from jobsys.service.schedules import (
 from jobsys.service.tokens import IssuedToken, authenticate, bootstrap_token, create_token
 
 __all__ = [
+    "Catalog",
     "Fired",
     "IssuedToken",
     "JobInfo",
@@ -74,11 +83,13 @@ __all__ = [
     "gather_function_step",
     "get_job",
     "get_schedule",
+    "get_template",
     "is_cancelled",
     "job_logs",
     "job_results",
     "job_stats",
     "job_tasks",
+    "list_catalog",
     "list_jobs",
     "list_schedules",
     "list_workers",
@@ -86,12 +97,15 @@ __all__ = [
     "publish_logs",
     "purge_history",
     "record_attempt",
+    "reload_catalog",
+    "render_template",
     "rerun_job",
     "resume_job",
     "run_schedule_now",
     "running_job_ids",
     "schedule_runs",
     "start_task",
+    "start_template",
     "submit_job",
     "sweep_outbox",
     "update_schedule",

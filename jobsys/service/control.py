@@ -16,6 +16,7 @@ from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, StateError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
+from jobsys.service.catalog import require_job_action
 from jobsys.service.jobs import get_job
 from jobsys.service.progress import announce
 from jobsys.service.records import JobInfo
@@ -34,6 +35,9 @@ def cancel_job(
     now = utcnow()
     live = sources_of(JobStatus.CANCELLED)
     with ctx.sessions.begin() as session:
+        job = session.get(Job, job_id)
+        if job is not None:
+            require_job_action(session, principal, job, "stop")
         moved = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(live))

@@ -22,8 +22,8 @@ from jobsys.context import Context
 from jobsys.errors import JobsysError
 from jobsys.models import Job, JobStatus, Schedule, ScheduleRun, utcnow
 from jobsys.schedule_spec import Overlap
-from jobsys.service.jobs import new_job, publish_job
-from jobsys.service.schedules import schedule_principal, timing_of, wire_spec
+from jobsys.service.jobs import publish_job
+from jobsys.service.schedules import schedule_job, timing_of
 from jobsys.timing import CatchUp, due_ticks
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _fire_tick(
         run.note = f"skipped: the previous run, job {busy}, has not finished (overlap: skip)"
     else:
         try:
-            job = new_job(ctx, schedule_principal(row), wire_spec(ctx, row.spec))
+            job = schedule_job(ctx, session, row)
         except JobsysError as exc:
             run.outcome = "failed"
             run.note = f"could not start the job: {exc.message}"

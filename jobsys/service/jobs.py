@@ -49,7 +49,20 @@ def new_job(ctx: Context, principal: Principal, data: Any) -> Job:
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         require(principal, Right.SUBMIT_CODE)
-    job = Job(id=new_id(), name=spec.name, owner=principal.name, spec=_public_spec(spec))
+    return _job_row(ctx, principal.name, spec)
+
+
+def build_job(ctx: Context, owner: str, data: Any) -> Job:
+    """Like ``new_job`` for a spec that needs no ``submit`` right of its caller: a
+    rendered catalog template, which can hold no pickled code."""
+    spec = parse_job_spec(data, ctx.settings)
+    if _carries_code(spec):
+        raise SpecError({"steps": "a catalog template cannot carry pickled code"})
+    return _job_row(ctx, owner, spec)
+
+
+def _job_row(ctx: Context, owner: str, spec: JobSpec) -> Job:
+    job = Job(id=new_id(), name=spec.name, owner=owner, spec=_public_spec(spec))
     job.steps = [_step_row(ctx, i, step) for i, step in enumerate(spec.steps)]
     for step in job.steps:
         step.id = new_id()  # known before the flush, so the caller can publish it

@@ -283,8 +283,11 @@ class ScheduleInfo:
     cron: str | None
     interval_s: int | None
     timezone: str
-    #: The job spec as shown to readers: pickled values summarised.
-    spec: dict[str, Any]
+    #: The job spec as shown to readers (pickled values summarised), or None
+    #: when the schedule starts a catalog template with ``variables``.
+    spec: dict[str, Any] | None
+    template: str | None
+    variables: dict[str, Any] | None
     catch_up: str
     catch_up_window_s: int
     overlap: str
@@ -298,7 +301,7 @@ class ScheduleInfo:
 
     @classmethod
     def of(
-        cls, row: Schedule, public_spec: dict[str, Any], last_run: ScheduleRunInfo | None
+        cls, row: Schedule, public_spec: dict[str, Any] | None, last_run: ScheduleRunInfo | None
     ) -> ScheduleInfo:
         return cls(
             id=row.id,
@@ -308,6 +311,8 @@ class ScheduleInfo:
             interval_s=row.interval_s,
             timezone=row.timezone,
             spec=public_spec,
+            template=row.template,
+            variables=row.variables,
             catch_up=row.catch_up,
             catch_up_window_s=row.catch_up_window_s,
             overlap=row.overlap,
@@ -337,6 +342,8 @@ class ScheduleInfo:
             "timezone": self.timezone,
             "timing": self.timing,
             "spec": self.spec,
+            "template": self.template,
+            "variables": self.variables,
             "catch_up": self.catch_up,
             "catch_up_window_s": self.catch_up_window_s,
             "overlap": self.overlap,

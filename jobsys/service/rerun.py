@@ -19,6 +19,7 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, StateError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
+from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.jobs import get_job, log
 from jobsys.service.records import JobInfo
@@ -32,7 +33,7 @@ def rerun_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     require(principal, Right.RERUN)
     with ctx.sessions.begin() as session:
         old = _load(session, job_id)
-        new = _copy_job(old, principal)
+        new = _copy_job(session, old, principal)
         new.steps = [_fresh_step(step) for step in old.steps]
         session.add(new)
     return _start(ctx, principal, new, new.steps[0].id)
@@ -48,7 +49,7 @@ def resume_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
                 f"job {job_id} is {old.status}; only failed or cancelled jobs can be resumed "
                 "(rerun runs any job again from the start)"
             )
-        new = _copy_job(old, principal)
+        new = _copy_job(session, old, principal)
         steps: list[Step] = []
         rows: list[tuple[Step, list[TaskRun]]] = []  # task rows to attach once ids exist
         resume_at: Step | None = None
@@ -98,8 +99,16 @@ def _load(session: Session, job_id: str) -> Job:
     return job
 
 
-def _copy_job(old: Job, principal: Principal) -> Job:
-    return Job(name=old.name, owner=principal.name, spec=old.spec, rerun_of=old.id)
+def _copy_job(session: Session, old: Job, principal: Principal) -> Job:
+    require_job_action(session, principal, old, "restart")
+    return Job(
+        name=old.name,
+        owner=principal.name,
+        spec=old.spec,
+        rerun_of=old.id,
+        template=old.template,
+        variables=old.variables,
+    )
 
 
 def _fresh_step(step: Step) -> Step:

@@ -24,6 +24,7 @@ from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import NotFoundError, SpecError
 from jobsys.models import Job, Schedule, ScheduleRun, utcnow
 from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
+from jobsys.service.catalog import lookup_template, new_template_job
 from jobsys.service.jobs import get_job, new_job, publish_job
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.timing import Timing
@@ -40,7 +41,7 @@ def create_schedule(
     require(principal, Right.SCHEDULE)
     parsed = parse_schedule(data)
     row = Schedule(name=parsed.name, owner=principal.name)
-    _apply(ctx, principal, row, parsed, _sign_spec(ctx, principal, parsed.spec))
+    _apply(ctx, principal, row, parsed, _checked_spec(ctx, principal, parsed))
     row.next_fire_at = parsed.timing.next_after(now or utcnow()) if parsed.enabled else None
     with ctx.sessions() as session:
         try:
@@ -64,8 +65,8 @@ def update_schedule(
                 row = _find(session, ref, lock=True)
                 parsed = merge_patch(_spec_of(row), patch)
                 stored = row.spec
-                if "spec" in patch:
-                    stored = _sign_spec(ctx, principal, parsed.spec)
+                if {"spec", "template", "variables"} & set(patch):
+                    stored = _checked_spec(ctx, principal, parsed)
                 _apply(ctx, principal, row, parsed, stored)
                 if _TIMING_FIELDS & set(patch):
                     moment = now or utcnow()
@@ -128,7 +129,7 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
     moment = utcnow()
     with ctx.sessions.begin() as session:
         row = _find(session, ref, lock=True)
-        job = new_job(ctx, schedule_principal(row), wire_spec(ctx, row.spec))
+        job = schedule_job(ctx, session, row)
         job.owner = principal.name
         session.add(job)
         session.add(
@@ -152,10 +153,37 @@ def schedule_principal(row: Schedule) -> Principal:
     return Principal(name=row.owner, role=row.owner_role)
 
 
+def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
+    """An unsaved job for one run of the schedule, as its owner would submit it."""
+    owner = schedule_principal(row)
+    if row.template is not None:
+        template = lookup_template(session, row.template)
+        return new_template_job(ctx, owner, template, row.variables or {})
+    assert row.spec is not None
+    return new_job(ctx, owner, wire_spec(ctx, row.spec))
+
+
 def wire_spec(ctx: Context, stored: dict[str, Any]) -> dict[str, Any]:
     """The stored spec as a client would send it: signatures checked and removed.
     A tampered pickle raises SignatureError here, before anything is submitted."""
     return _map_pickles(stored, lambda obj, _field: unsign_for_wire(obj, ctx.signer))
+
+
+def _checked_spec(
+    ctx: Context, principal: Principal, parsed: ScheduleSpec
+) -> dict[str, Any] | None:
+    """Check what the schedule runs as a start by ``principal`` would be checked, and
+    return the spec to store (its pickles signed), or None for a template."""
+    if parsed.template is not None:
+        with ctx.sessions() as session:
+            try:
+                template = lookup_template(session, parsed.template)
+            except NotFoundError as exc:
+                raise SpecError({"template": exc.message}) from exc
+        new_template_job(ctx, principal, template, parsed.variables)
+        return None
+    assert parsed.spec is not None
+    return _sign_spec(ctx, principal, parsed.spec)
 
 
 def _sign_spec(ctx: Context, principal: Principal, spec: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +208,10 @@ def _map_pickles(spec: dict[str, Any], convert: Any) -> dict[str, Any]:
     return {**spec, "steps": steps}
 
 
-def _public_spec(stored: dict[str, Any]) -> dict[str, Any]:
+def _public_spec(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    if stored is None:
+        return None
+
     def summary(obj: Any, _field: str) -> Any:
         return "<pickled value>" if is_pickled(obj) else obj
 
@@ -196,6 +227,8 @@ def _apply(
     row.interval_s = parsed.timing.interval_s
     row.timezone = parsed.timing.timezone
     row.spec = stored
+    row.template = parsed.template
+    row.variables = parsed.variables if parsed.template else None
     row.catch_up = parsed.catch_up.value
     row.catch_up_window_s = parsed.catch_up_window_s
     row.overlap = parsed.overlap.value
@@ -213,6 +246,8 @@ def _spec_of(row: Schedule) -> ScheduleSpec:
             "interval_s": row.interval_s,
             "timezone": row.timezone,
             "spec": row.spec,
+            "template": row.template,
+            "variables": row.variables,
             "catch_up": row.catch_up,
             "catch_up_window_s": row.catch_up_window_s,
             "overlap": row.overlap,

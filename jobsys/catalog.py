@@ -1,0 +1,369 @@
+"""Job templates: ready jobs with ``{{variable}}`` placeholders, read from a
+catalog folder (one folder per template holding ``job.yaml`` or ``job.json``).
+
+Pure apart from reading the folder. Rendering is safe by construction:
+placeholders are replaced inside the already-parsed structure, one string at a
+time, never in the YAML text, so a value can change a string, number or flag
+but cannot add a step, a field or an item; a placeholder that is a whole
+string becomes the variable's typed value (``timeout_s: "{{timeout}}"`` gives
+an int). Step kinds and function import paths may not hold placeholders at
+all: a variable must never choose which code runs. Every variable is checked
+(type, required, pattern, range, choices) before anything is substituted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jobsys.errors import SpecError
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+TYPES = ("string", "int", "float", "bool", "choice")
+ACTIONS = ("start", "stop", "restart")
+FILES = ("job.yaml", "job.yml", "job.json")
+TEMPLATE_FIELDS = {"name", "description", "variables", "steps", "schedule", "roles"}
+VARIABLE_FIELDS = {
+    "type",
+    "description",
+    "default",
+    "required",
+    "pattern",
+    "min",
+    "max",
+    "choices",
+}
+#: Fields a placeholder may never stand in (nor inside): they decide what code runs.
+FIXED_FIELDS = ("kind", "function")
+#: Longest ``range`` a template may expand its items to.
+MAX_RANGE = 1_000_000
+
+
+class TemplateError(Exception):
+    """Raised when a template file cannot be used; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    type: str = "string"
+    description: str = ""
+    default: Any = None
+    required: bool = False
+    pattern: str | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def check(self, raw: Any) -> Any:
+        """The value as its type, or ValueError saying what to give instead."""
+        value = self._coerce(raw)
+        if self.type in ("int", "float"):
+            if self.min is not None and value < self.min:
+                raise ValueError(f"give a number of at least {_num(self.min)}")
+            if self.max is not None and value > self.max:
+                raise ValueError(f"give a number of at most {_num(self.max)}")
+        if self.type == "string":
+            if len(value) > 10_000:
+                raise ValueError("give at most 10,000 characters")
+            if self.pattern and not re.fullmatch(self.pattern, value):
+                raise ValueError(f"must match the pattern {self.pattern}")
+        if self.type == "choice" and value not in self.choices:
+            raise ValueError(f"choose one of {', '.join(self.choices)}")
+        return value
+
+    def _coerce(self, raw: Any) -> Any:
+        if self.type == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.strip().lower() in ("true", "yes", "on", "1"):
+                return True
+            if isinstance(raw, str) and raw.strip().lower() in ("false", "no", "off", "0", ""):
+                return False
+            raise ValueError("give true or false")
+        if self.type == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError("give a whole number")
+            try:
+                return int(str(raw).strip()) if isinstance(raw, str) else int(raw)
+            except (TypeError, ValueError):
+                raise ValueError("give a whole number") from None
+        if self.type == "float":
+            try:
+                number = float(raw) if not isinstance(raw, bool) else math.nan
+            except (TypeError, ValueError):
+                raise ValueError("give a number") from None
+            if not math.isfinite(number):
+                raise ValueError("give a finite number")
+            return number
+        if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+            raise ValueError("give text")
+        return str(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "default": self.default,
+            "required": self.required,
+            "pattern": self.pattern,
+            "min": self.min,
+            "max": self.max,
+            "choices": list(self.choices),
+        }
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    description: str
+    variables: tuple[Variable, ...]
+    #: The steps as written, placeholders and all.
+    steps: tuple[dict[str, Any], ...]
+    schedule: str | None = None
+    #: action -> roles allowed; an action missing here is open to every role with its right.
+    roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = ""
+
+    def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every variable checked and typed; SpecError names each bad or missing one."""
+        if not isinstance(given, Mapping):
+            raise SpecError({"variables": "send an object of variable names to values"})
+        problems: dict[str, str] = {}
+        known = {v.name for v in self.variables}
+        for unknown in sorted(set(given) - known):
+            problems[unknown] = (
+                f"{self.name!r} has no variable {unknown!r}; it has {', '.join(sorted(known))}"
+                if known
+                else f"{self.name!r} takes no variables"
+            )
+        values: dict[str, Any] = {}
+        for var in self.variables:
+            raw = given.get(var.name, var.default)
+            if raw is None or (raw == "" and var.type != "string"):
+                if var.required or var.default is None:
+                    problems[var.name] = f"required: {var.description or 'give a value'}"
+                continue
+            try:
+                values[var.name] = var.check(raw)
+            except ValueError as exc:
+                problems[var.name] = str(exc)
+        if problems:
+            raise SpecError(problems)
+        return values
+
+    def render(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The job spec for these variables, ready for ``parse_job_spec``."""
+        values = self.values(given)
+        steps = [_expand_items(_substitute(step, values)) for step in self.steps]
+        return {"name": self.name, "steps": steps}
+
+    def allows(self, action: str, role: str) -> bool:
+        allowed = self.roles.get(action)
+        return allowed is None or role in allowed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "variables": [v.to_dict() for v in self.variables],
+            "steps": list(self.steps),
+            "schedule": self.schedule,
+            "roles": {action: list(roles) for action, roles in self.roles.items()},
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A template that did not load, with the file and the reason."""
+
+    name: str
+    source: str
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.source, "error": self.error}
+
+
+def load_folder(folder: Path) -> tuple[list[Template], list[Broken]]:
+    """Every template under ``folder``; one broken file never stops the others."""
+    templates: list[Template] = []
+    broken: list[Broken] = []
+    if not folder.is_dir():
+        return templates, broken
+    for directory in sorted(p for p in folder.iterdir() if p.is_dir()):
+        found = [directory / name for name in FILES if (directory / name).is_file()]
+        if not found:
+            continue
+        source = found[0]
+        try:
+            templates.append(parse_template(_read(source), directory.name, str(source)))
+        except TemplateError as exc:
+            broken.append(Broken(directory.name, str(source), str(exc)))
+    return templates, broken
+
+
+def _read(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise TemplateError(f"cannot parse {path.name}: {exc}") from exc
+
+
+def parse_template(data: Any, folder_name: str, source: str = "") -> Template:
+    """A template from its file's content; TemplateError says what is wrong."""
+    if not isinstance(data, Mapping):
+        raise TemplateError("the file must hold a mapping with 'steps' (and 'variables')")
+    unknown = sorted(set(data) - TEMPLATE_FIELDS)
+    if unknown:
+        raise TemplateError(f"unknown fields {', '.join(unknown)}")
+    name = data.get("name", folder_name)
+    if not isinstance(name, str) or not NAME.match(name):
+        raise TemplateError(
+            f"name {name!r}: use lower-case letters, digits, '.', '_' and '-' (at most 100)"
+        )
+    variables = tuple(_variable(key, spec) for key, spec in (data.get("variables") or {}).items())
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps or not all(isinstance(s, dict) for s in steps):
+        raise TemplateError("'steps' must be a non-empty list of step mappings")
+    declared = {v.name for v in variables}
+    for i, step in enumerate(steps):
+        for fixed in FIXED_FIELDS:
+            if fixed in step and PLACEHOLDER.search(json.dumps(step[fixed])):
+                raise TemplateError(f"steps[{i}].{fixed} may not hold a placeholder")
+        used = set(PLACEHOLDER.findall(json.dumps(step)))
+        if used - declared:
+            missing = ", ".join(sorted(used - declared))
+            raise TemplateError(f"steps[{i}] uses undeclared variables: {missing}")
+    schedule = data.get("schedule")
+    if schedule is not None and not isinstance(schedule, str):
+        raise TemplateError("'schedule' must be a cron line such as '0 3 * * *'")
+    return Template(
+        name=name,
+        description=str(data.get("description") or ""),
+        variables=variables,
+        steps=tuple(dict(s) for s in steps),
+        schedule=schedule,
+        roles=_roles(data.get("roles")),
+        source=source,
+    )
+
+
+def _variable(name: Any, spec: Any) -> Variable:
+    if not isinstance(name, str) or not PLACEHOLDER.fullmatch("{{" + name + "}}"):
+        raise TemplateError(f"variable {name!r}: use letters, digits and '_'")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise TemplateError(f"variable {name}: give a mapping (type, default, ...)")
+    unknown = sorted(set(spec) - VARIABLE_FIELDS)
+    if unknown:
+        raise TemplateError(f"variable {name}: unknown fields {', '.join(unknown)}")
+    kind = spec.get("type", "string")
+    if kind not in TYPES:
+        raise TemplateError(f"variable {name}: type {kind!r} is not one of {', '.join(TYPES)}")
+    choices = tuple(str(c) for c in spec.get("choices") or ())
+    if kind == "choice" and not choices:
+        raise TemplateError(f"variable {name}: a choice needs 'choices'")
+    pattern = spec.get("pattern")
+    if pattern is not None:
+        try:
+            re.compile(str(pattern))
+        except re.error as exc:
+            raise TemplateError(f"variable {name}: bad pattern: {exc}") from exc
+    variable = Variable(
+        name=name,
+        type=kind,
+        description=str(spec.get("description") or ""),
+        default=spec.get("default"),
+        required=bool(spec.get("required", False)),
+        pattern=None if pattern is None else str(pattern),
+        min=_bound(name, spec.get("min")),
+        max=_bound(name, spec.get("max")),
+        choices=choices,
+    )
+    if variable.default is not None:
+        try:
+            variable.check(variable.default)
+        except ValueError as exc:
+            raise TemplateError(f"variable {name}: default {variable.default!r}: {exc}") from exc
+    return variable
+
+
+def _bound(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TemplateError(f"variable {name}: min and max must be numbers")
+    return float(value)
+
+
+def _roles(data: Any) -> dict[str, tuple[str, ...]]:
+    from jobsys.auth import ROLE_RIGHTS
+
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping) or set(data) - set(ACTIONS):
+        raise TemplateError(f"'roles' maps {', '.join(ACTIONS)} to lists of roles")
+    roles: dict[str, tuple[str, ...]] = {}
+    for action, names in data.items():
+        if not isinstance(names, list) or any(n not in ROLE_RIGHTS for n in names):
+            raise TemplateError(
+                f"roles.{action}: give a list of roles from {', '.join(ROLE_RIGHTS)}"
+            )
+        roles[action] = tuple(names)
+    return roles
+
+
+def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
+    if isinstance(node, str):
+        whole = PLACEHOLDER.fullmatch(node.strip())
+        if whole:
+            return values.get(whole.group(1))
+        return PLACEHOLDER.sub(lambda m: _text(values.get(m.group(1))), node)
+    if isinstance(node, list):
+        return [_substitute(item, values) for item in node]
+    if isinstance(node, dict):
+        return {key: _substitute(value, values) for key, value in node.items()}
+    return node
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _expand_items(step: dict[str, Any]) -> dict[str, Any]:
+    """``items: {range: [start, stop]}`` becomes the list of those numbers."""
+    items = step.get("items")
+    if not (isinstance(items, dict) and set(items) == {"range"}):
+        return step
+    bounds = items["range"]
+    if (
+        not isinstance(bounds, list)
+        or len(bounds) not in (1, 2, 3)
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+    ):
+        raise SpecError({"items": "range takes [stop], [start, stop] or [start, stop, step]"})
+    numbers = range(*bounds)
+    if len(numbers) > MAX_RANGE:
+        raise SpecError({"items": f"a range gives at most {MAX_RANGE} items"})
+    return {**step, "items": list(numbers)}
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,151 @@
+"""Catalog templates: loading (broken ones reported, the rest kept), variables
+checked before substitution, safe rendering, and rights per template."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from jobsys import service
+from jobsys.auth import Principal
+from jobsys.catalog import load_folder, parse_template
+from jobsys.context import Context
+from jobsys.errors import PermissionDenied, SpecError
+from tests.unit.test_api import bearer
+from webui import create_app
+
+EXAMPLES = Path(__file__).parents[2] / "jobs"
+ADMIN = Principal("ada", "admin")
+OPERATOR = Principal("otto", "operator")
+
+
+@pytest.fixture
+def loaded(ctx: Context) -> Context:
+    found = service.reload_catalog(ctx, ADMIN, EXAMPLES)
+    assert {t.name for t in found.templates} == {"echo", "pipeline", "squares"}
+    return ctx
+
+
+def write(folder: Path, name: str, text: str, file: str = "job.yaml") -> None:
+    (folder / name).mkdir(parents=True)
+    (folder / name / file).write_text(text)
+
+
+def test_a_broken_template_is_reported_and_the_others_load(tmp_path: Path) -> None:
+    write(tmp_path, "good", "steps: [{kind: docker, image: jobsys/busybox:local, command: [true]}]")
+    write(tmp_path, "bad-yaml", "steps: [unclosed")
+    write(tmp_path, "bad-var", "steps: [{kind: docker, image: x, command: ['{{nope}}']}]")
+    write(tmp_path, "sneaky", "variables: {k: {}}\nsteps: [{kind: '{{k}}', image: x}]")
+    write(tmp_path, "code", "variables: {f: {}}\nsteps: [{kind: function, function: '{{f}}'}]")
+    write(tmp_path, "json", json.dumps({"steps": [{"kind": "docker"}]}), "job.json")
+    templates, broken = load_folder(tmp_path)
+    assert [t.name for t in templates] == ["good", "json"]
+    errors = {b.name: b.error for b in broken}
+    assert "cannot parse" in errors["bad-yaml"]
+    assert "undeclared variables: nope" in errors["bad-var"]
+    assert "steps[0].kind may not hold a placeholder" in errors["sneaky"]
+    assert "steps[0].function may not hold a placeholder" in errors["code"]
+    assert all(b.source.endswith("job.yaml") for b in broken)
+
+
+TEMPLATE = {
+    "variables": {
+        "n": {"type": "int", "min": 1, "max": 10, "default": 2},
+        "ratio": {"type": "float"},
+        "loud": {"type": "bool", "default": False},
+        "mode": {"type": "choice", "choices": ["a", "b"], "default": "a"},
+        "word": {"type": "string", "pattern": "[a-z]+", "required": True},
+    },
+    "steps": [
+        {
+            "kind": "docker",
+            "image": "jobsys/busybox:local",
+            "command": ["echo", "{{word}} x{{n}} {{mode}} {{loud}}"],
+            "timeout_s": "{{ratio}}",
+        }
+    ],
+}
+
+
+def test_variables_are_checked_and_typed_before_substitution() -> None:
+    template = parse_template(TEMPLATE, "t")
+    with pytest.raises(SpecError) as caught:
+        template.render({"n": "11", "ratio": "x", "mode": "c", "word": "Hi", "extra": 1})
+    assert set(caught.value.fields) == {"n", "ratio", "mode", "word", "extra"}
+    assert "at most 10" in caught.value.fields["n"]
+    assert "pattern" in caught.value.fields["word"]
+    with pytest.raises(SpecError) as caught:
+        template.render({"ratio": 1})
+    assert "required" in caught.value.fields["word"]
+    spec = template.render({"n": "3", "ratio": "2.5", "loud": "yes", "word": "hi"})
+    assert spec["steps"][0]["command"] == ["echo", "hi x3 a true"]
+    assert spec["steps"][0]["timeout_s"] == 2.5  # a whole placeholder keeps its type
+
+
+def test_a_value_cannot_add_steps_or_fields() -> None:
+    template = parse_template(
+        {"variables": {"w": {}}, "steps": [{"kind": "docker", "image": "i", "command": ["{{w}}"]}]},
+        "t",
+    )
+    evil = '"], "privileged": true}, {"kind": "docker", "image": "evil", "command": ["sh'
+    spec = template.render({"w": evil})
+    assert len(spec["steps"]) == 1 and set(spec["steps"][0]) == {"kind", "image", "command"}
+    assert spec["steps"][0]["command"] == [evil]
+
+
+def test_start_by_an_operator_and_narrowed_roles(loaded: Context) -> None:
+    job = service.start_template(loaded, OPERATOR, "echo", {"message": "hi", "times": "2"})
+    assert job.owner == "otto"
+    assert job.spec["steps"][0]["command"][2].startswith("for i in $(seq 1 2)")
+    with pytest.raises(PermissionDenied):
+        service.start_template(loaded, Principal("v", "viewer"), "echo", {})
+    with pytest.raises(PermissionDenied):  # operators may not submit arbitrary specs
+        service.submit_job(loaded, OPERATOR, {"name": "x", "steps": job.spec["steps"]})
+    with pytest.raises(SpecError) as caught:
+        service.start_template(loaded, OPERATOR, "pipeline", {})
+    assert "variables.dataset" in caught.value.fields
+    piped = service.start_template(loaded, OPERATOR, "pipeline", {"dataset": "sales"})
+    service.cancel_job(loaded, OPERATOR, piped.id)  # stop is open to operators
+    with pytest.raises(PermissionDenied, match="only the roles developer, admin restart"):
+        service.rerun_job(loaded, OPERATOR, piped.id)
+    again = service.rerun_job(loaded, Principal("dev", "developer"), piped.id)
+    assert again.rerun_of == piped.id
+    squares = service.render_template(loaded, OPERATOR, "squares", {"count": 5})
+    assert squares["steps"][0]["items"] == [0, 1, 2, 3, 4]
+
+
+def test_catalog_api_and_start_form(loaded: Context) -> None:
+    client: FlaskClient = create_app(context=loaded).test_client()
+    operator = bearer(loaded, "operator")
+    listed = client.get("/api/catalog", headers=operator).json
+    assert [t["name"] for t in listed["templates"]] == ["echo", "pipeline", "squares"]
+    r = client.post("/api/catalog/echo/start", json={"variables": {"times": 0}}, headers=operator)
+    assert r.status_code == 400 and "variables.times" in r.json["fields"]
+    r = client.post("/api/catalog/echo/start", json={"variables": {"times": 2}}, headers=operator)
+    assert r.status_code == 202 and r.json["status"] == "queued"
+    assert client.post("/api/catalog/nope/start", json={}, headers=operator).status_code == 404
+    assert client.post("/api/catalog/reload", headers=operator).status_code == 403
+    assert client.post("/api/catalog/reload", headers=bearer(loaded, "admin")).status_code == 200
+
+
+def test_start_form_page(loaded: Context) -> None:
+    from jobsys.auth import SYSTEM
+    from tests.unit.test_api import csrf_of
+
+    client: FlaskClient = create_app(context=loaded).test_client()
+    token = service.create_token(loaded, SYSTEM, name="op", role="operator").token
+    login = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"token": token, "csrf_token": csrf_of(login)})
+    page = client.get("/catalog/squares").get_data(as_text=True)
+    assert 'type="number" step="1"' in page and 'type="checkbox"' in page
+    bad = client.post("/catalog/squares", data={"count": "0", "csrf_token": csrf_of(page)})
+    assert bad.status_code == 400 and "at least 1" in bad.get_data(as_text=True)
+    ok = client.post("/catalog/squares", data={"count": "7", "csrf_token": csrf_of(page)})
+    assert ok.status_code == 302 and "/jobs/" in ok.headers["Location"]
+    detail = client.get(ok.headers["Location"]).get_data(as_text=True)
+    assert "math:sqrt over 7 items" in detail
+    listing = client.get("/catalog").get_data(as_text=True)
+    assert "Start…" in listing and "Reload the catalog folder" not in listing
