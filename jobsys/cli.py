@@ -12,6 +12,7 @@ import click
 
 from jobsys.cli_catalog import catalog, start
 from jobsys.cli_schedules import schedules
+from jobsys.cli_users import users
 from jobsys.config import Settings
 from jobsys.errors import (
     AuthError,
@@ -126,14 +127,17 @@ def token() -> None:
     type=click.Choice(["viewer", "operator", "developer", "admin"]),
 )
 @click.option("--name", default=None, help="A label for the token (default: the role).")
+@click.option("--user", default=None, help="The user the token acts for (at most their role).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def token_create(role: str, name: str | None, as_json: bool) -> None:
+def token_create(role: str, name: str | None, user: str | None, as_json: bool) -> None:
     """Create a token in the configured database and print it (it is shown only once)."""
     from jobsys import service
-    from jobsys.auth import SYSTEM
+    from jobsys.cli_users import CLI_ADMIN
     from jobsys.runtime import build_context
 
-    issued = service.create_token(build_context(), SYSTEM, name=name or role, role=role)
+    issued = service.create_token(
+        build_context(), CLI_ADMIN, name=name or user or role, role=role, user=user
+    )
     if as_json:
         click.echo(json.dumps({"name": issued.name, "role": issued.role, "token": issued.token}))
     else:
@@ -191,6 +195,7 @@ def _celery(args: list[str]) -> None:
 main.add_command(schedules)
 main.add_command(start)
 main.add_command(catalog)
+main.add_command(users)
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from jobsys.context import Context
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The app factory. Pass a Context to run over test collaborators."""
     from jobsys.runtime import build_context
-    from webui import api, catalog_views, errors, schedule_views, views
+    from webui import admin_views, api, catalog_views, errors, schedule_views, views
 
     if context is None:
         context = build_context(settings)
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(views.bp)
     app.register_blueprint(schedule_views.bp)
     app.register_blueprint(catalog_views.bp)
+    app.register_blueprint(admin_views.bp)
     errors.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     return app

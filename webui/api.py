@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from jobsys import service
+from jobsys.auth import Right
 from jobsys.errors import SpecError
-from webui.principal import api_principal, context
+from webui.principal import api_principal, context, needs
 from webui.stream import event_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -38,12 +40,14 @@ def int_arg(name: str, default: int | None) -> int | None:
 
 
 @bp.post("/jobs")
+@needs(Right.SUBMIT)
 def submit_job() -> tuple[Response, int, dict[str, str]]:
     principal = api_principal()
     return _created(service.submit_job(context(), principal, json_body()))
 
 
 @bp.get("/jobs")
+@needs(Right.VIEW)
 def list_jobs() -> Response:
     page = service.list_jobs(
         context(),
@@ -56,21 +60,25 @@ def list_jobs() -> Response:
 
 
 @bp.get("/jobs/<job_id>")
+@needs(Right.VIEW)
 def get_job(job_id: str) -> Response:
     return jsonify(service.get_job(context(), api_principal(), job_id).to_dict())
 
 
 @bp.post("/jobs/<job_id>/cancel")
+@needs(Right.CANCEL)
 def cancel_job(job_id: str) -> Response:
     return jsonify(service.cancel_job(context(), api_principal(), job_id).to_dict())
 
 
 @bp.post("/jobs/<job_id>/rerun")
+@needs(Right.RERUN)
 def rerun_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
     return _created(service.rerun_job(context(), api_principal(), job_id))
 
 
 @bp.post("/jobs/<job_id>/resume")
+@needs(Right.RERUN)
 def resume_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
     return _created(service.resume_job(context(), api_principal(), job_id))
 
@@ -80,39 +88,46 @@ def _created(job: service.JobInfo) -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/jobs/<job_id>/events")
+@needs(Right.VIEW)
 def job_events(job_id: str) -> Response:
     return event_response(api_principal(), job_id)
 
 
 @bp.get("/jobs/<job_id>/tasks")
+@needs(Right.VIEW)
 def job_tasks(job_id: str) -> Response:
     tasks = service.job_tasks(context(), api_principal(), job_id)
     return jsonify({"job_id": job_id, "tasks": [t.to_dict() for t in tasks]})
 
 
 @bp.get("/jobs/<job_id>/logs")
+@needs(Right.VIEW)
 def job_logs(job_id: str) -> Response:
     logs = service.job_logs(context(), api_principal(), job_id, tail=int_arg("tail", None))
     return jsonify({"job_id": job_id, "logs": [entry.to_dict() for entry in logs]})
 
 
 @bp.get("/jobs/<job_id>/results")
+@needs(Right.VIEW)
 def job_results(job_id: str) -> Response:
     return jsonify(service.job_results(context(), api_principal(), job_id))
 
 
 @bp.get("/stats")
+@needs(Right.VIEW)
 def stats() -> Response:
     return jsonify(service.job_stats(context(), api_principal()))
 
 
 @bp.get("/workers")
+@needs(Right.VIEW)
 def workers() -> Response:
     found = service.list_workers(context(), api_principal())
     return jsonify({"workers": [w.to_dict() for w in found]})
 
 
 @bp.post("/tokens")
+@needs(Right.ADMIN)
 def create_token() -> tuple[Response, int]:
     body = json_body()
     if not isinstance(body, dict):
@@ -124,6 +139,7 @@ def create_token() -> tuple[Response, int]:
 
 
 @bp.post("/schedules")
+@needs(Right.SCHEDULE)
 def create_schedule() -> tuple[Response, int, dict[str, str]]:
     created = service.create_schedule(context(), api_principal(), json_body())
     location = url_for("api.get_schedule", ref=created.id)
@@ -131,61 +147,72 @@ def create_schedule() -> tuple[Response, int, dict[str, str]]:
 
 
 @bp.get("/schedules")
+@needs(Right.VIEW)
 def list_schedules() -> Response:
     found = service.list_schedules(context(), api_principal())
     return jsonify({"schedules": [s.to_dict() for s in found]})
 
 
 @bp.get("/schedules/<ref>")
+@needs(Right.VIEW)
 def get_schedule(ref: str) -> Response:
     return jsonify(service.get_schedule(context(), api_principal(), ref).to_dict())
 
 
 @bp.patch("/schedules/<ref>")
+@needs(Right.SCHEDULE)
 def update_schedule(ref: str) -> Response:
     updated = service.update_schedule(context(), api_principal(), ref, json_body())
     return jsonify(updated.to_dict())
 
 
 @bp.delete("/schedules/<ref>")
+@needs(Right.SCHEDULE)
 def delete_schedule(ref: str) -> tuple[str, int]:
     service.delete_schedule(context(), api_principal(), ref)
     return "", 204
 
 
 @bp.get("/schedules/<ref>/runs")
+@needs(Right.VIEW)
 def schedule_runs(ref: str) -> Response:
     found = service.schedule_runs(context(), api_principal(), ref, limit=int_arg("limit", 50) or 50)
     return jsonify({"runs": [r.to_dict() for r in found]})
 
 
 @bp.post("/schedules/<ref>/run-now")
+@needs(Right.RERUN)
 def run_schedule_now(ref: str) -> tuple[Response, int, dict[str, str]]:
     return _created(service.run_schedule_now(context(), api_principal(), ref))
 
 
 @bp.get("/catalog")
+@needs(Right.VIEW)
 def list_catalog() -> Response:
     return jsonify(service.list_catalog(context(), api_principal()).to_dict())
 
 
 @bp.post("/catalog/reload")
+@needs(Right.ADMIN)
 def reload_catalog() -> Response:
     return jsonify(service.reload_catalog(context(), api_principal()).to_dict())
 
 
 @bp.get("/catalog/<name>")
+@needs(Right.VIEW)
 def get_template(name: str) -> Response:
     return jsonify(service.get_template(context(), api_principal(), name).to_dict())
 
 
 @bp.post("/catalog/<name>/start")
+@needs(Right.START)
 def start_template(name: str) -> tuple[Response, int, dict[str, str]]:
     variables = _variables(json_body())
     return _created(service.start_template(context(), api_principal(), name, variables))
 
 
 @bp.post("/catalog/<name>/render")
+@needs(Right.VIEW)
 def render_template(name: str) -> Response:
     variables = _variables(json_body())
     spec = service.render_template(context(), api_principal(), name, variables)
@@ -196,3 +223,78 @@ def _variables(body: Any) -> Any:
     if not isinstance(body, dict) or set(body) - {"variables"}:
         raise SpecError({"body": 'send {"variables": {"name": value, ...}}'})
     return body.get("variables") or {}
+
+
+@bp.get("/users")
+@needs(Right.ADMIN)
+def list_users() -> Response:
+    found = service.list_users(context(), api_principal())
+    return jsonify({"users": [u.to_dict() for u in found]})
+
+
+@bp.post("/users")
+@needs(Right.ADMIN)
+def add_user() -> tuple[Response, int]:
+    body = json_body()
+    if not isinstance(body, dict):
+        raise SpecError({"body": "send an object with 'name', 'password' and 'role'"})
+    added = service.add_user(
+        context(),
+        api_principal(),
+        name=str(body.get("name", "")),
+        password=str(body.get("password", "")),
+        role=str(body.get("role", "")),
+    )
+    return jsonify(added.to_dict()), 201
+
+
+@bp.patch("/users/<name>")
+@needs(Right.ADMIN)
+def update_user(name: str) -> Response:
+    body = json_body()
+    if not isinstance(body, dict) or not body or set(body) - {"role", "password", "disabled"}:
+        raise SpecError({"body": "send some of 'role', 'password', 'disabled'"})
+    if "disabled" in body and not isinstance(body["disabled"], bool):
+        raise SpecError({"disabled": "give true or false"})
+    updated = service.update_user(
+        context(),
+        api_principal(),
+        name,
+        role=body.get("role"),
+        password=body.get("password"),
+        disabled=body.get("disabled"),
+    )
+    return jsonify(updated.to_dict())
+
+
+@bp.get("/audit")
+@needs(Right.ADMIN)
+def audit() -> Response:
+    entries, total = service.list_audit(context(), api_principal(), **audit_filters())
+    return jsonify({"entries": [e.to_dict() for e in entries], "total": total})
+
+
+def audit_filters() -> dict[str, Any]:
+    """The audit filters from the query string, shared with the Audit page."""
+    return {
+        "actor": request.args.get("actor") or None,
+        "action": request.args.get("action") or None,
+        "outcome": request.args.get("outcome") or None,
+        "since": _when("since"),
+        "until": _when("until"),
+        "page": int_arg("page", 1) or 1,
+        "per_page": int_arg("per_page", 100) or 100,
+    }
+
+
+def _when(name: str) -> datetime | None:
+    raw = request.args.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise SpecError(
+            {name: f"give an ISO date or time such as 2026-11-23T10:00, not {raw!r}"}
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -9,9 +9,10 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from jobsys import service
+from jobsys.auth import Right
 from jobsys.catalog import Template
 from jobsys.errors import SpecError, Unauthenticated
-from webui.principal import context, page_principal
+from webui.principal import context, needs, page_principal
 from webui.views import sign_in_first
 
 bp = Blueprint("catalog", __name__, url_prefix="/catalog")
@@ -19,6 +20,7 @@ bp.register_error_handler(Unauthenticated, sign_in_first)
 
 
 @bp.get("")
+@needs(Right.VIEW)
 def index() -> str:
     principal = page_principal()
     found = service.list_catalog(context(), principal)
@@ -26,12 +28,14 @@ def index() -> str:
 
 
 @bp.post("/reload")
+@needs(Right.ADMIN)
 def reload() -> Response:
     service.reload_catalog(context(), page_principal())
     return redirect(url_for("catalog.index"))
 
 
 @bp.get("/<name>")
+@needs(Right.VIEW)
 def template(name: str) -> str:
     principal = page_principal()
     found = service.get_template(context(), principal, name)
@@ -40,6 +44,7 @@ def template(name: str) -> str:
 
 
 @bp.post("/<name>")
+@needs(Right.START)
 def start(name: str) -> Any:
     principal = page_principal()
     found = service.get_template(context(), principal, name)

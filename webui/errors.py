@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify, render_template, request
+import logging
+
+from flask import Flask, Response, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from jobsys.errors import (
@@ -48,9 +50,33 @@ def _answer(exc: JobsysError, status: int) -> tuple[Response | str, int]:
     return render_template("error.html", error=exc, status=status), status
 
 
+def _audit_refusal(app: Flask, exc: JobsysError) -> None:
+    """A missing right, or credentials that did not work, go to the audit trail.
+    A request that brought no credentials at all is not news and is left out."""
+    if isinstance(exc, Unauthenticated) and "Authorization" not in request.headers:
+        return
+    from jobsys import service
+
+    detail = {"right": exc.right} if isinstance(exc, PermissionDenied) else {"why": exc.message}
+    try:
+        service.record(
+            app.extensions["jobsys"],
+            g.get("principal"),
+            "denied",
+            f"{request.method} {request.path}",
+            outcome="denied",
+            detail=detail,
+            source=request.remote_addr or "",
+        )
+    except Exception:  # the refusal stands even if the audit write fails
+        logging.getLogger(__name__).exception("could not write the audit entry")
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(JobsysError)
     def _jobsys_error(exc: JobsysError) -> tuple[Response | str, int]:
+        if isinstance(exc, PermissionDenied | Unauthenticated):
+            _audit_refusal(app, exc)
         return _answer(exc, status_for(exc))
 
     @app.errorhandler(RequestEntityTooLarge)

@@ -11,11 +11,11 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from jobsys import service
-from jobsys.auth import Principal
+from jobsys.auth import Principal, Right
 from jobsys.errors import SpecError, Unauthenticated
 from jobsys.schedule_spec import Overlap, schedule_from_form
 from jobsys.timing import ALIASES, CatchUp
-from webui.principal import context, page_principal
+from webui.principal import context, needs, page_principal
 from webui.views import sign_in_first
 
 bp = Blueprint("schedules", __name__, url_prefix="/schedules")
@@ -42,11 +42,13 @@ NEW_FORM = {
 
 
 @bp.get("")
+@needs(Right.VIEW)
 def index() -> str:
     return _list_page(page_principal(), NEW_FORM, {}, None)[0]
 
 
 @bp.post("")
+@needs(Right.SCHEDULE)
 def create() -> Any:
     principal = page_principal()
     form = _form()
@@ -58,6 +60,7 @@ def create() -> Any:
 
 
 @bp.get("/<ref>")
+@needs(Right.VIEW)
 def detail(ref: str) -> str:
     principal = page_principal()
     schedule = service.get_schedule(context(), principal, ref)
@@ -65,6 +68,7 @@ def detail(ref: str) -> str:
 
 
 @bp.post("/<ref>")
+@needs(Right.SCHEDULE)
 def update(ref: str) -> Any:
     principal = page_principal()
     form = _form()
@@ -80,24 +84,28 @@ def update(ref: str) -> Any:
 
 
 @bp.post("/<ref>/enable")
+@needs(Right.SCHEDULE)
 def enable(ref: str) -> Response:
     service.update_schedule(context(), page_principal(), ref, {"enabled": True})
     return _back(ref)
 
 
 @bp.post("/<ref>/disable")
+@needs(Right.SCHEDULE)
 def disable(ref: str) -> Response:
     service.update_schedule(context(), page_principal(), ref, {"enabled": False})
     return _back(ref)
 
 
 @bp.post("/<ref>/run-now")
+@needs(Right.RERUN)
 def run_now(ref: str) -> Response:
     job = service.run_schedule_now(context(), page_principal(), ref)
     return redirect(url_for("views.job_detail", job_id=job.id))
 
 
 @bp.post("/<ref>/delete")
+@needs(Right.SCHEDULE)
 def delete(ref: str) -> Response:
     service.delete_schedule(context(), page_principal(), ref)
     return redirect(url_for("schedules.index"))

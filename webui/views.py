@@ -9,11 +9,12 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from werkzeug.wrappers import Response
 
 from jobsys import service
+from jobsys.auth import Right
 from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
 from jobsys.models import JobStatus
 from jobsys.specs import docker_step_from_form
 from webui.errors import status_for
-from webui.principal import context, page_principal
+from webui.principal import PUBLIC, context, needs, page_principal, source
 from webui.stream import event_response
 
 bp = Blueprint("views", __name__)
@@ -25,33 +26,46 @@ def sign_in_first(_exc: Unauthenticated) -> Response:
 
 
 @bp.get("/")
+@needs(PUBLIC)
 def index() -> Response:
     return redirect(url_for("views.jobs"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@needs(PUBLIC)
 def login() -> Any:
+    """Sign in with a name and password, or with an API token."""
     error = None
     if request.method == "POST":
+        name = (request.form.get("name") or "").strip()
         token = (request.form.get("token") or "").strip()
         try:
-            service.authenticate(context(), token)
+            if name:
+                service.sign_in(
+                    context(), name, request.form.get("password") or "", source=source()
+                )
+            else:
+                service.authenticate(context(), token, source=source())
         except Unauthenticated as exc:
             error = exc.message
+            if not name:
+                service.record(context(), None, "login", "token", outcome="denied", source=source())
         else:
             session.clear()
-            session["token"] = token
+            session["user" if name else "token"] = name or token
             return redirect(_local(request.args.get("next")) or url_for("views.jobs"))
     return render_template("login.html", error=error), 401 if error else 200
 
 
 @bp.post("/logout")
+@needs(PUBLIC)
 def logout() -> Response:
     session.clear()
     return redirect(url_for("views.login"))
 
 
 @bp.get("/jobs")
+@needs(Right.VIEW)
 def jobs() -> str:
     principal = page_principal()
     status = request.args.get("status") or None
@@ -72,6 +86,7 @@ def jobs() -> str:
 
 
 @bp.get("/jobs/<job_id>")
+@needs(Right.VIEW)
 def job_detail(job_id: str) -> str:
     principal = page_principal()
     ctx = context()
@@ -90,24 +105,28 @@ def job_detail(job_id: str) -> str:
 
 
 @bp.get("/jobs/<job_id>/events")
+@needs(Right.VIEW)
 def job_events(job_id: str) -> Response:
     """The same stream as the API's, for the signed-in page's EventSource."""
     return event_response(page_principal(), job_id)
 
 
 @bp.post("/jobs/<job_id>/cancel")
+@needs(Right.CANCEL)
 def cancel(job_id: str) -> Response:
     service.cancel_job(context(), page_principal(), job_id)
     return redirect(_local(request.form.get("next")) or url_for("views.job_detail", job_id=job_id))
 
 
 @bp.post("/jobs/<job_id>/rerun")
+@needs(Right.RERUN)
 def rerun(job_id: str) -> Response:
     job = service.rerun_job(context(), page_principal(), job_id)
     return redirect(url_for("views.job_detail", job_id=job.id))
 
 
 @bp.post("/jobs/<job_id>/resume")
+@needs(Right.RERUN)
 def resume(job_id: str) -> Response:
     job = service.resume_job(context(), page_principal(), job_id)
     return redirect(url_for("views.job_detail", job_id=job.id))
@@ -121,6 +140,7 @@ def _local(target: str | None) -> str | None:
 
 
 @bp.route("/jobs/new", methods=["GET", "POST"])
+@needs(Right.SUBMIT)
 def submit() -> Any:
     principal = page_principal()
     form: dict[str, str] = {"image": "jobsys/busybox:local", "timeout_s": "60", "retries": "0"}

@@ -1,6 +1,7 @@
 """The one service layer: every door into jobsys (web UI, API, CLI, scheduler,
 workers) calls these functions and nothing else touches SQL or Celery."""
 
+from jobsys.service.audit import AuditInfo, list_audit, record
 from jobsys.service.catalog import (
     Catalog,
     get_template,
@@ -54,8 +55,17 @@ from jobsys.service.schedules import (
     update_schedule,
 )
 from jobsys.service.tokens import IssuedToken, authenticate, bootstrap_token, create_token
+from jobsys.service.users import (
+    UserInfo,
+    add_user,
+    list_users,
+    sign_in,
+    update_user,
+    user_principal,
+)
 
 __all__ = [
+    "AuditInfo",
     "Catalog",
     "Fired",
     "IssuedToken",
@@ -65,6 +75,8 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleRunInfo",
     "TaskStart",
+    "UserInfo",
+    "add_user",
     "announce",
     "append_logs",
     "authenticate",
@@ -89,13 +101,16 @@ __all__ = [
     "job_results",
     "job_stats",
     "job_tasks",
+    "list_audit",
     "list_catalog",
     "list_jobs",
     "list_schedules",
+    "list_users",
     "list_workers",
     "next_fire_time",
     "publish_logs",
     "purge_history",
+    "record",
     "record_attempt",
     "reload_catalog",
     "render_template",
@@ -104,9 +119,12 @@ __all__ = [
     "run_schedule_now",
     "running_job_ids",
     "schedule_runs",
+    "sign_in",
     "start_task",
     "start_template",
     "submit_job",
     "sweep_outbox",
     "update_schedule",
+    "update_user",
+    "user_principal",
 ]

@@ -22,6 +22,7 @@ from jobsys.catalog import Broken, Template, TemplateError, load_folder, parse_t
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
 from jobsys.models import CatalogEntry, Job, utcnow
+from jobsys.service.audit import record
 from jobsys.service.jobs import build_job, get_job, publish_job
 from jobsys.service.records import JobInfo
 
@@ -63,6 +64,13 @@ def reload_catalog(ctx: Context, principal: Principal, folder: Path | None = Non
                 session.add(
                     CatalogEntry(name=bad.name, source=bad.source, error=bad.error, loaded_at=now)
                 )
+    record(
+        ctx,
+        principal,
+        "catalog.reload",
+        str(folder or ctx.settings.catalog_dir),
+        detail={"loaded": [t.name for t in templates], "broken": [b.name for b in broken]},
+    )
     return Catalog(tuple(templates), tuple(broken))
 
 
@@ -102,6 +110,9 @@ def start_template(ctx: Context, principal: Principal, name: str, variables: Any
     job = new_template_job(ctx, principal, template, variables)
     with ctx.sessions.begin() as session:
         session.add(job)
+    record(
+        ctx, principal, "catalog.start", name, detail={"job": job.id, "variables": job.variables}
+    )
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
 

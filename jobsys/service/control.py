@@ -16,6 +16,7 @@ from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, StateError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
+from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.jobs import get_job
 from jobsys.service.progress import announce
@@ -89,6 +90,7 @@ def cancel_job(
         # Still cancelled: workers also read the database before and while they run.
         log.warning("cancel of %s not mirrored to the broker: %s", job_id, exc)
     announce(ctx, job_id)
+    record(ctx, principal, "job.cancel", job_id, detail={"reason": reason} if reason else None)
     return get_job(ctx, principal, job_id)
 
 

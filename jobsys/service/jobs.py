@@ -14,6 +14,7 @@ from jobsys.dispatch import WorkerInfo
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
 from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, new_id
+from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.records import JobInfo, LogEntry, Page, TaskInfo
 from jobsys.specs import (
@@ -38,6 +39,7 @@ def submit_job(ctx: Context, principal: Principal, data: Any) -> JobInfo:
     job = new_job(ctx, principal, data)
     with ctx.sessions.begin() as session:
         session.add(job)
+    record(ctx, principal, "job.submit", job.id, detail={"name": job.name})
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
 

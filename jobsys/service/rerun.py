@@ -19,6 +19,7 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, StateError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
+from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.jobs import get_job, log
@@ -36,7 +37,7 @@ def rerun_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
         new = _copy_job(session, old, principal)
         new.steps = [_fresh_step(step) for step in old.steps]
         session.add(new)
-    return _start(ctx, principal, new, new.steps[0].id)
+    return _start(ctx, principal, new, new.steps[0].id, "job.rerun")
 
 
 def resume_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
@@ -89,7 +90,7 @@ def resume_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
             session.add_all(task_rows)
     if resume_at is None:
         return get_job(ctx, principal, new.id)
-    return _start(ctx, principal, new, resume_at.id)
+    return _start(ctx, principal, new, resume_at.id, "job.resume")
 
 
 def _load(session: Session, job_id: str) -> Job:
@@ -204,7 +205,8 @@ def _resume_items(session: Session, old: Step, new: Step) -> list[TaskRun]:
     return carried
 
 
-def _start(ctx: Context, principal: Principal, job: Job, step_id: str) -> JobInfo:
+def _start(ctx: Context, principal: Principal, job: Job, step_id: str, action: str) -> JobInfo:
+    record(ctx, principal, action, job.id, detail={"of": job.rerun_of})
     try:
         dispatch_step(ctx, step_id)
     except DispatchError as exc:

@@ -24,6 +24,7 @@ from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import NotFoundError, SpecError
 from jobsys.models import Job, Schedule, ScheduleRun, utcnow
 from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
+from jobsys.service.audit import record
 from jobsys.service.catalog import lookup_template, new_template_job
 from jobsys.service.jobs import get_job, new_job, publish_job
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
@@ -49,6 +50,7 @@ def create_schedule(
                 session.add(row)
         except IntegrityError as exc:
             raise _name_taken(parsed.name) from exc
+    record(ctx, principal, "schedule.create", parsed.name, detail={"id": row.id})
     return get_schedule(ctx, principal, row.id)
 
 
@@ -74,7 +76,8 @@ def update_schedule(
                 row.updated_at = utcnow()
         except IntegrityError as exc:
             raise _name_taken(str(patch.get("name"))) from exc
-        return get_schedule(ctx, principal, row.id)
+    record(ctx, principal, "schedule.update", row.name, detail={"fields": sorted(patch)})
+    return get_schedule(ctx, principal, row.id)
 
 
 def delete_schedule(ctx: Context, principal: Principal, ref: str) -> None:
@@ -84,6 +87,7 @@ def delete_schedule(ctx: Context, principal: Principal, ref: str) -> None:
         row = _find(session, ref, lock=True)
         session.execute(delete(ScheduleRun).where(ScheduleRun.schedule_id == row.id))
         session.delete(row)
+    record(ctx, principal, "schedule.delete", row.name, detail={"id": row.id})
 
 
 def get_schedule(ctx: Context, principal: Principal, ref: str) -> ScheduleInfo:
@@ -143,6 +147,7 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
                 fired_at=moment,
             )
         )
+    record(ctx, principal, "schedule.run-now", row.name, detail={"job": job.id})
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
 

@@ -9,8 +9,10 @@ from sqlalchemy import func, select, update
 
 from jobsys.auth import SYSTEM, Principal, Right, check_role, hash_token, new_token, require
 from jobsys.context import Context
-from jobsys.errors import SpecError, Unauthenticated
-from jobsys.models import Token, utcnow
+from jobsys.errors import NotFoundError, SpecError, Unauthenticated
+from jobsys.models import Token, User, utcnow
+from jobsys.service.audit import record
+from jobsys.service.users import role_within
 
 
 @dataclass(frozen=True)
@@ -20,19 +22,41 @@ class IssuedToken:
     token: str
 
 
-def create_token(ctx: Context, principal: Principal, *, name: str, role: str) -> IssuedToken:
-    """Create a token; the plain token is returned once and only its hash is kept."""
+def create_token(
+    ctx: Context, principal: Principal, *, name: str, role: str, user: str | None = None
+) -> IssuedToken:
+    """Create a token; the plain token is returned once and only its hash is kept.
+
+    A token for a ``user`` acts as that user (its name is theirs) with at most
+    their role, and stops working when they are disabled.
+    """
     require(principal, Right.ADMIN)
     check_role(role)
     if not name.strip() or len(name) > 200:
         raise SpecError({"name": "give the token a name of 1 to 200 characters"})
     token = new_token()
     with ctx.sessions.begin() as session:
-        session.add(Token(name=name.strip(), role=role, token_hash=hash_token(token)))
+        owner = None
+        if user is not None:
+            owner = session.scalar(select(User).where(User.name == user))
+            if owner is None:
+                raise NotFoundError(f"no user named {user!r} (add one with 'jobsys users add')")
+            if not role_within(owner.role, role):
+                raise SpecError({"role": f"{user} is {owner.role}; a token may not carry more"})
+            name = owner.name
+        session.add(
+            Token(
+                name=name.strip(),
+                role=role,
+                token_hash=hash_token(token),
+                user_id=owner.id if owner else None,
+            )
+        )
+    record(ctx, principal, "token.create", name.strip(), detail={"role": role})
     return IssuedToken(name=name.strip(), role=role, token=token)
 
 
-def authenticate(ctx: Context, token: str | None) -> Principal:
+def authenticate(ctx: Context, token: str | None, *, source: str = "") -> Principal:
     if not token:
         raise Unauthenticated(
             "no token: send 'Authorization: Bearer <token>' (create one with "
@@ -45,8 +69,12 @@ def authenticate(ctx: Context, token: str | None) -> Principal:
         )
         if row is None:
             raise Unauthenticated("unknown or revoked token")
+        if row.user_id is not None:
+            owner = session.get(User, row.user_id)
+            if owner is None or owner.disabled_at is not None:
+                raise Unauthenticated(f"the user of this token ({row.name}) is disabled")
         session.execute(update(Token).where(Token.id == row.id).values(last_used_at=utcnow()))
-        return Principal(name=row.name, role=row.role)
+        return Principal(name=row.name, role=row.role, source=source)
 
 
 def bootstrap_token(ctx: Context, path: Path) -> IssuedToken | None:

@@ -50,13 +50,25 @@ def page(browser: Browser, stack: LiveStack, expected_console: list[str]) -> Ite
             problems.append(f"request to an outside host: {request.url}")  # type: ignore[attr-defined]
 
     found.on("request", only_ours)
-    found.goto(f"{stack.url}/login")
-    found.fill("#token", stack.token("developer"))
-    found.click("button[type=submit]")
-    found.wait_for_url(f"{stack.url}/jobs")
+    sign_in_with_token(found, stack, "developer")
     yield found
     context.close()
     assert [p for p in problems if not any(e in p for e in expected_console)] == []
+
+
+def sign_in_with_token(page: Page, stack: LiveStack, role: str) -> None:
+    page.goto(f"{stack.url}/login")
+    page.fill("#token", stack.token(role))
+    page.get_by_role("button", name="Sign in with the token").click()
+    page.wait_for_url(f"{stack.url}/jobs")
+
+
+def sign_in_with_password(page: Page, stack: LiveStack, name: str, password: str) -> None:
+    page.goto(f"{stack.url}/login")
+    page.get_by_label("Name").fill(name)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_url(f"{stack.url}/jobs")
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import screenshot, sign_in_with_token
 from tests.live import LiveStack
 
 pytestmark = pytest.mark.integration
@@ -24,10 +24,7 @@ def test_create_run_now_and_disable_from_the_page(
     stack: LiveStack, page: Page, expected_console: list[str]
 ) -> None:
     expected_console.append("status of 400")  # the form sent back with its errors
-    page.goto(f"{stack.url}/login")
-    page.fill("#token", stack.token("admin"))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{stack.url}/jobs")
+    sign_in_with_token(page, stack, "admin")
     page.get_by_role("link", name="Schedules").click()
     expect(page.get_by_role("heading", name="New schedule")).to_be_visible()
 

@@ -1,0 +1,80 @@
+"""``jobsys users ...``: people who sign in to the web UI, managed on the
+configured database directly (like ``jobsys token create``), as an admin."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from jobsys.auth import ROLE_RIGHTS, Principal
+
+ROLES = click.Choice(list(ROLE_RIGHTS))
+CLI_ADMIN = Principal("cli", "admin", "cli")
+
+
+def _ctx() -> Any:
+    from jobsys.runtime import build_context
+
+    return build_context()
+
+
+@click.group()
+def users() -> None:
+    """Users: name, password and role."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=ROLES, default="operator", show_default=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def add_command(name: str, role: str, password_stdin: bool) -> None:
+    """Add a user; asks for the password unless --password-stdin."""
+    from jobsys import service
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    added = service.add_user(_ctx(), CLI_ADMIN, name=name, password=password, role=role)
+    click.echo(f"added {added.name} ({added.role})")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(as_json: bool) -> None:
+    from jobsys import service
+
+    found = service.list_users(_ctx(), CLI_ADMIN)
+    if as_json:
+        click.echo(json.dumps([u.to_dict() for u in found]))
+        return
+    for u in found:
+        state = "disabled" if u.disabled else "active"
+        click.echo(f"{u.name:<24} {u.role:<10} {state}")
+
+
+@users.command("set-role")
+@click.argument("name")
+@click.argument("role", type=ROLES)
+def set_role_command(name: str, role: str) -> None:
+    from jobsys import service
+
+    service.update_user(_ctx(), CLI_ADMIN, name, role=role)
+    click.echo(f"{name} is now {role}")
+
+
+def _toggle(command: str, disabled: bool) -> None:
+    @users.command(command, help=f"{command.capitalize()} a user (and their tokens).")
+    @click.argument("name")
+    def toggle(name: str) -> None:
+        from jobsys import service
+
+        service.update_user(_ctx(), CLI_ADMIN, name, disabled=disabled)
+        click.echo(f"{name} {command}d")
+
+
+_toggle("disable", True)
+_toggle("enable", False)

@@ -1,0 +1,157 @@
+"""Users who sign in to the web UI with a password, managed by admins.
+
+Passwords are kept as scrypt hashes (werkzeug's ``generate_password_hash``).
+A user's tokens act for them: disabling the user stops their tokens and their
+web sessions at the next request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from jobsys.auth import Principal, Right, check_role, require
+from jobsys.context import Context
+from jobsys.errors import NotFoundError, SpecError, Unauthenticated
+from jobsys.models import User, utcnow
+from jobsys.service.audit import record
+
+MIN_PASSWORD = 8
+#: Roles from least to most: a user's token may not carry more than the user has.
+ROLE_ORDER = ("viewer", "operator", "developer", "admin")
+#: Checked when the name is unknown, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("not a password")
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    role: str
+    created_at: datetime
+    last_login_at: datetime | None
+    disabled: bool
+
+    @classmethod
+    def of(cls, row: User) -> UserInfo:
+        return cls(
+            row.name, row.role, row.created_at, row.last_login_at, row.disabled_at is not None
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at.isoformat(),
+            "last_login_at": self.last_login_at.isoformat() if self.last_login_at else None,
+            "disabled": self.disabled,
+        }
+
+
+def add_user(
+    ctx: Context, principal: Principal, *, name: str, password: str, role: str
+) -> UserInfo:
+    require(principal, Right.ADMIN)
+    problems: dict[str, str] = {}
+    name = name.strip()
+    if not name or len(name) > 200 or any(c.isspace() for c in name):
+        problems["name"] = "give a name of 1 to 200 characters without spaces"
+    if len(password) < MIN_PASSWORD:
+        problems["password"] = f"give a password of at least {MIN_PASSWORD} characters"
+    try:
+        check_role(role)
+    except SpecError as exc:
+        problems.update(exc.fields)
+    if problems:
+        raise SpecError(problems)
+    row = User(name=name, password_hash=generate_password_hash(password), role=role)
+    with ctx.sessions() as session:
+        try:
+            with session.begin():
+                session.add(row)
+        except IntegrityError as exc:
+            raise SpecError({"name": f"a user named {name!r} exists"}) from exc
+    record(ctx, principal, "user.add", name, detail={"role": role})
+    return UserInfo.of(row)
+
+
+def update_user(
+    ctx: Context,
+    principal: Principal,
+    name: str,
+    *,
+    role: str | None = None,
+    password: str | None = None,
+    disabled: bool | None = None,
+) -> UserInfo:
+    require(principal, Right.ADMIN)
+    if role is not None:
+        check_role(role)
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise SpecError({"password": f"give a password of at least {MIN_PASSWORD} characters"})
+    with ctx.sessions.begin() as session:
+        row = _find(session, name)
+        if role is not None:
+            row.role = role
+        if password is not None:
+            row.password_hash = generate_password_hash(password)
+        if disabled is not None:
+            row.disabled_at = utcnow() if disabled else None
+        info = UserInfo.of(row)
+    changed = {"role": role, "password": password is not None or None, "disabled": disabled}
+    record(
+        ctx,
+        principal,
+        "user.update",
+        name,
+        detail={k: v for k, v in changed.items() if v is not None},
+    )
+    return info
+
+
+def list_users(ctx: Context, principal: Principal) -> list[UserInfo]:
+    require(principal, Right.ADMIN)
+    with ctx.sessions() as session:
+        return [UserInfo.of(r) for r in session.scalars(select(User).order_by(User.name))]
+
+
+def sign_in(ctx: Context, name: str, password: str, *, source: str = "") -> Principal:
+    """Check a name and password; Unauthenticated (and an audit entry) when wrong."""
+    with ctx.sessions.begin() as session:
+        row = session.scalar(select(User).where(User.name == name))
+        good = check_password_hash(row.password_hash if row else _DUMMY_HASH, password)
+        if row is None or not good or row.disabled_at is not None:
+            failed = None
+        else:
+            row.last_login_at = utcnow()
+            failed = Principal(row.name, row.role, source)
+    if failed is None:
+        record(ctx, None, "login", name, outcome="denied", actor=name or "anonymous", source=source)
+        raise Unauthenticated("wrong name or password, or the user is disabled")
+    record(ctx, failed, "login", name)
+    return failed
+
+
+def user_principal(ctx: Context, name: str, *, source: str = "") -> Principal:
+    """The signed-in user of a web session, re-read each request so a role change
+    or a disable takes effect at once."""
+    with ctx.sessions() as session:
+        row = session.scalar(select(User).where(User.name == name))
+        if row is None or row.disabled_at is not None:
+            raise Unauthenticated("your user no longer exists or was disabled; sign in again")
+        return Principal(row.name, row.role, source)
+
+
+def role_within(user_role: str, token_role: str) -> bool:
+    return ROLE_ORDER.index(token_role) <= ROLE_ORDER.index(user_role)
+
+
+def _find(session: Session, name: str) -> User:
+    row = session.scalar(select(User).where(User.name == name))
+    if row is None:
+        raise NotFoundError(f"no user named {name!r}")
+    return row

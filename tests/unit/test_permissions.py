@@ -1,0 +1,134 @@
+"""The permission matrix, generated from the app's route table: every route
+must declare the right it needs (a new route without one fails here), and for
+every role it answers 403 exactly when the role lacks that right."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from jobsys import service
+from jobsys.auth import ROLE_RIGHTS, SYSTEM, Principal
+from jobsys.context import Context
+from webui import create_app
+from webui.principal import PUBLIC
+
+EXAMPLES = Path(__file__).parents[2] / "jobs"
+UNDECLARED = object()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def requests_of(app: object) -> list[tuple[str, str, object]]:
+    found = []
+    for rule in app.url_map.iter_rules():  # type: ignore[attr-defined]
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]  # type: ignore[attr-defined]
+        url = re.sub(r"<[^>]+>", "nope", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            found.append((method, url, getattr(view, "needs", UNDECLARED)))
+    return found
+
+
+def test_every_route_checks_the_right_it_declares(ctx: Context) -> None:
+    service.reload_catalog(ctx, SYSTEM, EXAMPLES)
+    app = create_app(context=ctx)
+    app.config["WTF_CSRF_ENABLED"] = False  # CSRF has its own tests; this one is about rights
+    tokens = {
+        role: service.create_token(ctx, SYSTEM, name=role, role=role).token for role in ROLE_RIGHTS
+    }
+    routes = requests_of(app)
+    undeclared = [f"{m} {u}" for m, u, needs in routes if needs is UNDECLARED]
+    assert undeclared == [], "routes without @needs(...): declare the right each one needs"
+    checked = 0
+    for method, url, needs in routes:
+        if needs == PUBLIC:
+            continue
+        api = url.startswith("/api/")
+        anonymous = app.test_client().open(url, method=method, json={} if api else None)
+        assert anonymous.status_code == (401 if api else 302), f"{method} {url} without credentials"
+        for role, rights in ROLE_RIGHTS.items():
+            client: FlaskClient = app.test_client()
+            headers = {"Authorization": f"Bearer {tokens[role]}"} if api else {}
+            if not api:
+                with client.session_transaction() as session:
+                    session["token"] = tokens[role]
+            body = {} if api and method in ("POST", "PATCH") else None
+            answer = client.open(url, method=method, headers=headers, json=body)
+            allowed = needs is None or needs in rights
+            if allowed:
+                assert answer.status_code not in (401, 403), (
+                    f"{role} {method} {url}: {answer.status_code}"
+                )
+            else:
+                assert answer.status_code == 403, f"{role} {method} {url}: {answer.status_code}"
+                if api:
+                    assert answer.json["right"] == needs.value  # type: ignore[union-attr]
+            checked += 1
+    assert checked > 150
+
+
+def test_users_sign_in_and_their_tokens_follow_them(ctx: Context) -> None:
+    admin = Principal("ada", "admin", "test")
+    service.add_user(ctx, admin, name="olga", password="correct horse", role="operator")
+    with pytest.raises(Exception, match="at least 8"):
+        service.add_user(ctx, admin, name="short", password="123", role="viewer")
+    assert service.sign_in(ctx, "olga", "correct horse", source="1.2.3.4").role == "operator"
+    with pytest.raises(Exception, match="wrong name or password"):
+        service.sign_in(ctx, "olga", "wrong", source="1.2.3.4")
+    token = service.create_token(ctx, admin, name="x", role="viewer", user="olga").token
+    assert service.authenticate(ctx, token).name == "olga"
+    service.update_user(ctx, admin, "olga", disabled=True)
+    with pytest.raises(Exception, match="disabled"):
+        service.authenticate(ctx, token)
+    with pytest.raises(Exception, match="wrong name or password"):
+        service.sign_in(ctx, "olga", "correct horse")
+    entries, total = service.list_audit(ctx, admin)
+    actions = [(e.action, e.outcome) for e in reversed(entries)]
+    assert actions == [
+        ("user.add", "ok"),
+        ("login", "ok"),
+        ("login", "denied"),
+        ("token.create", "ok"),
+        ("user.update", "ok"),
+        ("login", "denied"),
+    ]
+    assert entries[-2].source == "1.2.3.4" and total == 6
+    denied, _ = service.list_audit(ctx, admin, outcome="denied", actor="olga")
+    assert len(denied) == 2
+
+
+def test_refusals_and_changes_reach_the_audit_api(ctx: Context) -> None:
+    from tests.unit.conftest import docker_spec
+
+    app = create_app(context=ctx)
+    client = app.test_client()
+    viewer = service.create_token(ctx, SYSTEM, name="vic", role="viewer").token
+    dev = service.create_token(ctx, SYSTEM, name="dan", role="developer").token
+    admin = service.create_token(ctx, SYSTEM, name="root", role="admin").token
+    assert (
+        client.post(
+            "/api/jobs", json=docker_spec(), headers={"Authorization": f"Bearer {viewer}"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.get("/api/jobs", headers={"Authorization": "Bearer jst_forged"}).status_code == 401
+    )
+    job = client.post(
+        "/api/jobs", json=docker_spec(), headers={"Authorization": f"Bearer {dev}"}
+    ).json
+    audit = client.get("/api/audit?per_page=10", headers={"Authorization": f"Bearer {admin}"}).json
+    seen = [(e["actor"], e["action"], e["outcome"], e["target"]) for e in audit["entries"]]
+    assert ("dan", "job.submit", "ok", job["id"]) in seen
+    assert ("vic", "denied", "denied", "POST /api/jobs") in seen
+    assert ("anonymous", "denied", "denied", "GET /api/jobs") in seen
+    assert client.get("/api/audit", headers=auth(dev)).status_code == 403
+    bad = client.get("/api/audit?since=yesterday", headers=auth(admin))
+    assert bad.status_code == 400 and "since" in bad.json["fields"]

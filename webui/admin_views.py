@@ -1,0 +1,82 @@
+"""Admin pages: users (add, change role, disable) and the audit trail with filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from jobsys import service
+from jobsys.auth import ROLE_RIGHTS, Right
+from jobsys.errors import SpecError, Unauthenticated
+from webui.api import audit_filters
+from webui.principal import context, needs, page_principal
+from webui.views import sign_in_first
+
+bp = Blueprint("admin", __name__)
+bp.register_error_handler(Unauthenticated, sign_in_first)
+
+
+@bp.get("/users")
+@needs(Right.ADMIN)
+def users() -> str:
+    return _users_page({}, None)[0]
+
+
+@bp.post("/users")
+@needs(Right.ADMIN)
+def add_user() -> Any:
+    form = request.form
+    try:
+        service.add_user(
+            context(),
+            page_principal(),
+            name=form.get("name", ""),
+            password=form.get("password", ""),
+            role=form.get("role", ""),
+        )
+    except SpecError as exc:
+        return _users_page(exc.fields, exc.message)
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<name>")
+@needs(Right.ADMIN)
+def update_user(name: str) -> Response:
+    form = request.form
+    disabled = {"disable": True, "enable": False}.get(form.get("action", ""))
+    service.update_user(
+        context(), page_principal(), name, role=form.get("role") or None, disabled=disabled
+    )
+    return redirect(url_for("admin.users"))
+
+
+@bp.get("/audit")
+@needs(Right.ADMIN)
+def audit() -> str:
+    filters = audit_filters()
+    entries, total = service.list_audit(context(), page_principal(), **filters)
+    return render_template(
+        "audit.html",
+        entries=entries,
+        total=total,
+        filters=request.args,
+        page=filters["page"],
+        per_page=filters["per_page"],
+        principal=page_principal(),
+    )
+
+
+def _users_page(errors: dict[str, str], message: str | None) -> tuple[str, int]:
+    principal = page_principal()
+    page = render_template(
+        "users.html",
+        users=service.list_users(context(), principal),
+        roles=list(ROLE_RIGHTS),
+        errors=errors,
+        message=message,
+        form=request.form,
+        principal=principal,
+    )
+    return page, 400 if errors else 200
