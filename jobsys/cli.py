@@ -168,7 +168,7 @@ def flower(ctx: click.Context) -> None:
     from jobsys.stack import flower_basic_auth
 
     os.environ["FLOWER_BASIC_AUTH"] = flower_basic_auth(Settings.from_env())
-    _celery(["flower", *ctx.args])
+    os.execv(sys.executable, [sys.executable, "-m", "jobsys.flower", *ctx.args])
 
 
 @main.command()

@@ -123,7 +123,13 @@ def stack_children(settings: Settings) -> list[Child]:
         Child("beat", [*celery, "beat", "-l", "INFO", "-S", "jobsys.scheduler:DatabaseScheduler"]),
         Child(
             "flower",
-            [*celery, "flower", f"--address={settings.web_host}", f"--port={settings.flower_port}"],
+            [
+                py,
+                "-m",
+                "jobsys.flower",
+                f"--address={settings.web_host}",
+                f"--port={settings.flower_port}",
+            ],
             env={"FLOWER_BASIC_AUTH": flower_basic_auth(settings)},
         ),
     ]

@@ -53,8 +53,11 @@ def revoke_in_flower(url: str, task_id: str, *, terminate: bool) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_flower_api_needs_the_credentials(flower: str) -> None:
+def test_flower_api_and_metrics_need_the_credentials(flower: str) -> None:
     assert httpx.post(f"{flower}/api/task/revoke/x", timeout=10).status_code == 401
+    assert httpx.get(f"{flower}/metrics", timeout=10).status_code == 401
+    metrics = httpx.get(f"{flower}/metrics", auth=AUTH, timeout=10)
+    assert metrics.status_code == 200 and "flower_events_total" in metrics.text
 
 
 def test_terminate_from_flower_cancels_the_job_and_removes_its_container(
