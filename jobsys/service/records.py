@@ -94,6 +94,8 @@ class JobInfo:
     started_at: datetime | None
     finished_at: datetime | None
     steps: tuple[StepInfo, ...]
+    template: str | None = None
+    variables: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobInfo:
@@ -109,6 +111,8 @@ class JobInfo:
             started_at=job.started_at,
             finished_at=job.finished_at,
             steps=tuple(StepInfo.of(s) for s in job.steps),
+            template=job.template,
+            variables=job.variables,
         )
 
     @property
@@ -127,6 +131,8 @@ class JobInfo:
             "owner": self.owner,
             "error": self.error,
             "rerun_of": self.rerun_of,
+            "template": self.template,
+            "variables": self.variables,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),

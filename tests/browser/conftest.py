@@ -65,8 +65,8 @@ def sign_in_with_token(page: Page, stack: LiveStack, role: str) -> None:
 
 def sign_in_with_password(page: Page, stack: LiveStack, name: str, password: str) -> None:
     page.goto(f"{stack.url}/login")
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(password)
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in", exact=True).click()
     page.wait_for_url(f"{stack.url}/jobs")
 

@@ -149,3 +149,21 @@ def test_start_form_page(loaded: Context) -> None:
     assert "math:sqrt over 7 items" in detail
     listing = client.get("/catalog").get_data(as_text=True)
     assert "Start…" in listing and "Reload the catalog folder" not in listing
+
+
+def test_a_schedule_can_start_a_template(loaded: Context) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    body = {"name": "nightly-squares", "interval_s": 60, "template": "squares"}
+    with pytest.raises(SpecError) as caught:
+        service.create_schedule(loaded, ADMIN, {**body, "variables": {"count": -1}}, now=t0)
+    assert "variables.count" in caught.value.fields
+    with pytest.raises(SpecError) as caught:
+        service.create_schedule(loaded, ADMIN, {**body, "template": "nope"}, now=t0)
+    assert "template" in caught.value.fields
+    created = service.create_schedule(loaded, ADMIN, {**body, "variables": {"count": 3}}, now=t0)
+    assert created.spec is None and created.variables == {"count": 3}
+    (fired,) = service.fire_due_schedules(loaded, t0 + timedelta(seconds=60))
+    job = service.get_job(loaded, ADMIN, fired.job_id or "")
+    assert job.steps[0].total_items == 3 and job.owner == "ada"
