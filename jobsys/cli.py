@@ -74,8 +74,9 @@ def run() -> None:
     )
     banner = (
         f"\njobsys is running\n  web UI and API  http://{settings.web_host}:{settings.web_port}\n"
-        f"  Flower          http://{settings.web_host}:{settings.flower_port}"
-        f"  (basic auth {flower_basic_auth(settings)})\n"
+        f"  Flower          http://{settings.web_host}:{settings.web_port}/flower/ (signed in),"
+        f" or http://{settings.web_host}:{settings.flower_port}/flower/"
+        f" (basic auth {flower_basic_auth(settings)})\n"
         f"  database        {settings.database_url}\n  broker          {settings.redis_url}\n"
         f"  {token_note}\nPress Ctrl-C to stop.\n"
     )

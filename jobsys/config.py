@@ -58,6 +58,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 5000
     flower_port: int = 5555
+    #: Where the web app's /flower proxy finds Flower; default the local one on flower_port.
+    flower_url: str = ""
 
     @property
     def data_path(self) -> Path:

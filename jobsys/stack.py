@@ -129,6 +129,7 @@ def stack_children(settings: Settings) -> list[Child]:
                 "jobsys.flower",
                 f"--address={settings.web_host}",
                 f"--port={settings.flower_port}",
+                "--url_prefix=flower",
             ],
             env={"FLOWER_BASIC_AUTH": flower_basic_auth(settings)},
         ),

@@ -15,7 +15,7 @@ from jobsys.context import Context
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The app factory. Pass a Context to run over test collaborators."""
     from jobsys.runtime import build_context
-    from webui import admin_views, api, catalog_views, errors, schedule_views, views
+    from webui import admin_views, api, catalog_views, errors, flower_proxy, schedule_views, views
 
     if context is None:
         context = build_context(settings)
@@ -34,11 +34,15 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.extensions["jobsys"] = context
     csrf = CSRFProtect(app)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, not cookies
+    # Flower's own pages post without our token; the Lax session cookie is not sent
+    # on cross-site posts, and each call still needs the right for what it does.
+    csrf.exempt(flower_proxy.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(schedule_views.bp)
     app.register_blueprint(catalog_views.bp)
     app.register_blueprint(admin_views.bp)
+    app.register_blueprint(flower_proxy.bp)
     errors.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     return app

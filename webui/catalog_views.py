@@ -60,6 +60,19 @@ def start(name: str) -> Any:
     return redirect(url_for("views.job_detail", job_id=job.id))
 
 
+@bp.post("/<name>/schedule")
+@needs(Right.SCHEDULE)
+def schedule(name: str) -> Response:
+    """A schedule for the template on its default cron line, with default variables."""
+    principal = page_principal()
+    found = service.get_template(context(), principal, name)
+    if not found.schedule:
+        raise SpecError({"schedule": f"template {name!r} has no default schedule"})
+    body = {"name": name, "cron": found.schedule, "template": name, "variables": {}}
+    created = service.create_schedule(context(), principal, body)
+    return redirect(url_for("schedules.detail", ref=created.id))
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else ""

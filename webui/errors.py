@@ -38,7 +38,10 @@ def status_for(exc: JobsysError) -> int:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/")
+    """API callers: the /api/ routes, and any request bearing a token (Flower's API
+    through the /flower proxy, say)."""
+    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    return bearer or request.path.startswith("/api/")
 
 
 def _answer(exc: JobsysError, status: int) -> tuple[Response | str, int]:

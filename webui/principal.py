@@ -51,14 +51,20 @@ def page_principal() -> Principal:
 
 
 def current_principal() -> Principal:
-    return api_principal() if request.path.startswith("/api/") else page_principal()
+    """A bearer token under /api/ (or wherever one is sent), else the page session."""
+    bearer = request.headers.get("Authorization", "").lower().startswith("bearer ")
+    return api_principal() if bearer or request.path.startswith("/api/") else page_principal()
 
 
-def needs(right: Right | str | None) -> Callable[[F], F]:
+RightOf = Callable[[str, str], Right]
+
+
+def needs(right: Right | RightOf | str | None) -> Callable[[F], F]:
     """Declare and check the right a route needs (None: any signed-in caller;
-    PUBLIC: nobody needs to sign in). The service checks again, with the finer
-    rules (pickled code, template roles); this makes every route answer 401 or
-    403 before it reads input, and lets a test walk the route table."""
+    PUBLIC: nobody needs to sign in; a function of (method, path) for a route
+    whose right depends on what it is asked to do). The service checks again,
+    with the finer rules (pickled code, template roles); this makes every route
+    answer 401 or 403 before it reads input, and lets a test walk the route table."""
 
     def mark(view: F) -> F:
         @functools.wraps(view)
@@ -67,6 +73,8 @@ def needs(right: Right | str | None) -> Callable[[F], F]:
                 principal = current_principal()
                 if isinstance(right, Right):
                     require(principal, right)
+                elif callable(right):
+                    require(principal, right(request.method, str(kwargs.get("path", ""))))
             return view(*args, **kwargs)
 
         checked.needs = right  # type: ignore[attr-defined]

@@ -167,3 +167,22 @@ def test_a_schedule_can_start_a_template(loaded: Context) -> None:
     (fired,) = service.fire_due_schedules(loaded, t0 + timedelta(seconds=60))
     job = service.get_job(loaded, ADMIN, fired.job_id or "")
     assert job.steps[0].total_items == 3 and job.owner == "ada"
+
+
+def test_schedule_a_template_on_its_default_line(loaded: Context) -> None:
+    from jobsys.auth import SYSTEM
+    from tests.unit.test_api import csrf_of
+
+    client: FlaskClient = create_app(context=loaded).test_client()
+    token = service.create_token(loaded, SYSTEM, name="root", role="admin").token
+    login = client.get("/login").get_data(as_text=True)
+    client.post("/login", data={"token": token, "csrf_token": csrf_of(login)})
+    page = client.get("/catalog/squares").get_data(as_text=True)
+    assert "Schedule it" in page
+    r = client.post("/catalog/squares/schedule", data={"csrf_token": csrf_of(page)})
+    assert r.status_code == 302
+    made = service.get_schedule(loaded, SYSTEM, "squares")
+    assert (made.cron, made.template) == ("0 3 * * *", "squares")
+    assert (
+        client.post("/catalog/echo/schedule", data={"csrf_token": csrf_of(page)}).status_code == 400
+    )

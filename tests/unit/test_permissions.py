@@ -32,7 +32,10 @@ def requests_of(app: object) -> list[tuple[str, str, object]]:
         view = app.view_functions[rule.endpoint]  # type: ignore[attr-defined]
         url = re.sub(r"<[^>]+>", "nope", rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            found.append((method, url, getattr(view, "needs", UNDECLARED)))
+            needs = getattr(view, "needs", UNDECLARED)
+            if callable(needs) and not isinstance(needs, str):  # a right per action
+                needs = needs(method, "nope" if "<path:" in rule.rule else "")
+            found.append((method, url, needs))
     return found
 
 
