@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -65,12 +66,39 @@ def check_role(role: str) -> str:
     return role
 
 
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+def new_token() -> tuple[str, str]:
+    """A new token and its key id: ``jst_<key id>.<secret>``. The key id finds the
+    row; only a scrypt hash of the secret is stored."""
+    key_id = secrets.token_hex(6)
+    return f"{TOKEN_PREFIX}{key_id}.{secrets.token_urlsafe(32)}", key_id
 
 
-def hash_token(token: str) -> str:
-    """SHA-256 of the token. Tokens carry 256 random bits, so a slow KDF adds
-    nothing against guessing and would cost every API call; passwords (a later
-    issue) get a real KDF."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+def split_token(token: str) -> tuple[str, str] | None:
+    """``(key id, secret)`` of a well-formed token, else None."""
+    if not token.startswith(TOKEN_PREFIX):
+        return None
+    key_id, dot, secret = token[len(TOKEN_PREFIX) :].partition(".")
+    if not dot or len(key_id) != 12 or not secret:
+        return None
+    return key_id, secret
+
+
+#: scrypt cost for token secrets. They carry 256 random bits, so the cost is
+#: not what protects them; it keeps a stolen table as useless as a password
+#: table would be. Each process verifies a token once and then remembers it.
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_secret(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, **SCRYPT, dklen=32)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    scheme, _, rest = stored.partition("$")
+    salt_hex, _, digest_hex = rest.partition("$")
+    if scheme != "scrypt" or not salt_hex or not digest_hex:
+        return False
+    digest = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt_hex), **SCRYPT, dklen=32)
+    return hmac.compare_digest(digest.hex(), digest_hex)

@@ -203,7 +203,8 @@ class User(Base):
 
 
 class Token(Base):
-    """An API token; only its SHA-256 is stored, the token itself is shown once."""
+    """An API token, found by its key id; only a scrypt hash of its secret is
+    stored, and the token itself is shown once."""
 
     __tablename__ = "tokens"
 
@@ -214,7 +215,8 @@ class Token(Base):
     user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), default=None
     )
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(16), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)

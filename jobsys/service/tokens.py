@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from jobsys.auth import SYSTEM, Principal, Right, check_role, hash_token, new_token, require
+from jobsys.auth import (
+    SYSTEM,
+    Principal,
+    Right,
+    check_role,
+    hash_secret,
+    new_token,
+    require,
+    split_token,
+    verify_secret,
+)
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.models import Token, User, utcnow
@@ -34,7 +45,7 @@ def create_token(
     check_role(role)
     if not name.strip() or len(name) > 200:
         raise SpecError({"name": "give the token a name of 1 to 200 characters"})
-    token = new_token()
+    token, key_id = new_token()
     with ctx.sessions.begin() as session:
         owner = None
         if user is not None:
@@ -48,7 +59,8 @@ def create_token(
             Token(
                 name=name.strip(),
                 role=role,
-                token_hash=hash_token(token),
+                key_id=key_id,
+                token_hash=hash_secret(token),
                 user_id=owner.id if owner else None,
             )
         )
@@ -62,19 +74,41 @@ def authenticate(ctx: Context, token: str | None, *, source: str = "") -> Princi
             "no token: send 'Authorization: Bearer <token>' (create one with "
             "'jobsys token create --role admin')"
         )
-    digest = hash_token(token)
-    with ctx.sessions.begin() as session:
+    parts = split_token(token)
+    if parts is None:
+        raise Unauthenticated("malformed token: tokens look like jst_<12 hex>.<secret>")
+    with ctx.sessions() as session:
         row = session.scalar(
-            select(Token).where(Token.token_hash == digest, Token.revoked_at.is_(None))
+            select(Token).where(Token.key_id == parts[0], Token.revoked_at.is_(None))
         )
-        if row is None:
-            raise Unauthenticated("unknown or revoked token")
-        if row.user_id is not None:
-            owner = session.get(User, row.user_id)
-            if owner is None or owner.disabled_at is not None:
-                raise Unauthenticated(f"the user of this token ({row.name}) is disabled")
+        owner = session.get(User, row.user_id) if row and row.user_id is not None else None
+    # Verified outside any transaction: on SQLite a transaction holds the write lock.
+    if row is None or not _verified(token, row):
+        raise Unauthenticated("unknown or revoked token")
+    if row.user_id is not None and (owner is None or owner.disabled_at is not None):
+        raise Unauthenticated(f"the user of this token ({row.name}) is disabled")
+    with ctx.sessions.begin() as session:
         session.execute(update(Token).where(Token.id == row.id).values(last_used_at=utcnow()))
-        return Principal(name=row.name, role=row.role, source=source)
+    return Principal(name=row.name, role=row.role, source=source)
+
+
+#: Tokens this process has verified (by their SHA-256, kept only in memory) ->
+#: token row id, so the scrypt cost is paid once per process and token. The row
+#: is still read on every request: a revoked token stops at once.
+_VERIFIED: dict[str, int] = {}
+_MAX_VERIFIED = 10_000
+
+
+def _verified(token: str, row: Token) -> bool:
+    seen = hashlib.sha256(token.encode()).hexdigest()
+    if _VERIFIED.get(seen) == row.id:
+        return True
+    if not verify_secret(token, row.token_hash):
+        return False
+    if len(_VERIFIED) >= _MAX_VERIFIED:
+        _VERIFIED.clear()
+    _VERIFIED[seen] = row.id
+    return True
 
 
 def bootstrap_token(ctx: Context, path: Path) -> IssuedToken | None:

@@ -135,3 +135,20 @@ def test_refusals_and_changes_reach_the_audit_api(ctx: Context) -> None:
     assert client.get("/api/audit", headers=auth(dev)).status_code == 403
     bad = client.get("/api/audit?since=yesterday", headers=auth(admin))
     assert bad.status_code == 400 and "since" in bad.json["fields"]
+
+
+def test_tokens_are_stored_as_scrypt_hashes(ctx: Context) -> None:
+    from sqlalchemy import select
+
+    from jobsys.errors import Unauthenticated
+    from jobsys.models import Token
+
+    token = service.create_token(ctx, SYSTEM, name="t", role="viewer").token
+    with ctx.sessions() as session:
+        row = session.scalar(select(Token))
+    assert row is not None and row.token_hash.startswith("scrypt$")
+    assert token.split(".")[1] not in row.token_hash and row.key_id in token
+    assert service.authenticate(ctx, token).role == "viewer"
+    for wrong in (token[:-2] + "xx", "jst_nodot", token.replace("jst_", "")):
+        with pytest.raises(Unauthenticated):
+            service.authenticate(ctx, wrong)
