@@ -10,11 +10,11 @@ import pytest
 from flask.testing import FlaskClient
 
 from jobsys import service
-from jobsys.auth import Principal
+from jobsys.auth import SYSTEM, Principal
 from jobsys.catalog import load_folder, parse_template
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied, SpecError
-from tests.unit.test_api import bearer
+from tests.unit.test_api import bearer, csrf_of
 from webui import create_app
 
 EXAMPLES = Path(__file__).parents[2] / "jobs"
@@ -131,14 +131,17 @@ def test_catalog_api_and_start_form(loaded: Context) -> None:
     assert client.post("/api/catalog/reload", headers=bearer(loaded, "admin")).status_code == 200
 
 
-def test_start_form_page(loaded: Context) -> None:
-    from jobsys.auth import SYSTEM
-    from tests.unit.test_api import csrf_of
-
-    client: FlaskClient = create_app(context=loaded).test_client()
-    token = service.create_token(loaded, SYSTEM, name="op", role="operator").token
+def signed_in(ctx: Context, role: str) -> FlaskClient:
+    """A page client signed in with a new token of ``role``."""
+    client: FlaskClient = create_app(context=ctx).test_client()
+    token = service.create_token(ctx, SYSTEM, name=role, role=role).token
     login = client.get("/login").get_data(as_text=True)
     client.post("/login", data={"token": token, "csrf_token": csrf_of(login)})
+    return client
+
+
+def test_start_form_page(loaded: Context) -> None:
+    client = signed_in(loaded, "operator")
     page = client.get("/catalog/squares").get_data(as_text=True)
     assert 'type="number" step="1"' in page and 'type="checkbox"' in page
     bad = client.post("/catalog/squares", data={"count": "0", "csrf_token": csrf_of(page)})
@@ -170,13 +173,7 @@ def test_a_schedule_can_start_a_template(loaded: Context) -> None:
 
 
 def test_schedule_a_template_on_its_default_line(loaded: Context) -> None:
-    from jobsys.auth import SYSTEM
-    from tests.unit.test_api import csrf_of
-
-    client: FlaskClient = create_app(context=loaded).test_client()
-    token = service.create_token(loaded, SYSTEM, name="root", role="admin").token
-    login = client.get("/login").get_data(as_text=True)
-    client.post("/login", data={"token": token, "csrf_token": csrf_of(login)})
+    client = signed_in(loaded, "admin")
     page = client.get("/catalog/squares").get_data(as_text=True)
     assert "Schedule it" in page
     r = client.post("/catalog/squares/schedule", data={"csrf_token": csrf_of(page)})
