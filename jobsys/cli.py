@@ -145,6 +145,35 @@ def token_create(role: str, name: str | None, user: str | None, as_json: bool) -
         click.echo(issued.token)
 
 
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def token_list(as_json: bool) -> None:
+    """The tokens in the configured database (never the tokens themselves)."""
+    from jobsys import service
+    from jobsys.cli_users import CLI_ADMIN
+    from jobsys.runtime import build_context
+
+    found = service.list_tokens(build_context(), CLI_ADMIN)
+    if as_json:
+        click.echo(json.dumps([t.to_dict() for t in found]))
+        return
+    for t in found:
+        state = "revoked" if t.revoked else "active"
+        click.echo(f"{t.id:>5}  {t.key_id}  {t.role:<10} {t.name:<24} {state}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token by the id ``jobsys token list`` shows; it stops working at once."""
+    from jobsys import service
+    from jobsys.cli_users import CLI_ADMIN
+    from jobsys.runtime import build_context
+
+    service.revoke_token(build_context(), CLI_ADMIN, token_id)
+    click.echo(f"revoked token {token_id}")
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:

@@ -52,6 +52,13 @@ def update_user(name: str) -> Response:
     return redirect(url_for("admin.users"))
 
 
+@bp.post("/tokens/<int:token_id>/revoke")
+@needs(Right.ADMIN)
+def revoke_token(token_id: int) -> Response:
+    service.revoke_token(context(), page_principal(), token_id)
+    return redirect(url_for("admin.users"))
+
+
 @bp.get("/audit")
 @needs(Right.ADMIN)
 def audit() -> str:
@@ -73,6 +80,7 @@ def _users_page(errors: dict[str, str], message: str | None) -> tuple[str, int]:
     page = render_template(
         "users.html",
         users=service.list_users(context(), principal),
+        tokens=service.list_tokens(context(), principal),
         roles=list(ROLE_RIGHTS),
         errors=errors,
         message=message,

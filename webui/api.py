@@ -126,6 +126,20 @@ def workers() -> Response:
     return jsonify({"workers": [w.to_dict() for w in found]})
 
 
+@bp.get("/tokens")
+@needs(Right.ADMIN)
+def list_tokens() -> Response:
+    found = service.list_tokens(context(), api_principal())
+    return jsonify({"tokens": [t.to_dict() for t in found]})
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@needs(Right.ADMIN)
+def revoke_token(token_id: int) -> tuple[str, int]:
+    service.revoke_token(context(), api_principal(), token_id)
+    return "", 204
+
+
 @bp.post("/tokens")
 @needs(Right.ADMIN)
 def create_token() -> tuple[Response, int]:

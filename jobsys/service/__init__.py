@@ -54,7 +54,15 @@ from jobsys.service.schedules import (
     schedule_runs,
     update_schedule,
 )
-from jobsys.service.tokens import IssuedToken, authenticate, bootstrap_token, create_token
+from jobsys.service.tokens import (
+    IssuedToken,
+    TokenInfo,
+    authenticate,
+    bootstrap_token,
+    create_token,
+    list_tokens,
+    revoke_token,
+)
 from jobsys.service.users import (
     UserInfo,
     add_user,
@@ -75,6 +83,7 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleRunInfo",
     "TaskStart",
+    "TokenInfo",
     "UserInfo",
     "add_user",
     "announce",
@@ -105,6 +114,7 @@ __all__ = [
     "list_catalog",
     "list_jobs",
     "list_schedules",
+    "list_tokens",
     "list_users",
     "list_workers",
     "next_fire_time",
@@ -116,6 +126,7 @@ __all__ = [
     "render_template",
     "rerun_job",
     "resume_job",
+    "revoke_token",
     "run_schedule_now",
     "running_job_ids",
     "schedule_runs",

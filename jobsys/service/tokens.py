@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -66,6 +67,65 @@ def create_token(
         )
     record(ctx, principal, "token.create", name.strip(), detail={"role": role})
     return IssuedToken(name=name.strip(), role=role, token=token)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as admins see it: never the token itself."""
+
+    id: int
+    name: str
+    role: str
+    key_id: str
+    user: str | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "key_id": self.key_id,
+            "user": self.user,
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "revoked": self.revoked,
+        }
+
+
+def list_tokens(ctx: Context, principal: Principal) -> list[TokenInfo]:
+    require(principal, Right.ADMIN)
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(Token, User.name).outerjoin(User, User.id == Token.user_id).order_by(Token.id)
+        )
+        return [
+            TokenInfo(
+                t.id,
+                t.name,
+                t.role,
+                t.key_id,
+                user,
+                t.created_at,
+                t.last_used_at,
+                t.revoked_at is not None,
+            )
+            for t, user in rows
+        ]
+
+
+def revoke_token(ctx: Context, principal: Principal, token_id: int) -> None:
+    """Revoke a token at once; it is kept (revoked) so the audit trail still reads."""
+    require(principal, Right.ADMIN)
+    with ctx.sessions.begin() as session:
+        row = session.get(Token, token_id)
+        if row is None:
+            raise NotFoundError(f"no token with id {token_id}")
+        row.revoked_at = row.revoked_at or utcnow()
+        name = row.name
+    record(ctx, principal, "token.revoke", name, detail={"id": token_id})
 
 
 def authenticate(ctx: Context, token: str | None, *, source: str = "") -> Principal:

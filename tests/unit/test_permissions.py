@@ -30,7 +30,7 @@ def requests_of(app: object) -> list[tuple[str, str, object]]:
         if rule.endpoint == "static":
             continue
         view = app.view_functions[rule.endpoint]  # type: ignore[attr-defined]
-        url = re.sub(r"<[^>]+>", "nope", rule.rule)
+        url = re.sub(r"<[^>]+>", "nope", re.sub(r"<int:[^>]+>", "999999", rule.rule))
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             needs = getattr(view, "needs", UNDECLARED)
             if callable(needs) and not isinstance(needs, str):  # a right per action
@@ -152,3 +152,22 @@ def test_tokens_are_stored_as_scrypt_hashes(ctx: Context) -> None:
     for wrong in (token[:-2] + "xx", "jst_nodot", token.replace("jst_", "")):
         with pytest.raises(Unauthenticated):
             service.authenticate(ctx, wrong)
+
+
+def test_admins_list_and_revoke_tokens(ctx: Context) -> None:
+    from jobsys.errors import Unauthenticated
+
+    app = create_app(context=ctx)
+    client = app.test_client()
+    admin = service.create_token(ctx, SYSTEM, name="root", role="admin").token
+    victim = service.create_token(ctx, SYSTEM, name="leaked", role="developer").token
+    listed = client.get("/api/tokens", headers=auth(admin)).json["tokens"]
+    leaked = next(t for t in listed if t["name"] == "leaked")
+    assert "token" not in leaked and leaked["key_id"] in victim and not leaked["revoked"]
+    assert client.get("/api/jobs", headers=auth(victim)).status_code == 200
+    r = client.post(f"/api/tokens/{leaked['id']}/revoke", headers=auth(admin))
+    assert r.status_code == 204
+    assert client.get("/api/jobs", headers=auth(victim)).status_code == 401
+    with pytest.raises(Unauthenticated):
+        service.authenticate(ctx, victim)
+    assert client.post("/api/tokens/999/revoke", headers=auth(admin)).status_code == 404
