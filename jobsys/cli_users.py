@@ -66,6 +66,21 @@ def set_role_command(name: str, role: str) -> None:
     click.echo(f"{name} is now {role}")
 
 
+@users.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def set_password_command(name: str, password_stdin: bool) -> None:
+    """Give a user a new password (asks for it unless --password-stdin)."""
+    from jobsys import service
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    service.update_user(_ctx(), CLI_ADMIN, name, password=password)
+    click.echo(f"new password set for {name}")
+
+
 def _toggle(command: str, disabled: bool) -> None:
     @users.command(command, help=f"{command.capitalize()} a user (and their tokens).")
     @click.argument("name")

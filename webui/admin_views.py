@@ -43,12 +43,20 @@ def add_user() -> Any:
 
 @bp.post("/users/<name>")
 @needs(Right.ADMIN)
-def update_user(name: str) -> Response:
+def update_user(name: str) -> Any:
     form = request.form
     disabled = {"disable": True, "enable": False}.get(form.get("action", ""))
-    service.update_user(
-        context(), page_principal(), name, role=form.get("role") or None, disabled=disabled
-    )
+    try:
+        service.update_user(
+            context(),
+            page_principal(),
+            name,
+            role=form.get("role") or None,
+            password=form.get("password") or None,
+            disabled=disabled,
+        )
+    except SpecError as exc:
+        return _users_page({f"{name}.{k}": v for k, v in exc.fields.items()}, exc.message)
     return redirect(url_for("admin.users"))
 
 

@@ -171,3 +171,22 @@ def test_admins_list_and_revoke_tokens(ctx: Context) -> None:
     with pytest.raises(Unauthenticated):
         service.authenticate(ctx, victim)
     assert client.post("/api/tokens/999/revoke", headers=auth(admin)).status_code == 404
+
+
+def test_users_page_adds_and_manages_users(ctx: Context) -> None:
+    from tests.unit.test_api import csrf_of
+    from tests.unit.test_catalog import signed_in
+
+    client = signed_in(ctx, "admin")
+    page = client.get("/users").get_data(as_text=True)
+    token = csrf_of(page)
+    form = {"name": "pat", "password": "short", "role": "operator", "csrf_token": token}
+    bad = client.post("/users", data=form)
+    assert bad.status_code == 400 and "at least 8" in bad.get_data(as_text=True)
+    assert client.post("/users", data={**form, "password": "long enough"}).status_code == 302
+    client.post("/users/pat", data={"role": "viewer", "csrf_token": token})
+    client.post("/users/pat", data={"password": "another one", "csrf_token": token})
+    assert service.sign_in(ctx, "pat", "another one").role == "viewer"
+    client.post("/users/pat", data={"action": "disable", "csrf_token": token})
+    assert [u.disabled for u in service.list_users(ctx, SYSTEM)] == [True]
+    assert "pat" in client.get("/audit?actor=admin").get_data(as_text=True)
