@@ -15,7 +15,16 @@ from jobsys.context import Context
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
     """The app factory. Pass a Context to run over test collaborators."""
     from jobsys.runtime import build_context
-    from webui import admin_views, api, catalog_views, errors, flower_proxy, schedule_views, views
+    from webui import (
+        admin_views,
+        api,
+        catalog_views,
+        errors,
+        flower_proxy,
+        metrics,
+        schedule_views,
+        views,
+    )
 
     if context is None:
         context = build_context(settings)
@@ -43,6 +52,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(catalog_views.bp)
     app.register_blueprint(admin_views.bp)
     app.register_blueprint(flower_proxy.bp)
+    app.register_blueprint(metrics.bp)
     errors.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     return app

@@ -29,6 +29,7 @@ from jobsys.service.jobs import (
     submit_job,
 )
 from jobsys.service.live import follow_job
+from jobsys.service.metrics import Snapshot, metrics_snapshot
 from jobsys.service.progress import (
     LogRecord,
     TaskStart,
@@ -82,6 +83,7 @@ __all__ = [
     "Purged",
     "ScheduleInfo",
     "ScheduleRunInfo",
+    "Snapshot",
     "TaskStart",
     "TokenInfo",
     "UserInfo",
@@ -117,6 +119,7 @@ __all__ = [
     "list_tokens",
     "list_users",
     "list_workers",
+    "metrics_snapshot",
     "next_fire_time",
     "publish_logs",
     "purge_history",

@@ -1,0 +1,58 @@
+"""``GET /metrics``: Prometheus text from the database, behind the API's auth."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from jobsys import service
+from jobsys.auth import SYSTEM
+from jobsys.context import Context
+from jobsys.dispatch import MemoryDispatcher
+from jobsys.models import Schedule, TaskRun, utcnow
+from tests.unit.conftest import docker_spec
+from tests.unit.test_api import bearer
+from webui import create_app
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_report_jobs_tasks_durations_and_schedules(
+    ctx: Context, dispatcher: MemoryDispatcher
+) -> None:
+    client = create_app(context=ctx).test_client()
+    assert client.get("/metrics").status_code == 401
+    service.submit_job(ctx, SYSTEM, docker_spec())
+    service.submit_job(ctx, SYSTEM, docker_spec())
+    task_id = dispatcher.published[0].task_id
+    assert service.start_task(ctx, task_id, "w1") is not None
+    with ctx.sessions.begin() as s:  # this task ran for 2 s
+        s.execute(
+            update(TaskRun)
+            .where(TaskRun.id == task_id)
+            .values(started_at=utcnow() - timedelta(seconds=2), finished_at=utcnow())
+        )
+    service.create_schedule(ctx, SYSTEM, {"name": "late", "interval_s": 60, "spec": docker_spec()})
+    with ctx.sessions.begin() as s:  # as if beat had been down for 90 s
+        s.execute(update(Schedule).values(next_fire_at=utcnow() - timedelta(seconds=90)))
+    answer = client.get("/metrics", headers=bearer(ctx, "viewer"))
+    assert answer.status_code == 200 and answer.mimetype == "text/plain"
+    got = samples(answer.get_data(as_text=True))
+    assert got[("jobsys_jobs", (("status", "queued"),))] == 1
+    assert got[("jobsys_jobs", (("status", "running"),))] == 1
+    assert got[("jobsys_tasks", (("kind", "docker"), ("state", "running")))] == 1
+    assert got[("jobsys_task_duration_seconds_count", (("kind", "docker"),))] == 1
+    assert got[("jobsys_task_duration_seconds_bucket", (("kind", "docker"), ("le", "1.0")))] == 0
+    assert got[("jobsys_task_duration_seconds_bucket", (("kind", "docker"), ("le", "2.5")))] == 1
+    assert 1.9 < got[("jobsys_task_duration_seconds_sum", (("kind", "docker"),))] < 2.5
+    assert got[("jobsys_queue_length", (("queue", "docker"),))] == 2
+    assert got[("jobsys_broker_up", ())] == 1
+    assert 89 < got[("jobsys_schedule_lag_seconds", (("schedule", "late"),))] < 100
