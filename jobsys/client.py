@@ -107,10 +107,16 @@ class Client:
     def job(self, job_id: str) -> Job:
         return Job(self, self.request("GET", f"/api/jobs/{job_id}"))
 
-    def jobs(self, *, status: str | None = None, page: int = 1, per_page: int = 50) -> list[Job]:
+    def jobs(
+        self, *, status: str | None = None, page: int = 1, per_page: int = 50, **filters: Any
+    ) -> list[Job]:
+        """A page of jobs; filters: owner, template, q (id or name prefix), since,
+        until (ISO times or datetimes), sort (-created, created, -finished, name)."""
         params: dict[str, Any] = {"page": page, "per_page": per_page}
         if status:
             params["status"] = status
+        for key, value in filters.items():
+            params[key] = value.isoformat() if hasattr(value, "isoformat") else value
         data = self.request("GET", "/api/jobs", params=params)
         return [Job(self, j) for j in data["jobs"]]
 

@@ -116,8 +116,13 @@ class Job(Base):
     )
 
     __table_args__ = (
-        Index("ix_jobs_created", "created_at"),
-        Index("ix_jobs_status_created", "status", "created_at"),
+        # Each list filter with the list's order (created_at, id): pages stream
+        # straight out of an index, with no sort of the matching rows.
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_status_created", "status", "created_at", "id"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_template_created", "template", "created_at", "id"),
+        Index("ix_jobs_name", "name", "created_at"),
     )
 
 

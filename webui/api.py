@@ -49,10 +49,12 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/jobs")
 @needs(Right.VIEW)
 def list_jobs() -> Response:
+    """Filters: status, owner, template, q (id, or start of the name), since,
+    until (ISO times), sort (-created, created, -finished, name); page, per_page."""
     page = service.list_jobs(
         context(),
         api_principal(),
-        status=request.args.get("status") or None,
+        where=service.JobFilter.parse(request.args.to_dict()),
         page=int_arg("page", 1) or 1,
         per_page=int_arg("per_page", 50) or 50,
     )

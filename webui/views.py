@@ -4,6 +4,7 @@ through the same service functions as the API and work without JavaScript."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
@@ -68,21 +69,38 @@ def logout() -> Response:
 @needs(Right.VIEW)
 def jobs() -> str:
     principal = page_principal()
-    status = request.args.get("status") or None
     try:
         page_no = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page_no = 1
-    page = service.list_jobs(context(), principal, status=status, page=page_no, per_page=25)
+    message = None
+    try:
+        where = service.JobFilter.parse(request.args.to_dict())
+    except SpecError as exc:
+        where, message = service.JobFilter(), exc.message
+    page = service.list_jobs(context(), principal, where=where, page=page_no, per_page=25)
     stats = service.job_stats(context(), principal)
     return render_template(
         "jobs.html",
         page=page,
-        status=status,
+        where=where,
+        args=where.to_args(),
+        message=message or request.args.get("cancelled"),
         stats=stats,
         statuses=[s.value for s in JobStatus],
+        sorts=list(service.job_list.SORTS),
         principal=principal,
     )
+
+
+@bp.post("/jobs/cancel")
+@needs(Right.CANCEL)
+def cancel_selected() -> Response:
+    """Bulk cancel from the job list's checkboxes."""
+    outcome = service.cancel_jobs(context(), page_principal(), request.form.getlist("job_id"))
+    back = _local(request.form.get("next")) or url_for("views.jobs")
+    sep = "&" if "?" in back else "?"
+    return redirect(f"{back}{sep}cancelled={quote(outcome.summary)}")
 
 
 @bp.get("/jobs/<job_id>")

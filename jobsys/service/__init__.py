@@ -11,20 +11,22 @@ from jobsys.service.catalog import (
     start_template,
 )
 from jobsys.service.control import (
+    Cancelled,
     cancel_for_revoked_task,
     cancel_job,
+    cancel_jobs,
     is_cancelled,
     running_job_ids,
 )
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
 from jobsys.service.firing import Fired, fire_due_schedules, next_fire_time
+from jobsys.service.job_list import JobFilter, list_jobs
 from jobsys.service.jobs import (
     get_job,
     job_logs,
     job_results,
     job_stats,
     job_tasks,
-    list_jobs,
     list_workers,
     submit_job,
 )
@@ -75,9 +77,11 @@ from jobsys.service.users import (
 
 __all__ = [
     "AuditInfo",
+    "Cancelled",
     "Catalog",
     "Fired",
     "IssuedToken",
+    "JobFilter",
     "JobInfo",
     "LogRecord",
     "Purged",
@@ -94,6 +98,7 @@ __all__ = [
     "bootstrap_token",
     "cancel_for_revoked_task",
     "cancel_job",
+    "cancel_jobs",
     "complete_step",
     "create_schedule",
     "create_token",

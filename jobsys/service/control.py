@@ -9,12 +9,13 @@ function chunks, whose worker processes are ended.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
 from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
-from jobsys.errors import DispatchError, NotFoundError, StateError
+from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
@@ -92,6 +93,41 @@ def cancel_job(
     announce(ctx, job_id)
     record(ctx, principal, "job.cancel", job_id, detail={"reason": reason} if reason else None)
     return get_job(ctx, principal, job_id)
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What a bulk cancel did to each job."""
+
+    cancelled: tuple[str, ...]
+    skipped: dict[str, str]
+
+    @property
+    def summary(self) -> str:
+        text = f"cancelled {len(self.cancelled)} job(s)"
+        if self.skipped:
+            text += f"; {len(self.skipped)} skipped (" + "; ".join(self.skipped.values()) + ")"
+        return text
+
+
+def cancel_jobs(ctx: Context, principal: Principal, job_ids: list[str]) -> Cancelled:
+    """Cancel several jobs; one that already ended or does not exist is skipped
+    with the reason, and does not stop the others."""
+    require(principal, Right.CANCEL)
+    if not job_ids:
+        raise SpecError({"job_id": "select at least one job"})
+    if len(job_ids) > 500:
+        raise SpecError({"job_id": "cancel at most 500 jobs at once"})
+    done: list[str] = []
+    skipped: dict[str, str] = {}
+    for job_id in dict.fromkeys(job_ids):
+        try:
+            cancel_job(ctx, principal, job_id)
+        except (StateError, NotFoundError) as exc:
+            skipped[job_id] = exc.message
+        else:
+            done.append(job_id)
+    return Cancelled(tuple(done), skipped)
 
 
 def cancel_for_revoked_task(ctx: Context, task_id: str, *, terminated: bool) -> str | None:

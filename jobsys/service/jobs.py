@@ -16,7 +16,7 @@ from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
 from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, new_id
 from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
-from jobsys.service.records import JobInfo, LogEntry, Page, TaskInfo
+from jobsys.service.records import JobInfo, LogEntry, TaskInfo
 from jobsys.specs import (
     DockerStep,
     FunctionStep,
@@ -29,7 +29,6 @@ from jobsys.specs import (
 
 log = logging.getLogger(__name__)
 
-MAX_PER_PAGE = 500
 MAX_LOG_TAIL = 10_000
 
 
@@ -123,38 +122,6 @@ def get_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
         if job is None:
             raise NotFoundError(f"no job with id {job_id!r}")
         return JobInfo.of(job)
-
-
-def list_jobs(
-    ctx: Context,
-    principal: Principal,
-    *,
-    status: str | None = None,
-    page: int = 1,
-    per_page: int = 50,
-) -> Page:
-    require(principal, Right.VIEW)
-    if status is not None and status not in {s.value for s in JobStatus}:
-        raise SpecError({"status": f"use one of {', '.join(s.value for s in JobStatus)}"})
-    if page < 1:
-        raise SpecError({"page": "pages start at 1"})
-    if not 1 <= per_page <= MAX_PER_PAGE:
-        raise SpecError({"per_page": f"give a number from 1 to {MAX_PER_PAGE}"})
-    query = select(Job)
-    count = select(func.count()).select_from(Job)
-    if status:
-        query = query.where(Job.status == status)
-        count = count.where(Job.status == status)
-    query = (
-        query.order_by(Job.created_at.desc(), Job.id.desc())
-        .offset((page - 1) * per_page)
-        .limit(per_page)
-        .options(selectinload(Job.steps))
-    )
-    with ctx.sessions() as session:
-        jobs = tuple(JobInfo.of(j) for j in session.scalars(query))
-        total = session.scalar(count) or 0
-    return Page(items=jobs, total=total, page=page, per_page=per_page)
 
 
 def _require_job(session: Any, job_id: str) -> None:
