@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.cancel_latency
 	$(BIN)/python -m bench.log_latency
 	$(BIN)/python -m bench.schedule_lateness
+	$(BIN)/python -m bench.job_list
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
