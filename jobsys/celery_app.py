@@ -20,6 +20,7 @@ TASK_MODULES = [
     "workers.function_step",
     "workers.housekeeping",
     "workers.revocations",  # signal handlers only
+    "workers.heartbeats",  # signal handler only
 ]
 
 

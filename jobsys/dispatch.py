@@ -7,6 +7,7 @@ in ``MemoryDispatcher`` where no broker is wanted.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,14 @@ from jobsys.errors import DispatchError
 T = TypeVar("T")
 
 
+#: Redis hash: worker name -> its last heartbeat (JSON), written by each worker.
+HEARTBEATS_KEY = "jobsys:workers"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     name: str
@@ -29,14 +38,22 @@ class WorkerInfo:
     active: int
     processed: int
     last_heartbeat: datetime | None = None
+    #: ``online`` (answers and beats), ``lost`` (its heartbeats stopped).
+    state: str = "online"
+    tasks_done: int = 0
+    tasks_failed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "state": self.state,
             "queues": list(self.queues),
             "concurrency": self.concurrency,
             "active": self.active,
             "processed": self.processed,
+            "last_heartbeat": self.last_heartbeat.isoformat() if self.last_heartbeat else None,
+            "tasks_done": self.tasks_done,
+            "tasks_failed": self.tasks_failed,
         }
 
 
@@ -52,6 +69,14 @@ class Dispatcher(Protocol):
     def workers(self) -> list[WorkerInfo]: ...
 
     def queue_lengths(self) -> dict[str, int]: ...
+
+    def record_heartbeat(self, name: str, data: dict[str, Any]) -> None:
+        """Note that worker ``name`` is alive, with what it reported."""
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        """Every worker's last heartbeat (also of workers that since went away)."""
+
+    def forget_workers(self, names: list[str]) -> None: ...
 
 
 def cancel_key(job_id: str) -> str:
@@ -148,6 +173,17 @@ class CeleryDispatcher:
     def queue_lengths(self) -> dict[str, int]:
         return self._with_redis(lambda r: {q: int(r.llen(q)) for q in QUEUES})
 
+    def record_heartbeat(self, name: str, data: dict[str, Any]) -> None:
+        self._with_redis(lambda r: r.hset(HEARTBEATS_KEY, name, json.dumps(data)))
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        raw = self._with_redis(lambda r: r.hgetall(HEARTBEATS_KEY))
+        return {_text(k): json.loads(v) for k, v in raw.items()}
+
+    def forget_workers(self, names: list[str]) -> None:
+        if names:
+            self._with_redis(lambda r: r.hdel(HEARTBEATS_KEY, *names))
+
 
 @dataclass
 class MemoryDispatcher:
@@ -156,6 +192,7 @@ class MemoryDispatcher:
     published: list[StepPlan] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)
     revoked: list[str] = field(default_factory=list)
+    beats: dict[str, dict[str, Any]] = field(default_factory=dict)
     down: bool = False
 
     def publish(self, plan: StepPlan) -> None:
@@ -182,3 +219,13 @@ class MemoryDispatcher:
             "docker": sum(1 for p in self.published if p.kind == "docker"),
             "python": sum(len(p.chunks) for p in self.published),
         }
+
+    def record_heartbeat(self, name: str, data: dict[str, Any]) -> None:
+        self.beats[name] = dict(data)
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        return dict(self.beats)
+
+    def forget_workers(self, names: list[str]) -> None:
+        for name in names:
+            self.beats.pop(name, None)

@@ -103,6 +103,18 @@ def cancel_selected() -> Response:
     return redirect(f"{back}{sep}cancelled={quote(outcome.summary)}")
 
 
+@bp.get("/workers")
+@needs(Right.VIEW)
+def workers() -> tuple[str, int]:
+    principal = page_principal()
+    try:
+        found, problem = service.list_workers(context(), principal), None
+    except JobsysError as exc:
+        found, problem = [], exc.message
+    page = render_template("workers.html", workers=found, problem=problem, principal=principal)
+    return page, 503 if problem else 200
+
+
 @bp.get("/jobs/<job_id>")
 @needs(Right.VIEW)
 def job_detail(job_id: str) -> str:

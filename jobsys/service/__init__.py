@@ -27,7 +27,6 @@ from jobsys.service.jobs import (
     job_results,
     job_stats,
     job_tasks,
-    list_workers,
     submit_job,
 )
 from jobsys.service.live import follow_job
@@ -74,6 +73,7 @@ from jobsys.service.users import (
     update_user,
     user_principal,
 )
+from jobsys.service.workers import list_workers, record_heartbeat
 
 __all__ = [
     "AuditInfo",
@@ -130,6 +130,7 @@ __all__ = [
     "purge_history",
     "record",
     "record_attempt",
+    "record_heartbeat",
     "reload_catalog",
     "render_template",
     "rerun_job",

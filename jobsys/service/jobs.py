@@ -10,7 +10,6 @@ from sqlalchemy.orm import selectinload
 
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
-from jobsys.dispatch import WorkerInfo
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
 from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, new_id
@@ -217,8 +216,3 @@ def job_stats(ctx: Context, principal: Principal) -> dict[str, Any]:
     except DispatchError as exc:
         stats["broker"] = exc.message
     return stats
-
-
-def list_workers(ctx: Context, principal: Principal) -> list[WorkerInfo]:
-    require(principal, Right.VIEW)
-    return ctx.dispatcher.workers()

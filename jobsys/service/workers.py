@@ -1,0 +1,89 @@
+"""Workers as operators see them: who is online (answers Celery's inspect and
+sends heartbeats), who was lost (heartbeats stopped), what each has done.
+
+Each worker writes its heartbeat (every 2 s, Celery's own heartbeat) to one
+Redis hash; a worker whose last one is older than ``LOST_AFTER_S`` is shown as
+lost, and forgotten a day later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from jobsys.auth import Principal, Right, require
+from jobsys.context import Context
+from jobsys.dispatch import WorkerInfo
+from jobsys.errors import DispatchError
+from jobsys.models import TaskRun, TaskState
+
+LOST_AFTER_S = 10.0
+FORGET_AFTER_S = 24 * 3600.0
+
+
+def record_heartbeat(ctx: Context, name: str, *, active: int, processed: int) -> None:
+    """Called by each worker on every heartbeat it sends."""
+    data = {"ts": datetime.now(UTC).timestamp(), "active": active, "processed": processed}
+    with contextlib.suppress(DispatchError):  # no broker: the worker has no work either
+        ctx.dispatcher.record_heartbeat(name, data)
+
+
+def list_workers(ctx: Context, principal: Principal) -> list[WorkerInfo]:
+    """Online workers (queues and concurrency from Celery's inspect) and lost ones,
+    each with the tasks it completed and failed."""
+    require(principal, Right.VIEW)
+    now = datetime.now(UTC).timestamp()
+    live = {w.name: w for w in ctx.dispatcher.workers()}
+    beats = ctx.dispatcher.heartbeats()
+    old = [name for name, beat in beats.items() if now - beat["ts"] > FORGET_AFTER_S]
+    ctx.dispatcher.forget_workers(old)
+    counts = _task_counts(ctx)
+    found: list[WorkerInfo] = []
+    for name in sorted(set(live) | set(beats) - set(old)):
+        beat: dict[str, Any] = beats.get(name, {})
+        last = datetime.fromtimestamp(beat["ts"], UTC) if beat else None
+        done, failed = counts.get(name, (0, 0))
+        if name in live:
+            found.append(
+                replace(
+                    live[name],
+                    last_heartbeat=last or live[name].last_heartbeat,
+                    tasks_done=done,
+                    tasks_failed=failed,
+                )
+            )
+            continue
+        found.append(
+            WorkerInfo(
+                name=name,
+                queues=(),
+                concurrency=None,
+                active=int(beat.get("active", 0)),
+                processed=int(beat.get("processed", 0)),
+                last_heartbeat=last,
+                state="online" if now - beat["ts"] <= LOST_AFTER_S else "lost",
+                tasks_done=done,
+                tasks_failed=failed,
+            )
+        )
+    return found
+
+
+def _task_counts(ctx: Context) -> dict[str, tuple[int, int]]:
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(TaskRun.worker, TaskRun.state, func.count())
+            .where(
+                TaskRun.worker.is_not(None),
+                TaskRun.state.in_([TaskState.COMPLETED.value, TaskState.FAILED.value]),
+            )
+            .group_by(TaskRun.worker, TaskRun.state)
+        )
+        counts: dict[str, list[int]] = {}
+        for worker, state, n in rows:
+            counts.setdefault(worker, [0, 0])[0 if state == TaskState.COMPLETED.value else 1] += n
+    return {k: (v[0], v[1]) for k, v in counts.items()}
