@@ -52,7 +52,11 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
         return signature(
             RUN_DOCKER_STEP,
             args=(plan.job_id, plan.step_id),
-            options={"queue": DOCKER_QUEUE, "task_id": plan.task_id},
+            options={
+                "queue": DOCKER_QUEUE,
+                "task_id": plan.task_id,
+                "argsrepr": f"job={plan.job_id} step={plan.step_id}",
+            },
             immutable=True,
             app=app,
         )
@@ -60,7 +64,15 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
         signature(
             RUN_FUNCTION_CHUNK,
             args=(plan.job_id, plan.step_id, c.index, c.start, list(c.items)),
-            options={"queue": PYTHON_QUEUE, "task_id": c.task_id},
+            # Flower, `celery inspect` and events show this instead of the item blobs.
+            options={
+                "queue": PYTHON_QUEUE,
+                "task_id": c.task_id,
+                "argsrepr": (
+                    f"job={plan.job_id} step={plan.step_id} chunk={c.index} "
+                    f"items={c.start}-{c.start + len(c.items) - 1}"
+                ),
+            },
             immutable=True,
             app=app,
         )
@@ -71,7 +83,11 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
     body = signature(
         GATHER_FUNCTION_STEP,
         args=(plan.job_id, plan.step_id),
-        options={"queue": PYTHON_QUEUE, "task_id": plan.task_id},
+        options={
+            "queue": PYTHON_QUEUE,
+            "task_id": plan.task_id,
+            "argsrepr": f"job={plan.job_id} step={plan.step_id} gather",
+        },
         immutable=True,
         app=app,
     )

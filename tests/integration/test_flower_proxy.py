@@ -70,6 +70,16 @@ def test_flower_through_the_proxy_follows_roles(
     metrics = client.get("/flower/metrics", headers=bearer(stack, "viewer"))
     assert metrics.status_code == 200 and b"flower_worker_online" in metrics.data
 
+    # Flower shows our tasks by job, step and chunk, not as opaque item blobs
+    with stack.client() as c:
+        job = c.map(abs, [-1, -2], chunk_size=1).wait(timeout=60)
+
+    def shown() -> bool:
+        tasks = client.get("/flower/api/tasks?limit=200", headers=bearer(stack, "viewer")).json
+        return any(f"job={job.id}" in str(t.get("args")) for t in tasks.values())
+
+    wait_until(shown, 30, "Flower to list the job's tasks by job id")
+
     revoke = "/flower/api/task/revoke/0f0f0f0f-0000-0000-0000-000000000000"
     assert client.post(revoke, headers=bearer(stack, "viewer")).status_code == 403
     assert client.post(revoke, headers=bearer(stack, "operator")).status_code == 200

@@ -1,0 +1,55 @@
+"""The celery CLI on the jobsys app, as an operator uses it: ``status`` lists
+the worker, ``inspect active`` our running chunk by job, ``events --dump`` (like
+Flower) shows each task as ``job=<id> step=<id> chunk=<n> items=a-b`` rather
+than item blobs, and ``control terminate`` of a chunk cancels its job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.live import LiveStack, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def slow(x: int) -> int:
+    time.sleep(10)  # long enough for two CLI round trips while it runs
+    return x
+
+
+def celery(stack: LiveStack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", *args],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_status_inspect_events_and_terminate(stack: LiveStack) -> None:
+    events = stack.spawn(
+        f"events-{stack.name}",
+        [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "events", "--dump"],
+    )
+    assert f"it-{stack.name}@" in celery(stack, "status")
+    with stack.client() as c:
+        job = c.map(slow, [1, 2, 3, 4], chunk_size=1)
+        wait_until(lambda: any(t["state"] == "running" for t in job.tasks()), 30, "a chunk to run")
+        active = celery(stack, "inspect", "active")  # args as sent: job id, step id, chunk
+        assert "jobsys.run_function_chunk" in active and job.id in active
+        running = next(t for t in job.tasks() if t["state"] == "running")
+        celery(stack, "control", "terminate", "SIGTERM", running["id"])
+        done = job.wait(timeout=60)
+    assert done.status == "cancelled"
+    assert done.error == f"cancelled: task {running['id']} was terminated in Celery"
+    wait_until(lambda: f"job={job.id}" in stack.log(f"events-{stack.name}"), 30, "events")
+    events.terminate()
+    events.wait(timeout=15)
+    del stack.processes[f"events-{stack.name}"]
