@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from jobsys import service
@@ -15,7 +15,7 @@ from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
 from jobsys.models import JobStatus
 from jobsys.specs import docker_step_from_form
 from webui.errors import status_for
-from webui.principal import PUBLIC, context, needs, page_principal, source
+from webui.principal import PUBLIC, context, current_principal, needs, page_principal, source
 from webui.stream import event_response
 
 bp = Blueprint("views", __name__)
@@ -132,6 +132,16 @@ def job_detail(job_id: str) -> str:
     return render_template(
         "job.html", job=job, tasks=tasks, logs=logs, results=results, principal=principal
     )
+
+
+@bp.get("/jobs/<job_id>/results.json")
+@needs(Right.VIEW)
+def job_results(job_id: str) -> Response:
+    """Every item's outcome as a JSON download, for the signed-in page."""
+    results = service.job_results(context(), current_principal(), job_id)
+    response = jsonify(results)
+    response.headers["Content-Disposition"] = f'attachment; filename="job-{job_id}-results.json"'
+    return response
 
 
 @bp.get("/jobs/<job_id>/events")

@@ -17,6 +17,10 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if start and end else None
+
+
 @dataclass(frozen=True)
 class StepInfo:
     id: str
@@ -63,6 +67,10 @@ class StepInfo:
             summary=summary,
         )
 
+    @property
+    def duration_s(self) -> float | None:
+        return _seconds(self.started_at, self.finished_at)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -77,6 +85,7 @@ class StepInfo:
             "error": self.error,
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
+            "duration_s": self.duration_s,
             "summary": self.summary,
         }
 
@@ -176,10 +185,12 @@ class TaskInfo:
             finished_at=run.finished_at,
         )
 
+    @property
+    def duration_s(self) -> float | None:
+        return _seconds(self.started_at, self.finished_at)
+
     def to_dict(self) -> dict[str, Any]:
-        duration = None
-        if self.started_at and self.finished_at:
-            duration = (self.finished_at - self.started_at).total_seconds()
+        duration = self.duration_s
         return {
             "id": self.id,
             "step_id": self.step_id,

@@ -31,3 +31,17 @@ def test_metrics_after_a_real_job(stack: LiveStack) -> None:
     assert values[("jobsys_workers", ())] >= 1
     assert ("jobsys_queue_length", (("queue", "python"),)) in values
     assert httpx.get(f"{stack.url}/metrics").status_code == 401
+
+
+def test_job_page_details_and_results_download(stack: LiveStack) -> None:
+    with stack.client() as c:
+        job = c.map(int, ["1", "x", "3"], chunk_size=1, tolerate_failures=True).wait(timeout=60)
+    headers = {"Authorization": f"Bearer {stack.token('viewer')}"}
+    page = httpx.get(f"{stack.url}/jobs/{job.id}", headers=headers).text
+    assert "download JSON" in page and "/flower/task/" in page and " s</td>" in page
+    assert "ValueError" in page and "traceback" in page
+    download = httpx.get(f"{stack.url}/jobs/{job.id}/results.json", headers=headers)
+    assert download.status_code == 200
+    assert "attachment" in download.headers["content-disposition"]
+    outcomes = download.json()["results"]
+    assert [o["ok"] for o in outcomes] == [True, False, True] and outcomes[0]["value"] == 1
