@@ -24,13 +24,14 @@ from typing import Any
 import yaml
 
 from jobsys.errors import SpecError
+from jobsys.specs import TAG
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 TYPES = ("string", "int", "float", "bool", "choice")
 ACTIONS = ("start", "stop", "restart")
 FILES = ("job.yaml", "job.yml", "job.json")
-TEMPLATE_FIELDS = {"name", "description", "variables", "steps", "schedule", "roles"}
+TEMPLATE_FIELDS = {"name", "description", "variables", "steps", "schedule", "roles", "tags"}
 VARIABLE_FIELDS = {
     "type",
     "description",
@@ -133,6 +134,7 @@ class Template:
     #: action -> roles allowed; an action missing here is open to every role with its right.
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = ""
+    tags: tuple[str, ...] = ()
 
     def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every variable checked and typed; SpecError names each bad or missing one."""
@@ -165,7 +167,7 @@ class Template:
         """The job spec for these variables, ready for ``parse_job_spec``."""
         values = self.values(given)
         steps = [_expand_items(_substitute(step, values)) for step in self.steps]
-        return {"name": self.name, "steps": steps}
+        return {"name": self.name, "steps": steps, "tags": list(self.tags)}
 
     def allows(self, action: str, role: str) -> bool:
         allowed = self.roles.get(action)
@@ -179,6 +181,7 @@ class Template:
             "steps": list(self.steps),
             "schedule": self.schedule,
             "roles": {action: list(roles) for action, roles in self.roles.items()},
+            "tags": list(self.tags),
             "source": self.source,
         }
 
@@ -257,6 +260,7 @@ def parse_template(data: Any, folder_name: str, source: str = "") -> Template:
         schedule=schedule,
         roles=_roles(data.get("roles")),
         source=source,
+        tags=_tags(data.get("tags")),
     )
 
 
@@ -307,6 +311,15 @@ def _bound(name: str, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TemplateError(f"variable {name}: min and max must be numbers")
     return float(value)
+
+
+def _tags(data: Any) -> tuple[str, ...]:
+    """The template's fixed tags, checked now so a bad one breaks loading, not starting."""
+    if data is None:
+        return ()
+    if not isinstance(data, list) or not all(isinstance(t, str) and TAG.match(t) for t in data):
+        raise TemplateError("'tags' must be a list of tags such as [nightly, team=data]")
+    return tuple(data)
 
 
 def _roles(data: Any) -> dict[str, tuple[str, ...]]:

@@ -114,6 +114,8 @@ class Job(Base):
     steps: Mapped[list[Step]] = relationship(
         back_populates="job", order_by="Step.position", cascade="all, delete-orphan"
     )
+    #: The spec's tags as rows, for the indexed tag filter (readers use ``spec["tags"]``).
+    tag_rows: Mapped[list[JobTag]] = relationship(cascade="all, delete-orphan")
 
     __table_args__ = (
         # Each list filter with the list's order (created_at, id): pages stream
@@ -123,7 +125,21 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner", "created_at", "id"),
         Index("ix_jobs_template_created", "template", "created_at", "id"),
         Index("ix_jobs_name", "name", "created_at"),
+        Index("ix_jobs_finished", "finished_at", "id"),
     )
+
+
+class JobTag(Base):
+    """One tag of one job. ``created_at`` is the job's, copied so that a tag's
+    jobs come newest first straight out of the (tag, created_at) index."""
+
+    __tablename__ = "job_tags"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_job_tags_tag_created", "tag", "created_at", "job_id"),)
 
 
 class Step(Base):
@@ -177,7 +193,12 @@ class TaskRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
-    __table_args__ = (Index("ix_task_runs_job", "job_id", "step_id", "chunk_index"),)
+    __table_args__ = (
+        Index("ix_task_runs_job", "job_id", "step_id", "chunk_index"),
+        # The dashboard's running tasks and the last hour's ended ones.
+        Index("ix_task_runs_state", "state"),
+        Index("ix_task_runs_finished", "finished_at"),
+    )
 
 
 class LogLine(Base):

@@ -68,9 +68,14 @@ StepSpec = DockerStep | FunctionStep
 class JobSpec:
     name: str
     steps: tuple[StepSpec, ...]
+    #: Free labels (``nightly``, ``team=data``) to find jobs by in the list and API.
+    tags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "steps": [step_to_dict(s) for s in self.steps]}
+        data: dict[str, Any] = {"name": self.name, "steps": [step_to_dict(s) for s in self.steps]}
+        if self.tags:
+            data["tags"] = list(self.tags)
+        return data
 
 
 def step_to_dict(step: StepSpec) -> dict[str, Any]:
@@ -101,7 +106,7 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
     errors = _Fields()
     if not isinstance(data, Mapping):
         raise SpecError({"body": "send a JSON object with 'name' and 'steps'"})
-    _unknown(data, {"name", "steps"}, "", errors)
+    _unknown(data, {"name", "steps", "tags"}, "", errors)
     name = data.get("name", "job")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         errors.add("name", "give a non-empty name of at most 200 characters")
@@ -117,8 +122,34 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
             step = _parse_step(raw, f"steps[{i}]", settings, errors)
             if step is not None:
                 steps.append(step)
+    tags = parse_tags(data.get("tags", []), errors)
     errors.raise_if_any()
-    return JobSpec(name=name.strip(), steps=tuple(steps))
+    return JobSpec(name=name.strip(), steps=tuple(steps), tags=tags)
+
+
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
+MAX_TAGS = 20
+
+
+def parse_tags(raw: Any, errors: _Fields) -> tuple[str, ...]:
+    """A job's tags: a list (or comma-separated text, as forms send it) of short
+    labels, kept in the given order without repeats."""
+    if isinstance(raw, str):
+        raw = [t.strip() for t in raw.split(",") if t.strip()]
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        errors.add("tags", 'give a list of tags such as ["nightly", "team=data"]')
+        return ()
+    bad = [t for t in raw if not TAG.match(t)]
+    if bad:
+        errors.add(
+            "tags",
+            f"{bad[0]!r} is not a tag: start with a letter or digit, then letters, digits "
+            "and _ . : = / - (at most 64 characters)",
+        )
+    unique = tuple(dict.fromkeys(raw))
+    if len(unique) > MAX_TAGS:
+        errors.add("tags", f"a job has at most {MAX_TAGS} tags")
+    return unique
 
 
 def _parse_step(raw: Any, path: str, settings: Settings, errors: _Fields) -> StepSpec | None:
@@ -274,7 +305,11 @@ def docker_step_from_form(form: Mapping[str, str]) -> dict[str, Any]:
         value = (form.get(name) or "").strip()
         if value:
             step[name] = _form_number(value) if name != "mem_limit" else value
-    return {"name": (form.get("name") or "").strip() or "job", "steps": [step]}
+    return {
+        "name": (form.get("name") or "").strip() or "job",
+        "steps": [step],
+        "tags": form.get("tags") or "",
+    }
 
 
 def _form_number(text: str) -> Any:

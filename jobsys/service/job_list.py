@@ -18,7 +18,7 @@ from sqlalchemy.orm import selectinload
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import SpecError
-from jobsys.models import Job, JobStatus
+from jobsys.models import Job, JobStatus, JobTag
 from jobsys.service.records import JobInfo, Page
 
 MAX_PER_PAGE = 500
@@ -37,6 +37,7 @@ class JobFilter:
     status: str | None = None
     owner: str | None = None
     template: str | None = None
+    tag: str | None = None
     q: str | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -59,6 +60,7 @@ class JobFilter:
             status=status,
             owner=(args.get("owner") or "").strip() or None,
             template=(args.get("template") or "").strip() or None,
+            tag=(args.get("tag") or "").strip() or None,
             q=(args.get("q") or "").strip() or None,
             since=since,
             until=until,
@@ -66,6 +68,11 @@ class JobFilter:
         )
 
     def apply(self, query: Select[Any]) -> Select[Any]:
+        # With a tag, the tag's index rows drive the query: they hold each job's
+        # created_at, so the time range and the order come from that index too.
+        created = JobTag.created_at if self.tag else Job.created_at
+        if self.tag:
+            query = query.join(JobTag, JobTag.job_id == Job.id).where(JobTag.tag == self.tag)
         if self.status:
             query = query.where(Job.status == self.status)
         if self.owner:
@@ -73,12 +80,18 @@ class JobFilter:
         if self.template:
             query = query.where(Job.template == self.template)
         if self.since:
-            query = query.where(Job.created_at >= self.since)
+            query = query.where(created >= self.since)
         if self.until:
-            query = query.where(Job.created_at < self.until)
+            query = query.where(created < self.until)
         if self.q:
             query = query.where(or_(Job.id == self.q, Job.name.between(self.q, self.q + _HIGH)))
         return query
+
+    def order(self) -> tuple[Any, ...]:
+        if self.tag and self.sort in ("-created", "created"):
+            by_tag = (JobTag.created_at, JobTag.job_id)
+            return tuple(c.desc() if self.sort == "-created" else c.asc() for c in by_tag)
+        return SORTS[self.sort]
 
     def to_args(self) -> dict[str, str]:
         """The query-string values that give this filter back (for page links)."""
@@ -86,6 +99,7 @@ class JobFilter:
             "status": self.status,
             "owner": self.owner,
             "template": self.template,
+            "tag": self.tag,
             "q": self.q,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
@@ -122,7 +136,7 @@ def page_query(where: JobFilter, page: int, per_page: int) -> Select[Any]:
     """The query for one page (the query-plan test reads its plan)."""
     return (
         where.apply(select(Job))
-        .order_by(*SORTS[where.sort])
+        .order_by(*where.order())
         .offset((page - 1) * per_page)
         .limit(per_page)
     )

@@ -12,7 +12,7 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
-from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, new_id
+from jobsys.models import Job, JobStatus, JobTag, LogLine, Step, TaskRun, new_id, utcnow
 from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.records import JobInfo, LogEntry, TaskInfo
@@ -62,10 +62,17 @@ def build_job(ctx: Context, owner: str, data: Any) -> Job:
 
 
 def _job_row(ctx: Context, owner: str, spec: JobSpec) -> Job:
-    job = Job(id=new_id(), name=spec.name, owner=owner, spec=_public_spec(spec))
+    job = with_tags(Job(id=new_id(), name=spec.name, owner=owner, spec=_public_spec(spec)))
     job.steps = [_step_row(ctx, i, step) for i, step in enumerate(spec.steps)]
     for step in job.steps:
         step.id = new_id()  # known before the flush, so the caller can publish it
+    return job
+
+
+def with_tags(job: Job) -> Job:
+    """Give a new job row its creation time and the tag rows of its spec's tags."""
+    job.created_at = job.created_at or utcnow()
+    job.tag_rows = [JobTag(tag=t, created_at=job.created_at) for t in job.spec.get("tags", [])]
     return job
 
 

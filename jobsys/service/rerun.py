@@ -22,7 +22,7 @@ from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
-from jobsys.service.jobs import get_job, log
+from jobsys.service.jobs import get_job, log, with_tags
 from jobsys.service.records import JobInfo
 from jobsys.specs import chunk_bounds
 
@@ -102,13 +102,15 @@ def _load(session: Session, job_id: str) -> Job:
 
 def _copy_job(session: Session, old: Job, principal: Principal) -> Job:
     require_job_action(session, principal, old, "restart")
-    return Job(
-        name=old.name,
-        owner=principal.name,
-        spec=old.spec,
-        rerun_of=old.id,
-        template=old.template,
-        variables=old.variables,
+    return with_tags(
+        Job(
+            name=old.name,
+            owner=principal.name,
+            spec=old.spec,
+            rerun_of=old.id,
+            template=old.template,
+            variables=old.variables,
+        )
     )
 
 

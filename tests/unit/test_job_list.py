@@ -73,6 +73,9 @@ def test_every_filter_uses_an_index(ctx: Context) -> None:
         JobFilter(since=since),
         JobFilter(q="nightly"),
         JobFilter(sort="name"),
+        JobFilter(sort="-finished"),
+        JobFilter(tag="nightly"),
+        JobFilter(tag="nightly", status="failed", since=since),
     ]
     for where in filters:
         compiled = page_query(where, 3, 25).compile(dialect=engine.dialect)
@@ -86,6 +89,53 @@ def test_every_filter_uses_an_index(ctx: Context) -> None:
         assert "SCAN jobs" not in plan or "USING" in plan.split("SCAN jobs")[1][:30], plan
         if where.q is None:  # an id-or-name search sorts its (few) matches
             assert "TEMP B-TREE" not in plan, (where, plan)
+
+
+def test_tags_are_checked_stored_filtered_and_kept_by_reruns(ctx: Context) -> None:
+    dev = Principal("dev", "developer")
+    tagged = service.submit_job(ctx, dev, {**docker_spec(), "tags": ["nightly", "team=data"]})
+    service.submit_job(ctx, dev, {**docker_spec(), "tags": ["adhoc"]})
+    service.submit_job(ctx, dev, docker_spec())
+    assert tagged.tags == ("nightly", "team=data")
+    assert tagged.to_dict()["tags"] == ["nightly", "team=data"]
+    assert [
+        j.id for j in service.list_jobs(ctx, SYSTEM, where=JobFilter(tag="team=data")).items
+    ] == [tagged.id]
+    again = service.rerun_job(ctx, dev, tagged.id)
+    found = service.list_jobs(ctx, SYSTEM, where=JobFilter.parse({"tag": "nightly"}))
+    assert {j.id for j in found.items} == {tagged.id, again.id}
+    assert service.list_jobs(ctx, SYSTEM, where=JobFilter(tag="nope")).total == 0
+
+    for bad, why in [
+        (5, "list of tags"),
+        (["-dash-first"], "not a tag"),
+        (["x" * 65], "not a tag"),
+        ([f"t{i}" for i in range(21)], "at most 20"),
+        ([1], "list of tags"),
+    ]:
+        with pytest.raises(SpecError) as caught:
+            service.submit_job(ctx, dev, {**docker_spec(), "tags": bad})
+        assert why in caught.value.fields["tags"], (bad, caught.value.fields)
+    assert service.list_jobs(ctx, SYSTEM).total == 4  # the refused ones left nothing behind
+
+
+def test_tags_from_the_form_and_the_list_links(ctx: Context) -> None:
+    from tests.unit.test_api import csrf_of
+    from tests.unit.test_catalog import signed_in
+
+    client = signed_in(ctx, "developer")
+    form = {"name": "tagged", "image": "jobsys/busybox:local", "command": "echo hi"}
+    token = csrf_of(client.get("/jobs/new").get_data(as_text=True))
+    posted = client.post(
+        "/jobs/new", data={**form, "tags": "nightly, team=data", "csrf_token": token}
+    )
+    assert posted.status_code == 302
+    page = client.get("/jobs?tag=team%3Ddata").get_data(as_text=True)
+    assert "tagged" in page and 'href="/jobs?tag=nightly"' in page
+    assert "No jobs match" in client.get("/jobs?tag=other").get_data(as_text=True)
+    bad = client.post("/jobs/new", data={**form, "tags": "ok, no spaces", "csrf_token": token})
+    assert bad.status_code == 400 and "is not a tag" in bad.get_data(as_text=True)
+    assert service.list_jobs(ctx, SYSTEM).total == 1
 
 
 def test_bulk_cancel_from_the_list(ctx: Context, seeded: list[str]) -> None:
