@@ -22,6 +22,8 @@ PURGE_HISTORY = "jobsys.purge_history"
 DOCKER_QUEUE = "docker"
 PYTHON_QUEUE = "python"
 QUEUES = (PYTHON_QUEUE, DOCKER_QUEUE)
+#: The queue each step kind's tasks go to.
+QUEUE_OF_KIND = {"function": PYTHON_QUEUE, "docker": DOCKER_QUEUE}
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ class Client:
     def jobs(
         self, *, status: str | None = None, page: int = 1, per_page: int = 50, **filters: Any
     ) -> list[Job]:
-        """A page of jobs; filters: owner, template, q (id or name prefix), since,
+        """A page of jobs; filters: owner, template, tag, q (id or name prefix), since,
         until (ISO times or datetimes), sort (-created, created, -finished, name)."""
         params: dict[str, Any] = {"page": page, "per_page": per_page}
         if status:
@@ -134,6 +134,10 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         return dict(self.request("GET", "/api/stats"))
+
+    def dashboard(self) -> dict[str, Any]:
+        """Counts, the last 24 h per hour, queue load, live workers, recent failures."""
+        return dict(self.request("GET", "/api/dashboard"))
 
     def workers(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/workers")["workers"])

@@ -195,26 +195,29 @@ class MemoryDispatcher:
     beats: dict[str, dict[str, Any]] = field(default_factory=dict)
     down: bool = False
 
-    def publish(self, plan: StepPlan) -> None:
+    def _reachable(self) -> None:
         if self.down:
             raise DispatchError("the broker is unreachable: simulated outage")
+
+    def publish(self, plan: StepPlan) -> None:
+        self._reachable()
         self.published.append(plan)
 
     def cancel(self, job_id: str, chunk_task_ids: list[str]) -> None:
-        if self.down:
-            raise DispatchError("the broker is unreachable: simulated outage")
+        self._reachable()
         self.cancelled.add(job_id)
         self.revoked.extend(chunk_task_ids)
 
     def is_cancelled(self, job_id: str) -> bool:
-        if self.down:
-            raise DispatchError("the broker is unreachable: simulated outage")
+        self._reachable()
         return job_id in self.cancelled
 
     def workers(self) -> list[WorkerInfo]:
+        self._reachable()
         return []
 
     def queue_lengths(self) -> dict[str, int]:
+        self._reachable()
         return {
             "docker": sum(1 for p in self.published if p.kind == "docker"),
             "python": sum(len(p.chunks) for p in self.published),
@@ -224,6 +227,7 @@ class MemoryDispatcher:
         self.beats[name] = dict(data)
 
     def heartbeats(self) -> dict[str, dict[str, Any]]:
+        self._reachable()
         return dict(self.beats)
 
     def forget_workers(self, names: list[str]) -> None:

@@ -55,11 +55,21 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(metrics.bp)
     errors.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
+    app.jinja_env.filters["eta"] = _format_eta
     return app
 
 
 def _format_dt(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def _format_eta(seconds: float) -> str:
+    """A rough time left, as people say it: the pace so far is only a guess."""
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s left"
+    if seconds < 3600:
+        return f"about {round(seconds / 60)} min left"
+    return f"about {seconds / 3600:.1f} h left"
 
 
 def _load_catalog(context: Context) -> None:

@@ -49,7 +49,7 @@ def submit_job() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/jobs")
 @needs(Right.VIEW)
 def list_jobs() -> Response:
-    """Filters: status, owner, template, q (id, or start of the name), since,
+    """Filters: status, owner, template, tag, q (id, or start of the name), since,
     until (ISO times), sort (-created, created, -finished, name); page, per_page."""
     page = service.list_jobs(
         context(),
@@ -119,6 +119,13 @@ def job_results(job_id: str) -> Response:
 @needs(Right.VIEW)
 def stats() -> Response:
     return jsonify(service.job_stats(context(), api_principal()))
+
+
+@bp.get("/dashboard")
+@needs(Right.VIEW)
+def dashboard() -> Response:
+    """The dashboard's figures: counts, the last 24 h per hour, queues, workers, failures."""
+    return jsonify(service.dashboard(context(), api_principal()).to_dict())
 
 
 @bp.get("/workers")

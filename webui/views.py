@@ -14,6 +14,7 @@ from jobsys.auth import Right
 from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
 from jobsys.models import JobStatus
 from jobsys.specs import docker_step_from_form
+from webui.charts import hourly_chart
 from webui.errors import status_for
 from webui.principal import PUBLIC, context, current_principal, needs, page_principal, source
 from webui.stream import event_response
@@ -27,9 +28,14 @@ def sign_in_first(_exc: Unauthenticated) -> Response:
 
 
 @bp.get("/")
-@needs(PUBLIC)
-def index() -> Response:
-    return redirect(url_for("views.jobs"))
+@needs(Right.VIEW)
+def dashboard() -> str:
+    """Counts, the last day's jobs per hour and failure rate, queues, workers, failures."""
+    principal = page_principal()
+    board = service.dashboard(context(), principal)
+    return render_template(
+        "dashboard.html", board=board, chart=hourly_chart(board.hours), principal=principal
+    )
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -54,7 +60,7 @@ def login() -> Any:
         else:
             session.clear()
             session["user" if name else "token"] = name or token
-            return redirect(_local(request.args.get("next")) or url_for("views.jobs"))
+            return redirect(_local(request.args.get("next")) or url_for("views.dashboard"))
     return render_template("login.html", error=error), 401 if error else 200
 
 

@@ -18,6 +18,7 @@ from jobsys.service.control import (
     is_cancelled,
     running_job_ids,
 )
+from jobsys.service.dashboard import Dashboard, dashboard
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
 from jobsys.service.firing import Fired, fire_due_schedules, next_fire_time
 from jobsys.service.job_list import JobFilter, list_jobs
@@ -79,6 +80,7 @@ __all__ = [
     "AuditInfo",
     "Cancelled",
     "Catalog",
+    "Dashboard",
     "Fired",
     "IssuedToken",
     "JobFilter",
@@ -102,6 +104,7 @@ __all__ = [
     "complete_step",
     "create_schedule",
     "create_token",
+    "dashboard",
     "delete_schedule",
     "dispatch_step",
     "finish_job",

@@ -7,7 +7,7 @@ and the CLI all show the same fields.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jobsys.models import Job, LogLine, Schedule, ScheduleRun, Step, TaskRun
@@ -105,6 +105,7 @@ class JobInfo:
     steps: tuple[StepInfo, ...]
     template: str | None = None
     variables: dict[str, Any] | None = None
+    tags: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, job: Job) -> JobInfo:
@@ -122,6 +123,7 @@ class JobInfo:
             steps=tuple(StepInfo.of(s) for s in job.steps),
             template=job.template,
             variables=job.variables,
+            tags=tuple(job.spec.get("tags", ())),
         )
 
     @property
@@ -131,6 +133,15 @@ class JobInfo:
     @property
     def total_tasks(self) -> int:
         return sum(s.total_tasks for s in self.steps)
+
+    def eta_s(self, now: datetime | None = None) -> float | None:
+        """Seconds left at the pace so far (tasks done per second since the start);
+        None until the job runs and has finished a task, and once it has ended."""
+        done, total = self.done_tasks, self.total_tasks
+        if self.status != "running" or not self.started_at or not 0 < done < total:
+            return None
+        elapsed = ((now or datetime.now(UTC)) - self.started_at).total_seconds()
+        return max(0.0, elapsed / done * (total - done))
 
     def to_dict(self, *, with_spec: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -142,10 +153,11 @@ class JobInfo:
             "rerun_of": self.rerun_of,
             "template": self.template,
             "variables": self.variables,
+            "tags": list(self.tags),
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
-            "progress": {"done": self.done_tasks, "total": self.total_tasks},
+            "progress": {"done": self.done_tasks, "total": self.total_tasks, "eta_s": self.eta_s()},
             "steps": [s.to_dict() for s in self.steps],
         }
         if with_spec:

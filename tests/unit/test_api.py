@@ -48,7 +48,7 @@ def test_submit_and_read(client: FlaskClient, ctx: Context) -> None:
     assert job["status"] == "queued" and r.headers["Location"] == f"/api/jobs/{job['id']}"
     got = client.get(f"/api/jobs/{job['id']}", headers=headers).json
     assert got["spec"]["steps"][0]["command"] == ["sh", "-c", "echo hi"]
-    assert got["progress"] == {"done": 0, "total": 1}
+    assert got["progress"] == {"done": 0, "total": 1, "eta_s": None}
     listed = client.get("/api/jobs?status=queued", headers=headers).json
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["total"] == 1
     tasks = client.get(f"/api/jobs/{job['id']}/tasks", headers=headers).json["tasks"]

@@ -34,13 +34,26 @@
     el.className = el.className.replace(/\bstatus-\S+/, "status-" + status);
   }
 
+  // Seconds left at the pace so far, worded like the server's (see _format_eta).
+  let startedAt = root.dataset.startedAt ? Date.parse(root.dataset.startedAt) : null;
+  function eta(done, total) {
+    if (!startedAt || done <= 0 || done >= total) return "";
+    const left = (Date.now() - startedAt) / 1000 / done * (total - done);
+    if (left < 60) return "about " + Math.max(1, Math.round(left)) + " s left";
+    if (left < 3600) return "about " + Math.round(left / 60) + " min left";
+    return "about " + (left / 3600).toFixed(1) + " h left";
+  }
+
   function showStatus(data) {
+    if (data.status === "running" && !startedAt) startedAt = Date.now();
     setBadge(document.getElementById("job-status"), data.status);
     const bar = document.getElementById("job-progress");
     bar.max = data.progress.total || 1;
     bar.value = data.progress.done;
     document.getElementById("job-progress-text").textContent =
       data.progress.done + "/" + data.progress.total;
+    document.getElementById("job-eta").textContent =
+      data.status === "running" ? eta(data.progress.done, data.progress.total) : "";
     for (const step of data.steps) {
       const badge = document.querySelector(
         'tr[data-step-position="' + step.position + '"] .step-status');
