@@ -14,10 +14,10 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import Engine, insert
 
 from bench.stack import bench_stack
-from jobsys.models import Job, Step
+from jobsys.models import Job, JobTag, Step
 from jobsys.service.job_list import JobFilter, page_query
 
 JOBS = 100_000
@@ -30,26 +30,31 @@ CASES = {
     "owner=dee": {"owner": "dee"},
     "q=etl-4 (name prefix)": {"q": "etl-4"},
     "since 2 h ago": {"since": None},
+    "tag=nightly": {"tag": "nightly"},
     "page 200": {"page": "200"},
 }
 
 
-def seed(stack) -> datetime:
+def seed(engine: Engine, count: int = JOBS) -> datetime:
+    """``count`` jobs five seconds apart up to now, one step each; every fourth
+    tagged ``nightly``, every seventh ``team=data``. Also used by the PostgreSQL
+    query-plan test."""
     now = datetime.now(UTC)
-    engine = stack.ctx.sessions.kw["bind"]
-    for start in range(0, JOBS, 10_000):
-        jobs, steps = [], []
-        for i in range(start, start + 10_000):
+    for start in range(0, count, 10_000):
+        jobs, steps, tags = [], [], []
+        for i in range(start, min(count, start + 10_000)):
             job_id = uuid.uuid4().hex
-            created = now - timedelta(seconds=(JOBS - i) * 5)
+            created = now - timedelta(seconds=(count - i) * 5)
             status = STATUSES[i % len(STATUSES)]
+            labels = [tag for tag, every in (("nightly", 4), ("team=data", 7)) if i % every == 0]
+            tags += [{"job_id": job_id, "tag": t, "created_at": created} for t in labels]
             jobs.append(
                 {
                     "id": job_id,
                     "name": f"etl-{i}" if i % 3 else f"report-{i}",
                     "status": status,
                     "owner": OWNERS[i % len(OWNERS)],
-                    "spec": {"name": "x", "steps": []},
+                    "spec": {"name": "x", "steps": [], "tags": labels},
                     "created_at": created,
                     "finished_at": None if status == "running" else created + timedelta(seconds=3),
                 }
@@ -67,6 +72,7 @@ def seed(stack) -> datetime:
         with engine.begin() as conn:
             conn.execute(insert(Job), jobs)
             conn.execute(insert(Step), steps)
+            conn.execute(insert(JobTag), tags)
     with engine.begin() as conn:
         conn.exec_driver_sql("ANALYZE")
     return now
@@ -83,8 +89,8 @@ def timed(fn) -> float:
 
 def main() -> int:
     with bench_stack() as stack:
-        now = seed(stack)
         engine = stack.ctx.sessions.kw["bind"]
+        now = seed(engine)
         print(f"jobs list with {JOBS} jobs (SQLite), median of {REPEATS}")
         print(f"{'filter':<24} {'SQL ms':>8} {'API ms':>8} {'ratio':>6} {'matches':>8}")
         with stack.http("viewer") as http:
