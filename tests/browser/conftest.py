@@ -60,7 +60,7 @@ def sign_in_with_token(page: Page, stack: LiveStack, role: str) -> None:
     page.goto(f"{stack.url}/login")
     page.fill("#token", stack.token(role))
     page.get_by_role("button", name="Sign in with the token").click()
-    page.wait_for_url(f"{stack.url}/jobs")
+    page.wait_for_url(f"{stack.url}/")  # signing in lands on the dashboard
 
 
 def sign_in_with_password(page: Page, stack: LiveStack, name: str, password: str) -> None:
@@ -68,7 +68,7 @@ def sign_in_with_password(page: Page, stack: LiveStack, name: str, password: str
     page.get_by_label("Name", exact=True).fill(name)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(f"{stack.url}/jobs")
+    page.wait_for_url(f"{stack.url}/")
 
 
 def screenshot(page: Page, name: str) -> None:
