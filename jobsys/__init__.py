@@ -1,7 +1,7 @@
 """jobsys: a distributed job system on Celery and Redis.
 
-The public API: the HTTP ``Client`` and its ``Job`` handle, the spec values,
-and the error tree.
+The public API: the HTTP ``Client`` and its ``Job`` handle, the
+``concurrent.futures`` ``Executor``, the spec values, and the error tree.
 """
 
 from jobsys.client import Client, Job
@@ -21,6 +21,7 @@ from jobsys.errors import (
     StepTimeout,
     Unauthenticated,
 )
+from jobsys.executor import Executor, RemoteError
 from jobsys.specs import DockerStep, FunctionStep, JobSpec
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "DispatchError",
     "DockerStep",
+    "Executor",
     "FunctionStep",
     "ItemsFailed",
     "Job",
@@ -36,6 +38,7 @@ __all__ = [
     "JobsysError",
     "NotFoundError",
     "PermissionDenied",
+    "RemoteError",
     "SignatureError",
     "SpecError",
     "StateError",

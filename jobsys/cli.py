@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
+from jobsys import cli_jobs
 from jobsys.cli_catalog import catalog, start
 from jobsys.cli_schedules import schedules
 from jobsys.cli_users import users
@@ -99,7 +100,8 @@ def _job_action(name: str, help_text: str) -> None:
 @click.argument("job_id")
 @click.option("--tail", type=int, default=None, help="Only the last N stored lines.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing lines until the job ends.")
-def logs(job_id: str, tail: int | None, follow: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (ts, stream...).")
+def logs(job_id: str, tail: int | None, follow: bool, as_json: bool) -> None:
     """Print a job's log lines (via JOBSYS_URL with JOBSYS_TOKEN)."""
     from jobsys.client import Client
 
@@ -107,7 +109,10 @@ def logs(job_id: str, tail: int | None, follow: bool) -> None:
         job = client.job(job_id)
         lines = job.logs(follow=True) if follow else job.logs(tail=tail)
         for entry in lines:
-            click.echo(entry["line"], err=entry["stream"] == "stderr")
+            if as_json:
+                click.echo(json.dumps(entry))
+            else:
+                click.echo(entry["line"], err=entry["stream"] == "stderr")
 
 
 _job_action("cancel", "Cancel a queued or running job (via JOBSYS_URL with JOBSYS_TOKEN).")
@@ -222,6 +227,7 @@ def _celery(args: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", *args])
 
 
+cli_jobs.register(main)
 main.add_command(schedules)
 main.add_command(start)
 main.add_command(catalog)

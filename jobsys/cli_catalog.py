@@ -29,15 +29,11 @@ def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def start(template: str, pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
     """Start a catalog TEMPLATE with variables (via JOBSYS_URL with JOBSYS_TOKEN)."""
+    from jobsys.cli_jobs import finish
     from jobsys.client import Client
 
     with Client() as client:
-        job = client.start(template, **parse_vars(pairs))
-        if wait:
-            job = job.wait()
-    click.echo(json.dumps(job.data) if as_json else f"{job.id} {job.status}")
-    if wait and job.status != "completed":
-        raise SystemExit(1)
+        finish(client.start(template, **parse_vars(pairs)), wait=wait, as_json=as_json)
 
 
 @click.group()

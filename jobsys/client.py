@@ -70,6 +70,7 @@ class Client:
         chunk_size: int | None = None,
         tolerate_failures: bool = False,
         name: str | None = None,
+        tags: Sequence[str] = (),
     ) -> Job:
         """Run ``fn`` over every item on the workers, as one function step."""
         step: dict[str, Any] = {
@@ -80,7 +81,17 @@ class Client:
         }
         if chunk_size is not None:
             step["chunk_size"] = chunk_size
-        return self.submit_spec({"name": name or _name_of(fn), "steps": [step]})
+        return self.submit_spec({"name": name or _name_of(fn), "steps": [step], "tags": list(tags)})
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
+        """Run one call ``fn(*args, **kwargs)`` on a worker as a job; its one result
+        is ``job.wait().results()[0]``. (``concurrent.futures`` users: see ``Executor``.)"""
+        step = {
+            "kind": "function",
+            "function": {PICKLE_KEY: b64encode(cloudpickle.dumps(_Call(fn)))},
+            "items": [to_wire([list(args), kwargs])],
+        }
+        return self.submit_spec({"name": f"call {_name_of(fn)[4:]}"[:200], "steps": [step]})
 
     def run_docker(
         self,
@@ -91,7 +102,9 @@ class Client:
         timeout_s: float = 3600,
         retries: int = 0,
         name: str | None = None,
+        tags: Sequence[str] = (),
     ) -> Job:
+        """Run ``command`` in ``image`` as a one-step job."""
         step = {
             "kind": "docker",
             "image": image,
@@ -100,7 +113,7 @@ class Client:
             "timeout_s": timeout_s,
             "retries": retries,
         }
-        return self.submit_spec({"name": name or image, "steps": [step]})
+        return self.submit_spec({"name": name or image, "steps": [step], "tags": list(tags)})
 
     # -- reading ------------------------------------------------------------
 
@@ -108,11 +121,18 @@ class Client:
         return Job(self, self.request("GET", f"/api/jobs/{job_id}"))
 
     def jobs(
-        self, *, status: str | None = None, page: int = 1, per_page: int = 50, **filters: Any
+        self,
+        *,
+        status: str | None = None,
+        limit: int | None = None,
+        page: int = 1,
+        per_page: int = 50,
+        **filters: Any,
     ) -> list[Job]:
-        """A page of jobs; filters: owner, template, tag, q (id or name prefix), since,
-        until (ISO times or datetimes), sort (-created, created, -finished, name)."""
-        params: dict[str, Any] = {"page": page, "per_page": per_page}
+        """A page of jobs (``limit`` is ``per_page`` for the first page); filters: owner,
+        template, tag, q (id or name prefix), since, until (ISO times or datetimes),
+        sort (-created, created, -finished, name)."""
+        params: dict[str, Any] = {"page": page, "per_page": limit or per_page}
         if status:
             params["status"] = status
         for key, value in filters.items():
@@ -257,18 +277,23 @@ class Job:
         """
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
-        data = self.client.request("GET", f"/api/jobs/{self.id}/results")
         values: list[Any] = []
         failed: dict[int, dict[str, Any]] = {}
-        for i, outcome in enumerate(data["results"]):
-            if outcome["ok"]:
-                values.append(from_wire(outcome["value"]))
-            else:
-                failed[i] = outcome["error"]
-                values.append(outcome["error"])
+        for i, (ok, value) in enumerate(self.outcomes()):
+            if not ok:
+                failed[i] = value
+            values.append(value)
         if failed and errors == "raise":
             raise ItemsFailed(failed, total=len(values))
         return values
+
+    def outcomes(self) -> list[tuple[bool, Any]]:
+        """Each item as ``(True, value)`` or ``(False, {"type", "message", "traceback"})``."""
+        data = self.client.request("GET", f"/api/jobs/{self.id}/results")
+        return [
+            (True, from_wire(o["value"])) if o["ok"] else (False, o["error"])
+            for o in data["results"]
+        ]
 
     def cancel(self) -> Job:
         self.data = self.client.cancel(self.id).data
@@ -333,6 +358,17 @@ class Job:
                         event["data"] += value
                     elif name in ("id", "event"):
                         event[name] = value
+
+
+class _Call:
+    """``fn`` taking its arguments as the one item ``[args, kwargs]`` of a map."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, packed: Sequence[Any]) -> Any:
+        args, kwargs = packed
+        return self.fn(*args, **kwargs)
 
 
 def _name_of(fn: Callable[..., Any]) -> str:

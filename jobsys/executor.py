@@ -1,0 +1,177 @@
+"""``jobsys.Executor``: the ``concurrent.futures`` interface over jobsys, so code
+written for ``ProcessPoolExecutor`` (or Dask's client) moves over by changing
+the line that makes the executor:
+
+    with jobsys.Executor("http://127.0.0.1:5000") as ex:
+        squares = list(ex.map(square, range(1000)))   # one job, chunked over workers
+        total = ex.submit(sum, [1, 2, 3]).result()     # one call as a job
+
+``map`` sends every item as one function step (chunked by the server) rather
+than one job per item, and yields results in order, raising an item's error
+when the iteration reaches it, as the standard executors do. A failed item
+raises ``RemoteError`` carrying the remote type name, message and traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import Executor as _Executor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from typing import Any
+
+from jobsys.client import Client, Job
+from jobsys.errors import JobsysError
+from jobsys.models import FINISHED, JobStatus
+
+
+class RemoteError(JobsysError):
+    """An exception raised by your function on a worker."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        self.type = str(error.get("type") or "Exception")
+        self.remote_traceback = str(error.get("traceback") or "")
+        super().__init__(f"{self.type}: {error.get('message', '')}")
+
+    def __str__(self) -> str:
+        if self.remote_traceback:
+            return f"{self.message}\n\nRemote traceback:\n{self.remote_traceback}"
+        return self.message
+
+
+class Executor(_Executor):
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        client: Client | None = None,
+        chunk_size: int | None = None,
+        poll_s: float = 0.2,
+    ) -> None:
+        """``url`` and ``token`` default to ``JOBSYS_URL`` and ``JOBSYS_TOKEN``;
+        ``chunk_size`` is how many items of a ``map`` one worker task takes."""
+        self._client = client or Client(url, token)
+        self._own_client = client is None
+        self._chunk_size = chunk_size
+        self._poll_s = poll_s
+        self._futures: dict[str, Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._wake = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="jobsys-executor", daemon=True)
+        self._watcher.start()
+
+    # -- the Executor interface ------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit after shutdown")
+            job = self._client.submit(fn, *args, **kwargs)
+            future: Future[Any] = Future()
+            future.set_running_or_notify_cancel()  # accepted by the server: it runs
+            self._futures[job.id] = future
+        self._wake.set()
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """One job over all items; ``chunksize`` > 1 sets the items per worker task
+        (else the executor's ``chunk_size``, else the server's default)."""
+        if self._closed:
+            raise RuntimeError("cannot map after shutdown")
+        if len(iterables) == 1:
+            items, call = list(iterables[0]), fn
+        else:
+            items, call = [list(args) for args in zip(*iterables, strict=False)], _Star(fn)
+        if not items:
+            return iter(())
+        size = chunksize if chunksize > 1 else self._chunk_size
+        job = self._client.map(call, items, chunk_size=size, tolerate_failures=True)
+        return self._results(job, time.monotonic() + timeout if timeout is not None else None)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            pending = dict(self._futures)
+        if cancel_futures:
+            for job_id, future in pending.items():
+                with contextlib.suppress(JobsysError):  # it ended meanwhile
+                    self._client.cancel(job_id)
+                if not future.done():
+                    future.set_exception(CancelledError(f"job {job_id} was cancelled"))
+        self._wake.set()
+        if wait:
+            self._watcher.join()
+            if self._own_client:
+                self._client.close()
+
+    # -- behind the scenes -------------------------------------------------------
+
+    def _results(self, job: Job, deadline: float | None) -> Iterator[Any]:
+        while JobStatus(job.refresh().status) not in FINISHED:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise FuturesTimeout(f"job {job.id} still {job.status}")
+            time.sleep(self._poll_s)
+        outcomes = self._outcomes(job)
+        for ok, value in outcomes:
+            if not ok:
+                raise value
+            yield value
+
+    def _outcomes(self, job: Job) -> list[tuple[bool, Any]]:
+        """Each item as (ok, value or exception); a job that ended without item
+        results (cancelled, or its step failed) fails every item with its reason."""
+        try:
+            found = job.outcomes()
+        except JobsysError as exc:
+            return [(False, JobsysError(f"job {job.id} {job.status}: {job.error or exc.message}"))]
+        return [(ok, value if ok else RemoteError(value)) for ok, value in found]
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                pending = [(i, f) for i, f in self._futures.items() if not f.done()]
+                closed = self._closed
+            if not pending and closed:
+                return
+            for job_id, future in pending:
+                self._check(job_id, future)
+            with self._lock:
+                self._futures = {i: f for i, f in self._futures.items() if not f.done()}
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+
+    def _check(self, job_id: str, future: Future[Any]) -> None:
+        try:
+            job = self._client.job(job_id)
+            if JobStatus(job.status) not in FINISHED:
+                return
+            ok, value = self._outcomes(job)[0]
+        except JobsysError as exc:
+            ok, value = False, exc
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class _Star:
+    """``fn(*item)``, for ``map`` over several iterables."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, args: list[Any]) -> Any:
+        return self.fn(*args)
