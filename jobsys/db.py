@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobsys.config import Settings
-from jobsys.errors import ConfigError
-from jobsys.models import Base
+from jobsys.schema import upgrade_schema
 
 SessionFactory = sessionmaker[Session]
 
@@ -59,39 +58,9 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def make_session_factory(settings: Settings, *, create: bool = True) -> SessionFactory:
-    """A session factory for the configured database, creating the tables if asked."""
+    """A session factory for the configured database, its schema first brought to
+    the newest revision unless ``create`` is false (see ``jobsys.schema``)."""
     engine = make_engine(settings.database_url)
     if create:
-        create_schema(engine)
+        upgrade_schema(engine)
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def create_schema(engine: Engine) -> None:
-    """Create missing tables. Web app, workers and beat may all start at once
-    (compose does): on PostgreSQL an advisory lock lets one create and the
-    others then find the tables, instead of racing into duplicate-type errors."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(7305193)"))
-        Base.metadata.create_all(conn)
-        _check_columns(conn)
-
-
-def _check_columns(conn: Any) -> None:
-    """Refuse, with the fix, a database made by an older jobsys whose tables lack
-    columns this one needs (``create_all`` adds tables, never columns). Until
-    migrations exist (``jobsys db upgrade``), the fix is a fresh database."""
-    found = inspect(conn)
-    missing = [
-        f"{table.name}.{column.name}"
-        for table in Base.metadata.sorted_tables
-        for column in table.columns
-        if column.name not in {c["name"] for c in found.get_columns(table.name)}
-    ]
-    if missing:
-        url = conn.engine.url.render_as_string(hide_password=True)
-        raise ConfigError(
-            f"the database {url} was made by an older jobsys and lacks {', '.join(missing)}; "
-            "move it aside (for the local default: remove .jobsys/jobsys.db) or point "
-            "JOBSYS_DATABASE_URL at a new one"
-        )

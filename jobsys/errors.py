@@ -14,6 +14,7 @@ mapping lives in ``webui/errors.py`` and ``jobsys/cli.py``, not here)::
     ├── NotFoundError      job, token, ...
     ├── StateError         an action the job's current status forbids
     ├── DispatchError      the broker (Redis) could not be reached
+    ├── DatabaseUnavailable  the database could not be reached
     ├── ItemsFailed        Job.results() found items that raised (client side)
     └── StepError          raised on workers while running a step
         ├── StepFailed       a container exited non-zero
@@ -93,6 +94,10 @@ class DispatchError(JobsysError):
     """Raised when work cannot be handed to the broker; the job stays queued in the outbox."""
 
 
+class DatabaseUnavailable(JobsysError):
+    """Raised when the database cannot be connected to (down, wrong URL, unreadable file)."""
+
+
 class ItemsFailed(JobsysError):
     """Raised by ``Job.results()`` when items raised; ``errors`` maps item index to error."""
 
@@ -149,6 +154,7 @@ ERRORS_BY_NAME: dict[str, type[JobsysError]] = {
         NotFoundError,
         StateError,
         DispatchError,
+        DatabaseUnavailable,
         ItemsFailed,
         StepError,
         StepFailed,
