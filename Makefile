@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/jobsys db upgrade
 	$(BIN)/jobsys run
 
 test: $(STAMP)

@@ -1,6 +1,6 @@
 """The ``jobsys`` command line. Each command parses, makes one service (or
 client) call and prints; exit codes: 0 ok, 1 job failed, 2 bad input,
-3 not found, 4 auth, 5 server or broker unreachable."""
+3 not found, 4 auth, 5 server, broker or database unreachable."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import click
 
 from jobsys import cli_jobs
 from jobsys.cli_catalog import catalog, start
+from jobsys.cli_db import db
 from jobsys.cli_schedules import schedules
 from jobsys.cli_users import users
 from jobsys.config import Settings
 from jobsys.errors import (
     AuthError,
     ConfigError,
+    DatabaseUnavailable,
     DispatchError,
     JobsysError,
     NotFoundError,
@@ -32,6 +34,7 @@ EXIT_CODES: list[tuple[type[JobsysError], int]] = [
     (StateError, 2),
     (AuthError, 4),
     (DispatchError, 5),
+    (DatabaseUnavailable, 5),
 ]
 
 
@@ -232,6 +235,7 @@ main.add_command(schedules)
 main.add_command(start)
 main.add_command(catalog)
 main.add_command(users)
+main.add_command(db)
 
 if __name__ == "__main__":
     main()

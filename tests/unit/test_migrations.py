@@ -1,7 +1,7 @@
 """Schema migrations on SQLite: a 0001 database full of data upgrades with every
 row kept and the app working on it; a database from before migrations is
 recognised and stamped; head matches the models exactly, whichever way it was
-reached; unknown schemas are refused with the fix."""
+reached; unknown schemas are refused with the fix; ``jobsys db`` commands."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 
 from jobsys import schema
+from jobsys.cli import main
 from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.db import make_engine, make_session_factory
@@ -203,3 +205,25 @@ def test_sqlite_foreign_keys_are_off_while_migrating_and_checked(engine: Engine)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("SELECT count(*) FROM log_lines").scalar() == 0
+
+
+def test_db_commands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {"JOBSYS_DATABASE_URL": url, "JOBSYS_DATA_DIR": str(tmp_path)}
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, ["db", *args], env=env)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    assert run("current").startswith("none: empty database")
+    assert run("history").splitlines()[-1].startswith("0002  tags and dashboard indexes")
+    assert "created the schema at 0001" in run("upgrade", "--revision", "0001")
+    assert run("current") == "0001\n"
+    assert "from 0001 to 0002" in run("upgrade")
+    assert "nothing to do" in run("upgrade")
+    assert run("current") == "0002 (head)\n"
+    assert "no revision 'nope'" in run("upgrade", "--revision", "nope", code=2)
+    env["JOBSYS_DATABASE_URL"] = f"sqlite:///{tmp_path}"  # a folder: sqlite cannot open it
+    assert "cannot reach the database" in run("upgrade", code=5)
