@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.log_latency
 	$(BIN)/python -m bench.schedule_lateness
 	$(BIN)/python -m bench.job_list
+	$(BIN)/python -m bench.map_million
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -12,8 +12,10 @@ as the matching ``JobsysError`` subclass with the server's message.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -60,7 +62,7 @@ class Client:
     # -- submitting ---------------------------------------------------------
 
     def submit_spec(self, spec: dict[str, Any]) -> Job:
-        return Job(self, self.request("POST", "/api/jobs", json=spec))
+        return Job(self, self.request("POST", "/api/jobs", **_body(spec)))
 
     def map(
         self,
@@ -76,12 +78,15 @@ class Client:
         step: dict[str, Any] = {
             "kind": "function",
             "function": {PICKLE_KEY: b64encode(cloudpickle.dumps(fn))},
-            "items": [to_wire(item) for item in items],
             "tolerate_failures": tolerate_failures,
         }
         if chunk_size is not None:
             step["chunk_size"] = chunk_size
-        return self.submit_spec({"name": name or _name_of(fn), "steps": [step], "tags": list(tags)})
+        spec = {"name": name or _name_of(fn), "tags": list(tags)}
+        # The items are encoded and compressed as they are sent, never held as one document.
+        body = _gzipped(_spec_with_items(spec, step, items))
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        return Job(self, self.request("POST", "/api/jobs", content=body, headers=headers))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
         """Run one call ``fn(*args, **kwargs)`` on a worker as a job; its one result
@@ -287,13 +292,26 @@ class Job:
             raise ItemsFailed(failed, total=len(values))
         return values
 
-    def outcomes(self) -> list[tuple[bool, Any]]:
-        """Each item as ``(True, value)`` or ``(False, {"type", "message", "traceback"})``."""
-        data = self.client.request("GET", f"/api/jobs/{self.id}/results")
-        return [
-            (True, from_wire(o["value"])) if o["ok"] else (False, o["error"])
-            for o in data["results"]
-        ]
+    def outcomes(self) -> Iterator[tuple[bool, Any]]:
+        """Each item as ``(True, value)`` or ``(False, {"type", "message", "traceback"})``,
+        read page by page so a million results never sit in memory at once."""
+        offset = 0
+        while True:
+            params = {"offset": offset, "limit": RESULTS_PAGE}
+            data = self.client.request("GET", f"/api/jobs/{self.id}/results", params=params)
+            for o in data["results"]:
+                yield (True, from_wire(o["value"])) if o["ok"] else (False, o["error"])
+            offset += len(data["results"])
+            if offset >= data["total"] or not data["results"]:
+                return
+
+    def iter_results(self) -> Iterator[Any]:
+        """Each item's value in item order, one page at a time; ItemsFailed at the
+        first failed item (use ``outcomes()`` to see every item's error)."""
+        for i, (ok, value) in enumerate(self.outcomes()):
+            if not ok:
+                raise ItemsFailed({i: value}, total=i + 1)
+            yield value
 
     def cancel(self) -> Job:
         self.data = self.client.cancel(self.id).data
@@ -358,6 +376,48 @@ class Job:
                         event["data"] += value
                     elif name in ("id", "event"):
                         event[name] = value
+
+
+#: Results per request when reading them back.
+RESULTS_PAGE = 20_000
+#: JSON bodies larger than this are sent gzip-compressed.
+GZIP_ABOVE = 64 * 1024
+
+
+def _body(data: Any) -> dict[str, Any]:
+    """``request`` keyword arguments sending ``data`` as JSON, compressed when large."""
+    raw = json.dumps(data).encode()
+    if len(raw) <= GZIP_ABOVE:
+        return {"content": raw, "headers": {"Content-Type": "application/json"}}
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return {"content": gzip.compress(raw, compresslevel=5), "headers": headers}
+
+
+def _spec_with_items(
+    spec: dict[str, Any], step: dict[str, Any], items: Iterable[Any]
+) -> Iterator[bytes]:
+    """The JSON of ``spec`` with ``step`` as its one step and ``items`` as that
+    step's item list, in pieces of a thousand items."""
+    yield f'{json.dumps(spec)[:-1]}, "steps": [{json.dumps(step)[:-1]}, "items": ['.encode()
+    batch: list[str] = []
+    sep = ""
+    for item in items:
+        batch.append(json.dumps(to_wire(item)))
+        if len(batch) == 1000:
+            yield (sep + ",".join(batch)).encode()
+            batch, sep = [], ","
+    if batch:
+        yield (sep + ",".join(batch)).encode()
+    yield b"]}]}"
+
+
+def _gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    packer = zlib.compressobj(5, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    for piece in pieces:
+        out = packer.compress(piece)
+        if out:
+            yield out
+    yield packer.flush()
 
 
 class _Call:

@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         admin_views,
         api,
         catalog_views,
+        compression,
         errors,
         flower_proxy,
         metrics,
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(flower_proxy.bp)
     app.register_blueprint(metrics.bp)
     errors.init_app(app)
+    compression.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     app.jinja_env.filters["eta"] = _format_eta
     return app

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from jobsys import service
 from jobsys.auth import Right
 from jobsys.errors import SpecError
+from webui.compression import request_body
 from webui.principal import api_principal, context, needs
 from webui.stream import event_response
 
@@ -18,7 +19,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 def json_body() -> Any:
-    raw = request.get_data(cache=False)
+    raw = request_body(request)
     if not raw.strip():
         raise SpecError({"body": "send a JSON object in the request body"})
     try:
@@ -112,7 +113,15 @@ def job_logs(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/results")
 @needs(Right.VIEW)
 def job_results(job_id: str) -> Response:
-    return jsonify(service.job_results(context(), api_principal(), job_id))
+    """Every item's outcome, or a page of them with ``offset`` and ``limit``."""
+    found = service.job_results(
+        context(),
+        api_principal(),
+        job_id,
+        offset=int_arg("offset", 0) or 0,
+        limit=int_arg("limit", None),
+    )
+    return jsonify(found)
 
 
 @bp.get("/stats")

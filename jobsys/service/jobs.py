@@ -29,6 +29,7 @@ from jobsys.specs import (
 log = logging.getLogger(__name__)
 
 MAX_LOG_TAIL = 10_000
+MAX_RESULTS_PAGE = 100_000
 
 
 def submit_job(ctx: Context, principal: Principal, data: Any) -> JobInfo:
@@ -166,9 +167,22 @@ def job_logs(
         return [LogEntry.of(r) for r in rows]
 
 
-def job_results(ctx: Context, principal: Principal, job_id: str) -> dict[str, Any]:
-    """Every item's outcome of the job's last function step, in item order."""
+def job_results(
+    ctx: Context,
+    principal: Principal,
+    job_id: str,
+    *,
+    offset: int = 0,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Item outcomes of the job's last function step, in item order: all of them,
+    or the page ``[offset, offset + limit)``, which reads only the chunks it
+    overlaps (so a million results can be read in bounded memory, page by page)."""
     require(principal, Right.VIEW)
+    if offset < 0:
+        raise SpecError({"offset": "give a number from 0 up"})
+    if limit is not None and not 1 <= limit <= MAX_RESULTS_PAGE:
+        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE}"})
     with ctx.sessions() as session:
         _require_job(session, job_id)
         step = session.scalar(
@@ -181,25 +195,33 @@ def job_results(ctx: Context, principal: Principal, job_id: str) -> dict[str, An
             raise NotFoundError(f"job {job_id} has no function step, so no item results")
         if not JobStatus(step.status).finished:
             raise StateError(f"step {step.position} is {step.status}; wait for the job to end")
+        stop = step.total_items if limit is None else min(step.total_items, offset + limit)
         runs = session.scalars(
-            select(TaskRun).where(TaskRun.step_id == step.id).order_by(TaskRun.item_start)
+            select(TaskRun)
+            .where(
+                TaskRun.step_id == step.id,
+                TaskRun.item_stop > offset,
+                TaskRun.item_start < stop,
+            )
+            .order_by(TaskRun.item_start)
         )
         results: list[Any] = []
         for run in runs:
-            outcomes = run.results or []
+            outcomes: list[Any] = list(run.results or [])
+            # A chunk that never produced results still holds its place in item order.
+            outcomes += [_missing(run)] * (run.item_stop - run.item_start - len(outcomes))
+            low, high = max(offset, run.item_start), min(stop, run.item_stop)
             results.extend(
                 {**o, "value": unsign_for_wire(o["value"], ctx.signer)} if o["ok"] else o
-                for o in outcomes
+                for o in outcomes[low - run.item_start : high - run.item_start]
             )
-            # A chunk that never produced results still holds its place in item order.
-            for _ in range(run.item_stop - run.item_start - len(outcomes)):
-                results.append(_missing(run))
         return {
             "job_id": job_id,
             "step": step.position,
             "status": step.status,
             "total": step.total_items,
             "failed": step.failed_items,
+            "offset": offset,
             "results": results,
         }
 
