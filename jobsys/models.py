@@ -165,11 +165,26 @@ class Step(Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
 
     job: Mapped[Job] = relationship(back_populates="steps")
+    #: A function step's items, loaded only by the code that plans its chunks.
+    payload: Mapped[StepItems | None] = relationship(cascade="all, delete-orphan")
 
     __table_args__ = (
         Index("ix_steps_job_position", "job_id", "position", unique=True),
         Index("ix_steps_outbox", "status", "dispatched_at"),
     )
+
+
+class StepItems(Base):
+    """A function step's signed item list, kept out of the step row: that row is
+    updated once per finished chunk, and SQLite rewrites a whole row on update,
+    so a million items stored in it were rewritten for each of a thousand chunks."""
+
+    __tablename__ = "step_items"
+
+    step_id: Mapped[str] = mapped_column(
+        ForeignKey("steps.id", ondelete="CASCADE"), primary_key=True
+    )
+    items: Mapped[list[Any]] = mapped_column(JSON)
 
 
 class TaskRun(Base):

@@ -8,16 +8,18 @@ Shared by the SQLite (unit) and PostgreSQL (integration) migration tests.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from werkzeug.security import generate_password_hash
 
 from jobsys import service
 from jobsys.auth import SYSTEM, hash_secret
 from jobsys.context import Context
+from jobsys.models import Step
 from jobsys.service.job_list import JobFilter
 
 #: Stored as the app stored it: naive UTC.
@@ -415,11 +417,29 @@ def seed_0001(conn: Connection) -> None:
 
 
 def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every 0001 table, as the driver returns it, in key order."""
-    return {
+    """Every row of every 0001 table, as the driver returns it, in key order;
+    a step's spec with its items folded back in from ``step_items`` (0003)."""
+    found = {
         table: [tuple(row) for row in conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1"))]
         for table in TABLES_0001
+        if table != "steps"
     }
+    moved: dict[str, Any] = {}
+    if sa.inspect(conn).has_table("step_items"):
+        moved = dict(conn.execute(sa.text("SELECT step_id, items FROM step_items")).all())
+    steps = []
+    for row in conn.execute(sa.text("SELECT * FROM steps ORDER BY 1")).mappings():
+        spec = _json(row["spec"])
+        if row["id"] in moved:
+            spec = {**spec, "items": _json(moved[row["id"]])}
+        steps.append(tuple(sorted({**row, "spec": spec}.items())))
+    found["steps"] = steps
+    return found
+
+
+def _json(value: Any) -> Any:
+    """SQLite hands JSON back as text, psycopg as Python values."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def check_tags_backfilled(conn: Connection) -> None:
@@ -453,3 +473,8 @@ def check_app_works(ctx: Context) -> None:
     by_tag = service.list_jobs(ctx, SYSTEM, where=JobFilter.parse({"tag": "etl"}))
     assert [j.id for j in by_tag.items] == [fresh.id, "j1" * 16]
     assert service.get_job(ctx, SYSTEM, fresh.id).tags == ("etl", "new")
+
+    with ctx.sessions() as session:  # 0003 moved the items out of the step row
+        step = session.scalars(select(Step).where(Step.kind == "function")).one()
+        assert step.payload is not None and step.payload.items == [1, 4]
+        assert "items" not in step.spec and step.spec["function"] == "math:sqrt"

@@ -64,7 +64,7 @@ def _plan(step: Step, first_index: int = 0) -> StepPlan:
     task_id = str(uuid.uuid4())
     if step.kind == "docker":
         return StepPlan(job_id=step.job_id, step_id=step.id, kind="docker", task_id=task_id)
-    items = step.spec["items"]
+    items = step.payload.items if step.payload else []
     # A resumed step runs only the item ranges its spec names; a new one runs all.
     ranges = step.spec.get("ranges")
     if ranges is None:

@@ -12,7 +12,17 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
-from jobsys.models import Job, JobStatus, JobTag, LogLine, Step, TaskRun, new_id, utcnow
+from jobsys.models import (
+    Job,
+    JobStatus,
+    JobTag,
+    LogLine,
+    Step,
+    StepItems,
+    TaskRun,
+    new_id,
+    utcnow,
+)
 from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.records import JobInfo, LogEntry, TaskInfo
@@ -110,7 +120,7 @@ def _step_row(ctx: Context, position: int, step: DockerStep | FunctionStep) -> S
         return Step(position=position, kind="docker", spec=stored, total_tasks=1)
     path = f"steps[{position}]"
     stored["function"] = sign_wire(step.function, ctx.signer, f"{path}.function")
-    stored["items"] = [sign_wire(item, ctx.signer, f"{path}.items") for item in step.items]
+    items = [sign_wire(item, ctx.signer, f"{path}.items") for item in stored.pop("items")]
     stored["chunk_size"] = chunk_size_for(step, ctx.settings)
     n_chunks = len(chunk_bounds(len(step.items), stored["chunk_size"]))
     return Step(
@@ -119,6 +129,7 @@ def _step_row(ctx: Context, position: int, step: DockerStep | FunctionStep) -> S
         spec=stored,
         total_tasks=n_chunks,
         total_items=len(step.items),
+        payload=StepItems(items=items),
     )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, selectinload
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, StateError
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
+from jobsys.models import Job, JobStatus, Step, StepItems, TaskRun, TaskState, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
@@ -116,20 +116,21 @@ def _copy_job(session: Session, old: Job, principal: Principal) -> Job:
 
 def _fresh_step(step: Step) -> Step:
     spec = {k: v for k, v in step.spec.items() if k != "ranges"}
-    total = step.total_tasks
-    if step.kind == "function":
-        total = len(chunk_bounds(len(spec["items"]), spec["chunk_size"]))
-    return Step(
+    fresh = Step(
         position=step.position,
         kind=step.kind,
         spec=spec,
-        total_tasks=total,
+        total_tasks=step.total_tasks,
         total_items=step.total_items,
     )
+    if step.kind == "function":
+        fresh.total_tasks = len(chunk_bounds(step.total_items, spec["chunk_size"]))
+        fresh.payload = StepItems(items=list(step.payload.items if step.payload else []))
+    return fresh
 
 
 def _carried_step(step: Step) -> Step:
-    return Step(
+    carried = Step(
         position=step.position,
         kind=step.kind,
         spec=step.spec,
@@ -144,6 +145,9 @@ def _carried_step(step: Step) -> Step:
         started_at=step.started_at,
         finished_at=step.finished_at,
     )
+    if step.payload is not None:  # so that a rerun of the new job has the items too
+        carried.payload = StepItems(items=list(step.payload.items))
+    return carried
 
 
 def _runs(session: Session, step: Step) -> list[TaskRun]:
