@@ -263,35 +263,49 @@ def _insert_logs(session: Any, job_id: str, step_id: str | None, logs: Iterable[
 
 
 def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
-    """The chord callback's work: judge the step from every chunk's record."""
+    """The chord callback's work: judge the step from every chunk's record.
+
+    It reads the chunks' states, not their results: a million items' results
+    would fill the worker's memory to learn what the counters already say."""
     with ctx.sessions() as session:
-        step = session.get_one(Step, step_id)
-        runs = list(
-            session.scalars(
-                select(TaskRun).where(TaskRun.step_id == step_id).order_by(TaskRun.item_start)
+        failed_items, total_items, tolerate = session.execute(
+            select(Step.failed_items, Step.total_items, Step.spec["tolerate_failures"]).where(
+                Step.id == step_id
             )
-        )
-    broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
+        ).one()
+        runs = session.execute(
+            select(TaskRun.chunk_index, TaskRun.state, TaskRun.error)
+            .where(TaskRun.step_id == step_id)
+            .order_by(TaskRun.item_start)
+        ).all()
+        broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
+        first_error = None
+        if not broken and failed_items and not tolerate:
+            first = session.scalars(
+                select(TaskRun)
+                .where(TaskRun.step_id == step_id, TaskRun.failed_items > 0)
+                .order_by(TaskRun.item_start)
+                .limit(1)
+            ).first()
+            first_error = _first_item_error(first) if first else "unknown"
     if broken:
-        first = broken[0]
+        first_broken = broken[0]
         error = (
             f"{len(broken)} of {len(runs)} chunks did not complete; chunk "
-            f"{first.chunk_index}: {first.error or first.state}"
+            f"{first_broken.chunk_index}: {first_broken.error or first_broken.state}"
         )
         return complete_step(ctx, step_id, JobStatus.FAILED, error=error)
-    if step.failed_items and not step.spec.get("tolerate_failures"):
-        first_error = _first_item_error(runs)
-        error = f"{step.failed_items} of {step.total_items} items failed (first: {first_error})"
+    if first_error is not None:
+        error = f"{failed_items} of {total_items} items failed (first: {first_error})"
         return complete_step(ctx, step_id, JobStatus.FAILED, error=error)
     return complete_step(ctx, step_id, JobStatus.COMPLETED)
 
 
-def _first_item_error(runs: Sequence[TaskRun]) -> str:
-    for run in runs:
-        for i, outcome in enumerate(run.results or []):
-            if not outcome["ok"]:
-                err = outcome["error"]
-                return f"item {run.item_start + i}: {err['type']}: {err['message']}"
+def _first_item_error(run: TaskRun) -> str:
+    for i, outcome in enumerate(run.results or []):
+        if not outcome["ok"]:
+            err = outcome["error"]
+            return f"item {run.item_start + i}: {err['type']}: {err['message']}"
     return "unknown"
 
 
