@@ -49,6 +49,8 @@ class Settings:
     outbox_grace_s: float = 5.0
     #: Seconds a Celery result (chunk summaries) lives in Redis.
     result_ttl_s: int = 24 * 3600
+    #: Seconds a finished job's event stream (live view replay) stays in Redis.
+    events_ttl_s: int = 24 * 3600
     #: Days to keep finished jobs (steps, tasks, logs, results) and schedule runs;
     #: 0 keeps everything. An hourly beat entry deletes what is older.
     retention_days: int = 0

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 JOB_STREAM_MAXLEN = 10_000
 GLOBAL_STREAM = "jobsys:events"
 GLOBAL_STREAM_MAXLEN = 10_000
-#: A finished job's stream is kept this long for late readers, then expires.
-STREAM_TTL_S = 24 * 3600
+#: Every stream expires this long after its last event, even if its job never ends
+#: (a job swept as lost, a Redis that lost the end event): no key lives forever.
+LIVE_STREAM_TTL_S = 7 * 24 * 3600
 
 
 def job_stream(job_id: str) -> str:
@@ -53,12 +54,15 @@ class EventBus(Protocol):
 
 
 class RedisEventBus:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, finished_ttl_s: int = 24 * 3600) -> None:
         self.client = client
+        #: How long a finished job's stream is kept for late readers.
+        self.finished_ttl_s = finished_ttl_s
 
     @classmethod
-    def from_url(cls, url: str) -> RedisEventBus:
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30))
+    def from_url(cls, url: str, finished_ttl_s: int = 24 * 3600) -> RedisEventBus:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
+        return cls(client, finished_ttl_s)
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         self.publish_many(job_id, type_, [data])
@@ -78,6 +82,8 @@ class RedisEventBus:
                         maxlen=GLOBAL_STREAM_MAXLEN,
                         approximate=True,
                     )
+            # Only where no TTL is set yet: the shorter one set at the job's end stays.
+            pipe.expire(job_stream(job_id), LIVE_STREAM_TTL_S, nx=True)
             pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("event for job %s not published: %s", job_id, exc)
@@ -98,7 +104,7 @@ class RedisEventBus:
 
     def expire(self, job_id: str) -> None:
         try:
-            self.client.expire(job_stream(job_id), STREAM_TTL_S)
+            self.client.expire(job_stream(job_id), self.finished_ttl_s)
         except (RedisError, OSError) as exc:
             log.warning("stream of job %s has no TTL: %s", job_id, exc)
 

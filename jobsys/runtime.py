@@ -31,6 +31,6 @@ def build_context(settings: Settings | None = None, app: object | None = None) -
             settings=settings,
             sessions=make_session_factory(settings),
             dispatcher=CeleryDispatcher(celery_app),
-            events=RedisEventBus.from_url(settings.redis_url),
+            events=RedisEventBus.from_url(settings.redis_url, settings.events_ttl_s),
         )
     return _cache[key]

@@ -14,7 +14,7 @@ from jobsys import service
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
-from jobsys.events import GLOBAL_STREAM, STREAM_TTL_S, RedisEventBus, job_stream
+from jobsys.events import GLOBAL_STREAM, LIVE_STREAM_TTL_S, RedisEventBus, job_stream
 from jobsys.models import JobStatus
 from jobsys.service.progress import LogRecord
 from tests.unit.conftest import docker_spec
@@ -81,8 +81,11 @@ def test_a_job_publishes_status_progress_and_lines_in_order(
         "running",
         "completed",
     ]
-    # a finished job's stream expires instead of staying in Redis for ever
-    assert 0 < redis_client.ttl(job_stream(job_id)) <= STREAM_TTL_S
+    # a finished job's stream expires after the finished-job TTL (a day by default),
+    # shorter than the week every live stream gets, and a late line does not extend it
+    assert 0 < redis_client.ttl(job_stream(job_id)) <= 24 * 3600 < LIVE_STREAM_TTL_S
+    ctx.events.publish(job_id, "log", {"line": "late"})
+    assert redis_client.ttl(job_stream(job_id)) <= 24 * 3600
 
 
 def test_follow_replays_exactly_what_came_after_the_given_id(
@@ -188,3 +191,11 @@ def test_a_revoke_from_celery_cancels_the_job(
     # our own cancel's revokes come back through the same signal: nothing more happens
     assert service.cancel_for_revoked_task(ctx, task_id, terminated=True) is None
     assert service.cancel_for_revoked_task(ctx, "not-a-jobsys-task", terminated=False) is None
+
+
+def test_every_stream_has_a_ttl_from_its_first_event(
+    ctx: Context, redis_client: fakeredis.FakeRedis
+) -> None:
+    """A job that never ends (lost, or its end event lost) still leaves no key for ever."""
+    ctx.events.publish("never-ends", "status", {"status": "running"})
+    assert 24 * 3600 < redis_client.ttl(job_stream("never-ends")) <= LIVE_STREAM_TTL_S
