@@ -126,16 +126,23 @@ class LiveStack:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
 
-def start_stack(name: str, database_url: str, redis_url: str, tmp: Path) -> Iterator[LiveStack]:
+def start_stack(
+    name: str, database_url: str, redis_url: str, tmp: Path, **overrides: Any
+) -> Iterator[LiveStack]:
+    """A worker and the web app on this database and Redis; ``overrides`` are
+    Settings fields for every process (e.g. shorter TTLs for a soak)."""
     redis.Redis.from_url(redis_url).flushdb()
     settings = Settings.from_env(
         {},
-        redis_url=redis_url,
-        database_url=database_url,
-        secret_key=SECRET,
-        data_dir=str(tmp),
-        docker_images=("jobsys/*",),
-        outbox_grace_s=0.5,
+        **{
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "secret_key": SECRET,
+            "data_dir": str(tmp),
+            "docker_images": ("jobsys/*",),
+            "outbox_grace_s": 0.5,
+            **overrides,
+        },
     )
     engine = create_engine(database_url)
     Base.metadata.drop_all(engine)
