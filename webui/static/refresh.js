@@ -25,15 +25,19 @@
         const response = await fetch(window.location.href, {credentials: "same-origin"});
         if (response.ok && !response.redirected) {
           const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-          for (const part of document.querySelectorAll("[data-refresh-part]")) {
-            const name = part.dataset.refreshPart;
-            const next = fresh.querySelector('[data-refresh-part="' + name + '"]');
-            if (next) part.replaceWith(document.importNode(next, true));
+          // Ask again: the reader may have ticked a box while the page was on its way.
+          const swap = !busy();
+          if (swap) {
+            for (const part of document.querySelectorAll("[data-refresh-part]")) {
+              const name = part.dataset.refreshPart;
+              const next = fresh.querySelector('[data-refresh-part="' + name + '"]');
+              if (next) part.replaceWith(document.importNode(next, true));
+            }
           }
           const pace = fresh.querySelector("[data-refresh-ms]");
           if (!pace) return; // the page no longer wants refreshing
           every = Number(pace.dataset.refreshMs) || every;
-          root.dataset.refreshedAt = new Date().toISOString();
+          if (swap) root.dataset.refreshedAt = new Date().toISOString();
         }
       } catch (err) {
         // The server is restarting or the network is down: try again later.
