@@ -56,19 +56,25 @@ def page(browser: Browser, stack: LiveStack, expected_console: list[str]) -> Ite
     assert [p for p in problems if not any(e in p for e in expected_console)] == []
 
 
-def sign_in_with_token(page: Page, stack: LiveStack, role: str) -> None:
-    page.goto(f"{stack.url}/login")
-    page.fill("#token", stack.token(role))
-    page.get_by_role("button", name="Sign in with the token").click()
-    page.wait_for_url(f"{stack.url}/")  # signing in lands on the dashboard
+def sign_in_with_token(page: Page, stack: LiveStack, role: str, then: str = "/jobs") -> None:
+    """Sign in and land on ``then`` (``/`` is where signing in goes by itself;
+    the other pages are quicker to land on than the dashboard, which waits on
+    Celery's inspect replies)."""
+    _sign_in(page, stack, then, {"#token": stack.token(role)}, "Sign in with the token")
 
 
-def sign_in_with_password(page: Page, stack: LiveStack, name: str, password: str) -> None:
-    page.goto(f"{stack.url}/login")
-    page.get_by_label("Name", exact=True).fill(name)
-    page.get_by_label("Password", exact=True).fill(password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-    page.wait_for_url(f"{stack.url}/")
+def sign_in_with_password(
+    page: Page, stack: LiveStack, name: str, password: str, then: str = "/jobs"
+) -> None:
+    _sign_in(page, stack, then, {"#name": name, "#password": password}, "Sign in")
+
+
+def _sign_in(page: Page, stack: LiveStack, then: str, fields: dict[str, str], button: str) -> None:
+    page.goto(f"{stack.url}/login" if then == "/" else f"{stack.url}/login?next={then}")
+    for selector, value in fields.items():
+        page.fill(selector, value)
+    page.get_by_role("button", name=button, exact=True).click()
+    page.wait_for_url(f"{stack.url}{then}")
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Locator, Page, Route, expect
 
 from tests.browser.conftest import screenshot
 from tests.docker.test_docker_steps import containers_of, step
@@ -135,9 +135,24 @@ def test_the_list_refreshes_in_place_but_not_over_a_ticked_box(
     expect(row_of(page, later)).to_be_visible(timeout=10_000)
     assert page.evaluate("() => window.notReloaded") is True  # swapped in, not reloaded
 
-    # A ticked box holds the list still: nothing is swapped from under it.
+    # A box ticked while a refresh is on its way is not swapped away when the
+    # answer lands: the refresh is held back here until the box is ticked.
+    on_the_way: list[Route] = []
+    page.route(f"**/jobs?q={p}", lambda route: on_the_way.append(route))
+    for _ in range(50):  # the page asks every 2 s; the handler runs while Playwright waits
+        if on_the_way:
+            break
+        page.wait_for_timeout(100)
+    assert on_the_way, "no refresh within 5 s"
     box = row_of(page, long).get_by_role("checkbox")
     box.check()
+    with page.expect_response(f"**/jobs?q={p}"):
+        on_the_way[0].continue_()
+    page.unroute(f"**/jobs?q={p}")
+    page.wait_for_timeout(200)  # the answer is parsed, and would be swapped in
+    expect(box).to_be_checked()
+
+    # A ticked box holds the list still: nothing is swapped from under it.
     held = page.locator("[data-refresh-ms]").get_attribute("data-refreshed-at")
     assert held is not None  # it had refreshed before: the short job's row changed
     paused_id = post_job(stack, function_job(paused, [-4]))
