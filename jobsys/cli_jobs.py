@@ -216,12 +216,26 @@ def submit_docker(
 
 @submit.command("spec")
 @click.argument("file", type=click.File("r"))
+@click.option(
+    "--idempotency-key",
+    default=None,
+    metavar="KEY",
+    help="Run the spec once per KEY: repeating the command within 24 h prints the "
+    "first run's job instead of starting another.",
+)
 @_wait_options
-def submit_spec(file: IO[str], wait: bool, timeout: float | None, as_json: bool) -> None:
+def submit_spec(
+    file: IO[str],
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
     """Submit a job spec from a YAML or JSON FILE (``-`` reads stdin)."""
     spec = _load(file.read(), file.name)
     with Client() as client:
-        finish(client.submit_spec(spec), wait=wait, as_json=as_json, timeout=timeout)
+        job = client.submit_spec(spec, idempotency_key=idempotency_key)
+        finish(job, wait=wait, as_json=as_json, timeout=timeout)
 
 
 @click.command("map")

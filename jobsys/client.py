@@ -61,8 +61,14 @@ class Client:
 
     # -- submitting ---------------------------------------------------------
 
-    def submit_spec(self, spec: dict[str, Any]) -> Job:
-        return Job(self, self.request("POST", "/api/jobs", **_body(spec)))
+    def submit_spec(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> Job:
+        """Submit a job spec. With ``idempotency_key`` (a new UUID per job, say), sending
+        the same spec again within 24 h, after a timeout for instance, returns the job
+        the first sending made instead of starting a second one."""
+        request = _body(spec)
+        if idempotency_key is not None:
+            request["headers"]["Idempotency-Key"] = idempotency_key
+        return Job(self, self.request("POST", "/api/jobs", **request))
 
     def map(
         self,
@@ -169,10 +175,15 @@ class Client:
 
     # -- the catalog --------------------------------------------------------
 
-    def start(self, template: str, **variables: Any) -> Job:
-        """Start a catalog template: ``c.start("echo", message="hi", times=2)``."""
+    def start(
+        self, template: str, /, *, idempotency_key: str | None = None, **variables: Any
+    ) -> Job:
+        """Start a catalog template: ``c.start("echo", message="hi", times=2)``; an
+        ``idempotency_key`` makes a repeat within 24 h return the first start's job."""
         body = {"variables": variables}
-        return Job(self, self.request("POST", f"/api/catalog/{template}/start", json=body))
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        path = f"/api/catalog/{template}/start"
+        return Job(self, self.request("POST", path, json=body, headers=headers))
 
     def catalog(self) -> dict[str, Any]:
         """``{"templates": [...], "broken": [{"name", "source", "error"}]}``."""

@@ -7,7 +7,8 @@ mapping lives in ``webui/errors.py`` and ``jobsys/cli.py``, not here)::
     JobsysError
     ├── ConfigError        bad settings, raised at start-up
     ├── SpecError          invalid input; carries field -> message
-    │   └── PayloadTooLarge  a request body over the configured limit
+    │   ├── PayloadTooLarge  a request body over the configured limit
+    │   └── IdempotencyMismatch  an Idempotency-Key sent again with another request
     ├── AuthError
     │   ├── Unauthenticated  no or unknown credentials
     │   └── PermissionDenied credentials without the right needed
@@ -59,6 +60,10 @@ class SpecError(JobsysError):
 
 class PayloadTooLarge(SpecError):
     """Raised when a request body is larger than ``JOBSYS_MAX_PAYLOAD_BYTES``."""
+
+
+class IdempotencyMismatch(SpecError):
+    """Raised when an ``Idempotency-Key`` comes back with a request other than its first."""
 
 
 class AuthError(JobsysError):
@@ -148,6 +153,7 @@ ERRORS_BY_NAME: dict[str, type[JobsysError]] = {
         ConfigError,
         SpecError,
         PayloadTooLarge,
+        IdempotencyMismatch,
         AuthError,
         Unauthenticated,
         PermissionDenied,

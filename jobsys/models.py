@@ -362,3 +362,29 @@ class AuditEntry(Base):
         Index("ix_audit_actor_ts", "actor", "ts"),
         Index("ix_audit_action_ts", "action", "ts"),
     )
+
+
+class IdempotencyKey(Base):
+    """A caller's ``Idempotency-Key`` and the job its first request made, so a
+    repeat (a retry after a timeout, say) gets that job back instead of a second.
+
+    Written in the same transaction as the job: when two repeats race, the
+    unique (principal, key) pair lets one commit and the other find its job.
+    Rows older than a day are ignored and swept away (``service.retention``).
+    """
+
+    __tablename__ = "idempotency_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: Keys are the caller's own: two callers may pick the same one.
+    principal: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(255))
+    #: sha256 of the request (route and canonical JSON body), to refuse a key reused for another.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("principal", "key", name="uq_idempotency_keys_principal_key"),
+        Index("ix_idempotency_keys_created", "created_at"),
+    )

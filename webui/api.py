@@ -11,6 +11,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from jobsys import service
 from jobsys.auth import Right
 from jobsys.errors import SpecError
+from jobsys.service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from webui.compression import request_body
 from webui.principal import api_principal, context, needs
 from webui.stream import event_response
@@ -40,11 +41,21 @@ def int_arg(name: str, default: int | None) -> int | None:
         raise SpecError({name: f"give a whole number, not {raw!r}"}) from exc
 
 
+def idempotency(body: Any) -> service.Idempotency | None:
+    """The request's ``Idempotency-Key``, bound to this route and body; None without one."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    return service.Idempotency.of(key, f"{request.method} {request.path}", body)
+
+
 @bp.post("/jobs")
 @needs(Right.SUBMIT)
 def submit_job() -> tuple[Response, int, dict[str, str]]:
-    principal = api_principal()
-    return _created(service.submit_job(context(), principal, json_body()))
+    """With an ``Idempotency-Key`` header, a repeat within 24 h gets the first job back."""
+    body = json_body()
+    job = service.submit_job(context(), api_principal(), body, once=idempotency(body))
+    return _created(job)
 
 
 @bp.get("/jobs")
@@ -87,7 +98,10 @@ def resume_job(job_id: str) -> tuple[Response, int, dict[str, str]]:
 
 
 def _created(job: service.JobInfo) -> tuple[Response, int, dict[str, str]]:
-    return jsonify(job.to_dict()), 202, {"Location": url_for("api.get_job", job_id=job.id)}
+    headers = {"Location": url_for("api.get_job", job_id=job.id)}
+    if job.replayed:
+        headers["Idempotent-Replayed"] = "true"  # as Stripe marks a repeat's answer
+    return jsonify(job.to_dict()), 202, headers
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -239,8 +253,12 @@ def get_template(name: str) -> Response:
 @bp.post("/catalog/<name>/start")
 @needs(Right.START)
 def start_template(name: str) -> tuple[Response, int, dict[str, str]]:
-    variables = _variables(json_body())
-    return _created(service.start_template(context(), api_principal(), name, variables))
+    """Takes an ``Idempotency-Key`` header like ``POST /api/jobs``."""
+    body = json_body()
+    job = service.start_template(
+        context(), api_principal(), name, _variables(body), once=idempotency(body)
+    )
+    return _created(job)
 
 
 @bp.post("/catalog/<name>/render")

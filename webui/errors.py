@@ -5,10 +5,14 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from jobsys.errors import (
+    DatabaseUnavailable,
     DispatchError,
+    IdempotencyMismatch,
     JobsysError,
     NotFoundError,
     PayloadTooLarge,
@@ -21,12 +25,14 @@ from jobsys.errors import (
 #: Most specific first.
 HTTP_STATUS: list[tuple[type[JobsysError], int]] = [
     (PayloadTooLarge, 413),
+    (IdempotencyMismatch, 422),
     (SpecError, 400),
     (Unauthenticated, 401),
     (PermissionDenied, 403),
     (NotFoundError, 404),
     (StateError, 409),
     (DispatchError, 503),
+    (DatabaseUnavailable, 503),
 ]
 
 
@@ -75,7 +81,38 @@ def _audit_refusal(app: Flask, exc: JobsysError) -> None:
         logging.getLogger(__name__).exception("could not write the audit entry")
 
 
+#: What SQLAlchemy raises when the database is down, unreachable, locked past the
+#: busy timeout, or out of pooled connections: the request could not be served now.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+
+
+def database_unavailable(exc: Exception) -> DatabaseUnavailable:
+    """The 503 for a database that stopped answering in the middle of a request.
+
+    Each service function writes in one transaction, and a failed one rolls
+    back, so what this request tried to change is either whole or absent. A
+    submission may still have been stored just before the failure; retrying it
+    with the same Idempotency-Key cannot make a second job.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
+    return DatabaseUnavailable(
+        f"the database is unavailable ({reason}); try again in a moment. "
+        "Nothing was half-written; a submission sent with an Idempotency-Key "
+        "is safe to repeat."
+    )
+
+
 def init_app(app: Flask) -> None:
+    def _database_down(exc: Exception) -> tuple[Response | str, int]:
+        logging.getLogger(__name__).warning(
+            "%s %s: database unavailable: %s", request.method, request.path, exc
+        )
+        return _answer(database_unavailable(exc), 503)
+
+    for cls in DATABASE_DOWN:
+        app.register_error_handler(cls, _database_down)
+
     @app.errorhandler(JobsysError)
     def _jobsys_error(exc: JobsysError) -> tuple[Response | str, int]:
         if isinstance(exc, PermissionDenied | Unauthenticated):

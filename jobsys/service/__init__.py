@@ -21,6 +21,7 @@ from jobsys.service.control import (
 from jobsys.service.dashboard import Dashboard, dashboard
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
 from jobsys.service.firing import Fired, fire_due_schedules, next_fire_time
+from jobsys.service.idempotency import Idempotency
 from jobsys.service.job_list import JobFilter, list_jobs
 from jobsys.service.jobs import (
     get_job,
@@ -82,6 +83,7 @@ __all__ = [
     "Catalog",
     "Dashboard",
     "Fired",
+    "Idempotency",
     "IssuedToken",
     "JobFilter",
     "JobInfo",

@@ -10,7 +10,7 @@ jobs remember their template so the narrowing holds for them too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
 from jobsys.models import CatalogEntry, Job, utcnow
 from jobsys.service.audit import record
+from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.jobs import build_job, get_job, publish_job
 from jobsys.service.records import JobInfo
 
@@ -103,13 +104,22 @@ def render_template(
     return spec
 
 
-def start_template(ctx: Context, principal: Principal, name: str, variables: Any) -> JobInfo:
-    """Start a job from a template; SpecError names each bad or missing variable."""
+def start_template(
+    ctx: Context,
+    principal: Principal,
+    name: str,
+    variables: Any,
+    *,
+    once: Idempotency | None = None,
+) -> JobInfo:
+    """Start a job from a template; SpecError names each bad or missing variable.
+    With ``once``, a repeat gets the first start's job back (see ``submit_job``)."""
     with ctx.sessions() as session:
         template = _find(session, name)
     job = new_template_job(ctx, principal, template, variables)
-    with ctx.sessions.begin() as session:
-        session.add(job)
+    earlier = store_job(ctx, principal, job, once)
+    if earlier is not None:
+        return replace(get_job(ctx, principal, earlier), replayed=True)
     record(
         ctx, principal, "catalog.start", name, detail={"job": job.id, "variables": job.variables}
     )

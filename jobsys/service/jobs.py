@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,6 +26,7 @@ from jobsys.models import (
 )
 from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
+from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.records import JobInfo, LogEntry, TaskInfo
 from jobsys.specs import (
     DockerStep,
@@ -42,12 +44,17 @@ MAX_LOG_TAIL = 10_000
 MAX_RESULTS_PAGE = 100_000
 
 
-def submit_job(ctx: Context, principal: Principal, data: Any) -> JobInfo:
+def submit_job(
+    ctx: Context, principal: Principal, data: Any, *, once: Idempotency | None = None
+) -> JobInfo:
     """Validate, store, then publish a job. Returns it ``queued`` even when the
-    broker is down: the row is committed first and the outbox sweep publishes it."""
+    broker is down: the row is committed first and the outbox sweep publishes it.
+    With ``once`` (an Idempotency-Key), a repeat of an earlier request gets that
+    request's job back, marked ``replayed``, and nothing new is stored or sent."""
     job = new_job(ctx, principal, data)
-    with ctx.sessions.begin() as session:
-        session.add(job)
+    earlier = store_job(ctx, principal, job, once)
+    if earlier is not None:
+        return replace(get_job(ctx, principal, earlier), replayed=True)
     record(ctx, principal, "job.submit", job.id, detail={"name": job.name})
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)

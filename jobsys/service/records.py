@@ -106,6 +106,9 @@ class JobInfo:
     template: str | None = None
     variables: dict[str, Any] | None = None
     tags: tuple[str, ...] = ()
+    #: True when an idempotent repeat got back the job its first request made
+    #: (the API says so in a header, not in the job's JSON).
+    replayed: bool = False
 
     @classmethod
     def of(cls, job: Job) -> JobInfo:

@@ -1,11 +1,13 @@
-"""Retention: forgetting finished jobs and schedule runs past their keep-by date.
+"""Retention: forgetting finished jobs and schedule runs past their keep-by date,
+and idempotency keys past their day.
 
 Off by default (``JOBSYS_RETENTION_DAYS=0`` keeps everything): jobsys never
 drops a job, log line or result on its own unless an operator asked for it.
 When on, an hourly beat entry deletes, in batches so no lock is held long,
 finished jobs that ended before the cut (their steps, tasks and log lines go
 with them) and schedule runs fired before it. Running and queued jobs are
-never touched, however old.
+never touched, however old. Idempotency keys older than their 24 h window go
+on every run, whatever the setting: they only ever name a job for a day.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from jobsys.context import Context
-from jobsys.models import FINISHED, Job, ScheduleRun, utcnow
+from jobsys.models import FINISHED, IdempotencyKey, Job, ScheduleRun, utcnow
+from jobsys.service.idempotency import WINDOW
 
 BATCH = 500
 
@@ -28,17 +31,23 @@ BATCH = 500
 class Purged:
     jobs: int = 0
     schedule_runs: int = 0
+    idempotency_keys: int = 0
 
 
 def purge_history(ctx: Context, now: datetime | None = None) -> Purged:
+    now = now or utcnow()
+    stale_keys = select(IdempotencyKey.id).where(IdempotencyKey.created_at < now - WINDOW)
+    keys = _in_batches(ctx, stale_keys, _drop_keys)
     days = ctx.settings.retention_days
     if days <= 0:
-        return Purged()
-    cut = (now or utcnow()) - timedelta(days=days)
+        return Purged(idempotency_keys=keys)
+    cut = now - timedelta(days=days)
     runs = _in_batches(ctx, select(ScheduleRun.id).where(ScheduleRun.fired_at < cut), _drop_runs)
     finished = [s.value for s in FINISHED]
     old_jobs = select(Job.id).where(Job.status.in_(finished), Job.finished_at < cut)
-    return Purged(jobs=_in_batches(ctx, old_jobs, _drop_jobs), schedule_runs=runs)
+    return Purged(
+        jobs=_in_batches(ctx, old_jobs, _drop_jobs), schedule_runs=runs, idempotency_keys=keys
+    )
 
 
 def _in_batches(
@@ -52,6 +61,10 @@ def _in_batches(
                 return total
             drop(session, ids)
             total += len(ids)
+
+
+def _drop_keys(session: Session, ids: list[Any]) -> None:
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.id.in_(ids)))
 
 
 def _drop_runs(session: Session, ids: list[Any]) -> None:

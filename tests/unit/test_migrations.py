@@ -69,9 +69,9 @@ def differences(engine: Engine) -> list[object]:
         return compare_metadata(MigrationContext.configure(conn), Base.metadata)
 
 
-def test_the_revisions_are_0001_0002_0003() -> None:
-    assert revisions() == ["0001", "0002", "0003"]
-    assert head() == "0003"
+def test_the_revisions_are_0001_to_0004() -> None:
+    assert revisions() == ["0001", "0002", "0003", "0004"]
+    assert head() == "0004"
 
 
 def test_a_0001_database_with_data_upgrades_keeping_every_row(
@@ -79,7 +79,7 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
 ) -> None:
     before = at_0001_with_data(engine)
     done = upgrade_schema(engine)
-    assert (done.before, done.after, done.adopted) == ("0001", "0003", None)
+    assert (done.before, done.after, done.adopted) == ("0001", "0004", None)
     with engine.connect() as conn:
         assert snapshot(conn) == before
         check_tags_backfilled(conn)
@@ -109,7 +109,7 @@ def test_a_database_made_by_create_all_from_todays_models_is_stamped_head(
     with engine.begin() as conn:
         Base.metadata.create_all(conn)
     done = upgrade_schema(engine)
-    assert (done.before, done.after, done.adopted) == ("0003", "0003", "0003")
+    assert (done.before, done.after, done.adopted) == ("0004", "0004", "0004")
     assert revision_of(engine) == head()
 
 
@@ -167,7 +167,7 @@ def test_migrations_and_create_all_build_the_same_tables(tmp_path: Path) -> None
 def test_an_unrecognisable_database_is_refused_with_the_fix(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE tokens (id INTEGER PRIMARY KEY, name TEXT)"))
-    with pytest.raises(ConfigError, match=r"match no revision .*no table jobs.*Move it aside"):
+    with pytest.raises(ConfigError, match=r"match no revision .*no table audit.*Move it aside"):
         upgrade_schema(engine)
     with engine.connect() as conn:
         assert inspect(conn).get_table_names() == ["tokens"]  # untouched
@@ -218,12 +218,12 @@ def test_db_commands(tmp_path: Path) -> None:
         return result.output
 
     assert run("current").startswith("none: empty database")
-    assert run("history").splitlines()[-1].startswith("0003  step items apart")
+    assert run("history").splitlines()[-1].startswith("0004  idempotency keys")
     assert "created the schema at 0001" in run("upgrade", "--revision", "0001")
     assert run("current") == "0001\n"
-    assert "from 0001 to 0003" in run("upgrade")
+    assert "from 0001 to 0004" in run("upgrade")
     assert "nothing to do" in run("upgrade")
-    assert run("current") == "0003 (head)\n"
+    assert run("current") == "0004 (head)\n"
     assert "no revision 'nope'" in run("upgrade", "--revision", "nope", code=2)
     env["JOBSYS_DATABASE_URL"] = f"sqlite:///{tmp_path}"  # a folder: sqlite cannot open it
     assert "cannot reach the database" in run("upgrade", code=5)
