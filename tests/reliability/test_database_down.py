@@ -1,0 +1,205 @@
+"""Database down at submit (issue 8, guarantee 4): the web app, served over real
+HTTP, reaches PostgreSQL through a TCP proxy the test cuts. While it is cut,
+every request answers 503 ``DatabaseUnavailable`` with a clear message (JSON
+for the API and the client, an error page for HTML pages), also when the
+database drops in the middle of the submit's own transaction. Once it is back,
+submissions work again, and nothing was half-written: every job stored has its
+steps, only accepted jobs exist and only they were published."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from jobsys import service
+from jobsys.auth import SYSTEM
+from jobsys.client import Client
+from jobsys.config import Settings
+from jobsys.context import Context
+from jobsys.db import make_session_factory
+from jobsys.dispatch import MemoryDispatcher
+from jobsys.errors import DatabaseUnavailable
+from jobsys.models import IdempotencyKey, Job, Step
+from tests.reliability.conftest import EXAMPLES
+from tests.reliability.tcp_proxy import TcpProxy
+from tests.services import POSTGRES_URL, postgres_schema_url, require_postgres
+from webui import create_app
+
+pytestmark = pytest.mark.integration
+
+SPEC = {
+    "name": "survives",
+    "steps": [{"kind": "docker", "image": "jobsys/busybox:local", "command": ["true"]}],
+}
+
+
+@dataclass
+class Web:
+    """The web app over PostgreSQL-through-the-proxy, served on a real port."""
+
+    url: str
+    proxy: TcpProxy
+    ctx: Context
+    dispatcher: MemoryDispatcher
+    token: str
+
+    def client(self) -> Client:
+        return Client(self.url, token=self.token, timeout=10)
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[Web]:
+    require_postgres()
+    direct = make_url(POSTGRES_URL)
+    proxy = TcpProxy(direct.host or "127.0.0.1", direct.port or 5432)
+    proxy.start()
+    through = direct.set(port=proxy.port).render_as_string(hide_password=False)
+    schema = f"dbdown_{uuid.uuid4().hex[:10]}"
+    settings = Settings.from_env(
+        {},
+        data_dir=str(tmp_path),
+        database_url=postgres_schema_url(schema, through),
+        secret_key="reliability-secret-key-0123456789",
+        catalog_dir=str(EXAMPLES),
+        outbox_grace_s=0.0,
+    )
+    dispatcher = MemoryDispatcher()
+    ctx = Context(settings, make_session_factory(settings), dispatcher)
+    service.reload_catalog(ctx, SYSTEM)
+    token = service.create_token(ctx, SYSTEM, name="dev", role="admin").token
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, create_app(context=ctx), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Web(f"http://127.0.0.1:{server.port}", proxy, ctx, dispatcher, token)
+    finally:
+        server.shutdown()
+        proxy.stop()
+        ctx.sessions.kw["bind"].dispose()
+        engine = create_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def stored(web: Web) -> dict[str, Any]:
+    """What the database holds, read past the proxy."""
+    with web.ctx.sessions() as session:
+        jobs = list(session.scalars(select(Job.id)))
+        stepless = session.scalar(select(func.count()).select_from(Job).where(~Job.steps.any()))
+        return {
+            "jobs": set(jobs),
+            "steps": session.scalar(select(func.count()).select_from(Step)),
+            "jobs without steps": stepless,
+            "keys": session.scalar(select(func.count()).select_from(IdempotencyKey)),
+        }
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["error"] == "DatabaseUnavailable"
+    assert "the database is unavailable" in body["message"]
+    assert "try again" in body["message"]
+
+
+def test_database_down_at_submit_is_503_and_nothing_is_half_written(web: Web) -> None:
+    accepted: set[str] = set()
+    with web.client() as client:
+        accepted.add(client.submit_spec(SPEC).id)
+    auth = {"Authorization": f"Bearer {web.token}"}
+    http = httpx.Client(base_url=web.url, timeout=10)
+    page = sign_in(http, web.token)
+    form_csrf = csrf_of(page, "/jobs/new")
+
+    web.proxy.stop()
+    started = time.monotonic()
+    r = http.post("/api/jobs", json=SPEC, headers=auth)
+    assert_unavailable(r)
+    assert re.search(r"refused|connect|closed", r.json()["message"], re.IGNORECASE)
+    assert_unavailable(http.get("/api/jobs", headers=auth))
+    assert_unavailable(http.post("/api/catalog/echo/start", json={"variables": {}}, headers=auth))
+    keyed = {**auth, "Idempotency-Key": "retry-me"}
+    assert_unavailable(http.post("/api/jobs", json=SPEC, headers=keyed))
+    with web.client() as client, pytest.raises(DatabaseUnavailable, match="try again"):
+        client.submit_spec(SPEC)
+    # A signed-in page gets an error page, not a traceback.
+    r = page.get("/jobs")
+    assert r.status_code == 503 and "text/html" in r.headers["Content-Type"]
+    assert "the database is unavailable" in r.text
+    r = page.post("/jobs/new", data={"csrf_token": form_csrf, "image": "x"})
+    assert r.status_code == 503
+    assert time.monotonic() - started < 10, "a dead database answers fast, it does not hang"
+
+    web.proxy.start()
+    with web.client() as client:
+        accepted.add(client.submit_spec(SPEC).id)
+        again = http.post("/api/jobs", json=SPEC, headers=keyed)
+        assert again.status_code == 202
+        accepted.add(again.json()["id"])
+        repeat = http.post("/api/jobs", json=SPEC, headers=keyed)
+        assert repeat.json()["id"] == again.json()["id"]
+        assert repeat.headers["Idempotent-Replayed"] == "true"
+    assert page.get("/jobs").status_code == 200
+
+    found = stored(web)
+    assert found["jobs"] == accepted
+    assert found["steps"] == len(accepted) and found["jobs without steps"] == 0
+    assert found["keys"] == 1
+    assert len(web.dispatcher.published) == len(accepted)
+
+
+def test_the_database_dropping_inside_the_submit_transaction_leaves_nothing(web: Web) -> None:
+    """The proxy is cut right after the job's rows were sent and before COMMIT:
+    the server rolls the transaction back, the caller gets a 503."""
+    armed = threading.Event()
+
+    @event.listens_for(web.ctx.sessions, "after_flush")
+    def cut_after_the_job_is_flushed(session: Session, _context: Any) -> None:
+        if armed.is_set() and any(isinstance(o, Job) for o in session.new):
+            armed.clear()
+            web.proxy.stop()
+
+    before = stored(web)
+    auth = {"Authorization": f"Bearer {web.token}"}
+    with httpx.Client(base_url=web.url, timeout=10) as http:
+        for headers in (auth, {**auth, "Idempotency-Key": "mid-commit"}):
+            armed.set()
+            assert_unavailable(http.post("/api/jobs", json=SPEC, headers=headers))
+            assert not web.proxy.running
+            web.proxy.start()
+            assert stored(web) == before
+        event.remove(web.ctx.sessions, "after_flush", cut_after_the_job_is_flushed)
+        r = http.post("/api/jobs", json=SPEC, headers={**auth, "Idempotency-Key": "mid-commit"})
+        assert r.status_code == 202 and "Idempotent-Replayed" not in r.headers
+    after = stored(web)
+    assert after["jobs"] == before["jobs"] | {r.json()["id"]}
+    assert after["jobs without steps"] == 0 and after["keys"] == 1
+    assert len(web.dispatcher.published) == 1
+
+
+def sign_in(http: httpx.Client, token: str) -> httpx.Client:
+    """A browser-like client signed in to the pages with the token."""
+    page = httpx.Client(base_url=str(http.base_url), timeout=10)
+    csrf = csrf_of(page, "/login")
+    r = page.post("/login", data={"token": token, "csrf_token": csrf})
+    assert r.status_code == 302, r.text
+    return page
+
+
+def csrf_of(page: httpx.Client, path: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page.get(path).text)
+    assert match, f"{path} carries a CSRF token"
+    return match.group(1)
