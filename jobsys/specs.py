@@ -20,7 +20,15 @@ from jobsys.envelope import PICKLE_KEY, is_pickled
 from jobsys.errors import SpecError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MEM_LIMIT = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
+MEM_LIMIT = re.compile(r"^[1-9][0-9]{0,15}[bkmg]?$", re.IGNORECASE)
+#: A Docker image reference: [host[:port]/]path[:tag][@digest], the path in lower case.
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = re.compile(
+    # A registry host has a dot or a port, or is localhost (as Docker tells them apart).
+    r"(?:(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)(?::[0-9]+)?/|[A-Za-z0-9-]+:[0-9]+/)?"
+    rf"{_PATH}(?:/{_PATH})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?"
+)
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 #: Fields people try to set that jobsys refuses on purpose, with the reason.
@@ -31,6 +39,11 @@ FORBIDDEN_DOCKER_FIELDS = {
     "network": "Docker steps run without a network",
     "network_mode": "Docker steps run without a network",
     "cap_add": "extra capabilities are not allowed in Docker steps",
+    "devices": "host devices are not available to Docker steps",
+    "pid_mode": "Docker steps cannot share the host's namespaces",
+    "ipc_mode": "Docker steps cannot share the host's namespaces",
+    "userns_mode": "Docker steps cannot share the host's namespaces",
+    "security_opt": "Docker steps run with jobsys's own security options",
 }
 
 
@@ -185,8 +198,12 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
     _unknown(raw, allowed | set(FORBIDDEN_DOCKER_FIELDS), path, errors)
 
     image = raw.get("image")
-    if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
-        errors.add(f"{path}.image", "give an image name such as 'jobsys/busybox:local'")
+    if not isinstance(image, str) or len(image) > 512 or not IMAGE_REF.fullmatch(image):
+        errors.add(
+            f"{path}.image",
+            "give an image reference such as 'jobsys/busybox:local' (lower-case name, "
+            "optional :tag or @sha256:digest)",
+        )
         image = ""
     elif not any(fnmatch.fnmatchcase(image, pat) for pat in s.docker_images):
         allowed_list = ", ".join(s.docker_images)
