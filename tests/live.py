@@ -15,17 +15,16 @@ from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import create_engine
 
 from jobsys import Client, service
 from jobsys.auth import SYSTEM
 from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Base
 from jobsys.runtime import build_context
 from jobsys.service.records import JobInfo
 from jobsys.stack import child_env, web_command
+from tests.services import fresh_database
 
 SECRET = "integration-test-secret-0123456789"
 
@@ -144,10 +143,7 @@ def start_stack(
             **overrides,
         },
     )
-    engine = create_engine(database_url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    engine.dispose()
+    fresh_database(database_url)
     port = free_port()
     stack = LiveStack(
         name=name,

@@ -73,3 +73,18 @@ CHROMIUM = "/usr/bin/chromium"
 def require_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         missing(f"Chromium at {CHROMIUM}", "run scripts/ensure-chromium.sh (Debian's chromium)")
+
+
+def fresh_database(url: str) -> None:
+    """Drop every jobsys table and the migration stamp, so the first process to
+    start builds the newest schema (a stamp left behind from an older revision
+    would send the next start to migrate tables that are already there)."""
+    from sqlalchemy import create_engine, text
+
+    from jobsys.models import Base
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()

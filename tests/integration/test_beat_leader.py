@@ -19,18 +19,24 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from jobsys import service
 from jobsys.auth import Principal
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.models import Base, Job, ScheduleRun, utcnow
+from jobsys.models import Job, ScheduleRun, utcnow
 from jobsys.runtime import build_context
 from jobsys.scheduler import LEADER_KEY
 from jobsys.stack import child_env
 from tests.live import SECRET, wait_until
-from tests.services import REDIS_URL, postgres_schema_url, require_postgres, require_redis
+from tests.services import (
+    REDIS_URL,
+    fresh_database,
+    postgres_schema_url,
+    require_postgres,
+    require_redis,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -93,10 +99,7 @@ def beats(tmp_path: Path) -> Iterator[Beats]:
         beat_lock_ttl_s=LOCK_TTL_S,
     )
     redis.Redis.from_url(settings.redis_url).flushdb()
-    engine = create_engine(database_url)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    engine.dispose()
+    fresh_database(database_url)
     found = Beats(settings, build_context(settings), tmp_path, {})
     try:
         yield found
