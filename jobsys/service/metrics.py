@@ -16,6 +16,7 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError
 from jobsys.models import Job, Schedule, ScheduleRun, Step, TaskRun, utcnow
+from jobsys.service.workers import list_workers
 
 #: Upper bounds of the task-duration histogram, in seconds.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
@@ -69,7 +70,7 @@ def metrics_snapshot(ctx: Context, principal: Principal) -> Snapshot:
     workers: int | None
     try:
         queues = ctx.dispatcher.queue_lengths()
-        workers = len(ctx.dispatcher.workers())
+        workers = sum(1 for w in list_workers(ctx, principal) if w.state == "online")
     except DispatchError:
         queues, workers = None, None
     return Snapshot(jobs, steps, tasks, durations, queues, workers, lag, lateness)

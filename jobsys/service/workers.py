@@ -1,5 +1,5 @@
-"""Workers as operators see them: who is online (answers Celery's inspect and
-sends heartbeats), who was lost (heartbeats stopped), what each has done.
+"""Workers as operators see them: who is online (sends heartbeats), who was
+lost (heartbeats stopped), what each has done.
 
 Each worker writes its heartbeat (every 2 s, Celery's own heartbeat) to one
 Redis hash; a worker whose last one is older than ``LOST_AFTER_S`` is shown as
@@ -9,7 +9,6 @@ lost, and forgotten a day later.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,46 +24,50 @@ LOST_AFTER_S = 10.0
 FORGET_AFTER_S = 24 * 3600.0
 
 
-def record_heartbeat(ctx: Context, name: str, *, active: int, processed: int) -> None:
+def record_heartbeat(
+    ctx: Context,
+    name: str,
+    *,
+    active: int,
+    processed: int,
+    queues: list[str] | None = None,
+    concurrency: int | None = None,
+) -> None:
     """Called by each worker on every heartbeat it sends."""
-    data = {"ts": datetime.now(UTC).timestamp(), "active": active, "processed": processed}
+    data = {
+        "ts": datetime.now(UTC).timestamp(),
+        "active": active,
+        "processed": processed,
+        "queues": queues or [],
+        "concurrency": concurrency,
+    }
     with contextlib.suppress(DispatchError):  # no broker: the worker has no work either
         ctx.dispatcher.record_heartbeat(name, data)
 
 
 def list_workers(ctx: Context, principal: Principal) -> list[WorkerInfo]:
-    """Online workers (queues and concurrency from Celery's inspect) and lost ones,
-    each with the tasks it completed and failed."""
+    """Workers from their heartbeats: online (a beat in the last ``LOST_AFTER_S``)
+    or lost, with queues, concurrency, active tasks and the tasks each completed
+    and failed. Reads one Redis hash, so pages that refresh every few seconds
+    cost a millisecond, not the seconds Celery's inspect broadcast waits."""
     require(principal, Right.VIEW)
     now = datetime.now(UTC).timestamp()
-    live = {w.name: w for w in ctx.dispatcher.workers()}
     beats = ctx.dispatcher.heartbeats()
     old = [name for name, beat in beats.items() if now - beat["ts"] > FORGET_AFTER_S]
     ctx.dispatcher.forget_workers(old)
     counts = _task_counts(ctx)
     found: list[WorkerInfo] = []
-    for name in sorted(set(live) | set(beats) - set(old)):
-        beat: dict[str, Any] = beats.get(name, {})
-        last = datetime.fromtimestamp(beat["ts"], UTC) if beat else None
+    for name in sorted(set(beats) - set(old)):
+        beat: dict[str, Any] = beats[name]
         done, failed = counts.get(name, (0, 0))
-        if name in live:
-            found.append(
-                replace(
-                    live[name],
-                    last_heartbeat=last or live[name].last_heartbeat,
-                    tasks_done=done,
-                    tasks_failed=failed,
-                )
-            )
-            continue
         found.append(
             WorkerInfo(
                 name=name,
-                queues=(),
-                concurrency=None,
+                queues=tuple(beat.get("queues") or ()),
+                concurrency=beat.get("concurrency"),
                 active=int(beat.get("active", 0)),
                 processed=int(beat.get("processed", 0)),
-                last_heartbeat=last,
+                last_heartbeat=datetime.fromtimestamp(beat["ts"], UTC),
                 state="online" if now - beat["ts"] <= LOST_AFTER_S else "lost",
                 tasks_done=done,
                 tasks_failed=failed,
