@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobsys.errors import SpecError
+from jobsys.storable import check_json
 from jobsys.timing import CatchUp, Timing, parse_timing
 
 #: Catch-up never reaches further back than this, whatever a schedule asks.
@@ -169,7 +170,7 @@ def _choice(
 ) -> str | None:
     allowed = [member.value for member in kind]
     if value not in allowed:
-        problems[name] = f"{value!r} is not one of {', '.join(allowed)}"
+        problems[name] = f"{repr(value)[:60]} is not one of {', '.join(allowed)}"
         return None
     return str(value)
 
@@ -194,13 +195,15 @@ def schedule_from_form(form: Mapping[str, str]) -> dict[str, Any]:
         raw_vars = form.get("variables", "").strip()
         try:
             data["variables"] = json.loads(raw_vars) if raw_vars else {}
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
             raise SpecError({"variables": f"the variables are not valid JSON: {exc}"}) from exc
+        check_json(raw_vars, data["variables"], "variables")
         return data
     raw_spec = form.get("spec", "").strip()
     if raw_spec:
         try:
             data["spec"] = json.loads(raw_spec)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:
             raise SpecError({"spec": f"the job spec is not valid JSON: {exc}"}) from exc
+        check_json(raw_spec, data["spec"], "spec")
     return data

@@ -10,12 +10,13 @@ without sleeping. Cron arithmetic across DST changes is croniter's, on
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from croniter.croniter import CroniterError
+from croniter.croniter import CroniterBadDateError, CroniterError
 
 from jobsys.errors import SpecError
 
@@ -34,6 +35,9 @@ _EPSILON = timedelta(microseconds=1)
 
 #: The shortest interval a schedule may have; beat checks every second or so.
 MIN_INTERVAL_S = 1
+#: The longest: a year. Ticks count from the epoch, and far longer ones leave
+#: the calendar (a schedule of 10^300 s cannot say when it next fires).
+MAX_INTERVAL_S = 366 * 24 * 3600
 
 
 class CatchUp(enum.StrEnum):
@@ -112,13 +116,17 @@ def parse_timing(
 ) -> Timing:
     """Check and normalise a schedule's timing; SpecError names each bad field."""
     problems: dict[str, str] = {}
-    zone_name = (timezone or "UTC").strip()
-    try:
-        ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems["timezone"] = (
-            f"unknown time zone {zone_name!r}; use an IANA name such as UTC or Europe/Berlin"
-        )
+    zone_name = "UTC"
+    if timezone is not None and not isinstance(timezone, str):
+        problems["timezone"] = "give the time zone as text: an IANA name such as Europe/Berlin"
+    else:
+        zone_name = (timezone or "UTC").strip() or "UTC"
+        try:
+            ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems["timezone"] = (
+                f"unknown time zone {zone_name!r}; use an IANA name such as UTC or Europe/Berlin"
+            )
     line: str | None = None
     seconds: int | None = None
     if (cron is None or not str(cron).strip()) == (interval_s is None):
@@ -126,10 +134,17 @@ def parse_timing(
     elif cron is not None:
         line = _check_cron(str(cron), problems)
     else:
-        if isinstance(interval_s, bool) or not isinstance(interval_s, int | float):
+        if (
+            isinstance(interval_s, bool)
+            or not isinstance(interval_s, int | float)
+            or not math.isfinite(interval_s)
+        ):
             problems["interval_s"] = "give a whole number of seconds"
-        elif interval_s < MIN_INTERVAL_S or interval_s != int(interval_s):
-            problems["interval_s"] = f"give a whole number of seconds, at least {MIN_INTERVAL_S}"
+        elif not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S or interval_s != int(interval_s):
+            problems["interval_s"] = (
+                f"give a whole number of seconds, at least {MIN_INTERVAL_S} and at most "
+                f"{MAX_INTERVAL_S} (a year)"
+            )
         else:
             seconds = int(interval_s)
     if problems:
@@ -153,6 +168,12 @@ def _check_cron(raw: str, problems: dict[str, str]) -> str | None:
         croniter(line)
     except (CroniterError, ValueError) as exc:
         problems["cron"] = f"{raw!r} is not a valid cron line: {exc}"
+        return None
+    try:
+        # Valid fields can still name a day that never comes (February 30th).
+        croniter(line, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except CroniterBadDateError:
+        problems["cron"] = f"{raw!r} never fires: no date matches its day and month fields"
         return None
     return line
 

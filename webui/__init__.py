@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         compression,
         errors,
         flower_proxy,
+        input_guard,
         metrics,
         schedule_views,
         views,
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(flower_proxy.bp)
     app.register_blueprint(metrics.bp)
     errors.init_app(app)
+    input_guard.init_app(app)
     compression.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     app.jinja_env.filters["eta"] = _format_eta

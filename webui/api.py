@@ -12,6 +12,7 @@ from jobsys import service
 from jobsys.auth import Right
 from jobsys.errors import SpecError
 from jobsys.service.idempotency import HEADER as IDEMPOTENCY_HEADER
+from jobsys.storable import check_json
 from webui.compression import request_body
 from webui.principal import api_principal, context, needs
 from webui.stream import event_response
@@ -24,11 +25,17 @@ def json_body() -> Any:
     if not raw.strip():
         raise SpecError({"body": "send a JSON object in the request body"})
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SpecError({"body": f"malformed JSON: {exc}"}) from exc
+        parsed = json.loads(raw)
     except RecursionError as exc:
         raise SpecError({"body": "JSON nested too deeply"}) from exc
+    except ValueError as exc:  # malformed, not UTF-8, or a number of over 4,300 digits
+        raise SpecError({"body": f"malformed JSON: {exc}"}) from exc
+    check_json(raw, parsed, "body")
+    return parsed
+
+
+#: Larger query numbers mean nothing here, and overflow the database's integers.
+MAX_INT_ARG = 1_000_000_000
 
 
 def int_arg(name: str, default: int | None) -> int | None:
@@ -36,9 +43,22 @@ def int_arg(name: str, default: int | None) -> int | None:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError as exc:
-        raise SpecError({name: f"give a whole number, not {raw!r}"}) from exc
+        raise SpecError({name: f"give a whole number, not {raw[:40]!r}"}) from exc
+    if abs(value) > MAX_INT_ARG:
+        raise SpecError({name: f"give a whole number of at most {MAX_INT_ARG:,}"})
+    return value
+
+
+def text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    """A string member of a JSON object; None when absent and not required."""
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise SpecError({name: "give text (a JSON string)"})
+    return value
 
 
 def idempotency(body: Any) -> service.Idempotency | None:
@@ -176,10 +196,13 @@ def revoke_token(token_id: int) -> tuple[str, int]:
 @needs(Right.ADMIN)
 def create_token() -> tuple[Response, int]:
     body = json_body()
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or set(body) - {"name", "role"}:
         raise SpecError({"body": "send an object with 'name' and 'role'"})
     issued = service.create_token(
-        context(), api_principal(), name=str(body.get("name", "")), role=str(body.get("role", ""))
+        context(),
+        api_principal(),
+        name=text_field(body, "name") or "",
+        role=text_field(body, "role") or "",
     )
     return jsonify({"name": issued.name, "role": issued.role, "token": issued.token}), 201
 
@@ -286,14 +309,14 @@ def list_users() -> Response:
 @needs(Right.ADMIN)
 def add_user() -> tuple[Response, int]:
     body = json_body()
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or set(body) - {"name", "password", "role"}:
         raise SpecError({"body": "send an object with 'name', 'password' and 'role'"})
     added = service.add_user(
         context(),
         api_principal(),
-        name=str(body.get("name", "")),
-        password=str(body.get("password", "")),
-        role=str(body.get("role", "")),
+        name=text_field(body, "name") or "",
+        password=text_field(body, "password") or "",
+        role=text_field(body, "role") or "",
     )
     return jsonify(added.to_dict()), 201
 
@@ -310,8 +333,8 @@ def update_user(name: str) -> Response:
         context(),
         api_principal(),
         name,
-        role=body.get("role"),
-        password=body.get("password"),
+        role=text_field(body, "role", required=False),
+        password=text_field(body, "password", required=False),
         disabled=body.get("disabled"),
     )
     return jsonify(updated.to_dict())

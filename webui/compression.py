@@ -58,4 +58,3 @@ def init_app(app: Flask) -> None:
         response.headers["Content-Encoding"] = "gzip"
         response.vary.add("Accept-Encoding")
         return response
-

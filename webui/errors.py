@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, g, jsonify, render_template, request
-from sqlalchemy.exc import InterfaceError, OperationalError
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -59,7 +60,7 @@ def _answer(exc: JobsysError, status: int) -> tuple[Response | str, int]:
     return render_template("error.html", error=exc, status=status), status
 
 
-def _audit_refusal(app: Flask, exc: JobsysError) -> None:
+def _audit_refusal(exc: JobsysError) -> None:
     """A missing right, or credentials that did not work, go to the audit trail.
     A request that brought no credentials at all is not news and is left out."""
     if isinstance(exc, Unauthenticated) and "Authorization" not in request.headers:
@@ -69,7 +70,7 @@ def _audit_refusal(app: Flask, exc: JobsysError) -> None:
     detail = {"right": exc.right} if isinstance(exc, PermissionDenied) else {"why": exc.message}
     try:
         service.record(
-            app.extensions["jobsys"],
+            current_app.extensions["jobsys"],
             g.get("principal"),
             "denied",
             f"{request.method} {request.path}",
@@ -103,6 +104,13 @@ def database_unavailable(exc: Exception) -> DatabaseUnavailable:
     )
 
 
+def error_response(exc: JobsysError) -> tuple[Response | str, int]:
+    """The answer to a JobsysError (refusals audited), for handlers of any blueprint."""
+    if isinstance(exc, PermissionDenied | Unauthenticated):
+        _audit_refusal(exc)
+    return _answer(exc, status_for(exc))
+
+
 def init_app(app: Flask) -> None:
     def _database_down(exc: Exception) -> tuple[Response | str, int]:
         logging.getLogger(__name__).warning(
@@ -113,11 +121,39 @@ def init_app(app: Flask) -> None:
     for cls in DATABASE_DOWN:
         app.register_error_handler(cls, _database_down)
 
+    @app.errorhandler(RecursionError)
+    def _too_deep(exc: RecursionError) -> tuple[Response | str, int]:
+        # json.loads parses nearly to the recursion limit, and what runs after it
+        # (dataclasses.asdict of a step, repr in a message) recurses with more
+        # frames per level: a 900-deep item parsed and then crashed the request.
+        # Walking every body for its depth first cost as much as parsing it.
+        logging.getLogger(__name__).warning(
+            "%s %s: input nested too deeply: %s", request.method, request.path, exc
+        )
+        problem = SpecError(
+            {"body": "lists or objects nest too deeply to handle; flatten the input"}
+        )
+        return _answer(problem, 400)
+
     @app.errorhandler(JobsysError)
     def _jobsys_error(exc: JobsysError) -> tuple[Response | str, int]:
-        if isinstance(exc, PermissionDenied | Unauthenticated):
-            _audit_refusal(app, exc)
-        return _answer(exc, status_for(exc))
+        return error_response(exc)
+
+    @app.errorhandler(CSRFError)
+    def _no_csrf(exc: CSRFError) -> tuple[Response | str, int]:
+        why = (exc.description or "The CSRF token is missing").rstrip(".")
+        fix = "this form must be sent from a jobsys page; reload the page and send it again"
+        return _answer(SpecError({"csrf_token": f"{why}: {fix}"}), 400)
+
+    @app.errorhandler(DataError)
+    def _unstorable(exc: DataError) -> tuple[Response | str, int]:
+        # The database refused a value (out of its range, text it cannot hold);
+        # the transaction rolled back, so the request changed nothing.
+        logging.getLogger(__name__).warning(
+            "%s %s: the database refused a value: %s", request.method, request.path, exc
+        )
+        reason = (str(exc.orig).strip().splitlines() or ["a value out of range"])[0][:300]
+        return _answer(SpecError({"body": f"the database cannot store a value: {reason}"}), 400)
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc: RequestEntityTooLarge) -> tuple[Response | str, int]:

@@ -15,15 +15,21 @@ from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
 from jobsys.models import JobStatus
 from jobsys.specs import docker_step_from_form
 from webui.charts import hourly_chart
-from webui.errors import status_for
+from webui.errors import error_response, status_for
 from webui.principal import PUBLIC, context, current_principal, needs, page_principal, source
 from webui.stream import event_response
 
 bp = Blueprint("views", __name__)
 
+#: Past this a page number means nothing, and overflows the database's integers.
+MAX_PAGE = 1_000_000_000
+
 
 @bp.errorhandler(Unauthenticated)
-def sign_in_first(_exc: Unauthenticated) -> Response:
+def sign_in_first(exc: Unauthenticated) -> Any:
+    """People go to the sign-in page; a program that sent a bad token gets its 401."""
+    if request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return error_response(exc)
     return redirect(url_for("views.login", next=request.full_path))
 
 
@@ -76,7 +82,7 @@ def logout() -> Response:
 def jobs() -> str:
     principal = page_principal()
     try:
-        page_no = max(1, int(request.args.get("page", "1")))
+        page_no = min(max(1, int(request.args.get("page", "1"))), MAX_PAGE)
     except ValueError:
         page_no = 1
     message = None

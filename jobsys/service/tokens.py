@@ -119,6 +119,8 @@ def list_tokens(ctx: Context, principal: Principal) -> list[TokenInfo]:
 def revoke_token(ctx: Context, principal: Principal, token_id: int) -> None:
     """Revoke a token at once; it is kept (revoked) so the audit trail still reads."""
     require(principal, Right.ADMIN)
+    if not 0 < token_id < 2**63:  # past the database's integers; no token has it
+        raise NotFoundError(f"no token with id {token_id}")
     with ctx.sessions.begin() as session:
         row = session.get(Token, token_id)
         if row is None:
