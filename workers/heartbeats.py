@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import heartbeat_sent, worker_ready
+from celery.signals import celeryd_after_setup, heartbeat_sent
 from celery.worker import state
 
 from jobsys import service
 from workers.context import worker_context
 
-#: What this worker consumes, learnt once it is ready.
+#: What this worker consumes, learnt when it is set up (before its first heartbeat).
 _identity: dict[str, Any] = {"queues": [], "concurrency": None}
 
 
-@worker_ready.connect
-def _ready(sender: Any = None, **_: Any) -> None:
-    consumer = getattr(sender, "task_consumer", None)
-    _identity["queues"] = sorted(q.name for q in getattr(consumer, "queues", None) or [])
-    _identity["concurrency"] = getattr(getattr(sender, "controller", None), "concurrency", None)
+@celeryd_after_setup.connect
+def _set_up(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    if instance is not None:
+        _identity["queues"] = sorted(instance.app.amqp.queues.consume_from or ())
+        _identity["concurrency"] = getattr(instance, "concurrency", None)
 
 
 @heartbeat_sent.connect

@@ -45,6 +45,11 @@ def test_a_killed_worker_is_shown_lost(stack: LiveStack) -> None:
         return None
 
     wait_until(lambda: state_of(f"{name}@") == "online", 60, "the extra worker online")
+    with stack.client("viewer") as c:
+        extra = next(w for w in c.workers() if w["name"].startswith(f"{name}@"))
+        main = next(w for w in c.workers() if w["name"].startswith(f"it-{stack.name}@"))
+    assert (extra["queues"], extra["concurrency"]) == (["python"], 1)
+    assert (main["queues"], main["concurrency"]) == (["docker", "python"], 4)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     killed = time.monotonic()
