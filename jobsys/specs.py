@@ -71,10 +71,18 @@ class FunctionStep:
     chunk_size: int | None = None
     tolerate_failures: bool = False
     name: str = ""
+    #: Per chunk: past the soft limit the running item fails with SoftTimeLimitExceeded
+    #: and the chunk's remaining items are marked not run; past the hard one the
+    #: worker process running it is killed and the chunk fails.
+    soft_time_limit_s: float | None = None
+    time_limit_s: float | None = None
     kind: Literal["function"] = "function"
 
 
 StepSpec = DockerStep | FunctionStep
+
+
+DEFAULT_PRIORITY = 5
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,15 @@ class JobSpec:
     steps: tuple[StepSpec, ...]
     #: Free labels (``nightly``, ``team=data``) to find jobs by in the list and API.
     tags: tuple[str, ...] = ()
+    #: 0 (lowest) to 9 (most urgent): waiting tasks of a more urgent job go first.
+    priority: int = DEFAULT_PRIORITY
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "steps": [step_to_dict(s) for s in self.steps]}
         if self.tags:
             data["tags"] = list(self.tags)
+        if self.priority != DEFAULT_PRIORITY:
+            data["priority"] = self.priority
         return data
 
 
@@ -119,7 +131,7 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
     errors = _Fields()
     if not isinstance(data, Mapping):
         raise SpecError({"body": "send a JSON object with 'name' and 'steps'"})
-    _unknown(data, {"name", "steps", "tags"}, "", errors)
+    _unknown(data, {"name", "steps", "tags", "priority"}, "", errors)
     name = data.get("name", "job")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         errors.add("name", "give a non-empty name of at most 200 characters")
@@ -136,8 +148,9 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
             if step is not None:
                 steps.append(step)
     tags = parse_tags(data.get("tags", []), errors)
+    priority = _integer(data.get("priority", DEFAULT_PRIORITY), "priority", errors, low=0, high=9)
     errors.raise_if_any()
-    return JobSpec(name=name.strip(), steps=tuple(steps), tags=tags)
+    return JobSpec(name=name.strip(), steps=tuple(steps), tags=tags, priority=priority)
 
 
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
@@ -249,7 +262,19 @@ def _parse_function(
     raw: Mapping[str, Any], path: str, s: Settings, errors: _Fields
 ) -> FunctionStep:
     _unknown(
-        raw, {"kind", "name", "function", "items", "chunk_size", "tolerate_failures"}, path, errors
+        raw,
+        {
+            "kind",
+            "name",
+            "function",
+            "items",
+            "chunk_size",
+            "tolerate_failures",
+            "soft_time_limit_s",
+            "time_limit_s",
+        },
+        path,
+        errors,
     )
     function = raw.get("function")
     if is_pickled(function):
@@ -273,12 +298,24 @@ def _parse_function(
     if not isinstance(tolerate, bool):
         errors.add(f"{path}.tolerate_failures", "use true or false")
         tolerate = False
+    soft, hard = (
+        None
+        if raw.get(key) is None
+        else _number(
+            raw[key], f"{path}.{key}", errors, low=0, high=s.docker_max_timeout_s, low_open=True
+        )
+        for key in ("soft_time_limit_s", "time_limit_s")
+    )
+    if soft is not None and hard is not None and soft >= hard:
+        errors.add(f"{path}.soft_time_limit_s", "make the soft limit shorter than time_limit_s")
     return FunctionStep(
         function=function,
         items=tuple(items),
         chunk_size=chunk_size,
         tolerate_failures=tolerate,
         name=_step_name(raw, path, errors),
+        soft_time_limit_s=soft,
+        time_limit_s=hard,
     )
 
 

@@ -141,3 +141,23 @@ def test_form_fields_become_a_spec(settings: Settings) -> None:
     assert "NAME=value" in info.value.fields["env"]
     bad = docker_step_from_form({**form, "timeout_s": "soon"})
     assert "give a number" in fields_of(bad, settings)["steps[0].timeout_s"]
+
+
+def test_priority_and_chunk_time_limits(settings: Settings) -> None:
+    step = {"kind": "function", "function": "math:sqrt", "items": [1]}
+    limited = {**step, "soft_time_limit_s": 2, "time_limit_s": 5}
+    spec = parse_job_spec({"name": "p", "priority": 9, "steps": [limited]}, settings)
+    assert spec.priority == 9 and spec.to_dict()["priority"] == 9
+    fn = spec.steps[0]
+    assert isinstance(fn, FunctionStep) and (fn.soft_time_limit_s, fn.time_limit_s) == (2, 5)
+    plain = parse_job_spec({"name": "p", "steps": [step]}, settings)
+    assert plain.priority == 5 and "priority" not in plain.to_dict()
+    assert fields_of({"steps": [step], "priority": 10}, settings) == {
+        "priority": "give a whole number from 0 to 9"
+    }
+    assert "priority" in fields_of({"steps": [step], "priority": "high"}, settings)
+    backwards = {**step, "soft_time_limit_s": 5, "time_limit_s": 5}
+    assert fields_of({"steps": [backwards]}, settings) == {
+        "steps[0].soft_time_limit_s": "make the soft limit shorter than time_limit_s"
+    }
+    assert "steps[0].time_limit_s" in fields_of({"steps": [{**step, "time_limit_s": 0}]}, settings)
