@@ -15,6 +15,14 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 10.0,
         "options": {"queue": "python", "expires": 10.0},
     },
+    # Fails tasks nobody will run or report (a worker died and its message is
+    # gone, Redis restarted empty) and ends the steps and jobs they held up.
+    # celery_app sets the interval from JOBSYS_LOST_TASK_SWEEP_S.
+    "jobsys-sweep-lost-tasks": {
+        "task": "jobsys.sweep_lost_tasks",
+        "schedule": 10.0,
+        "options": {"queue": "python", "expires": 10.0},
+    },
     # Removes containers of jobs that ended without their worker cleaning up.
     "jobsys-reap-orphans": {
         "task": "jobsys.reap_orphans",

@@ -18,6 +18,7 @@ GATHER_FUNCTION_STEP = "jobsys.gather_function_step"
 SWEEP_OUTBOX = "jobsys.sweep_outbox"
 REAP_ORPHANS = "jobsys.reap_orphans"
 PURGE_HISTORY = "jobsys.purge_history"
+SWEEP_LOST_TASKS = "jobsys.sweep_lost_tasks"
 
 DOCKER_QUEUE = "docker"
 PYTHON_QUEUE = "python"

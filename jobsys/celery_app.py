@@ -12,8 +12,15 @@ from typing import Any
 from celery import Celery
 
 from beat_schedule import BEAT_SCHEDULE
-from jobsys.canvas import DOCKER_QUEUE, PYTHON_QUEUE, REAP_ORPHANS, RUN_DOCKER_STEP
+from jobsys.canvas import (
+    DOCKER_QUEUE,
+    PYTHON_QUEUE,
+    REAP_ORPHANS,
+    RUN_DOCKER_STEP,
+    SWEEP_LOST_TASKS,
+)
 from jobsys.config import Settings
+from jobsys.errors import ConfigError
 
 TASK_MODULES = [
     "workers.docker_step",
@@ -35,6 +42,46 @@ class JobsysCelery(Celery):
 #: How a publisher (web app, CLI) retries an unreachable Redis: briefly, since
 #: an unpublished step waits safely in the outbox. Workers keep Celery's patience.
 PUBLISHER_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """kombu's Redis transport options: short socket timeouts, and the visibility
+    timeout after which a dead worker's unacknowledged task goes to another.
+
+    kombu looks for such messages every ``unacked_restore_interval`` seconds but
+    scans only on every ``unacked_restore_throttle``-th look (10 s x 10 by
+    default), which would add up to 100 s to the timeout; we look a few times per
+    timeout and scan each time.
+    """
+    visibility = settings.broker_visibility_timeout_s
+    renew_every = settings.task_lease_ttl_s / 3
+    if renew_every >= visibility / 2:
+        raise ConfigError(
+            f"JOBSYS_TASK_LEASE_TTL_S={settings.task_lease_ttl_s:g} is too long for "
+            f"JOBSYS_BROKER_VISIBILITY_TIMEOUT_S={visibility:g}: a running task renews "
+            "its lease (and hides its message) every third of the TTL, which must be "
+            "under half the visibility timeout; shorten the TTL or raise the timeout"
+        )
+    return {
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": max(1.0, min(10.0, visibility / 5)),
+        "unacked_restore_throttle": 1,
+    }
+
+
+def housekeeping_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """``beat_schedule.py``'s entries, the lost-task sweep at its configured pace."""
+    every = settings.lost_task_sweep_s
+    return {
+        name: (
+            {**entry, "schedule": every, "options": {**entry["options"], "expires": every}}
+            if entry["task"] == SWEEP_LOST_TASKS and entry["schedule"] != every
+            else entry
+        )
+        for name, entry in BEAT_SCHEDULE.items()
+    }
 
 
 def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
@@ -69,10 +116,10 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
         # outbox rather than the HTTP request hanging.
         task_publish_retry_policy=PUBLISHER_RETRY,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"socket_connect_timeout": 2, "socket_timeout": 10},
+        broker_transport_options=broker_options(settings),
         redis_socket_connect_timeout=2,
         redis_socket_timeout=10,
-        beat_schedule=BEAT_SCHEDULE,
+        beat_schedule=housekeeping_schedule(settings),
         beat_scheduler="jobsys.scheduler:DatabaseScheduler",
         # Only the banner and the beat pidbox read this: our scheduler wakes every second.
         beat_max_loop_interval=5,

@@ -57,6 +57,21 @@ class Settings:
     #: Seconds the beat leader's Redis lock lives without renewal: how long a
     #: stand-by beat waits before taking over from one that died.
     beat_lock_ttl_s: float = 10.0
+    #: Seconds an unacknowledged task message waits before Redis hands it to
+    #: another worker: how soon the work of a worker killed mid-task is redelivered.
+    #: A running task keeps its own message hidden, so steps may run far longer.
+    broker_visibility_timeout_s: float = 300.0
+    #: Seconds a task's execution lease lives without renewal (renewed every third
+    #: of it): how long a redelivery waits before taking over from a dead run.
+    task_lease_ttl_s: float = 30.0
+    #: Deliveries of one task after which it is failed instead of run again: a
+    #: task whose worker dies every time (a poison item, an OOM kill) must end.
+    task_max_deliveries: int = 3
+    #: Seconds a dispatched task may go unaccounted for (no lease, not in the
+    #: broker) before the lost-task sweep fails it and ends its step.
+    lost_task_grace_s: float = 60.0
+    #: How often beat runs the lost-task sweep, in seconds.
+    lost_task_sweep_s: float = 10.0
     web_host: str = "127.0.0.1"
     web_port: int = 5000
     flower_port: int = 5555

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from jobsys.canvas import QUEUES, StepPlan, step_signature
 from jobsys.errors import DispatchError
+from jobsys.inflight import InFlight, MemoryInFlight, RedisInFlight
 
 T = TypeVar("T")
 
@@ -58,6 +59,9 @@ class WorkerInfo:
 
 
 class Dispatcher(Protocol):
+    #: Execution leases and where each task in flight is (see ``jobsys.inflight``).
+    inflight: InFlight
+
     def publish(self, plan: StepPlan) -> None:
         """Send a step's tasks; raise DispatchError when the broker is unreachable."""
 
@@ -92,6 +96,7 @@ class CeleryDispatcher:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.inflight = RedisInFlight(app)
         # Register the task modules here too, so chords can be built by name.
         app.loader.import_default_modules()
 
@@ -194,6 +199,7 @@ class MemoryDispatcher:
     revoked: list[str] = field(default_factory=list)
     beats: dict[str, dict[str, Any]] = field(default_factory=dict)
     down: bool = False
+    inflight: MemoryInFlight = field(default_factory=MemoryInFlight)
 
     def _reachable(self) -> None:
         if self.down:

@@ -206,6 +206,15 @@ def _remove(container: Any) -> None:
         container.remove(force=True)
 
 
+def remove_task_containers(client: docker.DockerClient, task_id: str) -> list[str]:
+    """Remove the containers of one task (a run of it died with its worker);
+    their short ids."""
+    found = client.containers.list(all=True, filters={"label": f"{LABEL_TASK}={task_id}"})
+    for container in found:
+        _remove(container)
+    return [c.short_id for c in found]
+
+
 def reap_orphans(client: docker.DockerClient, is_running: Callable[[list[str]], set[str]]) -> int:
     """Remove every container labelled with a jobsys job that is no longer running.
 

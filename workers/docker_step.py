@@ -14,9 +14,10 @@ from celery import shared_task
 
 from jobsys import service
 from jobsys.canvas import RUN_DOCKER_STEP
+from jobsys.context import Context
 from jobsys.errors import ImageError, StepCancelled, StepError, StepFailed, StepTimeout
 from jobsys.models import JobStatus
-from jobsys.service.progress import LogRecord
+from jobsys.service.progress import LogRecord, TaskStart
 from jobsys.specs import DockerStep
 from workers.containers import (
     LABEL_JOB,
@@ -26,9 +27,11 @@ from workers.containers import (
     ContainerResult,
     Limits,
     docker_client,
+    remove_task_containers,
     run_container,
 )
 from workers.context import worker_context
+from workers.execution import exclusive_run, gives_up
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,42 @@ def step_from_spec(spec: dict[str, Any]) -> DockerStep:
 @shared_task(name=RUN_DOCKER_STEP, bind=True)
 def run_docker_step(self: Any, job_id: str, step_id: str) -> dict[str, Any]:
     ctx = worker_context()
-    task_id = self.request.id
-    start = service.start_task(ctx, task_id, self.request.hostname or "?")
-    if start is None:
-        return {"skipped": True}
+    with exclusive_run(self, ctx) as begun:
+        if begun is None:
+            return {"skipped": True}
+        if begun.attempt > 1:
+            _remove_leftovers(ctx, self.request.id, begun)
+        given_up = gives_up(ctx, begun)
+        if given_up is not None:
+            service.abandon_task(ctx, self.request.id, given_up)
+            service.complete_step(ctx, step_id, JobStatus.FAILED, error=given_up)
+            return {"exit_code": None, "status": JobStatus.FAILED.value}
+        return _run_step(ctx, self.request.id, begun)
+
+
+def _remove_leftovers(ctx: Context, task_id: str, begun: TaskStart) -> None:
+    """A redelivery after its worker died: that run's container may still be
+    running (the engine owns it), so remove it before starting another."""
+    try:
+        with contextlib.closing(docker_client()) as client:
+            removed = remove_task_containers(client, task_id)
+    except Exception as exc:  # cleaning up must not fail the step; the reaper retries
+        removed, failure = [], f"; its container could not be looked up: {exc}"
+    else:
+        failure = ""
+    containers = f"removed its container {', '.join(removed)}" if removed else "no container left"
+    line = (
+        f"[jobsys] delivery {begun.attempt}: the run on {begun.previous_worker or '?'} "
+        f"was lost with its worker; {containers}{failure}"
+    )
+    log.warning("task %s: %s", task_id, line)
+    record = LogRecord(line=line, stream="system")
+    service.append_logs(ctx, begun.job_id, begun.step_id, [record])
+    service.publish_logs(ctx, begun.job_id, begun.step_id, [record])
+
+
+def _run_step(ctx: Context, task_id: str, start: TaskStart) -> dict[str, Any]:
+    job_id, step_id = start.job_id, start.step_id
     step = step_from_spec(start.step_spec)
     limits = Limits(ctx.settings.docker_default_mem_limit, ctx.settings.docker_default_cpus)
     labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}

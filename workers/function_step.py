@@ -17,8 +17,11 @@ from jobsys import envelope, service
 from jobsys.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
 from jobsys.context import Context
 from jobsys.models import utcnow
-from jobsys.service.progress import LogRecord
+from jobsys.service.progress import LogRecord, TaskStart
 from workers.context import worker_context
+from workers.execution import exclusive_run, gives_up
+
+log = logging.getLogger(__name__)
 
 #: Loaded callables by step id: a worker runs many chunks of one step in a row.
 _functions: OrderedDict[str, Callable[[Any], Any]] = OrderedDict()
@@ -122,10 +125,36 @@ def run_function_chunk(
     self: Any, job_id: str, step_id: str, chunk_index: int, start: int, items: list[Any]
 ) -> dict[str, Any]:
     ctx = worker_context()
-    task_id = self.request.id
-    begun = service.start_task(ctx, task_id, self.request.hostname or "?")
-    if begun is None:
-        return {"chunk": chunk_index, "skipped": True}
+    with exclusive_run(self, ctx) as begun:
+        if begun is None:
+            return {"chunk": chunk_index, "skipped": True}
+        given_up = gives_up(ctx, begun)
+        if given_up is not None:
+            # Recorded here, and the return still counts in the chord, so the
+            # step ends with each of these items failed for that reason.
+            service.abandon_task(ctx, self.request.id, given_up)
+            return {"chunk": chunk_index, "failed": len(items)}
+        try:
+            return _run_chunk_task(ctx, self.request.id, begun, chunk_index, start, items)
+        except Exception as exc:
+            # A chunk that raises must still end, or its chord never calls back
+            # (celery/celery#4207); its items fail with the reason.
+            log.exception("chunk %s failed", self.request.id)
+            failure = envelope.error(exc)
+            reason = f"the chunk failed: {type(exc).__name__}: {exc}"
+            service.abandon_task(ctx, self.request.id, reason, outcome=failure)
+            return {"chunk": chunk_index, "failed": len(items)}
+
+
+def _run_chunk_task(
+    ctx: Context,
+    task_id: str,
+    begun: TaskStart,
+    chunk_index: int,
+    start: int,
+    items: list[Any],
+) -> dict[str, Any]:
+    job_id, step_id = begun.job_id, begun.step_id
     tag = f"[items {start}-{start + len(items) - 1}]"
 
     def live(record: LogRecord) -> None:

@@ -11,7 +11,13 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from jobsys import service
-from jobsys.canvas import DOCKER_QUEUE, PURGE_HISTORY, REAP_ORPHANS, SWEEP_OUTBOX
+from jobsys.canvas import (
+    DOCKER_QUEUE,
+    PURGE_HISTORY,
+    REAP_ORPHANS,
+    SWEEP_LOST_TASKS,
+    SWEEP_OUTBOX,
+)
 from jobsys.errors import StepError
 from workers.containers import docker_client, reap_orphans
 from workers.context import worker_context
@@ -22,6 +28,11 @@ log = logging.getLogger(__name__)
 @shared_task(name=SWEEP_OUTBOX)
 def sweep_outbox() -> int:
     return service.sweep_outbox(worker_context())
+
+
+@shared_task(name=SWEEP_LOST_TASKS)
+def sweep_lost_tasks() -> dict[str, list[str]]:
+    return service.sweep_lost_tasks(worker_context()).to_dict()
 
 
 @shared_task(name=PURGE_HISTORY)

@@ -31,7 +31,9 @@ from jobsys.service.jobs import (
     job_tasks,
     submit_job,
 )
+from jobsys.service.leases import TaskLease, task_lease
 from jobsys.service.live import follow_job
+from jobsys.service.lost_tasks import Swept, sweep_lost_tasks
 from jobsys.service.metrics import Snapshot, metrics_snapshot
 from jobsys.service.progress import (
     LogRecord,
@@ -47,6 +49,7 @@ from jobsys.service.progress import (
     start_task,
 )
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
+from jobsys.service.recovery import abandon_task, settle_job, settle_step
 from jobsys.service.rerun import rerun_job, resume_job
 from jobsys.service.retention import Purged, purge_history
 from jobsys.service.schedules import (
@@ -92,9 +95,12 @@ __all__ = [
     "ScheduleInfo",
     "ScheduleRunInfo",
     "Snapshot",
+    "Swept",
+    "TaskLease",
     "TaskStart",
     "TokenInfo",
     "UserInfo",
+    "abandon_task",
     "add_user",
     "announce",
     "append_logs",
@@ -144,11 +150,15 @@ __all__ = [
     "run_schedule_now",
     "running_job_ids",
     "schedule_runs",
+    "settle_job",
+    "settle_step",
     "sign_in",
     "start_task",
     "start_template",
     "submit_job",
+    "sweep_lost_tasks",
     "sweep_outbox",
+    "task_lease",
     "update_schedule",
     "update_user",
     "user_principal",

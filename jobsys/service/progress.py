@@ -31,7 +31,10 @@ class TaskStart:
     job_id: str
     step_id: str
     step_spec: dict[str, Any]
+    #: How many deliveries of this task have started, this one included.
     attempt: int
+    #: The worker of the delivery before this one, which died mid-run (None at first).
+    previous_worker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,12 @@ class LogRecord:
 
 
 def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
-    """Mark a task running; None when it must not run (job over, task already done)."""
+    """Mark a task running; None when it must not run (job over, task already done).
+
+    A task found ``running`` was started by a delivery whose worker died: the
+    caller holds the task's execution lease (``service.leases``), so no other
+    run of it is alive, and this delivery takes over.
+    """
     now = utcnow()
     with ctx.sessions.begin() as session:
         # A task of a job that ended (cancelled, or failed elsewhere) is dropped
@@ -50,6 +58,9 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
         job_status = _lock_job_of(session, task_id)
         if job_status is None or JobStatus(job_status).finished:
             return None
+        previous = session.execute(
+            select(TaskRun.state, TaskRun.worker).where(TaskRun.id == task_id)
+        ).one()
         moved = session.execute(
             update(TaskRun)
             .where(
@@ -73,6 +84,7 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             step_id=run.step_id,
             step_spec=_spec_for_task(session, run.step_id),
             attempt=run.attempt,
+            previous_worker=previous.worker if previous.state == TaskState.RUNNING.value else None,
         )
         # The start of one more chunk changes no status and no progress count.
         news = _status_of(session, run.job_id) if step_began else None

@@ -1,0 +1,276 @@
+"""What the broker knows about tasks in flight: who runs each one, and whether
+its message is still somewhere it can be delivered from.
+
+Two jobs share this seam. Execution leases (``jobsys:lease:<task id>``, SET NX
+PX, renewed while the run lives) make sure at most one run of a task is
+alive, whatever Redis redelivers. And the lost-task sweep asks where a task
+is: leased, delivered to a worker and unacknowledged, or waiting in a queue;
+a task that is none of these for long enough will never report.
+
+``RedisInFlight`` reads kombu's own Redis structures (the ``unacked`` hash and
+``unacked_index`` sorted set of its Redis transport) through a kombu channel,
+so key names and transport options are kombu's, not copies of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from jobsys.errors import DispatchError
+
+T = TypeVar("T")
+
+LEASE_PREFIX = "jobsys:lease:"
+#: Redis hash: task id -> when the lost-task sweep first found it unaccounted for.
+UNACCOUNTED_KEY = "jobsys:unaccounted"
+
+# Renew our own lease; re-create it when it is gone (Redis restarted empty, or
+# the lease lapsed while Redis was away) unless another run took it meanwhile.
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1
+end
+return 0
+"""
+
+
+#: The most a queue may hold (bytes, all priority levels) for the sweep to read
+#: through it for task ids; a longer one counts as holding every task of its kind.
+QUEUE_READ_BYTES = 8 * 1024 * 1024
+
+
+def _task_id(payload: Any) -> str | None:
+    """The Celery task id of a kombu message (as decoded from Redis)."""
+    try:
+        return str(payload["headers"]["id"])
+    except (KeyError, TypeError):
+        return None  # not a Celery task message: not ours to judge
+
+
+def _json(raw: str | bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def lease_key(task_id: str) -> str:
+    return LEASE_PREFIX + task_id
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class InFlight(Protocol):
+    def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
+        """Take the task's lease: None when taken, else who holds it now."""
+
+    def take_over_lease(self, task_id: str, dead: str, holder: str, ttl_s: float) -> bool:
+        """Take the lease from ``dead``, a holder known to be gone, if it still has it."""
+
+    def renew_lease(self, task_id: str, holder: str, ttl_s: float) -> bool:
+        """Extend ``holder``'s lease (re-create it if it vanished); False when another has it."""
+
+    def release_lease(self, task_id: str, holder: str) -> None: ...
+
+    def lease_holders(self, task_ids: list[str]) -> dict[str, str]:
+        """The holder of each of these tasks' leases, for those that have a live one."""
+
+    def hide_delivery(self, delivery_tag: str) -> None:
+        """Restart the visibility clock of a delivered, unacknowledged message, so
+        the broker does not hand it to another worker while its run is alive."""
+
+    def delivered_task_ids(self) -> set[str]:
+        """Tasks whose message a worker took and has not acknowledged (running,
+        reserved, or left by a dead worker and due for redelivery)."""
+
+    def queued_task_ids(self, queue: str) -> set[str] | None:
+        """Tasks whose messages wait in a queue (every priority level), or None
+        when the queue is too big to read through (see ``QUEUE_READ_BYTES``)."""
+
+    def active_task_ids(self) -> set[str]:
+        """Tasks the workers that answer say they are running or hold reserved."""
+
+    def note_unaccounted(self, task_ids: list[str]) -> dict[str, float]:
+        """How many seconds each of these tasks has been unaccounted for (0 for
+        one seen for the first time); every other task is forgotten."""
+
+
+class RedisInFlight:
+    """The real one, on the broker's Redis through the Celery app's kombu channel."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def _with_channel(self, use: Callable[[Any], T]) -> T:
+        try:
+            with self.app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1)
+                return use(conn.default_channel)
+        except (OperationalError, RedisError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+
+    def _eval(self, script: str, key: str, *args: Any) -> int:
+        return int(self._with_channel(lambda ch: ch.client.eval(script, 1, key, *args)))
+
+    def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
+        def take(ch: Any) -> str | None:
+            if ch.client.set(lease_key(task_id), holder, nx=True, px=_ms(ttl_s)):
+                return None
+            current = ch.client.get(lease_key(task_id))
+            # It ran out between the two calls: try once more next time round.
+            return _text(current) if current is not None else ""
+
+        return self._with_channel(take)
+
+    def take_over_lease(self, task_id: str, dead: str, holder: str, ttl_s: float) -> bool:
+        return bool(self._eval(_TAKE_OVER, lease_key(task_id), dead, holder, _ms(ttl_s)))
+
+    def renew_lease(self, task_id: str, holder: str, ttl_s: float) -> bool:
+        return bool(self._eval(_RENEW, lease_key(task_id), holder, _ms(ttl_s)))
+
+    def release_lease(self, task_id: str, holder: str) -> None:
+        self._eval(_RELEASE, lease_key(task_id), holder)
+
+    def lease_holders(self, task_ids: list[str]) -> dict[str, str]:
+        if not task_ids:
+            return {}
+        values = self._with_channel(lambda ch: ch.client.mget([lease_key(t) for t in task_ids]))
+        return {t: _text(v) for t, v in zip(task_ids, values, strict=True) if v is not None}
+
+    def hide_delivery(self, delivery_tag: str) -> None:
+        # XX: never re-add a message that was acknowledged (or restored) meanwhile.
+        self._with_channel(
+            lambda ch: ch.client.zadd(ch.unacked_index_key, {delivery_tag: time.time()}, xx=True)
+        )
+
+    def delivered_task_ids(self) -> set[str]:
+        def read(ch: Any) -> set[str]:
+            found = set()
+            for raw in ch.client.hvals(ch.unacked_key):
+                entry = _json(raw)  # [message, exchange, routing key]
+                task_id = _task_id(entry[0]) if isinstance(entry, list) and entry else None
+                if task_id:
+                    found.add(task_id)
+            return found
+
+        return self._with_channel(read)
+
+    def queued_task_ids(self, queue: str) -> set[str] | None:
+        def read(ch: Any) -> set[str] | None:
+            client = ch.client
+            # kombu keeps one list per priority level (its _q_for_pri names them).
+            lists = list(dict.fromkeys(ch._q_for_pri(queue, p) for p in ch.priority_steps))
+            size = sum(int(client.memory_usage(name) or 0) for name in lists)
+            if size > QUEUE_READ_BYTES:
+                return None
+            raws = [raw for name in lists for raw in client.lrange(name, 0, -1)]
+            return {t for t in (_task_id(_json(raw)) for raw in raws) if t}
+
+        return self._with_channel(read)
+
+    def active_task_ids(self) -> set[str]:
+        inspect = self.app.control.inspect(timeout=0.5)
+        try:
+            replies = [inspect.active() or {}, inspect.reserved() or {}]
+        except (OperationalError, RedisError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+        return {str(t["id"]) for reply in replies for tasks in reply.values() for t in tasks}
+
+    def note_unaccounted(self, task_ids: list[str]) -> dict[str, float]:
+        now = time.time()
+
+        def note(ch: Any) -> dict[str, float]:
+            client = ch.client
+            stale = [_text(k) for k in client.hkeys(UNACCOUNTED_KEY)]
+            stale = [k for k in stale if k not in set(task_ids)]
+            pipe = client.pipeline()
+            if stale:
+                pipe.hdel(UNACCOUNTED_KEY, *stale)
+            for task_id in task_ids:
+                pipe.hsetnx(UNACCOUNTED_KEY, task_id, repr(now))
+            if task_ids:
+                pipe.hmget(UNACCOUNTED_KEY, task_ids)
+            replies = pipe.execute()
+            if not task_ids:
+                return {}
+            return {
+                t: max(0.0, now - float(v)) for t, v in zip(task_ids, replies[-1], strict=True) if v
+            }
+
+        return self._with_channel(note)
+
+
+@dataclass
+class MemoryInFlight:
+    """For unit tests: leases and broker state as plain fields a test can set."""
+
+    leases: dict[str, str] = field(default_factory=dict)
+    delivered: set[str] = field(default_factory=set)
+    active: set[str] = field(default_factory=set)
+    queued: dict[str, set[str]] = field(default_factory=dict)
+    hidden: list[str] = field(default_factory=list)
+    unaccounted: dict[str, float] = field(default_factory=dict)
+    #: Seconds added to the clock, so a test can let time pass.
+    clock_offset_s: float = 0.0
+
+    def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
+        if task_id in self.leases:
+            return self.leases[task_id]
+        self.leases[task_id] = holder
+        return None
+
+    def take_over_lease(self, task_id: str, dead: str, holder: str, ttl_s: float) -> bool:
+        if self.leases.get(task_id) != dead:
+            return False
+        self.leases[task_id] = holder
+        return True
+
+    def renew_lease(self, task_id: str, holder: str, ttl_s: float) -> bool:
+        return self.leases.setdefault(task_id, holder) == holder
+
+    def release_lease(self, task_id: str, holder: str) -> None:
+        if self.leases.get(task_id) == holder:
+            del self.leases[task_id]
+
+    def lease_holders(self, task_ids: list[str]) -> dict[str, str]:
+        return {t: self.leases[t] for t in task_ids if t in self.leases}
+
+    def hide_delivery(self, delivery_tag: str) -> None:
+        self.hidden.append(delivery_tag)
+
+    def delivered_task_ids(self) -> set[str]:
+        return set(self.delivered)
+
+    def queued_task_ids(self, queue: str) -> set[str] | None:
+        return set(self.queued.get(queue, set()))
+
+    def active_task_ids(self) -> set[str]:
+        return set(self.active)
+
+    def note_unaccounted(self, task_ids: list[str]) -> dict[str, float]:
+        now = time.time() + self.clock_offset_s
+        self.unaccounted = {t: self.unaccounted.get(t, now) for t in task_ids}
+        return {t: now - since for t, since in self.unaccounted.items()}
