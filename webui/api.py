@@ -13,8 +13,9 @@ from jobsys.auth import Right
 from jobsys.errors import SpecError
 from jobsys.service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from jobsys.storable import check_json
+from webui import openapi
 from webui.compression import request_body
-from webui.principal import api_principal, context, needs
+from webui.principal import PUBLIC, api_principal, context, needs
 from webui.stream import event_response
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -67,6 +68,13 @@ def idempotency(body: Any) -> service.Idempotency | None:
     if key is None:
         return None
     return service.Idempotency.of(key, f"{request.method} {request.path}", body)
+
+
+@bp.get("/openapi.json")
+@needs(PUBLIC)
+def openapi_json() -> Response:
+    """The API's description; open to all, as the sign-in page is."""
+    return jsonify(openapi.document())
 
 
 @bp.post("/jobs")

@@ -68,7 +68,7 @@ def update_schedule(
                 parsed = merge_patch(_spec_of(row), patch)
                 stored = row.spec
                 if {"spec", "template", "variables"} & set(patch):
-                    stored = _checked_spec(ctx, principal, parsed)
+                    stored = _checked_spec(ctx, principal, parsed, session)
                 _apply(ctx, principal, row, parsed, stored)
                 if _TIMING_FIELDS & set(patch):
                     moment = now or utcnow()
@@ -175,16 +175,22 @@ def wire_spec(ctx: Context, stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def _checked_spec(
-    ctx: Context, principal: Principal, parsed: ScheduleSpec
+    ctx: Context, principal: Principal, parsed: ScheduleSpec, session: Session | None = None
 ) -> dict[str, Any] | None:
     """Check what the schedule runs as a start by ``principal`` would be checked, and
-    return the spec to store (its pickles signed), or None for a template."""
+    return the spec to store (its pickles signed), or None for a template.
+
+    Inside a caller's transaction, pass its ``session``: on SQLite a second one
+    would wait on the first's write lock until the busy timeout (30 s) gave up."""
     if parsed.template is not None:
-        with ctx.sessions() as session:
-            try:
+        try:
+            if session is not None:
                 template = lookup_template(session, parsed.template)
-            except NotFoundError as exc:
-                raise SpecError({"template": exc.message}) from exc
+            else:
+                with ctx.sessions() as own:
+                    template = lookup_template(own, parsed.template)
+        except NotFoundError as exc:
+            raise SpecError({"template": exc.message}) from exc
         new_template_job(ctx, principal, template, parsed.variables)
         return None
     assert parsed.spec is not None
