@@ -5,8 +5,9 @@ bad tokens and form posts without a CSRF token. Each gets its 4xx with a
 message that says what is wrong, none a 500; and after all of them the
 database and the broker hold exactly what they held before.
 
-One app serves the whole module, so the last test can compare the state
-before the first case with the state after the last.
+One app per database (SQLite, and PostgreSQL as an integration test) serves
+the whole module, so the last test can compare the state before the first
+case with the state after the last.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import gzip
 import html
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select, update
+from sqlalchemy import create_engine, func, select, text, update
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
@@ -42,6 +44,7 @@ from jobsys.models import (
     User,
 )
 from tests.reliability.conftest import EXAMPLES, IMAGES
+from tests.services import POSTGRES_URL, postgres_schema_url, require_postgres
 from webui import create_app
 
 LIMIT = 1_000_000  # JOBSYS_MAX_PAYLOAD_BYTES for these cases
@@ -162,7 +165,14 @@ CASES = [
     submit("chunk-size-zero", job(function(chunk_size=0)), 400, "from 1 to"),
     submit("tolerate-yes", job(function(tolerate_failures="yes")), 400, "true or false"),
     # -- unknown fields --------------------------------------------------------
-    submit("unknown-top-field", job(priority=1), 400, "priority: unknown field"),
+    submit("unknown-top-field", job(owner="root"), 400, "owner: unknown field"),
+    submit("priority-too-high", job(priority=99), 400, "priority: give a whole number from 0 to 9"),
+    submit(
+        "soft-limit-past-hard",
+        job(function(soft_time_limit_s=10, time_limit_s=5)),
+        400,
+        "shorter than time_limit_s",
+    ),
     submit("unknown-step-field", job(docker(workdir="/")), 400, "workdir: unknown field"),
     # -- huge payloads and deep nesting ---------------------------------------
     submit_raw(
@@ -560,10 +570,29 @@ class Door:
     before: dict[str, Any]
 
 
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)],
+)
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Both databases: text PostgreSQL cannot store (NUL) passed SQLite silently."""
+    if request.param == "sqlite":
+        yield ""  # the default file in the data folder
+        return
+    require_postgres()
+    schema = f"hostile_{uuid.uuid4().hex[:10]}"
+    yield postgres_schema_url(schema)
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
 @pytest.fixture(scope="module")
-def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+def door(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Door]:
     settings = Settings.from_env(
         {},
+        database_url=database_url,
         data_dir=str(tmp_path_factory.mktemp("hostile")),
         secret_key="reliability-secret-key-0123456789",
         docker_images=IMAGES,
@@ -606,6 +635,7 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     )
     csrf = _csrf(page, "/jobs/new")  # signing in starts a new session, with a new token
     yield Door(app, ctx, dispatcher, tokens, page, csrf, done.id, state(ctx, dispatcher))
+    ctx.sessions.kw["bind"].dispose()
 
 
 def _token_id(ctx: Context, name: str) -> int:
