@@ -8,8 +8,9 @@ is: leased, delivered to a worker and unacknowledged, or waiting in a queue;
 a task that is none of these for long enough will never report.
 
 ``RedisInFlight`` reads kombu's own Redis structures (the ``unacked`` hash and
-``unacked_index`` sorted set of its Redis transport) through a kombu channel,
-so key names and transport options are kombu's, not copies of them.
+``unacked_index`` sorted set of its Redis transport, one list per queue and
+priority level) under the names a kombu channel gives them, so key names and
+transport options are kombu's, not copies of them.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import redis
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from jobsys.canvas import QUEUES
 from jobsys.errors import DispatchError
 
 T = TypeVar("T")
@@ -118,32 +121,80 @@ class InFlight(Protocol):
         one seen for the first time); every other task is forgotten."""
 
 
+@dataclass(frozen=True)
+class BrokerKeys:
+    """Where kombu's Redis transport keeps its state, as its channel names it
+    (transport options such as ``unacked_key`` and ``global_keyprefix`` included)."""
+
+    unacked: str
+    unacked_index: str
+    #: Queue name -> its lists, one per priority level.
+    queues: dict[str, tuple[str, ...]]
+
+
 class RedisInFlight:
-    """The real one, on the broker's Redis through the Celery app's kombu channel."""
+    """The real one, on the broker's Redis. Leases are renewed every few seconds
+    by every running task, so it keeps one client (a connection pool, safe
+    across threads and forks) instead of a kombu connection per call."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._client: redis.Redis | None = None
+        self._keys: BrokerKeys | None = None
 
-    def _with_channel(self, use: Callable[[Any], T]) -> T:
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self.app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5
+            )
+        return self._client
+
+    def keys(self, queues: tuple[str, ...] = QUEUES) -> BrokerKeys:
+        """kombu's key names (asked of a channel once, and for each new queue)."""
         try:
+            return self._named(queues)
+        except (OperationalError, RedisError, OSError) as exc:
+            raise DispatchError(f"the broker is unreachable: {exc}") from exc
+
+    def _named(self, queues: tuple[str, ...]) -> BrokerKeys:
+        if self._keys is None or not set(queues) <= set(self._keys.queues):
             with self.app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1)
-                return use(conn.default_channel)
+                ch = conn.default_channel
+                prefix = ch.global_keyprefix
+                named = set(queues) | set(self._keys.queues if self._keys else ())
+                self._keys = BrokerKeys(
+                    unacked=prefix + ch.unacked_key,
+                    unacked_index=prefix + ch.unacked_index_key,
+                    # kombu names a priority level's list with its _q_for_pri.
+                    queues={
+                        q: tuple(
+                            dict.fromkeys(prefix + ch._q_for_pri(q, p) for p in ch.priority_steps)
+                        )
+                        for q in named
+                    },
+                )
+        return self._keys
+
+    def _call(self, use: Callable[[redis.Redis], T]) -> T:
+        try:
+            return use(self.client)
         except (OperationalError, RedisError, OSError) as exc:
             raise DispatchError(f"the broker is unreachable: {exc}") from exc
 
     def _eval(self, script: str, key: str, *args: Any) -> int:
-        return int(self._with_channel(lambda ch: ch.client.eval(script, 1, key, *args)))
+        return int(self._call(lambda r: r.eval(script, 1, key, *args)))
 
     def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
-        def take(ch: Any) -> str | None:
-            if ch.client.set(lease_key(task_id), holder, nx=True, px=_ms(ttl_s)):
+        def take(r: redis.Redis) -> str | None:
+            if r.set(lease_key(task_id), holder, nx=True, px=_ms(ttl_s)):
                 return None
-            current = ch.client.get(lease_key(task_id))
+            current = r.get(lease_key(task_id))
             # It ran out between the two calls: try once more next time round.
             return _text(current) if current is not None else ""
 
-        return self._with_channel(take)
+        return self._call(take)
 
     def take_over_lease(self, task_id: str, dead: str, holder: str, ttl_s: float) -> bool:
         return bool(self._eval(_TAKE_OVER, lease_key(task_id), dead, holder, _ms(ttl_s)))
@@ -157,39 +208,35 @@ class RedisInFlight:
     def lease_holders(self, task_ids: list[str]) -> dict[str, str]:
         if not task_ids:
             return {}
-        values = self._with_channel(lambda ch: ch.client.mget([lease_key(t) for t in task_ids]))
+        values = self._call(lambda r: r.mget([lease_key(t) for t in task_ids]))
         return {t: _text(v) for t, v in zip(task_ids, values, strict=True) if v is not None}
 
     def hide_delivery(self, delivery_tag: str) -> None:
+        index = self.keys().unacked_index
         # XX: never re-add a message that was acknowledged (or restored) meanwhile.
-        self._with_channel(
-            lambda ch: ch.client.zadd(ch.unacked_index_key, {delivery_tag: time.time()}, xx=True)
-        )
+        self._call(lambda r: r.zadd(index, {delivery_tag: time.time()}, xx=True))
 
     def delivered_task_ids(self) -> set[str]:
-        def read(ch: Any) -> set[str]:
-            found = set()
-            for raw in ch.client.hvals(ch.unacked_key):
-                entry = _json(raw)  # [message, exchange, routing key]
-                task_id = _task_id(entry[0]) if isinstance(entry, list) and entry else None
-                if task_id:
-                    found.add(task_id)
-            return found
-
-        return self._with_channel(read)
+        unacked = self.keys().unacked
+        found = set()
+        for raw in self._call(lambda r: r.hvals(unacked)):
+            entry = _json(raw)  # [message, exchange, routing key]
+            task_id = _task_id(entry[0]) if isinstance(entry, list) and entry else None
+            if task_id:
+                found.add(task_id)
+        return found
 
     def queued_task_ids(self, queue: str) -> set[str] | None:
-        def read(ch: Any) -> set[str] | None:
-            client = ch.client
-            # kombu keeps one list per priority level (its _q_for_pri names them).
-            lists = list(dict.fromkeys(ch._q_for_pri(queue, p) for p in ch.priority_steps))
-            size = sum(int(client.memory_usage(name) or 0) for name in lists)
+        lists = self.keys((queue,)).queues[queue]
+
+        def read(r: redis.Redis) -> set[str] | None:
+            size = sum(int(r.memory_usage(name) or 0) for name in lists)
             if size > QUEUE_READ_BYTES:
                 return None
-            raws = [raw for name in lists for raw in client.lrange(name, 0, -1)]
+            raws = [raw for name in lists for raw in r.lrange(name, 0, -1)]
             return {t for t in (_task_id(_json(raw)) for raw in raws) if t}
 
-        return self._with_channel(read)
+        return self._call(read)
 
     def active_task_ids(self) -> set[str]:
         inspect = self.app.control.inspect(timeout=0.5)
@@ -202,11 +249,10 @@ class RedisInFlight:
     def note_unaccounted(self, task_ids: list[str]) -> dict[str, float]:
         now = time.time()
 
-        def note(ch: Any) -> dict[str, float]:
-            client = ch.client
-            stale = [_text(k) for k in client.hkeys(UNACCOUNTED_KEY)]
-            stale = [k for k in stale if k not in set(task_ids)]
-            pipe = client.pipeline()
+        def note(r: redis.Redis) -> dict[str, float]:
+            wanted = set(task_ids)
+            stale = [k for k in map(_text, r.hkeys(UNACCOUNTED_KEY)) if k not in wanted]
+            pipe = r.pipeline()
             if stale:
                 pipe.hdel(UNACCOUNTED_KEY, *stale)
             for task_id in task_ids:
@@ -220,7 +266,7 @@ class RedisInFlight:
                 t: max(0.0, now - float(v)) for t, v in zip(task_ids, replies[-1], strict=True) if v
             }
 
-        return self._with_channel(note)
+        return self._call(note)
 
 
 @dataclass
