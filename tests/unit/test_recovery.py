@@ -14,7 +14,7 @@ from jobsys import service
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Job, JobStatus, Step
+from jobsys.models import Job, JobStatus, Step, TaskRun
 from jobsys.service.leases import Holder, TaskLease
 from jobsys.service.recovery import TASK_LOST
 from tests.unit.conftest import docker_spec
@@ -139,3 +139,44 @@ def test_steps_and_jobs_left_behind_by_a_lost_worker_are_settled(
     assert service.get_job(now, developer, docker.id).status == "completed"
     stopped = service.get_job(now, developer, between.id)
     assert stopped.status == "failed" and stopped.error == "step 1 failed: exit 3"
+
+
+def test_a_chunk_that_raises_or_is_given_up_still_ends(
+    fast: Context,
+    dispatcher: MemoryDispatcher,
+    developer: Principal,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The task body itself (run in-process): a chunk that raises past its items,
+    and one delivered again after its worker died too often, both end with an
+    error for each item and a return value that counts in the chord."""
+    from workers import function_step
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(function_step, "worker_context", lambda: fast)
+    monkeypatch.setattr(function_step, "_run_chunk_task", broken)
+    job = service.submit_job(fast, developer, function_spec([1, 2, 3, 4], chunk_size=2))
+    plan = dispatcher.published[0]
+    first, second = plan.chunks
+    ran = function_step.run_function_chunk.apply(
+        args=(job.id, plan.step_id, 0, 0, list(first.items)), task_id=first.task_id
+    )
+    assert ran.get() == {"chunk": 0, "failed": 2}
+    with fast.sessions.begin() as session:  # three deliveries started, none ended
+        session.execute(
+            update(TaskRun)
+            .where(TaskRun.id == second.task_id)
+            .values(state="running", attempt=3, worker="w9")
+        )
+    ran = function_step.run_function_chunk.apply(
+        args=(job.id, plan.step_id, 1, 2, list(second.items)), task_id=second.task_id
+    )
+    assert ran.get() == {"chunk": 1, "failed": 2}
+    assert service.gather_function_step(fast, plan.step_id) is JobStatus.FAILED
+    results = service.job_results(fast, developer, job.id)["results"]
+    assert [r["error"]["type"] for r in results] == ["RuntimeError"] * 2 + [TASK_LOST] * 2
+    assert "gave up after 3 deliveries" in results[2]["error"]["message"]
+    assert "(last on w9)" in results[2]["error"]["message"]
+    assert dispatcher.inflight.leases == {}  # both released
