@@ -25,6 +25,8 @@ PYTHON_QUEUE = "python"
 QUEUES = (PYTHON_QUEUE, DOCKER_QUEUE)
 #: The queue each step kind's tasks go to.
 QUEUE_OF_KIND = {"function": PYTHON_QUEUE, "docker": DOCKER_QUEUE}
+#: kombu's separator between a queue's name and its priority level in Redis key names.
+PRIORITY_SEP = "\x06\x16"
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,21 @@ class StepPlan:
     kind: str
     task_id: str
     chunks: Sequence[ChunkPlan] = ()
+    #: The job's priority, 0 (lowest) to 9 (most urgent).
+    priority: int = 5
+    #: Per chunk of a function step (seconds); None for no limit.
+    soft_time_limit_s: float | None = None
+    time_limit_s: float | None = None
+
+
+def broker_priority(priority: int) -> int:
+    """kombu's Redis transport serves its lowest number first: 9 (urgent) -> 0."""
+    return 9 - priority
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for ``queue``, one per priority level (0 is the plain name)."""
+    return [queue] + [f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10)]
 
 
 def step_signature(plan: StepPlan, app: Any = None) -> Signature:
@@ -58,6 +75,7 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
             options={
                 "queue": DOCKER_QUEUE,
                 "task_id": plan.task_id,
+                "priority": broker_priority(plan.priority),
                 "argsrepr": f"job={plan.job_id} step={plan.step_id}",
             },
             immutable=True,
@@ -71,10 +89,12 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
             options={
                 "queue": PYTHON_QUEUE,
                 "task_id": c.task_id,
+                "priority": broker_priority(plan.priority),
                 "argsrepr": (
                     f"job={plan.job_id} step={plan.step_id} chunk={c.index} "
                     f"items={c.start}-{c.start + len(c.items) - 1}"
                 ),
+                **_limits(plan),
             },
             immutable=True,
             app=app,
@@ -89,9 +109,16 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
         options={
             "queue": PYTHON_QUEUE,
             "task_id": plan.task_id,
+            "priority": broker_priority(plan.priority),
             "argsrepr": f"job={plan.job_id} step={plan.step_id} gather",
         },
         immutable=True,
         app=app,
     )
     return chord(header, body, app=app)
+
+
+def _limits(plan: StepPlan) -> dict[str, float]:
+    """Celery's per-task time limits for a chunk, where the step sets them."""
+    found = {"soft_time_limit": plan.soft_time_limit_s, "time_limit": plan.time_limit_s}
+    return {k: v for k, v in found.items() if v is not None}

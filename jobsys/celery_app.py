@@ -68,6 +68,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": visibility,
         "unacked_restore_interval": max(1.0, min(10.0, visibility / 5)),
         "unacked_restore_throttle": 1,
+        # One list per priority level, so a job's priority (0-9) orders its waiting tasks.
+        "priority_steps": list(range(10)),
     }
 
 

@@ -79,16 +79,25 @@ class Client:
         tolerate_failures: bool = False,
         name: str | None = None,
         tags: Sequence[str] = (),
+        priority: int = 5,
+        soft_time_limit_s: float | None = None,
+        time_limit_s: float | None = None,
     ) -> Job:
-        """Run ``fn`` over every item on the workers, as one function step."""
+        """Run ``fn`` over every item on the workers, as one function step;
+        the time limits apply to each chunk, ``priority`` (0-9) to the job."""
         step: dict[str, Any] = {
             "kind": "function",
             "function": {PICKLE_KEY: b64encode(cloudpickle.dumps(fn))},
             "tolerate_failures": tolerate_failures,
         }
-        if chunk_size is not None:
-            step["chunk_size"] = chunk_size
-        spec = {"name": name or _name_of(fn), "tags": list(tags)}
+        for key, value in (
+            ("chunk_size", chunk_size),
+            ("soft_time_limit_s", soft_time_limit_s),
+            ("time_limit_s", time_limit_s),
+        ):
+            if value is not None:
+                step[key] = value
+        spec = {"name": name or _name_of(fn), "tags": list(tags), "priority": priority}
         # The items are encoded and compressed as they are sent, never held as one document.
         body = _gzipped(_spec_with_items(spec, step, items))
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -114,6 +123,7 @@ class Client:
         retries: int = 0,
         name: str | None = None,
         tags: Sequence[str] = (),
+        priority: int = 5,
     ) -> Job:
         """Run ``command`` in ``image`` as a one-step job."""
         step = {
@@ -124,7 +134,8 @@ class Client:
             "timeout_s": timeout_s,
             "retries": retries,
         }
-        return self.submit_spec({"name": name or image, "steps": [step], "tags": list(tags)})
+        spec = {"name": name or image, "steps": [step], "tags": list(tags), "priority": priority}
+        return self.submit_spec(spec)
 
     # -- reading ------------------------------------------------------------
 

@@ -40,6 +40,10 @@ class Settings:
     max_chunk_size: int = 1000
     #: How many chunks run at once across the cluster, used to size chunks automatically.
     parallelism: int = 8
+    #: Tasks ``jobsys run`` lets each queue's worker run at once (its ``-c``):
+    #: the per-queue concurrency limit on one machine.
+    python_concurrency: int = 2
+    docker_concurrency: int = 2
     #: fnmatch patterns; a Docker step's image must match one of them.
     docker_images: tuple[str, ...] = ("*",)
     docker_default_mem_limit: str = "512m"

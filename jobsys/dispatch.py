@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from jobsys.canvas import QUEUES, StepPlan, step_signature
+from jobsys.canvas import QUEUES, StepPlan, priority_lists, step_signature
 from jobsys.errors import DispatchError
 from jobsys.inflight import InFlight, MemoryInFlight, RedisInFlight
 
@@ -176,7 +176,10 @@ class CeleryDispatcher:
         return result
 
     def queue_lengths(self) -> dict[str, int]:
-        return self._with_redis(lambda r: {q: int(r.llen(q)) for q in QUEUES})
+        # A queue is one Redis list per priority level: count them all.
+        return self._with_redis(
+            lambda r: {q: sum(int(r.llen(name)) for name in priority_lists(q)) for q in QUEUES}
+        )
 
     def record_heartbeat(self, name: str, data: dict[str, Any]) -> None:
         self._with_redis(lambda r: r.hset(HEARTBEATS_KEY, name, json.dumps(data)))

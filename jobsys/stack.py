@@ -112,13 +112,24 @@ def stack_children(settings: Settings) -> list[Child]:
     celery = [py, "-m", "celery", "-A", "jobsys.celery_app"]
     return [
         Child("web", web_command(f"{settings.web_host}:{settings.web_port}")),
-        Child(
-            "worker-python",
-            [*celery, "worker", "-Q", "python", "-n", "python@%h", "-c", "2", "-l", "INFO"],
-        ),
-        Child(
-            "worker-docker",
-            [*celery, "worker", "-Q", "docker", "-n", "docker@%h", "-c", "2", "-l", "INFO"],
+        # One worker per queue, so each queue's concurrency is its own limit.
+        *(
+            Child(
+                f"worker-{queue}",
+                [
+                    *celery,
+                    "worker",
+                    "-Q",
+                    queue,
+                    "-n",
+                    f"{queue}@%h",
+                    *("-c", str(slots), "-l", "INFO"),
+                ],
+            )
+            for queue, slots in (
+                ("python", settings.python_concurrency),
+                ("docker", settings.docker_concurrency),
+            )
         ),
         Child("beat", [*celery, "beat", "-l", "INFO", "-S", "jobsys.scheduler:DatabaseScheduler"]),
         Child(

@@ -11,7 +11,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery import shared_task
+from celery.signals import task_failure
 
 from jobsys import envelope, service
 from jobsys.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
@@ -109,15 +111,43 @@ def captured_output(
 
 
 def run_chunk(fn: Callable[[Any], Any], items: list[Any], ctx: Context) -> list[dict[str, Any]]:
-    """Each item's outcome in order; an item that raises does not stop the others."""
+    """Each item's outcome in order; an item that raises does not stop the others.
+
+    The chunk's soft time limit does: the item running when it passes fails with
+    SoftTimeLimitExceeded, and the items after it are recorded as not run, so
+    the chunk still reports (and its chord still calls back) before the hard
+    limit would kill the process."""
     outcomes = []
-    for item in items:
+    for i, item in enumerate(items):
         try:
             value = fn(envelope.decode(item, ctx.signer))
             outcomes.append(envelope.ok(value, ctx.signer))
+        except SoftTimeLimitExceeded as exc:
+            outcomes.append(envelope.error(exc))
+            skipped = SoftTimeLimitExceeded("not run: the chunk passed its soft time limit")
+            outcomes += [envelope.error(skipped)] * (len(items) - i - 1)
+            break
         except Exception as exc:
             outcomes.append(envelope.error(exc))
     return outcomes
+
+
+@task_failure.connect
+def _hard_time_limit(
+    sender: Any = None, task_id: str | None = None, exception: Any = None, **_: Any
+) -> None:
+    """A chunk killed at its hard time limit cannot report: record it here (in the
+    worker's main process, where Celery handles the timeout) and end its step."""
+    if getattr(sender, "name", None) != RUN_FUNCTION_CHUNK or task_id is None:
+        return
+    if not isinstance(exception, TimeLimitExceeded):
+        return
+    ctx = worker_context()
+    reason = f"the chunk passed its hard time limit ({exception}) and was killed"
+    if service.abandon_task(ctx, task_id, reason):
+        step_id = service.step_of_task(ctx, task_id)
+        if step_id is not None:
+            service.settle_step(ctx, step_id)
 
 
 @shared_task(name=RUN_FUNCTION_CHUNK, bind=True)

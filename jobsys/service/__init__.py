@@ -49,7 +49,7 @@ from jobsys.service.progress import (
     start_task,
 )
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
-from jobsys.service.recovery import abandon_task, settle_job, settle_step
+from jobsys.service.recovery import abandon_task, settle_job, settle_step, step_of_task
 from jobsys.service.rerun import rerun_job, resume_job
 from jobsys.service.retention import Purged, purge_history
 from jobsys.service.schedules import (
@@ -155,6 +155,7 @@ __all__ = [
     "sign_in",
     "start_task",
     "start_template",
+    "step_of_task",
     "submit_job",
     "sweep_lost_tasks",
     "sweep_outbox",

@@ -17,7 +17,7 @@ from jobsys.canvas import ChunkPlan, StepPlan
 from jobsys.context import Context
 from jobsys.errors import DispatchError
 from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
-from jobsys.specs import chunk_bounds
+from jobsys.specs import DEFAULT_PRIORITY, chunk_bounds
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,11 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
 
 def _plan(step: Step, first_index: int = 0) -> StepPlan:
     task_id = str(uuid.uuid4())
+    priority = int(step.job.spec.get("priority", DEFAULT_PRIORITY))
     if step.kind == "docker":
-        return StepPlan(job_id=step.job_id, step_id=step.id, kind="docker", task_id=task_id)
+        return StepPlan(
+            job_id=step.job_id, step_id=step.id, kind="docker", task_id=task_id, priority=priority
+        )
     items = step.payload.items if step.payload else []
     # A resumed step runs only the item ranges its spec names; a new one runs all.
     ranges = step.spec.get("ranges")
@@ -76,7 +79,14 @@ def _plan(step: Step, first_index: int = 0) -> StepPlan:
         for i, (start, stop) in enumerate(ranges, start=first_index)
     ]
     return StepPlan(
-        job_id=step.job_id, step_id=step.id, kind="function", task_id=task_id, chunks=chunks
+        job_id=step.job_id,
+        step_id=step.id,
+        kind="function",
+        task_id=task_id,
+        chunks=chunks,
+        priority=priority,
+        soft_time_limit_s=step.spec.get("soft_time_limit_s"),
+        time_limit_s=step.spec.get("time_limit_s"),
     )
 
 

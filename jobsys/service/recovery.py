@@ -95,6 +95,12 @@ def abandon_task(
     return True
 
 
+def step_of_task(ctx: Context, task_id: str) -> str | None:
+    """The step a task belongs to (None for a task jobsys does not know)."""
+    with ctx.sessions() as session:
+        return session.scalar(select(TaskRun.step_id).where(TaskRun.id == task_id))
+
+
 def settle_step(ctx: Context, step_id: str) -> JobStatus | None:
     """End a step whose tasks have all ended, from their records: what its chord
     callback or its Docker task would have done had it not been lost. None while
