@@ -215,20 +215,22 @@ def remove_task_containers(client: docker.DockerClient, task_id: str) -> list[st
     return [c.short_id for c in found]
 
 
-def reap_orphans(client: docker.DockerClient, is_running: Callable[[list[str]], set[str]]) -> int:
-    """Remove every container labelled with a jobsys job that is no longer running.
+def reap_orphans(client: docker.DockerClient, ended: Callable[[list[str]], set[str]]) -> int:
+    """Remove every container labelled with one of our jobs that has ended.
 
     A worker killed mid-step (or a task terminated from Flower) leaves its
-    container behind; nothing else would ever remove it.
+    container behind; nothing else would ever remove it. ``ended`` answers from
+    our database, so the containers of another jobsys on the same engine (which
+    our database does not know) are left to their own reaper.
     """
     containers = client.containers.list(all=True, filters={"label": LABEL_JOB})
     by_job: dict[str, list[Any]] = {}
     for container in containers:
         by_job.setdefault(container.labels[LABEL_JOB], []).append(container)
-    alive = is_running(list(by_job))
+    over = ended(list(by_job))
     reaped = 0
     for job_id, found in by_job.items():
-        if job_id in alive:
+        if job_id not in over:
             continue
         for container in found:
             _remove(container)

@@ -45,7 +45,7 @@ def purge_history() -> dict[str, int]:
 def reap_orphan_containers() -> int:
     ctx = worker_context()
     with contextlib.closing(docker_client()) as client:
-        return reap_orphans(client, functools.partial(service.running_job_ids, ctx))
+        return reap_orphans(client, functools.partial(service.ended_job_ids, ctx))
 
 
 @worker_ready.connect

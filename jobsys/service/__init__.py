@@ -15,8 +15,8 @@ from jobsys.service.control import (
     cancel_for_revoked_task,
     cancel_job,
     cancel_jobs,
+    ended_job_ids,
     is_cancelled,
-    running_job_ids,
 )
 from jobsys.service.dashboard import Dashboard, dashboard
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
@@ -115,6 +115,7 @@ __all__ = [
     "dashboard",
     "delete_schedule",
     "dispatch_step",
+    "ended_job_ids",
     "finish_job",
     "finish_task",
     "fire_due_schedules",
@@ -148,7 +149,6 @@ __all__ = [
     "resume_job",
     "revoke_token",
     "run_schedule_now",
-    "running_job_ids",
     "schedule_runs",
     "settle_job",
     "settle_step",

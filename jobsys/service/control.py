@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
+from jobsys.models import FINISHED, Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.jobs import get_job
@@ -164,15 +164,12 @@ def is_cancelled(ctx: Context, job_id: str) -> bool:
     return status == JobStatus.CANCELLED.value
 
 
-def running_job_ids(ctx: Context, job_ids: list[str]) -> set[str]:
-    """Which of these jobs are still queued or running (the reaper spares their containers)."""
+def ended_job_ids(ctx: Context, job_ids: list[str]) -> set[str]:
+    """Which of these jobs are ours and have ended: the reaper removes their
+    containers. A job this database does not know is another jobsys's sharing
+    the Docker engine (or a test's), and its containers are not ours to touch."""
     if not job_ids:
         return set()
+    ended = select(Job.id).where(Job.id.in_(job_ids), Job.status.in_([s.value for s in FINISHED]))
     with ctx.sessions() as session:
-        return set(
-            session.scalars(
-                select(Job.id).where(
-                    Job.id.in_(job_ids), Job.status.in_(sources_of(JobStatus.CANCELLED))
-                )
-            )
-        )
+        return set(session.scalars(ended))

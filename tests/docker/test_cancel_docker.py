@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 
 import pytest
 
@@ -42,23 +43,16 @@ def test_reaper_removes_containers_of_ended_jobs(stack: LiveStack) -> None:
     # A container left behind by a worker that died: labelled with a job that has ended.
     job_id = submit(stack, step("true"))
     assert finished(stack, job_id)["status"] == "completed"
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--label",
-            f"jobsys.job={job_id}",
-            BUSYBOX_IMAGE,
-            "sleep",
-            "60",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    assert containers_of(job_id)
+    # And one of a job this database does not know: another jobsys on the same engine.
+    foreign = f"other-{uuid.uuid4().hex}"
+    for labelled in (job_id, foreign):
+        label = f"jobsys.job={labelled}"
+        run = ["docker", "run", "-d", "--network", "none", "--label", label, BUSYBOX_IMAGE]
+        subprocess.run([*run, "sleep", "60"], check=True, capture_output=True)
+    assert containers_of(job_id) and containers_of(foreign)
     ran = stack.ctx.dispatcher.app.send_task("jobsys.reap_orphans", queue="docker")
     assert ran.get(timeout=30) >= 1
     assert containers_of(job_id) == []
+    left = containers_of(foreign)
+    assert left, "the reaper removed a container of a job it does not know"
+    subprocess.run(["docker", "rm", "-f", *left], check=True, capture_output=True)
