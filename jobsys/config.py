@@ -49,6 +49,11 @@ class Settings:
     docker_default_mem_limit: str = "512m"
     docker_default_cpus: float = 1.0
     docker_max_timeout_s: int = 24 * 3600
+    #: Host access a Docker step may ask for; all off unless the operator turns it on.
+    docker_allow_network: bool = False
+    docker_allow_privileged: bool = False
+    #: Host folders (and what is below them) a step may bind-mount; none by default.
+    docker_mount_roots: tuple[str, ...] = ()
     #: Seconds a step may sit unpublished before the outbox sweep publishes it.
     outbox_grace_s: float = 5.0
     #: Seconds a Celery result (chunk summaries) lives in Redis.
@@ -136,6 +141,10 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                raise ValueError(raw)
+            return raw.strip().lower() in ("1", "true", "yes", "on")
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError as exc:

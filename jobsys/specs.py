@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import posixpath
 import re
 import shlex
 from collections.abc import Mapping
@@ -33,11 +34,8 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 #: Fields people try to set that jobsys refuses on purpose, with the reason.
 FORBIDDEN_DOCKER_FIELDS = {
-    "privileged": "jobsys never runs privileged containers",
-    "volumes": "host mounts are not allowed in Docker steps",
-    "mounts": "host mounts are not allowed in Docker steps",
-    "network": "Docker steps run without a network",
-    "network_mode": "Docker steps run without a network",
+    "volumes": "give host folders as 'mounts' (which the operator must allow)",
+    "network_mode": "give 'network' ('none' or 'bridge', which the operator must allow)",
     "cap_add": "extra capabilities are not allowed in Docker steps",
     "devices": "host devices are not available to Docker steps",
     "pid_mode": "Docker steps cannot share the host's namespaces",
@@ -45,6 +43,15 @@ FORBIDDEN_DOCKER_FIELDS = {
     "userns_mode": "Docker steps cannot share the host's namespaces",
     "security_opt": "Docker steps run with jobsys's own security options",
 }
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host folder bind-mounted into a Docker step's container."""
+
+    source: str
+    target: str
+    read_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,10 @@ class DockerStep:
     mem_limit: str | None = None
     cpus: float | None = None
     name: str = ""
+    #: Host access, each refused unless the operator allowed it (see ``host_access``).
+    network: str = "none"
+    mounts: tuple[Mount, ...] = ()
+    privileged: bool = False
     kind: Literal["docker"] = "docker"
 
 
@@ -207,8 +218,12 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
         "stop_grace_s",
         "mem_limit",
         "cpus",
+        "network",
+        "mounts",
+        "privileged",
     }
     _unknown(raw, allowed | set(FORBIDDEN_DOCKER_FIELDS), path, errors)
+    network, mounts, privileged = host_access(raw, path, s, errors)
 
     image = raw.get("image")
     if not isinstance(image, str) or len(image) > 512 or not IMAGE_REF.fullmatch(image):
@@ -255,7 +270,87 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
         mem_limit=mem,
         cpus=cpus,
         name=_step_name(raw, path, errors),
+        network=network,
+        mounts=mounts,
+        privileged=privileged,
     )
+
+
+def host_access(
+    raw: Mapping[str, Any], path: str, s: Settings, errors: _Fields
+) -> tuple[str, tuple[Mount, ...], bool]:
+    """A step's network, mounts and privileged flag, each refused unless this
+    process's operator allowed it. The web app checks at submit; the worker checks
+    again with its own settings before it starts a container."""
+    network = raw.get("network", "none")
+    if network not in ("none", "bridge"):
+        errors.add(f"{path}.network", "use 'none' (the default) or 'bridge'")
+        network = "none"
+    elif network != "none" and not s.docker_allow_network:
+        errors.add(
+            f"{path}.network",
+            "Docker steps run without a network; the operator can allow one with "
+            "JOBSYS_DOCKER_ALLOW_NETWORK=true",
+        )
+    privileged = raw.get("privileged", False)
+    if not isinstance(privileged, bool):
+        errors.add(f"{path}.privileged", "use true or false")
+        privileged = False
+    elif privileged and not s.docker_allow_privileged:
+        errors.add(
+            f"{path}.privileged",
+            "jobsys runs no privileged containers unless the operator sets "
+            "JOBSYS_DOCKER_ALLOW_PRIVILEGED=true",
+        )
+    return network, _mounts(raw.get("mounts", []), f"{path}.mounts", s, errors), privileged
+
+
+def host_access_problems(spec: Mapping[str, Any], s: Settings) -> dict[str, str]:
+    """``host_access``'s refusals for a stored step spec, by field."""
+    errors = _Fields()
+    host_access(spec, "step", s, errors)
+    return errors.errors
+
+
+def _mounts(raw: Any, path: str, s: Settings, errors: _Fields) -> tuple[Mount, ...]:
+    if raw in (None, []):
+        return ()
+    if not s.docker_mount_roots:
+        errors.add(
+            path,
+            "host mounts are not allowed; the operator can allow folders with "
+            "JOBSYS_DOCKER_MOUNT_ROOTS=/srv/data,...",
+        )
+        return ()
+    if not isinstance(raw, list) or len(raw) > 20:
+        errors.add(path, "give a list (at most 20) of {source, target, read_only}")
+        return ()
+    found = []
+    roots = [posixpath.normpath(r) for r in s.docker_mount_roots]
+    for i, item in enumerate(raw):
+        where = f"{path}[{i}]"
+        if not isinstance(item, Mapping) or set(item) - {"source", "target", "read_only"}:
+            errors.add(where, "give {source, target, read_only}")
+            continue
+        source, target = item.get("source"), item.get("target")
+        read_only = item.get("read_only", True)
+        for name, value in (("source", source), ("target", target)):
+            if not isinstance(value, str) or not value.startswith("/") or ".." in value.split("/"):
+                errors.add(f"{where}.{name}", "give an absolute path without '..'")
+        if not isinstance(read_only, bool):
+            errors.add(f"{where}.read_only", "use true or false")
+        if not isinstance(source, str) or not isinstance(target, str):
+            continue
+        clean = posixpath.normpath(source)
+        if not any(clean == r or clean.startswith(r.rstrip("/") + "/") for r in roots):
+            errors.add(
+                f"{where}.source",
+                f"{source!r} is outside the folders the operator allows: {', '.join(roots)}",
+            )
+        found.append(
+            Mount(source=clean, target=posixpath.normpath(target), read_only=read_only is not False)
+        )
+    return tuple(found)
 
 
 def _parse_function(

@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import Mount
 
 from jobsys.errors import ImageError, StepError, StepFailed
 from jobsys.service.progress import LogRecord
@@ -109,12 +110,17 @@ def run_container(
             list(step.command),
             environment=dict(step.env),
             labels=dict(labels),
-            network_mode="none",
+            # No network, mounts or privileges unless the operator allowed the
+            # step's (checked at submit and again on this worker).
+            network_mode=step.network,
+            mounts=[
+                Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in step.mounts
+            ],
             mem_limit=step.mem_limit or limits.mem_limit,
             nano_cpus=int((step.cpus or limits.cpus) * 1e9),
             pids_limit=512,
-            privileged=False,
-            security_opt=["no-new-privileges"],
+            privileged=step.privileged,
+            security_opt=[] if step.privileged else ["no-new-privileges"],
             detach=True,
         )
     except ImageNotFound as exc:

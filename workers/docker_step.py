@@ -14,11 +14,12 @@ from celery import shared_task
 
 from jobsys import service
 from jobsys.canvas import RUN_DOCKER_STEP
+from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.errors import ImageError, StepCancelled, StepError, StepFailed, StepTimeout
 from jobsys.models import JobStatus
 from jobsys.service.progress import LogRecord, TaskStart
-from jobsys.specs import DockerStep
+from jobsys.specs import DockerStep, Mount, host_access_problems
 from workers.containers import (
     LABEL_JOB,
     LABEL_STEP,
@@ -56,7 +57,17 @@ def step_from_spec(spec: dict[str, Any]) -> DockerStep:
         mem_limit=spec.get("mem_limit"),
         cpus=spec.get("cpus"),
         name=spec.get("name", ""),
+        network=spec.get("network", "none"),
+        mounts=tuple(Mount(**m) for m in spec.get("mounts") or ()),
+        privileged=spec.get("privileged", False),
     )
+
+
+def refused_here(spec: dict[str, Any], settings: Settings) -> str | None:
+    """Why this worker's operator does not allow the step's host access (its
+    settings may be stricter than the web app's that accepted it), or None."""
+    problems = host_access_problems(spec, settings)
+    return "; ".join(f"{k}: {v}" for k, v in problems.items()) or None
 
 
 @shared_task(name=RUN_DOCKER_STEP, bind=True)
@@ -98,6 +109,12 @@ def _remove_leftovers(ctx: Context, task_id: str, begun: TaskStart) -> None:
 
 def _run_step(ctx: Context, task_id: str, start: TaskStart) -> dict[str, Any]:
     job_id, step_id = start.job_id, start.step_id
+    refused = refused_here(start.step_spec, ctx.settings)
+    if refused is not None:
+        error = f"step {start.step_spec.get('name') or ''} refused on this worker: {refused}"
+        service.finish_task(ctx, task_id, ok=False, error=error)
+        status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
+        return {"exit_code": None, "status": status.value}
     step = step_from_spec(start.step_spec)
     limits = Limits(ctx.settings.docker_default_mem_limit, ctx.settings.docker_default_cpus)
     labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}

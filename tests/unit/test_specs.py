@@ -48,8 +48,8 @@ def test_command_string_is_split_like_a_shell(settings: Settings) -> None:
         ({"timeout_s": "10"}, "steps[0].timeout_s", "give a number"),
         ({"retries": 1.5}, "steps[0].retries", "whole number"),
         ({"image": "evil/miner"}, "steps[0].image", "not allowed"),
-        ({"privileged": True}, "steps[0].privileged", "never runs privileged"),
-        ({"volumes": ["/:/host"]}, "steps[0].volumes", "host mounts"),
+        ({"privileged": True}, "steps[0].privileged", "JOBSYS_DOCKER_ALLOW_PRIVILEGED"),
+        ({"volumes": ["/:/host"]}, "steps[0].volumes", "mounts"),
         ({"env": {"1BAD": "x"}}, "steps[0].env.1BAD", "letters, digits"),
         ({"mem_limit": "lots"}, "steps[0].mem_limit", "256m"),
         ({"colour": "red"}, "steps[0].colour", "unknown field"),
@@ -161,3 +161,42 @@ def test_priority_and_chunk_time_limits(settings: Settings) -> None:
         "steps[0].soft_time_limit_s": "make the soft limit shorter than time_limit_s"
     }
     assert "steps[0].time_limit_s" in fields_of({"steps": [{**step, "time_limit_s": 0}]}, settings)
+
+
+def test_host_access_only_where_the_operator_allows_it(settings: Settings) -> None:
+    from dataclasses import replace
+
+    asks = {
+        "network": "bridge",
+        "privileged": True,
+        "mounts": [{"source": "/srv/data/in", "target": "/in"}],
+    }
+    data = docker_spec(**asks)
+    assert set(fields_of(data, settings)) == {
+        "steps[0].network",
+        "steps[0].privileged",
+        "steps[0].mounts",
+    }
+    allowed = replace(
+        settings,
+        docker_allow_network=True,
+        docker_allow_privileged=True,
+        docker_mount_roots=("/srv/data",),
+    )
+    step = parse_job_spec(data, allowed).steps[0]
+    assert isinstance(step, DockerStep)
+    assert (step.network, step.privileged) == ("bridge", True)
+    assert [(m.source, m.target, m.read_only) for m in step.mounts] == [
+        ("/srv/data/in", "/in", True)
+    ]
+    outside = [
+        {"source": "/srv/database", "target": "/x"},  # a sibling whose name starts the same
+        {"source": "/srv/data/../../etc", "target": "/x"},
+        {"source": "relative", "target": "/x"},
+        {"source": "/srv/data", "target": "/x", "read_only": "no"},
+    ]
+    problems = fields_of(docker_spec(mounts=outside), allowed)
+    assert "outside the folders" in problems["steps[0].mounts[0].source"]
+    assert "without '..'" in problems["steps[0].mounts[1].source"]
+    assert "absolute path" in problems["steps[0].mounts[2].source"]
+    assert "true or false" in problems["steps[0].mounts[3].read_only"]
