@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint format bench clean
+.PHONY: install run test test-unit test-reliability soak lint format bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,14 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+# The fault drills, hostile input and fuzzing (also part of `make test`).
+test-reliability: $(STAMP)
+	$(BIN)/pytest -q tests/reliability
+
+# 20,000 jobs through a live stack; Redis memory before, after, and once TTLs pass.
+soak: $(STAMP)
+	$(BIN)/python -m tests.reliability.soak 20000
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.map_throughput
