@@ -4,6 +4,7 @@ real Celery worker process and the web app under gunicorn on a free port."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 import redis
+from redis.exceptions import RedisError
 
 from jobsys import Client, service
 from jobsys.auth import SYSTEM
@@ -24,7 +26,7 @@ from jobsys.dispatch import MemoryDispatcher
 from jobsys.runtime import build_context
 from jobsys.service.records import JobInfo
 from jobsys.stack import child_env, web_command
-from tests.services import fresh_database
+from tests.services import fresh_database, missing
 
 SECRET = "integration-test-secret-0123456789"
 
@@ -188,3 +190,36 @@ def start_stack(
         if os.environ.get("JOBSYS_TEST_SHOW_LOGS"):
             for proc_name in stack.processes:
                 print(f"---- {proc_name} ----\n{stack.log(proc_name)[-5000:]}")
+
+
+class RedisServer:
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            missing("redis-server", "apt install redis-server")
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, 10, "redis-server")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
+        except (RedisError, OSError):
+            return False

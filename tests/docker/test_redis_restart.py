@@ -3,54 +3,17 @@ test stops and starts again (empty) after the job ended."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
-from redis.exceptions import RedisError
 
 from tests.docker.test_docker_steps import finished, step, submit
-from tests.live import LiveStack, free_port, start_stack, wait_until
-from tests.services import missing
+from tests.live import LiveStack, RedisServer, free_port, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
-
-
-class RedisServer:
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port, self.workdir = port, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            missing("redis-server", "apt install redis-server")
-        self.proc = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, 10, "redis-server")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping())
-        except (RedisError, OSError):
-            return False
 
 
 @pytest.fixture

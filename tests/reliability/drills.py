@@ -22,8 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from jobsys.models import Step, TaskRun
-from tests.docker.test_redis_restart import RedisServer
-from tests.live import LiveStack, free_port, start_stack, wait_until
+from tests.live import LiveStack, RedisServer, free_port, start_stack, wait_until
 
 #: Settings of every process of a drill stack.
 DRILL_SETTINGS: dict[str, Any] = {

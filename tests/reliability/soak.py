@@ -22,8 +22,7 @@ from pathlib import Path
 
 import redis
 
-from tests.docker.test_redis_restart import RedisServer
-from tests.live import free_port, start_stack, wait_until
+from tests.live import RedisServer, free_port, start_stack, wait_until
 from tests.reliability.redis_bounds import census, check_bounded
 from tests.services import BUSYBOX_IMAGE
 

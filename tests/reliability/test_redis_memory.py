@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.docker.test_redis_restart import RedisServer
-from tests.live import LiveStack, free_port, start_stack, wait_until
+from tests.live import wait_until
+from tests.reliability.drills import Drill, drill_stack
 from tests.reliability.redis_bounds import census, check_bounded
 from tests.services import BUSYBOX_IMAGE, require_docker
 
@@ -27,25 +27,14 @@ TTL_S = 8
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def drill(tmp_path: Path) -> Iterator[Drill]:
+    yield from drill_stack(tmp_path, "memory", result_ttl_s=TTL_S, events_ttl_s=TTL_S)
 
 
-@pytest.fixture
-def short_ttl_stack(own_redis: RedisServer, tmp_path: Path) -> Iterator[LiveStack]:
-    db = f"sqlite:///{tmp_path / 'jobsys.db'}"
-    yield from start_stack(
-        "memory", db, own_redis.url, tmp_path, result_ttl_s=TTL_S, events_ttl_s=TTL_S
-    )
-
-
-def test_every_per_job_key_expires(short_ttl_stack: LiveStack, own_redis: RedisServer) -> None:
+def test_every_per_job_key_expires(drill: Drill) -> None:
     require_docker()
-    stack = short_ttl_stack
-    client = redis.Redis.from_url(own_redis.url)
+    stack = drill.stack
+    client = redis.Redis.from_url(drill.redis.url)
     before = census(client)
     with stack.client("admin") as c:
         jobs = [c.map(lambda x: 10 // x, [1, 2, 0, 5], chunk_size=1) for _ in range(4)]
