@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 
 from jobsys.models import Step, TaskRun
+from tests.docker.test_docker_steps import containers_of
 from tests.live import LiveStack, RedisServer, free_port, start_stack, wait_until
 
 #: Settings of every process of a drill stack.
@@ -137,16 +138,6 @@ def drill_stack(tmp: Path, name: str, **overrides: Any) -> Iterator[Drill]:
         server.stop()
 
 
-def containers_of(job_id: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=jobsys.job={job_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
-
-
 def containers_created(job_id: str, since: float) -> int:
     """How many containers the engine created for this job since ``since`` (epoch s)."""
     out = subprocess.run(
@@ -169,3 +160,6 @@ def containers_created(job_id: str, since: float) -> int:
         check=True,
     )
     return len(out.stdout.split())
+
+
+__all__ = ["DRILL_SETTINGS", "Drill", "containers_created", "containers_of", "drill_stack"]
