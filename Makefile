@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/jobsys run
 
 test: $(STAMP)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

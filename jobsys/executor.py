@@ -105,10 +105,10 @@ class Executor(_Executor):
             pending = dict(self._futures)
         if cancel_futures:
             for job_id, future in pending.items():
+                # Settled first: the watcher may see the job cancelled before we return.
+                self._settle(future, False, CancelledError(f"job {job_id} was cancelled"))
                 with contextlib.suppress(JobsysError):  # it ended meanwhile
                     self._client.cancel(job_id)
-                if not future.done():
-                    future.set_exception(CancelledError(f"job {job_id} was cancelled"))
         self._wake.set()
         if wait:
             self._watcher.join()
@@ -154,17 +154,26 @@ class Executor(_Executor):
     def _check(self, job_id: str, future: Future[Any]) -> None:
         try:
             job = self._client.job(job_id)
-            if JobStatus(job.status) not in FINISHED:
+            status = JobStatus(job.status)
+            if status not in FINISHED:
                 return
-            ok, value = self._outcomes(job)[0]
+            if status is JobStatus.CANCELLED:
+                ok, value = False, CancelledError(f"job {job_id} was cancelled")
+            else:
+                ok, value = self._outcomes(job)[0]
         except JobsysError as exc:
             ok, value = False, exc
-        if future.done():
-            return
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+        self._settle(future, ok, value)
+
+    def _settle(self, future: Future[Any], ok: bool, value: Any) -> None:
+        """Give ``future`` its outcome unless another thread already did."""
+        with self._lock:
+            if future.done():
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
 
 class _Star:

@@ -16,7 +16,11 @@ import pytest
 from jobsys import Executor, RemoteError
 from tests.live import LiveStack
 
-pytestmark = pytest.mark.integration
+# Client and CLI speak HTTP: which database is behind the API is not theirs to test.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("stack", ["sqlite"], indirect=True),
+]
 
 
 def jobsys_cli(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,17 @@ from tests.services import BUSYBOX_IMAGE, require_docker
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def drill(tmp_path: Path) -> Iterator[Drill]:
-    yield from drill_stack(tmp_path, "limits")
+@pytest.fixture(scope="module")
+def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
+    yield from drill_stack(tmp_path_factory.mktemp("limits"), "limits")
+
+
+def use_workers(drill: Drill, **workers: tuple[str, int]) -> None:
+    """Stop every worker of the stack, then start these (name: (queues, slots))."""
+    for process in [p for p in drill.stack.processes if p not in ("web", "beat")]:
+        drill.kill(process)
+    for name, (queues, slots) in workers.items():
+        drill.spawn_worker(name, queues=queues, concurrency=slots)
 
 
 def nap(seconds: float) -> float:
@@ -52,8 +59,7 @@ def test_soft_and_hard_time_limits(drill: Drill) -> None:
 
 
 def test_a_more_urgent_job_goes_first(drill: Drill) -> None:
-    drill.kill("worker")
-    drill.spawn_worker("solo", queues="python", concurrency=1)
+    use_workers(drill, solo=("python", 1))
     with drill.stack.client() as c:
         blocker = c.map(nap, [2], name="blocker")
         wait_until(lambda: blocker.refresh().status == "running", 30, "the blocker to run")
@@ -72,9 +78,7 @@ def test_a_more_urgent_job_goes_first(drill: Drill) -> None:
 
 def test_a_queue_runs_at_most_its_concurrency(drill: Drill) -> None:
     require_docker()
-    drill.kill("worker")
-    drill.spawn_worker("docker2", queues="docker", concurrency=2)
-    drill.spawn_worker("python1", queues="python", concurrency=1)
+    use_workers(drill, docker2=("docker", 2), python1=("python", 1))
     with drill.stack.client() as c:
         jobs = [c.run_docker(BUSYBOX_IMAGE, ["sleep", "1"], name=f"d{i}") for i in range(5)]
         quick = c.map(abs, [-1, -2]).wait(timeout=60)
