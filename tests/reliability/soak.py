@@ -6,7 +6,8 @@ a day) so the whole cycle fits in one run: the claim is that nothing a job
 leaves in Redis outlives its TTL, so memory after equals memory before plus
 what the TTLs still hold, and returns to the baseline once they pass.
 Jobs: function jobs of 1-3 items through the HTTP API (one in ten with a
-failing item), and one in a hundred a Docker step.
+failing item), and one in a hundred a Docker step. Beat runs alongside, as in
+``make run``.
 
     python -m tests.reliability.soak [JOBS]
 """
@@ -54,6 +55,12 @@ def main(jobs: int) -> int:
         events_ttl_s=TTL_S,
     )
     stack = next(stack_gen)
+    # Beat runs the housekeeping a real deployment has: above all the lost-task
+    # sweep, which settles a step whose chord counter expired before its last
+    # chunk ran (with 60 s result TTLs and a backlog of minutes, many do).
+    stack.spawn(
+        "beat", [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "beat", "-l", "INFO"]
+    )
     try:
         client = redis.Redis.from_url(server.url)
         before = census(client)
