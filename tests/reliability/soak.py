@@ -28,8 +28,11 @@ from tests.reliability.redis_bounds import census, check_bounded
 from tests.services import BUSYBOX_IMAGE
 
 TTL_S = int(os.environ.get("SOAK_TTL_S", "60"))
-#: The stated bound: once the TTLs pass, Redis holds at most this much more than before.
-BOUND_BYTES = 2 * 1024 * 1024
+#: The stated bound: once the TTLs pass, Redis holds at most this much more than
+#: before. What stays is the capped global event stream (10,000 entries, about
+#: 3 MiB when full: the first 20,000-job run measured 2.9 MiB of growth against
+#: a 2 MiB guess that had left it out) and housekeeping results that beat renews.
+BOUND_BYTES = 4 * 1024 * 1024
 
 
 def spec(i: int) -> dict[str, object]:
