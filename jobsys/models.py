@@ -110,6 +110,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Who supplied the code this job runs (its pickled function): the first
+    #: submitter, kept through reruns, resumes and schedule firings. Clients
+    #: unpickle results only for this principal (unpickling runs code).
+    code_owner: Mapped[str | None] = mapped_column(String(200), default=None)
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="job", order_by="Step.position", cascade="all, delete-orphan"
@@ -261,6 +265,34 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: After this the token is refused (401 naming why); None: it does not expire.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebSession(Base):
+    """A signed-in page session. The cookie carries only a random reference;
+    this row (found by the reference's SHA-256) says whose session it is, and
+    ending it ends the session wherever the cookie is (sign-out, password or
+    role change, expiry)."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: A user who signed in with a password, or a token pasted on the sign-in page.
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), default=None
+    )
+    token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tokens.id", ondelete="CASCADE"), default=None
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (
+        Index("ix_web_sessions_user", "user_id"),
+        Index("ix_web_sessions_token", "token_id"),
+    )
 
 
 class Schedule(Base):

@@ -21,7 +21,13 @@ from jobsys.db import make_engine, make_session_factory
 from jobsys.dispatch import MemoryDispatcher
 from jobsys.models import Base
 from jobsys.schema import Upgrade, current_revision, head, upgrade_schema
-from tests.migration_data import check_app_works, check_tags_backfilled, seed_0001, snapshot
+from tests.migration_data import (
+    check_app_works,
+    check_code_owner_backfilled,
+    check_tags_backfilled,
+    seed_0001,
+    snapshot,
+)
 from tests.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
 pytestmark = pytest.mark.integration
@@ -90,6 +96,7 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
     with engine.connect() as conn:
         assert snapshot(conn) == before
         check_tags_backfilled(conn)
+        check_code_owner_backfilled(conn)
     check_at_head(engine)
     sessions = make_session_factory(settings)
     try:
@@ -109,6 +116,7 @@ def test_a_database_from_before_migrations_is_recognised_and_upgraded(
     with engine.connect() as conn:
         assert snapshot(conn) == before
         check_tags_backfilled(conn)
+        check_code_owner_backfilled(conn)
     check_at_head(engine)
 
 

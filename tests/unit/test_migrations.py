@@ -31,6 +31,7 @@ from jobsys.schema import (
 )
 from tests.migration_data import (
     check_app_works,
+    check_code_owner_backfilled,
     check_tags_backfilled,
     seed_0001,
     snapshot,
@@ -69,9 +70,9 @@ def differences(engine: Engine) -> list[object]:
         return compare_metadata(MigrationContext.configure(conn), Base.metadata)
 
 
-def test_the_revisions_are_0001_to_0004() -> None:
-    assert revisions() == ["0001", "0002", "0003", "0004"]
-    assert head() == "0004"
+def test_the_revisions_are_0001_to_0005() -> None:
+    assert revisions() == ["0001", "0002", "0003", "0004", "0005"]
+    assert head() == "0005"
 
 
 def test_a_0001_database_with_data_upgrades_keeping_every_row(
@@ -79,10 +80,11 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
 ) -> None:
     before = at_0001_with_data(engine)
     done = upgrade_schema(engine)
-    assert (done.before, done.after, done.adopted) == ("0001", "0004", None)
+    assert (done.before, done.after, done.adopted) == ("0001", "0005", None)
     with engine.connect() as conn:
         assert snapshot(conn) == before
         check_tags_backfilled(conn)
+        check_code_owner_backfilled(conn)
     assert differences(engine) == []
     ctx = Context(settings, make_session_factory(settings), MemoryDispatcher())
     check_app_works(ctx)
@@ -100,6 +102,7 @@ def test_a_database_from_before_migrations_is_recognised_and_upgraded(
     with engine.connect() as conn:
         assert snapshot(conn) == before
         check_tags_backfilled(conn)
+        check_code_owner_backfilled(conn)
     assert differences(engine) == []
 
 
@@ -109,7 +112,7 @@ def test_a_database_made_by_create_all_from_todays_models_is_stamped_head(
     with engine.begin() as conn:
         Base.metadata.create_all(conn)
     done = upgrade_schema(engine)
-    assert (done.before, done.after, done.adopted) == ("0004", "0004", "0004")
+    assert (done.before, done.after, done.adopted) == ("0005", "0005", "0005")
     assert revision_of(engine) == head()
 
 
@@ -218,12 +221,12 @@ def test_db_commands(tmp_path: Path) -> None:
         return result.output
 
     assert run("current").startswith("none: empty database")
-    assert run("history").splitlines()[-1].startswith("0004  idempotency keys")
+    assert run("history").splitlines()[-1].startswith("0005  security")
     assert "created the schema at 0001" in run("upgrade", "--revision", "0001")
     assert run("current") == "0001\n"
-    assert "from 0001 to 0004" in run("upgrade")
+    assert "from 0001 to 0005" in run("upgrade")
     assert "nothing to do" in run("upgrade")
-    assert run("current") == "0004 (head)\n"
+    assert run("current") == "0005 (head)\n"
     assert "no revision 'nope'" in run("upgrade", "--revision", "nope", code=2)
     env["JOBSYS_DATABASE_URL"] = f"sqlite:///{tmp_path}"  # a folder: sqlite cannot open it
     assert "cannot reach the database" in run("upgrade", code=5)
