@@ -80,7 +80,9 @@ def build_job(ctx: Context, owner: str, data: Any) -> Job:
 
 
 def _job_row(ctx: Context, owner: str, spec: JobSpec) -> Job:
-    job = with_tags(Job(id=new_id(), name=spec.name, owner=owner, spec=_public_spec(spec)))
+    job = with_tags(
+        Job(id=new_id(), name=spec.name, owner=owner, code_owner=owner, spec=_public_spec(spec))
+    )
     job.steps = [_step_row(ctx, i, step) for i, step in enumerate(spec.steps)]
     for step in job.steps:
         step.id = new_id()  # known before the flush, so the caller can publish it

@@ -106,6 +106,8 @@ class JobInfo:
     template: str | None = None
     variables: dict[str, Any] | None = None
     tags: tuple[str, ...] = ()
+    #: Who supplied the job's code (kept through reruns): results unpickle for them.
+    code_owner: str | None = None
     #: True when an idempotent repeat got back the job its first request made
     #: (the API says so in a header, not in the job's JSON).
     replayed: bool = False
@@ -127,6 +129,7 @@ class JobInfo:
             template=job.template,
             variables=job.variables,
             tags=tuple(job.spec.get("tags", ())),
+            code_owner=job.code_owner,
         )
 
     @property
@@ -152,6 +155,7 @@ class JobInfo:
             "name": self.name,
             "status": self.status,
             "owner": self.owner,
+            "code_owner": self.code_owner,
             "error": self.error,
             "rerun_of": self.rerun_of,
             "template": self.template,

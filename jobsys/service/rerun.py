@@ -106,6 +106,8 @@ def _copy_job(session: Session, old: Job, principal: Principal) -> Job:
         Job(
             name=old.name,
             owner=principal.name,
+            # The code is still the first submitter's: clients trust results by it.
+            code_owner=old.code_owner or old.owner,
             spec=old.spec,
             rerun_of=old.id,
             template=old.template,
