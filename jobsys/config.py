@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from jobsys.datadir import private_file, private_folder
 from jobsys.errors import ConfigError
 
 PREFIX = "JOBSYS_"
@@ -118,7 +119,8 @@ class Settings:
         """Fill the defaults that depend on ``data_dir`` (database file, secret key file)."""
         settings = self
         if not settings.database_url:
-            path = settings.data_path.resolve() / "jobsys.db"
+            # Made here, 0600, so SQLite (and its WAL files) never hold it under the umask.
+            path = private_file(settings.data_path.resolve() / "jobsys.db")
             settings = replace(settings, database_url=f"sqlite:///{path}")
         if not settings.secret_key:
             settings = replace(settings, secret_key=_local_secret(settings.data_path))
@@ -155,12 +157,13 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
 def _local_secret(data_dir: Path) -> str:
     """Read or create the per-checkout secret so web app and workers share it.
 
-    Created with mode 0600: whoever can read it can sign code that workers run.
+    Created with mode 0600 in a 0700 folder: whoever can read it can sign code
+    that workers run. A wider mode found later is fixed by ``datadir.tighten``.
     """
     path = data_dir / "secret.key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(data_dir)
     tmp = data_dir / f".secret.key.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

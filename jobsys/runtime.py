@@ -2,19 +2,24 @@
 
 Database engines must not cross ``fork()``: Celery's prefork pool forks
 after importing the app, so each process builds its own Context on first use.
+Building one first fixes the data folder's modes (``jobsys.datadir``), so a
+web app or worker started on its own tightens them as ``jobsys run`` does.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 from jobsys.config import Settings
 from jobsys.context import Context
+from jobsys.datadir import tighten
 from jobsys.db import make_session_factory
 from jobsys.dispatch import CeleryDispatcher
 from jobsys.events import RedisEventBus
 
 _cache: dict[tuple[int, Settings], Context] = {}
+log = logging.getLogger(__name__)
 
 
 def build_context(settings: Settings | None = None, app: object | None = None) -> Context:
@@ -26,6 +31,8 @@ def build_context(settings: Settings | None = None, app: object | None = None) -
     settings = settings or Settings.from_env()
     key = (os.getpid(), settings)
     if key not in _cache:
+        for note in tighten(settings):
+            log.warning("jobsys: %s (the data folder is for this user only)", note)
         celery_app = app if app is not None else make_celery(settings, publisher=True)
         _cache[key] = Context(
             settings=settings,

@@ -1,5 +1,6 @@
 """The local stack behind ``make run``: web app, one worker per queue, beat and
-Flower as child processes, plus a private redis-server when none answers.
+Flower as child processes, plus a private redis-server when none answers
+(loopback only, with a password kept in the data folder).
 
 Ctrl-C (or SIGTERM) stops every child: SIGTERM first so Celery shuts down
 warm, SIGKILL for whatever is still there after the grace period.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,11 +21,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis
 from redis.exceptions import RedisError
 
 from jobsys.config import Settings
+from jobsys.datadir import FILE_MODE, private_file, private_folder, tighten
 from jobsys.errors import ConfigError
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
@@ -45,10 +49,20 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def redis_child(settings: Settings) -> Child | None:
-    """None when Redis already answers; a local redis-server to start when it is ours to start."""
+def local_redis(settings: Settings) -> tuple[Settings, Child | None]:
+    """The settings the stack runs with, and the redis-server to start if it is ours.
+
+    None when a Redis already answers at ``JOBSYS_REDIS_URL`` (it is someone
+    else's and configured by them). Otherwise jobsys starts one on that
+    loopback address, and it is never open: it asks for a password that lives
+    only in the data folder (``redis.password``, 0600; kept across restarts) and
+    in the returned settings' URL, which every child gets in its environment
+    (never on a command line, which every user can read in ``ps``). Without it
+    any local user or any web page able to reach 127.0.0.1 could read job
+    specs and results from Redis, or send tasks that the workers run.
+    """
     if redis_answers(settings.redis_url):
-        return None
+        return settings, None
     conn = redis.Redis.from_url(settings.redis_url).connection_pool.connection_kwargs
     host, port = str(conn.get("host", "")), int(conn.get("port", 6379))
     if host not in LOCAL_HOSTS:
@@ -56,6 +70,11 @@ def redis_child(settings: Settings) -> Child | None:
             f"nothing answers at JOBSYS_REDIS_URL={settings.redis_url}; start that Redis "
             "or point JOBSYS_REDIS_URL at one that runs"
         )
+    data = private_folder(settings.data_path.resolve())
+    password = str(conn.get("password") or "") or redis_password(data)
+    ours = replace(settings, redis_url=url_with_password(settings.redis_url, password))
+    if redis_answers(ours.redis_url):  # the one an earlier run started is still up
+        return ours, None
     server = shutil.which("redis-server")
     if server is None:
         raise ConfigError(
@@ -63,23 +82,46 @@ def redis_child(settings: Settings) -> Child | None:
             "(Debian/Ubuntu: apt install redis-server; macOS: brew install redis) "
             "or set JOBSYS_REDIS_URL"
         )
-    data = settings.data_path.resolve()
-    return Child(
-        "redis",
-        [
-            server,
-            "--bind",
-            host,
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data),
-        ],
+    config = write_private(
+        data / "redis.conf",
+        "# Written by `jobsys run` at each start; edits are lost.\n"
+        f"bind {host}\nport {port}\nprotected-mode yes\nrequirepass {password}\n"
+        f'save ""\nappendonly no\ndir "{data}"\n',
     )
+    return ours, Child("redis", [server, str(config)])
+
+
+def redis_password(data: Path) -> str:
+    """The local redis-server's password: read from the data folder, made on first use."""
+    path = data / "redis.password"
+    if not path.exists():
+        write_private(path, secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` with mode 0600 from the first byte."""
+    private_file(path)
+    os.chmod(path, FILE_MODE)
+    path.write_text(text)
+    return path
+
+
+def url_with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` as the default user's password (any user name dropped)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    netloc = f":{quote(password, safe='')}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit to print: the password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 #: Each open live view (server-sent events) holds one thread while it follows a job.
@@ -228,14 +270,14 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not redis_answers(url):
         if time.monotonic() > deadline:
-            raise ConfigError(f"the redis-server we started does not answer at {url}")
+            raise ConfigError(f"the redis-server we started does not answer at {redacted(url)}")
         time.sleep(0.1)
 
 
 def run_stack(settings: Settings, banner: str) -> int:
+    settings, redis = local_redis(settings)
     env = child_env(settings)
     children = stack_children(settings)
-    redis = redis_child(settings)
     stack = Stack(([redis] if redis else []) + children, env)
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -245,7 +287,19 @@ def run_stack(settings: Settings, banner: str) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    if redis is None and urlsplit(settings.redis_url).password is None:
+        print(
+            f"jobsys: warning: the Redis at {settings.redis_url} asks for no password; anyone "
+            "who can reach it can read jobs and send tasks the workers run (set requirepass "
+            "and put the password in JOBSYS_REDIS_URL)",
+            file=sys.stderr,
+        )
     if redis:
+        print(
+            f"jobsys: starting redis-server at {redacted(settings.redis_url)}, on loopback only, "
+            f"with the password in {settings.data_path.resolve() / 'redis.password'}",
+            file=sys.stderr,
+        )
         stack.start(redis)
         wait_for_redis(settings.redis_url)
     for child in children:
@@ -255,6 +309,8 @@ def run_stack(settings: Settings, banner: str) -> int:
 
 
 def data_dir(settings: Settings) -> Path:
-    path = settings.data_path.resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    """The data folder, made 0700, with what is in it tightened (and said so)."""
+    path = private_folder(settings.data_path.resolve())
+    for note in tighten(settings):
+        print(f"jobsys: {note} (the data folder is for this user only)", file=sys.stderr)
     return path
