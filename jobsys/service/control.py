@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
-from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
+from jobsys.errors import DispatchError, NotFoundError, PermissionDenied, SpecError, StateError
 from jobsys.models import FINISHED, Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
@@ -130,6 +130,43 @@ def cancel_jobs(ctx: Context, principal: Principal, job_ids: list[str]) -> Cance
     return Cancelled(tuple(done), skipped)
 
 
+def cancel_job_of_task(
+    ctx: Context, principal: Principal, task_id: str, *, how: str = "revoked"
+) -> JobInfo | None:
+    """Cancel the job a Celery task belongs to, as ``principal``: the same
+    cancel as the job's Cancel button, so a template's ``stop`` roles apply and
+    the audit trail names the caller. ``how`` says what the caller did to the
+    task (``"revoked through Flower"``) and goes into the job's error.
+
+    Returns None for a task that belongs to no jobsys job, and only to an
+    admin: such a task is anybody's (another app on the same broker, a
+    housekeeping task), so acting on it, which the caller then does through
+    Celery, needs ``admin``; anyone else gets PermissionDenied.
+    """
+    require(principal, Right.CANCEL)
+    job_id = _job_of_task(ctx, task_id)
+    if job_id is None:
+        if not principal.can(Right.ADMIN):
+            raise PermissionDenied(
+                Right.ADMIN.value,
+                principal.role,
+                f"task {task_id!r} belongs to no jobsys job; revoking a task outside "
+                "jobsys needs the 'admin' right (cancel a jobsys job by its own tasks, "
+                "or with its Cancel button)",
+            )
+        return None
+    reason = f"cancelled by {principal.name}: task {task_id} {how}"
+    return cancel_job(ctx, principal, job_id, reason=reason)
+
+
+def _job_of_task(ctx: Context, task_id: str) -> str | None:
+    """The job a Celery task id belongs to: a Docker step's task and each
+    function chunk are TaskRun rows under their Celery ids. (A function step's
+    gather callback has no row, so its id reads as outside jobsys.)"""
+    with ctx.sessions() as session:
+        return session.scalar(select(TaskRun.job_id).where(TaskRun.id == task_id))
+
+
 def cancel_for_revoked_task(ctx: Context, task_id: str, *, terminated: bool) -> str | None:
     """A jobsys task revoked from outside (Flower, ``celery control revoke``)
     cancels its job, which is then shown as cancelled with that reason.
@@ -139,8 +176,7 @@ def cancel_for_revoked_task(ctx: Context, task_id: str, *, terminated: bool) -> 
     job cancelled, or None when the task is not ours to act on (unknown, or
     its job already over, as after our own cancel's revokes).
     """
-    with ctx.sessions() as session:
-        job_id = session.scalar(select(TaskRun.job_id).where(TaskRun.id == task_id))
+    job_id = _job_of_task(ctx, task_id)
     if job_id is None:
         return None
     how = "terminated" if terminated else "revoked"
