@@ -1,0 +1,278 @@
+"""The permission matrix, written by hand from the README (issue 14), not from
+the ``@needs`` decorators: every role against every route of the app.
+
+``ROUTES`` below says, for each (method, rule) of the url map, which right the
+README's description gives it; ``README_ROLES`` says which rights each role has
+("viewer reads; operator starts catalog jobs, cancels, reruns; developer also
+submits any spec, pickled code included; admin also manages users, tokens,
+schedules and the catalog"). The test fails when
+
+- the app has a route the table does not name, or the table names one the app
+  lacks (add the new route here, with the right the README gives it);
+- a caller without credentials is let through a route that needs them (API
+  routes: 401; pages may send people to the sign-in page instead);
+- a role without the right gets anything but 403 naming that right;
+- a role with the right gets 401 or 403.
+
+To add a route: one ``Route(...)`` line (``sample`` for a ``<path:...>`` rule
+whose right depends on the path; several lines may share a rule).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import fakeredis
+import pytest
+from flask import Flask
+
+from jobsys import service
+from jobsys.auth import SCRYPT, SYSTEM
+from jobsys.context import Context
+from jobsys.events import RedisEventBus
+from tests.unit.conftest import docker_spec
+from webui import create_app
+
+EXAMPLES = Path(__file__).parents[2] / "jobs"
+
+#: No credentials needed: the README's sign-in page, sign-out, the OpenAPI
+#: document ("no token needed") and the page assets (the pages load nothing from
+#: outside, so the sign-in page's own stylesheet must load before sign-in).
+PUBLIC = "public"
+
+#: The rights each role has, from the README's "Roles:" paragraph. ``schedule`` is
+#: the README's "(admin)" on schedule changes: only admins have it.
+README_ROLES: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "viewer": frozenset({"view"}),
+    "operator": frozenset({"view", "start", "cancel", "rerun"}),
+    "developer": frozenset({"view", "start", "cancel", "rerun", "submit", "submit_code"}),
+    "admin": frozenset(
+        {"view", "start", "cancel", "rerun", "submit", "submit_code", "schedule", "admin"}
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    rule: str
+    right: str
+    #: For a ``<path:path>`` rule: the path this line is about (placeholders filled too).
+    sample: str = ""
+    #: A form to send instead of an empty JSON body.
+    form: tuple[tuple[str, str], ...] = ()
+
+
+ROUTES: list[Route] = [
+    # -- open to anyone -----------------------------------------------------
+    Route("GET", "/login", PUBLIC),
+    Route("POST", "/login", PUBLIC, form=(("name", "olga"), ("password", "a-long-password-1"))),
+    Route("POST", "/logout", PUBLIC),
+    Route("GET", "/api/openapi.json", PUBLIC),
+    Route("GET", "/static/<path:filename>", PUBLIC, sample="style.css"),
+    # -- view: "viewer reads" -------------------------------------------------
+    Route("GET", "/", "view"),  # the Dashboard
+    Route("GET", "/jobs", "view"),
+    Route("GET", "/jobs/<job_id>", "view"),
+    Route("GET", "/jobs/<job_id>/events", "view"),  # the job page following live
+    Route("GET", "/jobs/<job_id>/results.json", "view"),  # "results (download as JSON)"
+    Route("GET", "/workers", "view"),
+    Route("GET", "/catalog", "view"),
+    Route("GET", "/catalog/<name>", "view"),
+    Route("GET", "/schedules", "view"),
+    Route("GET", "/schedules/<ref>", "view"),
+    Route("GET", "/metrics", "view"),  # "to a token with the view right"
+    Route("GET", "/api/jobs", "view"),
+    Route("GET", "/api/jobs/<job_id>", "view"),
+    Route("GET", "/api/jobs/<job_id>/tasks", "view"),
+    Route("GET", "/api/jobs/<job_id>/logs", "view"),
+    Route("GET", "/api/jobs/<job_id>/events", "view"),
+    Route("GET", "/api/jobs/<job_id>/results", "view"),
+    Route("GET", "/api/stats", "view"),
+    Route("GET", "/api/dashboard", "view"),
+    Route("GET", "/api/workers", "view"),
+    Route("GET", "/api/catalog", "view"),
+    Route("GET", "/api/catalog/<name>", "view"),
+    Route("POST", "/api/catalog/<name>/render", "view"),  # renders, runs nothing
+    Route("GET", "/api/schedules", "view"),
+    Route("GET", "/api/schedules/<ref>", "view"),
+    Route("GET", "/api/schedules/<ref>/runs", "view"),
+    # Flower through the web app: "reading its pages, API and /metrics needs view".
+    Route("GET", "/flower/", "view"),
+    Route("GET", "/flower/<path:path>", "view", sample="api/workers"),
+    Route("GET", "/flower/<path:path>", "view", sample="metrics"),
+    # -- start: "operator starts catalog jobs" --------------------------------
+    Route("POST", "/api/catalog/<name>/start", "start"),
+    Route("POST", "/catalog/<name>", "start"),  # the Catalog page's start form
+    # -- submit: "developer also submits any spec" ----------------------------
+    Route("POST", "/api/jobs", "submit"),
+    Route("GET", "/jobs/new", "submit"),
+    Route("POST", "/jobs/new", "submit"),
+    # -- cancel: "operator ... cancels" ---------------------------------------
+    Route("POST", "/api/jobs/<job_id>/cancel", "cancel"),
+    Route("POST", "/jobs/<job_id>/cancel", "cancel"),
+    Route("POST", "/jobs/cancel", "cancel"),  # the Jobs page's bulk cancel
+    # Flower: "revoke/terminate/abort needs cancel".
+    Route("POST", "/flower/<path:path>", "cancel", sample="api/task/revoke/<task_id>"),
+    Route("POST", "/flower/<path:path>", "cancel", sample="api/task/abort/<task_id>"),
+    # -- rerun: "operator ... reruns" (resume is a rerun from where it stopped) --
+    Route("POST", "/api/jobs/<job_id>/rerun", "rerun"),
+    Route("POST", "/api/jobs/<job_id>/resume", "rerun"),
+    Route("POST", "/jobs/<job_id>/rerun", "rerun"),
+    Route("POST", "/jobs/<job_id>/resume", "rerun"),
+    Route("POST", "/api/schedules/<ref>/run-now", "rerun"),  # "(operator and up)"
+    Route("POST", "/schedules/<ref>/run-now", "rerun"),
+    # -- schedule: "(admin) create a schedule", PATCH, DELETE -------------------
+    Route("POST", "/api/schedules", "schedule"),
+    Route("PATCH", "/api/schedules/<ref>", "schedule"),
+    Route("DELETE", "/api/schedules/<ref>", "schedule"),
+    Route("POST", "/schedules", "schedule"),
+    Route("POST", "/schedules/<ref>", "schedule"),
+    Route("POST", "/schedules/<ref>/enable", "schedule"),
+    Route("POST", "/schedules/<ref>/disable", "schedule"),
+    Route("POST", "/schedules/<ref>/delete", "schedule"),
+    Route("POST", "/catalog/<name>/schedule", "schedule"),
+    # -- admin: "manages users, tokens, schedules and the catalog"; the audit --
+    Route("POST", "/api/catalog/reload", "admin"),
+    Route("POST", "/catalog/reload", "admin"),
+    Route("GET", "/api/tokens", "admin"),
+    Route("POST", "/api/tokens", "admin"),
+    Route("POST", "/api/tokens/<int:token_id>/revoke", "admin"),
+    Route("POST", "/tokens/<int:token_id>/revoke", "admin"),
+    Route("GET", "/api/users", "admin"),
+    Route("POST", "/api/users", "admin"),
+    Route("PATCH", "/api/users/<name>", "admin"),
+    Route("GET", "/users", "admin"),
+    Route("POST", "/users", "admin"),
+    Route("POST", "/users/<name>", "admin"),
+    Route("GET", "/api/audit", "admin"),
+    Route("GET", "/audit", "admin"),
+    # Flower: "anything else that changes something ... needs admin".
+    Route("POST", "/flower/<path:path>", "admin", sample="api/worker/pool/grow/python@h"),
+    Route("POST", "/flower/<path:path>", "admin", sample="api/worker/shutdown/python@h"),
+    Route("POST", "/flower/<path:path>", "admin", sample="api/task/apply/jobsys.x"),
+    Route("POST", "/flower/<path:path>", "admin", sample="api/task/send-task/jobsys.x"),
+    Route("PUT", "/flower/<path:path>", "admin", sample="api/x"),
+    Route("DELETE", "/flower/<path:path>", "admin", sample="api/x"),
+    Route("POST", "/flower/", "admin"),
+    Route("PUT", "/flower/", "admin"),
+    Route("DELETE", "/flower/", "admin"),
+]
+
+#: Routes answered to programs: no credentials is a 401 there. The pages send
+#: a person without a session to the sign-in page instead, and so does Flower's
+#: API through the proxy (it shares Flower's page tree): the README's "401
+#: without credentials" holds for bearer callers only there.
+MACHINE_PREFIXES = ("/api/", "/metrics")
+
+
+def url_map(app: Flask) -> set[tuple[str, str]]:
+    return {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+
+
+@dataclass
+class World:
+    """One of each thing a route can name, so the routes reach their real code."""
+
+    app: Flask
+    tokens: dict[str, str]
+    values: dict[str, str]
+
+    def url(self, route: Route) -> str:
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1).rpartition(":")[2]
+            if name in ("path", "filename"):
+                return re.sub(r"<([^>]+)>", fill, route.sample)
+            return self.values[name]
+
+        return re.sub(r"<([^>]+)>", fill, route.rule)
+
+
+@pytest.fixture
+def world(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setitem(SCRYPT, "n", 2**4)  # token hashing cost is not what this tests
+    # Redis for events, stream slots and sign-in counters is a fake one; Flower and
+    # a real Redis are nowhere (closed ports), so nothing here leaves the process.
+    settings = replace(ctx.settings, redis_url="redis://127.0.0.1:9/0", flower_port=9)
+    live = Context(
+        settings=settings,
+        sessions=ctx.sessions,
+        dispatcher=ctx.dispatcher,
+        events=RedisEventBus(fakeredis.FakeRedis()),
+    )
+    service.reload_catalog(live, SYSTEM, EXAMPLES)
+    job = service.submit_job(live, SYSTEM, docker_spec())
+    service.cancel_job(live, SYSTEM, job.id)  # ended: its event stream replays and ends
+    service.create_schedule(
+        live, SYSTEM, {"name": "nightly", "cron": "0 3 * * *", "spec": docker_spec()}
+    )
+    service.add_user(live, SYSTEM, name="olga", password="a-long-password-1", role="viewer")
+    spare = service.create_token(live, SYSTEM, name="spare", role="viewer")
+    tokens = {
+        role: service.create_token(live, SYSTEM, name=f"matrix-{role}", role=role).token
+        for role in README_ROLES
+        if role != "none"
+    }
+    app = create_app(context=live)
+    app.config["WTF_CSRF_ENABLED"] = False  # CSRF has its own tests; this one is about rights
+    token_id = next(t.id for t in service.list_tokens(live, SYSTEM) if t.name == spare.name)
+    task_id = ctx.dispatcher.published[0].task_id  # type: ignore[attr-defined]
+    values = {"job_id": job.id, "name": "echo", "ref": "nightly", "token_id": str(token_id)}
+    values["task_id"] = task_id
+    yield World(app=app, tokens=tokens, values=values)
+
+
+def test_the_table_names_exactly_the_routes_of_the_app(world: World) -> None:
+    table = {(r.method, r.rule) for r in ROUTES}
+    app = url_map(world.app)
+    assert sorted(app - table) == [], "routes the README table above does not name"
+    assert sorted(table - app) == [], "routes in the table the app does not have"
+    assert {r.right for r in ROUTES} <= set(README_ROLES["admin"]) | {PUBLIC}
+
+
+def test_every_role_against_every_route(world: World) -> None:
+    problems: list[str] = []
+    for route in ROUTES:
+        url = world.url(route)
+        body = {} if route.method in ("POST", "PATCH", "PUT") and not route.form else None
+        for role, rights in README_ROLES.items():
+            if route.right == PUBLIC and role != "none":
+                continue  # open to anyone: credentials change nothing there
+            headers = {"Authorization": f"Bearer {world.tokens[role]}"} if role != "none" else {}
+            answer = world.app.test_client().open(
+                url, method=route.method, headers=headers, json=body, data=dict(route.form) or None
+            )
+            status = answer.status_code
+            answer.close()  # a live stream stops here
+            where = f"{role:>9} {route.method} {url} ({route.right}): {status}"
+            if route.right == PUBLIC:
+                if status in (401, 403):
+                    problems.append(f"{where}, but it needs no credentials")
+            elif role == "none":
+                machine = url.startswith(MACHINE_PREFIXES)
+                to_sign_in = status == 302 and "/login" in answer.headers.get("Location", "")
+                if not (status == 401 or (to_sign_in and not machine)):
+                    problems.append(f"{where}, not 401" + ("" if machine else " or sign-in"))
+            elif route.right in rights:
+                if status in (401, 403):
+                    problems.append(f"{where}, but the role has the right")
+            elif status != 403:
+                problems.append(f"{where}, not 403")
+            elif (answer.get_json(silent=True) or {}).get("right") != route.right:
+                problems.append(f"{where}: the 403 names {answer.get_json(silent=True)}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_roles_in_the_code_are_the_readme_roles() -> None:
+    from jobsys.auth import ROLE_RIGHTS
+
+    code = {role: frozenset(r.value for r in rights) for role, rights in ROLE_RIGHTS.items()}
+    assert code == {role: rights for role, rights in README_ROLES.items() if role != "none"}
