@@ -1,10 +1,11 @@
 """jobsys: a distributed job system on Celery and Redis.
 
-The public API: the HTTP ``Client`` and its ``Job`` handle, the
+The public API: the HTTP ``Client``, its ``Job`` handle and the
+``UntrustedResult`` it gives for results of code someone else supplied, the
 ``concurrent.futures`` ``Executor``, the spec values, and the error tree.
 """
 
-from jobsys.client import Client, Job
+from jobsys.client import Client, Job, UntrustedResult
 from jobsys.errors import (
     AuthError,
     ConfigError,
@@ -46,4 +47,5 @@ __all__ = [
     "StepFailed",
     "StepTimeout",
     "Unauthenticated",
+    "UntrustedResult",
 ]

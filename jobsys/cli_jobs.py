@@ -15,7 +15,7 @@ from typing import IO, Any
 import click
 import yaml
 
-from jobsys.client import Client, Job
+from jobsys.client import Client, Job, UntrustedResult
 from jobsys.errors import SpecError
 from jobsys.models import FINISHED, JobStatus
 
@@ -286,9 +286,17 @@ def map_command(
             return
         job = wait_with_progress(job, timeout)
         for outcome in job.results(errors="return"):
-            click.echo(json.dumps(outcome))
+            click.echo(json.dumps(outcome, default=_as_json))
         if job.status != JobStatus.COMPLETED:
             raise SystemExit(1)
+
+
+def _as_json(value: Any) -> Any:
+    """A result JSON cannot carry: an untrusted pickle as the worker's repr of it,
+    anything else (a set, an object) as its repr."""
+    if isinstance(value, UntrustedResult):
+        return value.repr if value.repr is not None else repr(value)
+    return repr(value)
 
 
 def _load(text: str, source: str) -> Any:

@@ -6,8 +6,11 @@
     job.results()  # [0, 1, 4, ...]
 
 Functions and values that JSON cannot carry travel as cloudpickle; the server
-signs them after checking your token may submit code. Error answers come back
-as the matching ``JobsysError`` subclass with the server's message.
+signs them after checking your token may submit code. Results come back
+unpickled only from code you supplied yourself (or with ``trust=True``): any
+other pickled result is an ``UntrustedResult``, because unpickling runs code.
+Error answers come back as the matching ``JobsysError`` subclass with the
+server's message.
 """
 
 from __future__ import annotations
@@ -23,21 +26,30 @@ import cloudpickle
 import httpx
 
 from jobsys.config import client_env
-from jobsys.envelope import PICKLE_KEY, from_wire, to_wire
+from jobsys.envelope import PICKLE_KEY, is_pickled, to_wire
 from jobsys.errors import ERRORS_BY_NAME, DispatchError, ItemsFailed, JobsysError
 from jobsys.models import FINISHED, JobStatus
-from jobsys.signing import b64encode
+from jobsys.signing import b64decode, b64encode
 
 
 class Client:
     def __init__(
-        self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``transport`` (an httpx transport, e.g. ``httpx.WSGITransport(app=...)``)
+        talks to an app in this process instead of over the network."""
         default_url, default_token = client_env()
         self.url = (url or default_url).rstrip("/")
         self.token = token or default_token
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -296,17 +308,19 @@ class Job:
             delay = min(1.0, delay * 1.5)
         return self
 
-    def results(self, errors: str = "raise") -> list[Any]:
+    def results(self, errors: str = "raise", *, trust: bool = False) -> list[Any]:
         """Each item's value in item order.
 
         ``errors="raise"`` raises ItemsFailed if any item failed;
         ``errors="return"`` puts each failed item's error dict in its place.
+        Pickled values are unpickled only when you supplied the job's code, or with
+        ``trust=True``; otherwise each is an ``UntrustedResult`` (see ``outcomes``).
         """
         if errors not in ("raise", "return"):
             raise ValueError("errors must be 'raise' or 'return'")
         values: list[Any] = []
         failed: dict[int, dict[str, Any]] = {}
-        for i, (ok, value) in enumerate(self.outcomes()):
+        for i, (ok, value) in enumerate(self.outcomes(trust=trust)):
             if not ok:
                 failed[i] = value
             values.append(value)
@@ -314,23 +328,34 @@ class Job:
             raise ItemsFailed(failed, total=len(values))
         return values
 
-    def outcomes(self) -> Iterator[tuple[bool, Any]]:
+    def outcomes(self, *, trust: bool = False) -> Iterator[tuple[bool, Any]]:
         """Each item as ``(True, value)`` or ``(False, {"type", "message", "traceback"})``,
-        read page by page so a million results never sit in memory at once."""
-        offset = 0
-        while True:
+        read page by page (following ``next_offset``) so a million results never sit
+        in memory at once.
+
+        Unpickling runs code. A value that came back pickled is unpickled only when
+        the server says you supplied the job's code (its ``code_owner`` is you: reruns
+        and resumes by others keep the original owner), or when you pass
+        ``trust=True``. Any other pickled value is an ``UntrustedResult`` holding the
+        worker's repr and the raw bytes; its ``load()`` unpickles it on request."""
+        offset: int | None = 0
+        while offset is not None:
             params = {"offset": offset, "limit": RESULTS_PAGE}
             data = self.client.request("GET", f"/api/jobs/{self.id}/results", params=params)
+            unpickle = trust or data.get("trusted") is True
+            owner = data.get("code_owner")
             for o in data["results"]:
-                yield (True, from_wire(o["value"])) if o["ok"] else (False, o["error"])
-            offset += len(data["results"])
-            if offset >= data["total"] or not data["results"]:
-                return
+                if o["ok"]:
+                    yield True, _result_value(o["value"], unpickle, self.id, owner)
+                else:
+                    yield False, o["error"]
+            offset = data.get("next_offset")
 
-    def iter_results(self) -> Iterator[Any]:
+    def iter_results(self, *, trust: bool = False) -> Iterator[Any]:
         """Each item's value in item order, one page at a time; ItemsFailed at the
-        first failed item (use ``outcomes()`` to see every item's error)."""
-        for i, (ok, value) in enumerate(self.outcomes()):
+        first failed item (use ``outcomes()`` to see every item's error). ``trust``
+        as for ``outcomes``."""
+        for i, (ok, value) in enumerate(self.outcomes(trust=trust)):
             if not ok:
                 raise ItemsFailed({i: value}, total=i + 1)
             yield value
@@ -400,10 +425,52 @@ class Job:
                         event[name] = value
 
 
-#: Results per request when reading them back.
+#: Results per request when reading them back (the server's maximum page).
 RESULTS_PAGE = 20_000
 #: JSON bodies larger than this are sent gzip-compressed.
 GZIP_ABOVE = 64 * 1024
+
+
+class UntrustedResult:
+    """A pickled result this client would not unpickle: someone else supplied the
+    code that made it, and unpickling runs whatever its ``__reduce__`` says.
+
+    ``repr`` is what the worker's ``repr()`` of the value said (made on the worker,
+    never here), ``data`` the raw pickle; ``load()`` unpickles it when you decide
+    to trust it, as ``trust=True`` on ``Job.results`` would have."""
+
+    __slots__ = ("code_owner", "data", "job_id", "repr")
+
+    def __init__(self, data: bytes, repr: str | None, job_id: str, code_owner: str | None) -> None:
+        self.data = data
+        self.repr = repr
+        self.job_id = job_id
+        self.code_owner = code_owner
+
+    def load(self) -> Any:
+        """The value itself. Unpickling runs code: do this only for code you trust."""
+        return cloudpickle.loads(self.data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UntrustedResult) and other.data == self.data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        shown = self.repr if self.repr is not None else f"<{len(self.data):,} bytes of pickle>"
+        return f"<UntrustedResult {shown} from code by {self.code_owner or 'someone else'}>"
+
+
+def _result_value(obj: Any, unpickle: bool, job_id: str, code_owner: str | None) -> Any:
+    """One result as the API sent it: JSON as is; a pickle unpickled only if trusted."""
+    if not is_pickled(obj):
+        return obj
+    data = b64decode(obj[PICKLE_KEY])
+    if unpickle:
+        return cloudpickle.loads(data)  # unpickling runs code: trusted by the rule above
+    shown = obj.get("repr")
+    return UntrustedResult(data, shown if isinstance(shown, str) else None, job_id, code_owner)
 
 
 def _body(data: Any) -> dict[str, Any]:

@@ -51,13 +51,19 @@ class Executor(_Executor):
         client: Client | None = None,
         chunk_size: int | None = None,
         poll_s: float = 0.2,
+        trust: bool = False,
     ) -> None:
         """``url`` and ``token`` default to ``JOBSYS_URL`` and ``JOBSYS_TOKEN``;
-        ``chunk_size`` is how many items of a ``map`` one worker task takes."""
+        ``chunk_size`` is how many items of a ``map`` one worker task takes.
+
+        Results come back unpickled when the server says you supplied the code
+        (always so for jobs this executor submitted under your own name); any other
+        pickled result is a ``jobsys.UntrustedResult`` unless ``trust=True``."""
         self._client = client or Client(url, token)
         self._own_client = client is None
         self._chunk_size = chunk_size
         self._poll_s = poll_s
+        self._trust = trust
         self._futures: dict[str, Future[Any]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -132,7 +138,7 @@ class Executor(_Executor):
         """Each item as (ok, value or exception); a job that ended without item
         results (cancelled, or its step failed) fails every item with its reason."""
         try:
-            found = job.outcomes()
+            found = job.outcomes(trust=self._trust)
         except JobsysError as exc:
             return [(False, JobsysError(f"job {job.id} {job.status}: {job.error or exc.message}"))]
         return [(ok, value if ok else RemoteError(value)) for ok, value in found]

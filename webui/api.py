@@ -12,6 +12,7 @@ from jobsys import service
 from jobsys.auth import Right
 from jobsys.errors import SpecError
 from jobsys.service.idempotency import HEADER as IDEMPOTENCY_HEADER
+from jobsys.service.jobs import RESULTS_PAGE
 from jobsys.storable import check_json
 from webui import openapi
 from webui.compression import request_body
@@ -155,13 +156,14 @@ def job_logs(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/results")
 @needs(Right.VIEW)
 def job_results(job_id: str) -> Response:
-    """Every item's outcome, or a page of them with ``offset`` and ``limit``."""
+    """A page of item outcomes: ``offset`` (0) and ``limit`` (1,000, at most 20,000);
+    follow ``next_offset`` until it is null."""
     found = service.job_results(
         context(),
         api_principal(),
         job_id,
         offset=int_arg("offset", 0) or 0,
-        limit=int_arg("limit", None),
+        limit=int_arg("limit", RESULTS_PAGE) or 0,
     )
     return jsonify(found)
 

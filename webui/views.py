@@ -3,16 +3,20 @@ through the same service functions as the API and work without JavaScript."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from jobsys import service
 from jobsys.auth import Right
 from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
 from jobsys.models import JobStatus
+from jobsys.service.jobs import stream_job_results
+from jobsys.service.records import ResultStream
 from jobsys.specs import docker_step_from_form
 from webui.charts import hourly_chart
 from webui.errors import error_response, status_for
@@ -137,8 +141,8 @@ def job_detail(job_id: str) -> str:
     logs = service.job_logs(ctx, principal, job_id, tail=500)
     results = None
     if any(s.kind == "function" for s in job.steps):
-        try:
-            results = service.job_results(ctx, principal, job_id)
+        try:  # only the page shown: the rest is a download away
+            results = service.job_results(ctx, principal, job_id, limit=RESULTS_SHOWN)
         except StateError:
             results = None
     return render_template(
@@ -146,14 +150,31 @@ def job_detail(job_id: str) -> str:
     )
 
 
+#: Item outcomes the job page shows; the JSON download has all of them.
+RESULTS_SHOWN = 100
+
+
 @bp.get("/jobs/<job_id>/results.json")
 @needs(Right.VIEW)
 def job_results(job_id: str) -> Response:
-    """Every item's outcome as a JSON download, for the signed-in page."""
-    results = service.job_results(context(), current_principal(), job_id)
-    response = jsonify(results)
+    """Every item's outcome as a JSON download, for the signed-in page. Streamed a
+    page at a time, so a million results never sit in the web process at once."""
+    found = stream_job_results(context(), current_principal(), job_id)
+    response = Response(_results_json(found), mimetype="application/json")
+    response.direct_passthrough = True  # not buffered to be gzipped after the fact
     response.headers["Content-Disposition"] = f'attachment; filename="job-{job_id}-results.json"'
     return response
+
+
+def _results_json(found: ResultStream) -> Iterator[bytes]:
+    """The download's JSON: the results' head fields, then ``results``, one page per piece."""
+    yield json.dumps({**found.head, "offset": 0})[:-1].encode() + b', "results": ['
+    sep = b""
+    for page in found.pages:
+        if page:
+            yield sep + ",".join(json.dumps(o) for o in page).encode()
+            sep = b","
+    yield b"]}"
 
 
 @bp.get("/jobs/<job_id>/events")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import defer, selectinload
 
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
@@ -27,7 +28,7 @@ from jobsys.models import (
 from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.idempotency import Idempotency, store_job
-from jobsys.service.records import JobInfo, LogEntry, TaskInfo
+from jobsys.service.records import JobInfo, LogEntry, ResultStream, TaskInfo
 from jobsys.specs import (
     DockerStep,
     FunctionStep,
@@ -41,7 +42,9 @@ from jobsys.specs import (
 log = logging.getLogger(__name__)
 
 MAX_LOG_TAIL = 10_000
-MAX_RESULTS_PAGE = 100_000
+#: Item outcomes per results page: by default, and at most (a page is one answer).
+RESULTS_PAGE = 1_000
+MAX_RESULTS_PAGE = 20_000
 
 
 def submit_job(
@@ -165,6 +168,7 @@ def job_tasks(ctx: Context, principal: Principal, job_id: str) -> list[TaskInfo]
             .join(Step, Step.id == TaskRun.step_id)
             .where(TaskRun.job_id == job_id)
             .order_by(Step.position, TaskRun.item_start, TaskRun.chunk_index)
+            .options(defer(TaskRun.results))  # a chunk's outcomes: not for the task list
         )
         return [TaskInfo.of(r) for r in rows]
 
@@ -193,57 +197,114 @@ def job_results(
     job_id: str,
     *,
     offset: int = 0,
-    limit: int | None = None,
+    limit: int = RESULTS_PAGE,
 ) -> dict[str, Any]:
-    """Item outcomes of the job's last function step, in item order: all of them,
-    or the page ``[offset, offset + limit)``, which reads only the chunks it
-    overlaps (so a million results can be read in bounded memory, page by page)."""
+    """One page ``[offset, offset + limit)`` of the item outcomes of the job's last
+    function step, in item order. It reads only the chunks the page overlaps and
+    verifies only the values it returns, so a job of a million items costs a
+    page's worth, never the whole set; ``next_offset`` is where the next page
+    starts (None after the last).
+
+    ``trusted`` tells the caller whether the pickled values are safe *for them*
+    to unpickle: only when they supplied the job's code (``code_owner``, kept
+    through reruns, resumes and firings). Unpickling runs code, and a pickle a
+    function of someone else returned can run anything on the reader's machine."""
     require(principal, Right.VIEW)
     if offset < 0:
         raise SpecError({"offset": "give a number from 0 up"})
-    if limit is not None and not 1 <= limit <= MAX_RESULTS_PAGE:
-        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE}"})
+    if not 1 <= limit <= MAX_RESULTS_PAGE:
+        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE:,} (the maximum)"})
     with ctx.sessions() as session:
-        _require_job(session, job_id)
-        step = session.scalar(
-            select(Step)
-            .where(Step.job_id == job_id, Step.kind == "function")
-            .order_by(Step.position.desc())
-            .limit(1)
-        )
-        if step is None:
-            raise NotFoundError(f"job {job_id} has no function step, so no item results")
-        if not JobStatus(step.status).finished:
-            raise StateError(f"step {step.position} is {step.status}; wait for the job to end")
-        stop = step.total_items if limit is None else min(step.total_items, offset + limit)
-        runs = session.scalars(
-            select(TaskRun)
-            .where(
-                TaskRun.step_id == step.id,
-                TaskRun.item_stop > offset,
-                TaskRun.item_start < stop,
-            )
-            .order_by(TaskRun.item_start)
-        )
-        results: list[Any] = []
-        for run in runs:
-            outcomes: list[Any] = list(run.results or [])
-            # A chunk that never produced results still holds its place in item order.
-            outcomes += [_missing(run)] * (run.item_stop - run.item_start - len(outcomes))
-            low, high = max(offset, run.item_start), min(stop, run.item_stop)
-            results.extend(
-                {**o, "value": unsign_for_wire(o["value"], ctx.signer)} if o["ok"] else o
-                for o in outcomes[low - run.item_start : high - run.item_start]
-            )
+        job, step = _results_step(session, job_id)
+        stop = min(step.total_items, offset + limit)
+        results = _outcomes(ctx, session, step, offset, stop)
         return {
-            "job_id": job_id,
-            "step": step.position,
-            "status": step.status,
-            "total": step.total_items,
-            "failed": step.failed_items,
+            **_results_head(principal, job, step),
             "offset": offset,
+            "limit": limit,
+            "next_offset": stop if stop < step.total_items else None,
             "results": results,
         }
+
+
+def stream_job_results(
+    ctx: Context, principal: Principal, job_id: str, *, page: int = RESULTS_PAGE
+) -> ResultStream:
+    """All of a job's item outcomes as a ``ResultStream`` (each page in its own
+    short session, so no transaction stays open while a slow reader downloads)."""
+    require(principal, Right.VIEW)
+    with ctx.sessions() as session:
+        job, step = _results_step(session, job_id)
+        head = _results_head(principal, job, step)
+        step_id, total = step.id, step.total_items
+
+    def pages() -> Iterator[list[dict[str, Any]]]:
+        for offset in range(0, total, page):
+            with ctx.sessions() as session:
+                found = session.get(Step, step_id)
+                if found is None:  # purged while it was being read
+                    raise NotFoundError(f"job {job_id} was deleted while it was read")
+                yield _outcomes(ctx, session, found, offset, min(total, offset + page))
+
+    return ResultStream(head=head, pages=pages())
+
+
+def _results_step(session: Any, job_id: str) -> tuple[Job, Step]:
+    """The job and the function step whose outcomes are its results, once it ended."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError(f"no job with id {job_id!r}")
+    step = session.scalar(
+        select(Step)
+        .where(Step.job_id == job_id, Step.kind == "function")
+        .order_by(Step.position.desc())
+        .limit(1)
+    )
+    if step is None:
+        raise NotFoundError(f"job {job_id} has no function step, so no item results")
+    if not JobStatus(step.status).finished:
+        raise StateError(f"step {step.position} is {step.status}; wait for the job to end")
+    return job, step
+
+
+def _results_head(principal: Principal, job: Job, step: Step) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "step": step.position,
+        "status": step.status,
+        "total": step.total_items,
+        "failed": step.failed_items,
+        "code_owner": job.code_owner,
+        "trusted": job.code_owner is not None and job.code_owner == principal.name,
+    }
+
+
+def _outcomes(
+    ctx: Context, session: Any, step: Step, offset: int, stop: int
+) -> list[dict[str, Any]]:
+    """Outcomes ``[offset, stop)`` of ``step``, from the chunks that overlap them only."""
+    if offset >= stop:
+        return []
+    runs = session.scalars(
+        select(TaskRun)
+        .where(
+            TaskRun.step_id == step.id,
+            TaskRun.item_stop > offset,
+            TaskRun.item_start < stop,
+        )
+        .order_by(TaskRun.item_start)
+    )
+    results: list[dict[str, Any]] = []
+    for run in runs:
+        outcomes: list[Any] = list(run.results or [])
+        # A chunk that never produced results still holds its place in item order.
+        outcomes += [_missing(run)] * (run.item_stop - run.item_start - len(outcomes))
+        low, high = max(offset, run.item_start), min(stop, run.item_stop)
+        results.extend(
+            {**o, "value": unsign_for_wire(o["value"], ctx.signer)} if o["ok"] else o
+            for o in outcomes[low - run.item_start : high - run.item_start]
+        )
+    return results
 
 
 def _missing(run: TaskRun) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and the CLI all show the same fields.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -246,6 +247,17 @@ class LogEntry:
             "stream": self.stream,
             "line": self.line,
         }
+
+
+@dataclass(frozen=True)
+class ResultStream:
+    """Every outcome of a job's function step, read page by page as it is iterated:
+    for a download that must not hold a million results in memory. The rights and
+    the job's state are checked when it is made, so a refusal is an answer, not a
+    broken stream."""
+
+    head: dict[str, Any]
+    pages: Iterator[list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
