@@ -61,6 +61,16 @@ class Settings:
     result_ttl_s: int = 24 * 3600
     #: Seconds a finished job's event stream (live view replay) stays in Redis.
     events_ttl_s: int = 24 * 3600
+    #: Live event streams (``GET /api/jobs/<id>/events``) each hold a web thread
+    #: while open: at most this many per principal, per web process (so each
+    #: process keeps threads for pages: ``jobsys run`` gives gunicorn 2 processes
+    #: of 32 threads) and in the whole deployment (counted in Redis). 0: no cap.
+    streams_per_principal: int = 8
+    streams_per_process: int = 16
+    streams_total: int = 32
+    #: Seconds one stream stays open before the server ends it; the browser and
+    #: the Python client reconnect with ``Last-Event-ID`` and miss nothing. 0: no limit.
+    stream_max_s: float = 300.0
     #: Days to keep finished jobs (steps, tasks, logs, results) and schedule runs;
     #: 0 keeps everything. An hourly beat entry deletes what is older.
     retention_days: int = 0

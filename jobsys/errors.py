@@ -16,6 +16,7 @@ mapping lives in ``webui/errors.py`` and ``jobsys/cli.py``, not here)::
     ├── StateError         an action the job's current status forbids
     ├── DispatchError      the broker (Redis) could not be reached
     ├── DatabaseUnavailable  the database could not be reached
+    ├── TooManyStreams     as many live event streams open as allowed (429)
     ├── ItemsFailed        Job.results() found items that raised (client side)
     └── StepError          raised on workers while running a step
         ├── StepFailed       a container exited non-zero
@@ -103,6 +104,18 @@ class DatabaseUnavailable(JobsysError):
     """Raised when the database cannot be connected to (down, wrong URL, unreadable file)."""
 
 
+class TooManyStreams(JobsysError):
+    """Raised when a caller, a web process or the deployment already holds as many
+    live event streams as allowed; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = max(1, retry_after_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after_s": self.retry_after_s}
+
+
 class ItemsFailed(JobsysError):
     """Raised by ``Job.results()`` when items raised; ``errors`` maps item index to error."""
 
@@ -161,6 +174,7 @@ ERRORS_BY_NAME: dict[str, type[JobsysError]] = {
         StateError,
         DispatchError,
         DatabaseUnavailable,
+        TooManyStreams,
         ItemsFailed,
         StepError,
         StepFailed,

@@ -11,11 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from jobsys.errors import SpecError
+from jobsys.slots import RedisSlots, Slots
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,36 @@ GLOBAL_STREAM_MAXLEN = 10_000
 LIVE_STREAM_TTL_S = 7 * 24 * 3600
 
 
+#: Where a reader starts when it has seen nothing: before every event.
+START = "0-0"
+#: A Redis stream id as every event carries it: ``<milliseconds>-<sequence>``,
+#: ASCII digits only (``\d`` would take other scripts' digits, which Redis refuses).
+_EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_ID_PART = 2**64 - 1
+
+
 def job_stream(job_id: str) -> str:
     return f"jobsys:events:{job_id}"
+
+
+def parse_event_id(value: str, field: str) -> str:
+    """``value`` if it is an event id a reader can resume after, else a SpecError
+    naming ``field`` (the header or parameter it came in).
+
+    Checked before any read: Redis refuses anything else on every read, and
+    the id is echoed back into the stream, so it must not carry a newline.
+    """
+    found = _EVENT_ID.fullmatch(value)
+    if found is None or any(int(part) > _MAX_ID_PART for part in found.groups()):
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        raise SpecError(
+            {
+                field: f"{shown!r} is not an event id: send the id of the last event "
+                "received, in the form <milliseconds>-<sequence> (e.g. 1718000000000-0), "
+                "or leave it out to replay from the start"
+            }
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -42,6 +76,10 @@ class Event:
 
 
 class EventBus(Protocol):
+    #: Counts the web threads that follow jobs live (streams, and long-polls that
+    #: wait for a job), on the same Redis as the events; see ``jobsys.slots``.
+    slots: Slots
+
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         """Append one event; never raises (a live view is not worth failing a job)."""
 
@@ -54,15 +92,28 @@ class EventBus(Protocol):
 
 
 class RedisEventBus:
-    def __init__(self, client: redis.Redis, finished_ttl_s: int = 24 * 3600) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        finished_ttl_s: int = 24 * 3600,
+        *,
+        slots_client: redis.Redis | None = None,
+    ) -> None:
         self.client = client
         #: How long a finished job's stream is kept for late readers.
         self.finished_ttl_s = finished_ttl_s
+        self.slots = Slots(shared=RedisSlots(slots_client or client))
 
     @classmethod
     def from_url(cls, url: str, finished_ttl_s: int = 24 * 3600) -> RedisEventBus:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
-        return cls(client, finished_ttl_s)
+        # Taking a slot happens inside a web request: with Redis down it must fail
+        # at once (and fall back to the process's own count), not after redis-py's
+        # ten retries; one retry covers a connection the server closed.
+        slots_client = redis.Redis.from_url(
+            url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
+        )
+        return cls(client, finished_ttl_s, slots_client=slots_client)
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         self.publish_many(job_id, type_, [data])
@@ -111,6 +162,9 @@ class RedisEventBus:
 
 class NullEventBus:
     """For contexts that publish nothing live (one-off scripts)."""
+
+    def __init__(self) -> None:
+        self.slots = Slots()
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         pass

@@ -20,6 +20,7 @@ from jobsys.errors import (
     PermissionDenied,
     SpecError,
     StateError,
+    TooManyStreams,
     Unauthenticated,
 )
 
@@ -34,6 +35,7 @@ HTTP_STATUS: list[tuple[type[JobsysError], int]] = [
     (StateError, 409),
     (DispatchError, 503),
     (DatabaseUnavailable, 503),
+    (TooManyStreams, 429),
 ]
 
 
