@@ -27,7 +27,13 @@ import httpx
 
 from jobsys.config import client_env
 from jobsys.envelope import PICKLE_KEY, is_pickled, to_wire
-from jobsys.errors import ERRORS_BY_NAME, DispatchError, ItemsFailed, JobsysError
+from jobsys.errors import (
+    ERRORS_BY_NAME,
+    DispatchError,
+    ItemsFailed,
+    JobsysError,
+    TooManyStreams,
+)
 from jobsys.models import FINISHED, JobStatus
 from jobsys.signing import b64decode, b64encode
 
@@ -375,7 +381,8 @@ class Job:
 
     def logs(self, tail: int | None = None, *, follow: bool = False) -> Any:
         """Stored log lines as a list; with ``follow=True`` an iterator that
-        yields each line as it arrives and ends when the job does."""
+        yields each line as it arrives and ends when the job does (resumed
+        across reconnects like ``events()``)."""
         if follow:
             return (e["data"] for e in self.events() if e["event"] == "log")
         params = {"tail": tail} if tail else {}
@@ -384,21 +391,40 @@ class Job:
     def events(self, after: str | None = None) -> Iterator[dict[str, Any]]:
         """The job's server-sent events (``status``, ``log``) until it ends.
 
-        A dropped connection is resumed from the last event seen, as
-        EventSource does, so nothing is missed or repeated.
+        The server ends each stream after ``JOBSYS_STREAM_MAX_S`` (saying
+        ``reconnect``); that, a dropped connection and a busy server (429 on a
+        reconnect) are resumed after the last event seen, as EventSource does,
+        so nothing is missed or repeated. Five failures in a row raise
+        DispatchError; a 429 on the first connection is raised as TooManyStreams.
         """
         last = after
-        for _attempt in range(5):
+        failures = 0
+        connected = False
+        while True:
+            pause, lifetime_up = STREAM_RETRY_S, False
             try:
                 for event in self._stream(last):
+                    connected, failures = True, 0
                     if event["event"] == "end":
                         return
+                    if event["event"] == "reconnect":
+                        lifetime_up = True
+                        break
                     last = event["id"] or last
                     yield event
-                return
+                # Else closed with neither "end" nor "reconnect": cut on the way.
             except httpx.TransportError:
-                time.sleep(0.5)
-        raise DispatchError(f"lost the event stream of job {self.id} five times")
+                pass
+            except TooManyStreams as exc:
+                if not connected:
+                    raise
+                pause = min(float(getattr(exc, "retry_after_s", 10)), 30.0)
+            if lifetime_up:
+                continue  # at once, after ``last``
+            failures += 1
+            if failures >= 5:
+                raise DispatchError(f"lost the event stream of job {self.id} five times in a row")
+            time.sleep(pause)
 
     def _stream(self, after: str | None) -> Iterator[dict[str, Any]]:
         headers = {"Last-Event-ID": after} if after else {}
@@ -407,7 +433,11 @@ class Job:
         with self.client._http.stream("GET", path, headers=headers, timeout=timeout) as response:
             if not response.is_success:
                 response.read()
-                raise _error_from(response)
+                exc = _error_from(response)
+                if response.status_code == 429:
+                    wait = response.headers.get("Retry-After", "")
+                    exc.retry_after_s = float(wait) if wait.isdigit() else 10.0  # type: ignore[attr-defined]
+                raise exc
             event: dict[str, Any] = {"id": None, "event": "message", "data": ""}
             for line in response.iter_lines():
                 if not line:
@@ -423,6 +453,10 @@ class Job:
                         event["data"] += value
                     elif name in ("id", "event"):
                         event[name] = value
+
+
+#: Seconds ``Job.events()`` waits before it reconnects after a dropped stream.
+STREAM_RETRY_S = 0.5
 
 
 #: Results per request when reading them back (the server's maximum page).

@@ -3,11 +3,26 @@ its item range reaches a follower while the job runs."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from werkzeug.serving import make_server
 
+from jobsys import Client, service
+from jobsys.auth import SYSTEM
+from jobsys.config import Settings
+from jobsys.context import Context
+from jobsys.db import make_session_factory
+from jobsys.dispatch import MemoryDispatcher
+from jobsys.events import RedisEventBus
 from tests.live import LiveStack
+from tests.services import REDIS_URL, require_redis
+from tests.unit.conftest import docker_spec
+from webui import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -35,3 +50,70 @@ def test_function_prints_stream_live_with_their_item_range(stack: LiveStack) -> 
             "[items 2-3] working on 3",
         ]
         assert job.wait(timeout=30).results() == [0, 10, 20, 30]
+
+
+@pytest.fixture
+def short_lived_streams(tmp_path: Path) -> Iterator[tuple[Context, str, list[str | None]]]:
+    """The web app on a real HTTP server over real Redis, each event stream
+    ending after half a second (JOBSYS_STREAM_MAX_S); with the Last-Event-ID
+    of every stream opened."""
+    require_redis()
+    settings = Settings.from_env(
+        {},
+        data_dir=str(tmp_path),
+        secret_key="integration-test-secret-0123456789",
+        redis_url=f"{REDIS_URL}/11",
+        stream_max_s=0.5,
+    )
+    ctx = Context(
+        settings=settings,
+        sessions=make_session_factory(settings),
+        dispatcher=MemoryDispatcher(),
+        events=RedisEventBus.from_url(settings.redis_url),
+    )
+    app = create_app(context=ctx)
+    opened: list[str | None] = []
+    inner = app.wsgi_app
+
+    def counting(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["PATH_INFO"].endswith("/events"):
+            opened.append(environ.get("HTTP_LAST_EVENT_ID"))
+        return inner(environ, start_response)
+
+    app.wsgi_app = counting  # type: ignore[method-assign]
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield ctx, f"http://127.0.0.1:{server.server_port}", opened
+    finally:
+        server.shutdown()
+        client = ctx.events.client  # type: ignore[attr-defined]
+        for key in [*client.scan_iter("jobsys:slots:*"), *client.scan_iter("jobsys:events*")]:
+            client.delete(key)
+
+
+def test_the_client_follows_across_stream_lifetimes_missing_nothing(
+    short_lived_streams: tuple[Context, str, list[str | None]],
+) -> None:
+    ctx, url, opened = short_lived_streams
+    job = service.submit_job(ctx, SYSTEM, docker_spec())  # queued: no worker here
+    token = service.create_token(ctx, SYSTEM, name="watcher", role="viewer").token
+    lines = [f"line {n}" for n in range(40)]
+
+    def work() -> None:  # a worker writing lines for about 3 s, then the end
+        for line in lines:
+            ctx.events.publish(job.id, "log", {"line": line, "stream": "stdout"})
+            time.sleep(0.075)
+        ctx.events.publish(job.id, "status", {"job_id": job.id, "status": "completed"})
+
+    worker = threading.Thread(target=work)
+    with Client(url, token) as c:
+        followed = c.job(job.id)
+        worker.start()
+        seen = [entry["line"] for entry in followed.logs(follow=True)]
+    worker.join()
+    assert seen == lines  # each once, in order, across every reconnect
+    assert len(opened) >= 4, opened  # ~3 s of streams that live 0.5 s each
+    assert opened[0] is None and all(opened[1:])  # every reconnect named its last event
+    # and no slot is left behind once the client is done
+    assert ctx.events.client.zcard("jobsys:slots:live:all") == 0  # type: ignore[attr-defined]
