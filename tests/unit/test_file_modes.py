@@ -137,3 +137,12 @@ def test_redis_urls_carry_and_hide_the_password() -> None:
     assert url_with_password("redis://u:old@[::1]:6379/0", "new") == "redis://:new@[::1]:6379/0"
     assert redacted("redis://:secret@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
     assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_new_sqlite_database_outside_the_folder_is_made_private(tmp_path: Path) -> None:
+    db = tmp_path / "other" / "new.db"
+    settings = Settings.from_env(
+        {}, data_dir=str(tmp_path / "data"), secret_key=SECRET, database_url=f"sqlite:///{db}"
+    )
+    build_context(settings)
+    assert mode(db) == 0o600
