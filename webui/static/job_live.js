@@ -61,15 +61,34 @@
     }
   }
 
-  const source = new EventSource(root.dataset.eventsUrl);
-  source.onopen = function () { liveState.textContent = "(live)"; };
-  source.onerror = function () { liveState.textContent = "(reconnecting…)"; };
-  source.addEventListener("log", function (e) { appendLog(JSON.parse(e.data)); });
-  source.addEventListener("status", function (e) { showStatus(JSON.parse(e.data)); });
-  source.addEventListener("end", function () {
-    // The job is over: load the final page (results, tasks, stored logs, actions).
-    source.close();
-    liveState.textContent = "(ended)";
-    window.setTimeout(function () { window.location.reload(); }, 500);
-  });
+  // EventSource reconnects by itself when a stream ends (the server ends each
+  // one after JOBSYS_STREAM_MAX_S) and sends Last-Event-ID. A refused stream
+  // (429 when too many live views are open) closes it for good: open a new
+  // one later, resuming after the last event seen.
+  let lastId = "";
+  function seen(e) { if (e.lastEventId) lastId = e.lastEventId; }
+
+  function follow() {
+    const url = root.dataset.eventsUrl +
+      (lastId ? "?last_event_id=" + encodeURIComponent(lastId) : "");
+    const source = new EventSource(url);
+    source.onopen = function () { liveState.textContent = "(live)"; };
+    source.onerror = function () {
+      if (source.readyState !== EventSource.CLOSED) {
+        liveState.textContent = "(reconnecting…)";
+        return;
+      }
+      liveState.textContent = "(live view paused: too many open; retrying in 15 s)";
+      window.setTimeout(follow, 15000);
+    };
+    source.addEventListener("log", function (e) { seen(e); appendLog(JSON.parse(e.data)); });
+    source.addEventListener("status", function (e) { seen(e); showStatus(JSON.parse(e.data)); });
+    source.addEventListener("end", function () {
+      // The job is over: load the final page (results, tasks, stored logs, actions).
+      source.close();
+      liveState.textContent = "(ended)";
+      window.setTimeout(function () { window.location.reload(); }, 500);
+    });
+  }
+  follow();
 })();
