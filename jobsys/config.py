@@ -58,6 +58,14 @@ class Settings:
     #: Seconds a step may sit unpublished before the outbox sweep publishes it.
     outbox_grace_s: float = 5.0
     #: Seconds a Celery result (chunk summaries) lives in Redis.
+    #: The most memory and CPUs a Docker step may ask for (checked at submit and
+    #: again by the worker, against the step's own value or the default).
+    docker_max_mem: str = "4g"
+    docker_max_cpus: float = 4.0
+    #: A Docker step's stored log: each line cut to this many bytes, and only the
+    #: last this many bytes (and 100,000 lines) kept, after a line saying what was cut.
+    docker_max_log_line_bytes: int = 16 * 1024
+    docker_max_log_bytes: int = 10 * 1024 * 1024
     result_ttl_s: int = 24 * 3600
     #: Seconds a finished job's event stream (live view replay) stays in Redis.
     events_ttl_s: int = 24 * 3600

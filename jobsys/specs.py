@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from jobsys.config import Settings
 from jobsys.envelope import PICKLE_KEY, is_pickled
-from jobsys.errors import SpecError
+from jobsys.errors import ConfigError, SpecError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MEM_LIMIT = re.compile(r"^[1-9][0-9]{0,15}[bkmg]?$", re.IGNORECASE)
@@ -225,17 +225,7 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
     _unknown(raw, allowed | set(FORBIDDEN_DOCKER_FIELDS), path, errors)
     network, mounts, privileged = host_access(raw, path, s, errors)
 
-    image = raw.get("image")
-    if not isinstance(image, str) or len(image) > 512 or not IMAGE_REF.fullmatch(image):
-        errors.add(
-            f"{path}.image",
-            "give an image reference such as 'jobsys/busybox:local' (lower-case name, "
-            "optional :tag or @sha256:digest)",
-        )
-        image = ""
-    elif not any(fnmatch.fnmatchcase(image, pat) for pat in s.docker_images):
-        allowed_list = ", ".join(s.docker_images)
-        errors.add(f"{path}.image", f"image {image!r} is not allowed; allowed: {allowed_list}")
+    image = _image(raw.get("image"), f"{path}.image", s, errors)
 
     command = _command(raw.get("command"), f"{path}.command", errors)
     env = _env(raw.get("env", {}), f"{path}.env", errors)
@@ -252,13 +242,8 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
         raw.get("retry_backoff_s", 1.0), f"{path}.retry_backoff_s", errors, low=0, high=3600
     )
     grace = _number(raw.get("stop_grace_s", 10.0), f"{path}.stop_grace_s", errors, low=0, high=600)
-    mem = raw.get("mem_limit")
-    if mem is not None and (not isinstance(mem, str) or not MEM_LIMIT.match(mem)):
-        errors.add(f"{path}.mem_limit", "give a size such as '256m' or '1g'")
-        mem = None
-    cpus = raw.get("cpus")
-    if cpus is not None:
-        cpus = _number(cpus, f"{path}.cpus", errors, low=0, high=64, low_open=True)
+    mem = _mem_limit(raw.get("mem_limit"), f"{path}.mem_limit", s, errors)
+    cpus = _cpus(raw.get("cpus"), f"{path}.cpus", s, errors)
     return DockerStep(
         image=image,
         command=command,
@@ -274,6 +259,86 @@ def _parse_docker(raw: Mapping[str, Any], path: str, s: Settings, errors: _Field
         mounts=mounts,
         privileged=privileged,
     )
+
+
+def _image(value: Any, path: str, s: Settings, errors: _Fields) -> str:
+    """A step's image reference, refused unless it matches the operator's allow-list."""
+    if not isinstance(value, str) or len(value) > 512 or not IMAGE_REF.fullmatch(value):
+        errors.add(
+            path,
+            "give an image reference such as 'jobsys/busybox:local' (lower-case name, "
+            "optional :tag or @sha256:digest)",
+        )
+        return ""
+    if not any(fnmatch.fnmatchcase(value, pat) for pat in s.docker_images):
+        allowed_list = ", ".join(s.docker_images)
+        errors.add(path, f"image {value!r} is not allowed; allowed: {allowed_list}")
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def mem_bytes(size: str) -> int:
+    """Bytes in a Docker memory size (``'256m'``, ``'1g'``, ``'512'``), as Docker reads it."""
+    if not MEM_LIMIT.match(size):
+        raise ValueError(f"{size!r} is not a size such as '256m' or '1g'")
+    unit = size[-1].lower() if size[-1].isalpha() else ""
+    return int(size[: len(size) - len(unit)]) * _UNITS[unit]
+
+
+def _mem_limit(value: Any, path: str, s: Settings, errors: _Fields) -> str | None:
+    """A step's memory limit, at most the operator's ``JOBSYS_DOCKER_MAX_MEM``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not MEM_LIMIT.match(value):
+        errors.add(path, "give a size such as '256m' or '1g'")
+        return None
+    try:
+        most = mem_bytes(s.docker_max_mem)
+    except ValueError as exc:
+        raise ConfigError(
+            f"JOBSYS_DOCKER_MAX_MEM={s.docker_max_mem!r} is not a size such as '4g'"
+        ) from exc
+    if mem_bytes(value) > most:
+        errors.add(
+            path,
+            f"{value} is more than the {s.docker_max_mem} the operator allows a step "
+            "(JOBSYS_DOCKER_MAX_MEM); ask for less",
+        )
+    return value
+
+
+def _cpus(value: Any, path: str, s: Settings, errors: _Fields) -> float | None:
+    """A step's CPUs, above 0 and at most the operator's ``JOBSYS_DOCKER_MAX_CPUS``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        errors.add(path, "give a number")
+        return None
+    if not 0 < value <= s.docker_max_cpus:
+        errors.add(
+            path,
+            f"give a number above 0 and at most {s.docker_max_cpus:g}, the most the operator "
+            "allows a step (JOBSYS_DOCKER_MAX_CPUS)",
+        )
+    return float(value)
+
+
+def docker_step_problems(spec: Mapping[str, Any], s: Settings) -> dict[str, str]:
+    """What this process's operator refuses in a stored Docker step spec, by field.
+
+    A worker asks before it starts a container: its settings may be stricter
+    than those of the web app that accepted the step (or than the web app's
+    settings were when the step was stored). The limits checked are the ones
+    the container would get: the step's own, else this worker's defaults.
+    """
+    errors = _Fields()
+    host_access(spec, "step", s, errors)
+    _image(spec.get("image"), "step.image", s, errors)
+    _mem_limit(spec.get("mem_limit") or s.docker_default_mem_limit, "step.mem_limit", s, errors)
+    _cpus(spec.get("cpus") or s.docker_default_cpus, "step.cpus", s, errors)
+    return errors.errors
 
 
 def host_access(
@@ -313,6 +378,13 @@ def host_access_problems(spec: Mapping[str, Any], s: Settings) -> dict[str, str]
 
 
 def _mounts(raw: Any, path: str, s: Settings, errors: _Fields) -> tuple[Mount, ...]:
+    """Mounts below the operator's roots, judged by their path alone.
+
+    This process may not see the files (the web app seldom does), and a symbolic
+    link below a root could point anywhere on the host, so this check is only a
+    first filter: the worker walks the real path again right before it creates
+    the container (``workers.containers.resolve_mount_source``).
+    """
     if raw in (None, []):
         return ()
     if not s.docker_mount_roots:

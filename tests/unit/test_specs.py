@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from jobsys.specs import (
     chunk_bounds,
     chunk_size_for,
     docker_step_from_form,
+    docker_step_problems,
+    mem_bytes,
     parse_job_spec,
 )
 from tests.unit.conftest import docker_spec
@@ -200,3 +203,43 @@ def test_host_access_only_where_the_operator_allows_it(settings: Settings) -> No
     assert "without '..'" in problems["steps[0].mounts[1].source"]
     assert "absolute path" in problems["steps[0].mounts[2].source"]
     assert "true or false" in problems["steps[0].mounts[3].read_only"]
+
+
+def test_memory_and_cpus_above_the_operators_limits_are_refused_naming_them(
+    settings: Settings,
+) -> None:
+    narrow = replace(settings, docker_max_mem="1g", docker_max_cpus=2.0)
+    errors = fields_of(docker_spec(mem_limit="1025m", cpus=2.5), narrow)
+    assert "1g" in errors["steps[0].mem_limit"]
+    assert "JOBSYS_DOCKER_MAX_MEM" in errors["steps[0].mem_limit"]
+    assert "at most 2" in errors["steps[0].cpus"]
+    assert "JOBSYS_DOCKER_MAX_CPUS" in errors["steps[0].cpus"]
+    step = parse_job_spec(docker_spec(mem_limit="1g", cpus=2), narrow).steps[0]
+    assert isinstance(step, DockerStep) and (step.mem_limit, step.cpus) == ("1g", 2.0)
+
+
+def test_the_default_limits_refuse_what_no_worker_should_grant(settings: Settings) -> None:
+    errors = fields_of(docker_spec(mem_limit="64g", cpus=64), settings)
+    assert set(errors) == {"steps[0].mem_limit", "steps[0].cpus"}
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [("512", 512), ("2k", 2048), ("256m", 256 << 20), ("1G", 1 << 30)]
+)
+def test_mem_bytes_reads_sizes_as_docker_does(size: str, expected: int) -> None:
+    assert mem_bytes(size) == expected
+
+
+def test_a_worker_checks_the_image_and_limits_with_its_own_settings(settings: Settings) -> None:
+    """A step the web app accepted (and stored) is judged again by each worker:
+    a narrower image list or lower limits there refuse it."""
+    spec = {"image": "jobsys/busybox:local", "command": ["true"], "mem_limit": "2g"}
+    assert docker_step_problems(spec, settings) == {}
+    narrow = replace(
+        settings, docker_images=("jobsys/approved-*",), docker_max_mem="1g", docker_max_cpus=0.5
+    )
+    problems = docker_step_problems(spec, narrow)
+    assert "is not allowed; allowed: jobsys/approved-*" in problems["step.image"]
+    assert "JOBSYS_DOCKER_MAX_MEM" in problems["step.mem_limit"]
+    # No cpus in the step: the worker's default (1.0) is what the container would get.
+    assert "JOBSYS_DOCKER_MAX_CPUS" in problems["step.cpus"]
