@@ -1,5 +1,6 @@
 """Revoking a jobsys task from Flower (its HTTP API, as its Terminate button
-does) cancels the job and leaves no container behind."""
+does) cancels the job and leaves no container behind; through the web app's
+/flower proxy it is the job's Cancel, as the caller."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.docker.test_docker_steps import containers_of, finished, step, submit
 from tests.live import LiveStack, free_port, wait_until
+from webui import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -103,3 +105,28 @@ def test_revoking_a_chunk_from_flower_cancels_the_function_job(
         done = job.wait(timeout=60)
         assert done.status == "cancelled"
         assert done.error == f"cancelled: task {pending['id']} was revoked in Celery"
+
+
+def test_terminate_through_the_proxy_cancels_the_docker_job_as_the_caller(
+    stack: LiveStack,
+) -> None:
+    """A Docker step's Celery task id finds its job; the proxy cancels it as the
+    operator who clicked (no Flower is needed: a jobsys task's revoke never goes
+    there), and the cancel ends the running container."""
+    job_id = submit(stack, step("echo up; sleep 60"), step("echo never"))
+    wait_until(lambda: containers_of(job_id), 30, "the container to start")
+    with stack.http() as http:
+        (task,) = http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
+    client = create_app(context=stack.ctx).test_client()
+    answer = client.post(
+        f"/flower/api/task/revoke/{task['id']}",
+        data={"terminate": "true"},  # as Flower's Terminate button posts it
+        headers={"Authorization": f"Bearer {stack.token('operator')}"},
+    )
+    assert answer.status_code == 200 and answer.json["job_id"] == job_id
+    job = finished(stack, job_id, timeout=30)
+    assert job["status"] == "cancelled"
+    why = f"cancelled by test-operator: task {task['id']} terminated through Flower"
+    assert job["error"] == why
+    assert [s["status"] for s in job["steps"]] == ["cancelled", "cancelled"]
+    wait_until(lambda: not containers_of(job_id), 30, "the container to go")
