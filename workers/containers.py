@@ -2,8 +2,11 @@
 
 The plain function here knows nothing of Celery or the database, so it can be
 tested against the engine alone. Containers run with no network, memory,
-CPU and process limits, no new privileges, and labels naming their job, so
-cancellation and the orphan reaper can find them.
+CPU and process limits, no new privileges, a bounded Docker log, and labels
+naming their job, so cancellation and the orphan reaper can find them. Mount
+sources are walked on this host right before the container is created, so a
+symbolic link a job planted below a mount root cannot lead another job's
+mount out of it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
+import os
+import posixpath
+import stat
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -26,19 +30,29 @@ from docker.types import Mount
 from jobsys.errors import ImageError, StepError, StepFailed
 from jobsys.service.progress import LogRecord
 from jobsys.specs import DockerStep
+from jobsys.specs import Mount as MountSpec
+from workers.container_logs import STREAMS, LogLimits, Seen, read_logs, start_follower
 
 log = logging.getLogger(__name__)
 
 LABEL_JOB = "jobsys.job"
 LABEL_STEP = "jobsys.step"
 LABEL_TASK = "jobsys.task"
-MAX_LOG_LINES = 100_000
 
 
 @dataclass(frozen=True)
 class Limits:
+    """What a container gets unless its step asks for less (mem, cpus), and how
+    much of its output is kept."""
+
     mem_limit: str
     cpus: float
+    logs: LogLimits = field(default_factory=LogLimits)
+
+
+class MountRefused(StepError):
+    """Raised when a mount source leaves the mount roots on this worker's host
+    (through a symbolic link), or is missing; retrying would not change it."""
 
 
 @dataclass(frozen=True)
@@ -100,10 +114,20 @@ def run_container(
     *,
     labels: Mapping[str, str],
     limits: Limits,
+    mount_roots: Sequence[str] = (),
     should_stop: Callable[[], bool] = _never,
     on_output: Callable[[LogRecord], None] | None = None,
 ) -> ContainerResult:
-    """Run the step's container to its end (or its timeout), save its output, remove it."""
+    """Run the step's container to its end (or its timeout), save its output, remove it.
+
+    ``mount_roots`` are this worker's ``JOBSYS_DOCKER_MOUNT_ROOTS``: every mount
+    source is walked below them right before the container is created, and the
+    resolved path is what gets mounted (``resolve_mount_source``).
+    """
+    mounts = [
+        Mount(m.target, source, type="bind", read_only=m.read_only)
+        for m, source in zip(step.mounts, resolve_mounts(step.mounts, mount_roots), strict=True)
+    ]
     try:
         container = client.containers.create(
             step.image,
@@ -113,14 +137,14 @@ def run_container(
             # No network, mounts or privileges unless the operator allowed the
             # step's (checked at submit and again on this worker).
             network_mode=step.network,
-            mounts=[
-                Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in step.mounts
-            ],
+            mounts=mounts,
             mem_limit=step.mem_limit or limits.mem_limit,
             nano_cpus=int((step.cpus or limits.cpus) * 1e9),
             pids_limit=512,
             privileged=step.privileged,
             security_opt=[] if step.privileged else ["no-new-privileges"],
+            # Docker keeps the whole output on the host's disk unless told otherwise.
+            log_config=limits.logs.docker_log(),
             detach=True,
         )
     except ImageNotFound as exc:
@@ -135,76 +159,89 @@ def run_container(
         except APIError as exc:
             # e.g. the command's executable does not exist in the image
             raise StepFailed(127, f"the container could not start: {exc.explanation}") from exc
-        followers = (
-            []
-            if on_output is None
-            else [_start_follower(container, stream, on_output) for stream in ("stdout", "stderr")]
-        )
+        seen = {stream: Seen() for stream in STREAMS}
+        followers = [
+            start_follower(container, stream, limits.logs, seen[stream], on_output)
+            for stream in STREAMS
+        ]
         exit_code, ending = _wait(container, step, should_stop)
         for follower in followers:
             follower.join(timeout=5)
         # auto_remove would make the logs unreadable after exit: read, then remove.
-        logs = _read_logs(container)
+        logs = read_logs(container, limits.logs, seen)
     finally:
         _remove(container)
     return ContainerResult(exit_code=exit_code, ending=ending, logs=logs)
 
 
-def _start_follower(
-    container: Any, stream: str, on_output: Callable[[LogRecord], None]
-) -> threading.Thread:
-    """Hand each line to ``on_output`` as the container writes it (the live view).
+def resolve_mounts(mounts: Sequence[MountSpec], roots: Sequence[str]) -> list[str]:
+    """The host paths to bind-mount for ``mounts``, each from ``resolve_mount_source``."""
+    return [resolve_mount_source(m.source, roots) for m in mounts]
 
-    The stored copy is read again after exit (``_read_logs``), complete and in
-    order, so a hiccup here costs the live view only.
+
+def resolve_mount_source(source: str, roots: Sequence[str]) -> str:
+    """The real path to bind-mount for ``source``, walked on this host with ``lstat``.
+
+    The submit check compares strings, and a job that may write below a root can
+    plant ``x/root -> /`` there: a second job mounting ``x/root`` would get the
+    host's ``/``. So every component of the path, from ``/`` down, must be a
+    real folder or file (a link anywhere is refused, the roots' own components
+    included: the operator gives roots by their real paths), and the resolved
+    path must lie below one of the resolved roots. The engine resolves the path
+    again when it mounts: a job that can write below a root can still swap a
+    component for a link between this check and the mount (see SECURITY.md).
     """
-
-    def follow() -> None:
-        pending = b""
+    clean = posixpath.normpath(source)
+    named = [posixpath.normpath(r) for r in roots]
+    if not posixpath.isabs(clean) or not any(_below(clean, r) for r in named):
+        allowed = ", ".join(roots) or "none"
+        raise MountRefused(
+            f"mount source {source!r} is outside this worker's JOBSYS_DOCKER_MOUNT_ROOTS "
+            f"({allowed})"
+        )
+    walked = "/"
+    for part in [p for p in clean.split("/") if p]:
+        walked = posixpath.join(walked, part)
         try:
-            chunks = container.logs(
-                stdout=stream == "stdout",
-                stderr=stream == "stderr",
-                stream=True,
-                follow=True,
-                timestamps=True,
-            )
-            for chunk in chunks:
-                *lines, pending = (pending + chunk).split(b"\n")
-                for raw in lines:
-                    ts, _, text = raw.decode("utf-8", errors="replace").partition(" ")
-                    on_output(LogRecord(line=text, stream=stream, ts=_parse_ts(ts)))
-        except Exception as exc:  # the container went away under us: nothing to lose
-            log.debug("log follower for %s stopped: %s", stream, exc)
-
-    thread = threading.Thread(target=follow, name=f"follow-{stream}", daemon=True)
-    thread.start()
-    return thread
-
-
-def _read_logs(container: Any) -> tuple[LogRecord, ...]:
-    records: list[tuple[datetime, int, LogRecord]] = []
-    for stream in ("stdout", "stderr"):
-        raw = container.logs(stdout=stream == "stdout", stderr=stream == "stderr", timestamps=True)
-        for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines()):
-            ts, _, text = line.partition(" ")
-            when = _parse_ts(ts)
-            records.append((when, n, LogRecord(line=text, stream=stream, ts=when)))
-    records.sort(key=lambda r: (r[0], r[1]))
-    kept = [r[2] for r in records[-MAX_LOG_LINES:]]
-    if len(records) > MAX_LOG_LINES:
-        dropped = len(records) - MAX_LOG_LINES
-        kept.insert(0, LogRecord(line=f"[jobsys] {dropped} earlier lines dropped", stream="system"))
-    return tuple(kept)
+            info = os.lstat(walked)
+        except FileNotFoundError as exc:
+            raise MountRefused(
+                f"mount source {source!r} does not exist on this worker's host ({walked} is "
+                "missing); create it before the step runs"
+            ) from exc
+        except OSError as exc:
+            raise MountRefused(
+                f"mount source {source!r} cannot be checked ({walked}: {exc.strerror})"
+            ) from exc
+        if stat.S_ISLNK(info.st_mode):
+            raise MountRefused(_link_refusal(source, walked, named))
+    resolved = os.path.realpath(clean)
+    real_roots = [os.path.realpath(r) for r in named]
+    if not any(_below(resolved, r) for r in real_roots):
+        raise MountRefused(
+            f"mount source {source!r} resolves to {resolved}, outside this worker's "
+            f"mount roots ({', '.join(real_roots)})"
+        )
+    return resolved
 
 
-def _parse_ts(text: str) -> datetime:
-    # Docker writes RFC 3339 with nanoseconds; Python takes microseconds.
+def _link_refusal(source: str, link: str, roots: Sequence[str]) -> str:
     try:
-        head, _, frac = text.rstrip("Z").partition(".")
-        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
-    except ValueError:
-        return datetime.now(UTC)
+        points_to = os.readlink(link)
+    except OSError:
+        points_to = "?"
+    said = f"mount source {source!r} goes through the symbolic link {link} -> {points_to}"
+    for root in roots:
+        if _below(root, link):  # the link is the root or above it: the operator's setting
+            return (
+                f"{said}; give the mount root {root} by its real path "
+                f"({os.path.realpath(root)}) in JOBSYS_DOCKER_MOUNT_ROOTS"
+            )
+    return f"{said}; links below a mount root are refused, since a job could point one anywhere"
+
+
+def _below(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def _remove(container: Any) -> None:

@@ -19,7 +19,8 @@ from jobsys.context import Context
 from jobsys.errors import ImageError, StepCancelled, StepError, StepFailed, StepTimeout
 from jobsys.models import JobStatus
 from jobsys.service.progress import LogRecord, TaskStart
-from jobsys.specs import DockerStep, Mount, host_access_problems
+from jobsys.specs import DockerStep, Mount, docker_step_problems
+from workers.container_logs import LogLimits
 from workers.containers import (
     LABEL_JOB,
     LABEL_STEP,
@@ -27,6 +28,7 @@ from workers.containers import (
     POLL_S,
     ContainerResult,
     Limits,
+    MountRefused,
     docker_client,
     remove_task_containers,
     run_container,
@@ -64,10 +66,20 @@ def step_from_spec(spec: dict[str, Any]) -> DockerStep:
 
 
 def refused_here(spec: dict[str, Any], settings: Settings) -> str | None:
-    """Why this worker's operator does not allow the step's host access (its
-    settings may be stricter than the web app's that accepted it), or None."""
-    problems = host_access_problems(spec, settings)
+    """Why this worker's operator does not allow the step (its image, host access
+    or limits), or None: the worker's settings may be stricter than those of the
+    web app that accepted it, or than the web app's were when it was stored."""
+    problems = docker_step_problems(spec, settings)
     return "; ".join(f"{k}: {v}" for k, v in problems.items()) or None
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The container limits and log caps this worker's operator set."""
+    return Limits(
+        settings.docker_default_mem_limit,
+        settings.docker_default_cpus,
+        LogLimits(settings.docker_max_log_line_bytes, settings.docker_max_log_bytes),
+    )
 
 
 @shared_task(name=RUN_DOCKER_STEP, bind=True)
@@ -116,7 +128,7 @@ def _run_step(ctx: Context, task_id: str, start: TaskStart) -> dict[str, Any]:
         status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
         return {"exit_code": None, "status": status.value}
     step = step_from_spec(start.step_spec)
-    limits = Limits(ctx.settings.docker_default_mem_limit, ctx.settings.docker_default_cpus)
+    limits = limits_of(ctx.settings)
     labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}
     should_stop = functools.partial(service.is_cancelled, ctx, job_id)
     logs: list[LogRecord] = []
@@ -143,12 +155,13 @@ def _run_step(ctx: Context, task_id: str, start: TaskStart) -> dict[str, Any]:
                     step,
                     labels=labels,
                     limits=limits,
+                    mount_roots=ctx.settings.docker_mount_roots,
                     should_stop=should_stop,
                     on_output=live,
                 )
-        except ImageError as exc:
+        except (ImageError, MountRefused) as exc:
             error = exc
-            break  # retrying cannot make a missing image appear
+            break  # retrying cannot make a missing image appear or a link go away
         except StepError as exc:
             error = exc
         except Exception as exc:

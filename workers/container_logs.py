@@ -1,0 +1,247 @@
+"""A Docker step's log: followed live, then stored within its limits.
+
+Each line is cut to ``JOBSYS_DOCKER_MAX_LOG_LINE_BYTES`` and a step keeps the
+last ``JOBSYS_DOCKER_MAX_LOG_BYTES`` (and ``MAX_LOG_LINES`` lines) of its
+output, after one line saying how much was not stored. Docker's own json-file
+log of the container is bounded too (``LogLimits.docker_log``), since the
+engine otherwise keeps everything a container writes on the host's disk.
+Nothing here holds more than about one limit's worth of output in memory.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from docker.types import LogConfig
+
+from jobsys.service.progress import LogRecord
+
+log = logging.getLogger(__name__)
+
+#: Lines of a step's log stored at most, whatever their size: each is a database row.
+MAX_LOG_LINES = 100_000
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """How much of a container's output is kept."""
+
+    #: Each line is cut to this many bytes (``JOBSYS_DOCKER_MAX_LOG_LINE_BYTES``).
+    line_bytes: int = 16 * 1024
+    #: The stored log keeps the last this many bytes (``JOBSYS_DOCKER_MAX_LOG_BYTES``).
+    total_bytes: int = 10 * MIB
+
+    def docker_log(self) -> LogConfig:
+        """Docker's own json-file log of the container, bounded: two files, each
+        big enough to hold the stored tail with JSON's per-line overhead and escaping."""
+        size_mib = math.ceil((2 * self.total_bytes + MAX_LOG_LINES * 80) / MIB)
+        return LogConfig(
+            type=LogConfig.types.JSON, config={"max-size": f"{size_mib}m", "max-file": "2"}
+        )
+
+
+STREAMS = ("stdout", "stderr")
+#: Room for Docker's ``<RFC 3339 timestamp> `` before each line's text.
+TS_ROOM = 64
+
+
+@dataclass
+class Seen:
+    """Lines and bytes of one stream a reader went through (``done``: to its end)."""
+
+    lines: int = 0
+    bytes: int = 0
+    done: bool = False
+
+
+def start_follower(
+    container: Any,
+    stream: str,
+    limits: LogLimits,
+    seen: Seen,
+    on_output: Callable[[LogRecord], None] | None,
+) -> threading.Thread:
+    """Hand each line to ``on_output`` as the container writes it (the live view),
+    and count every line written: Docker's rotation may drop the oldest before the
+    stored copy is read, and its cut-off marker says how many lines are missing.
+
+    The stored copy is read again after exit (``read_logs``), in order, so a
+    hiccup here costs the live view (and the marker's exact count) only.
+    """
+
+    def follow() -> None:
+        try:
+            chunks = container.logs(
+                stdout=stream == "stdout",
+                stderr=stream == "stderr",
+                stream=True,
+                follow=True,
+                timestamps=True,
+            )
+            for record, _, full in _records(chunks, stream, limits):
+                seen.lines += 1
+                seen.bytes += full
+                if on_output is not None:
+                    on_output(record)
+            seen.done = True
+        except Exception as exc:  # the container went away under us: nothing to lose
+            log.debug("log follower for %s stopped: %s", stream, exc)
+
+    thread = threading.Thread(target=follow, name=f"follow-{stream}", daemon=True)
+    thread.start()
+    return thread
+
+
+def read_logs(
+    container: Any, limits: LogLimits, seen: Mapping[str, Seen] | None = None
+) -> tuple[LogRecord, ...]:
+    """The container's stored log: the last ``limits.total_bytes`` (and
+    ``MAX_LOG_LINES`` lines) of stdout and stderr in time order, each line cut
+    to ``limits.line_bytes``, after one line saying what was not stored.
+
+    Read as a stream, so memory stays near the limit however much was written;
+    ``seen`` (the followers' counts) adds the lines Docker itself rotated away.
+    """
+    readers = {
+        stream: container.logs(
+            stdout=stream == "stdout",
+            stderr=stream == "stderr",
+            stream=True,
+            follow=False,
+            timestamps=True,
+        )
+        for stream in STREAMS
+    }
+    read = {stream: Seen() for stream in STREAMS}
+    tail = _Tail(limits.total_bytes, MAX_LOG_LINES)
+    try:
+        merged = heapq.merge(
+            *(_counted(_records(chunks, s, limits), read[s]) for s, chunks in readers.items()),
+            key=lambda entry: entry[0].ts or datetime.min.replace(tzinfo=UTC),
+        )
+        for record, stored, full in merged:
+            tail.add(record, stored, full)
+    finally:
+        for chunks in readers.values():
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+    kept = [entry[0] for entry in tail.lines]
+    cut_lines, cut_bytes, exact = tail.cut_lines, tail.cut_bytes, True
+    for stream, counted in (seen or {}).items():
+        cut_lines += max(0, counted.lines - read[stream].lines)
+        cut_bytes += max(0, counted.bytes - read[stream].bytes)
+        exact = exact and counted.done
+    if cut_lines:
+        at_least = "" if exact else "at least "
+        kept.insert(
+            0,
+            LogRecord(
+                line=(
+                    f"[jobsys: {at_least}{cut_lines:,} earlier lines ({_size(cut_bytes)}) not "
+                    f"stored: a step's log keeps its last {_size(limits.total_bytes)} and "
+                    f"{MAX_LOG_LINES:,} lines (JOBSYS_DOCKER_MAX_LOG_BYTES)]"
+                ),
+                stream="system",
+                ts=kept[0].ts if kept else None,
+            ),
+        )
+    return tuple(kept)
+
+
+class _Tail:
+    """The last lines of a log within a byte and a line budget, counting what falls out."""
+
+    def __init__(self, max_bytes: int, max_lines: int) -> None:
+        self.max_bytes, self.max_lines = max_bytes, max_lines
+        self.lines: deque[tuple[LogRecord, int, int]] = deque()
+        self.bytes = 0
+        self.cut_lines = 0
+        self.cut_bytes = 0
+
+    def add(self, record: LogRecord, stored: int, full: int) -> None:
+        self.lines.append((record, stored, full))
+        self.bytes += stored
+        while self.bytes > self.max_bytes or len(self.lines) > self.max_lines:
+            _, dropped, dropped_full = self.lines.popleft()
+            self.bytes -= dropped
+            self.cut_lines += 1
+            self.cut_bytes += dropped_full
+
+
+def _counted(
+    entries: Iterable[tuple[LogRecord, int, int]], seen: Seen
+) -> Iterator[tuple[LogRecord, int, int]]:
+    for entry in entries:
+        seen.lines += 1
+        seen.bytes += entry[2]
+        yield entry
+    seen.done = True
+
+
+def _records(
+    chunks: Iterable[bytes], stream: str, limits: LogLimits
+) -> Iterator[tuple[LogRecord, int, int]]:
+    """Docker's ``<timestamp> <text>`` lines as records cut to ``limits.line_bytes``,
+    each with its stored and its full size in bytes."""
+    cut = limits.line_bytes
+    for raw, size in _split_lines(chunks, cut + TS_ROOM):
+        ts, _, text = raw.partition(b" ")
+        full = max(0, size - len(ts) - 1)
+        if full > cut:
+            line = (
+                text[:cut].decode("utf-8", errors="ignore")
+                + f" [jobsys: line cut at {cut:,} bytes; {full - cut:,} more not stored]"
+            )
+        else:
+            line = text.decode("utf-8", errors="replace")
+        when = _parse_ts(ts.decode("ascii", errors="replace"))
+        yield LogRecord(line=line, stream=stream, ts=when), min(full, cut), full
+
+
+def _split_lines(chunks: Iterable[bytes], keep: int) -> Iterator[tuple[bytes, int]]:
+    """The lines of a byte stream, each as its first ``keep`` bytes and its full
+    length: one line of a gigabyte (no newline ever) costs ``keep`` bytes here."""
+    head = bytearray()
+    size = 0
+    for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if len(head) < keep:
+                head += piece[: keep - len(head)]
+            size += len(piece)
+            if end < 0:
+                break
+            yield bytes(head), size
+            head, size = bytearray(), 0
+            start = end + 1
+    if size:
+        yield bytes(head), size
+
+
+def _size(n: int) -> str:
+    """``10 MiB``, ``185.5 KiB``, ``1,000 bytes``."""
+    for unit, scale in (("MiB", MIB), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{n:,} bytes"
+
+
+def _parse_ts(text: str) -> datetime:
+    # Docker writes RFC 3339 with nanoseconds; Python takes microseconds.
+    try:
+        head, _, frac = text.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+    except ValueError:
+        return datetime.now(UTC)
