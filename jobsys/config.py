@@ -30,6 +30,10 @@ class Settings:
     #: HMAC key for pickled payloads. Defaults to a key kept in ``<data_dir>/secret.key``
     #: so every local process agrees on it without configuration.
     secret_key: str = ""
+    #: Workers still run pickles signed before signatures named their job, step and
+    #: purpose (``jobsys-signed-v1``), so jobs queued before an upgrade finish.
+    #: Turn off once those have drained: then only bound signatures run.
+    accept_legacy_signatures: bool = True
     data_dir: str = ".jobsys"
     #: The catalog folder: one sub-folder per job template, each with a job.yaml.
     catalog_dir: str = "jobs"

@@ -3,7 +3,7 @@
 A value that survives a JSON round trip unchanged (``loads(dumps(v)) == v``)
 travels as itself. Anything else (tuples, sets, objects, NaN) travels as
 ``{"$pickle": ...}``: raw base64 between client and API, a signed blob (see
-``jobsys.signing``) inside jobsys. Each item's outcome is
+``jobsys.signing``) inside jobsys, bound to its purpose, job and step. Each item's outcome is
 ``{"ok": true, "value": ...}`` or ``{"ok": false, "error": {...}}``.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import cloudpickle
 
 from jobsys.errors import SignatureError, SpecError
-from jobsys.signing import Signer, b64decode, b64encode
+from jobsys.signing import Binding, Signer, b64decode, b64encode
 
 PICKLE_KEY = "$pickle"
 
@@ -53,7 +53,9 @@ def from_wire(obj: Any) -> Any:
 # -- service side: sign what an authorised caller sent ----------------------
 
 
-def sign_wire(obj: Any, signer: Signer, field: str) -> Any:
+def sign_wire(obj: Any, signer: Signer, field: str, binding: Binding) -> Any:
+    """A client's raw pickle signed for ``binding``; call only after the caller's
+    right to submit code was checked."""
     if not is_pickled(obj):
         return obj
     raw = obj[PICKLE_KEY]
@@ -63,35 +65,49 @@ def sign_wire(obj: Any, signer: Signer, field: str) -> Any:
         data = b64decode(raw)
     except SignatureError as exc:
         raise SpecError({field: "a $pickle value must be valid base64"}) from exc
-    return {PICKLE_KEY: signer.sign(data)}
+    return {PICKLE_KEY: signer.sign(data, binding)}
 
 
-def unsign_for_wire(obj: Any, signer: Signer) -> Any:
+def unsign_for_wire(obj: Any, signer: Signer, expect: Binding | None = None) -> Any:
+    """A stored envelope as raw base64 for a client, its signature checked (for
+    ``expect``, when given). Nothing is unpickled here."""
     if not is_pickled(obj):
         return obj
-    wire = {PICKLE_KEY: b64encode(signer.verify(obj[PICKLE_KEY]))}
+    wire = {PICKLE_KEY: b64encode(signer.verify(obj[PICKLE_KEY], expect))}
     if "repr" in obj:
         wire["repr"] = obj["repr"]
     return wire
 
 
+def resign(obj: Any, signer: Signer, source: Binding, target: Binding) -> Any:
+    """A stored envelope moved to a new job: verified for ``source``, signed for
+    ``target``. The caller has checked the new job's creator's rights."""
+    if not is_pickled(obj):
+        return obj
+    moved = {PICKLE_KEY: signer.resign(obj[PICKLE_KEY], source, target)}
+    if "repr" in obj:
+        moved["repr"] = obj["repr"]
+    return moved
+
+
 # -- worker side: verify, unpickle, and sign results -------------------------
 
 
-def decode(obj: Any, signer: Signer) -> Any:
+def decode(obj: Any, signer: Signer, expect: Binding, *, legacy: bool = True) -> Any:
+    """The value, unpickled only if its signature is good and names ``expect``."""
     if is_pickled(obj):
-        return signer.loads(obj[PICKLE_KEY])
+        return signer.loads(obj[PICKLE_KEY], expect, legacy=legacy)
     return obj
 
 
-def encode(value: Any, signer: Signer) -> Any:
+def encode(value: Any, signer: Signer, binding: Binding) -> Any:
     if _json_faithful(value):
         return value
-    return {PICKLE_KEY: signer.dumps(value), "repr": _short_repr(value)}
+    return {PICKLE_KEY: signer.dumps(value, binding), "repr": _short_repr(value)}
 
 
-def ok(value: Any, signer: Signer) -> dict[str, Any]:
-    return {"ok": True, "value": encode(value, signer)}
+def ok(value: Any, signer: Signer, binding: Binding) -> dict[str, Any]:
+    return {"ok": True, "value": encode(value, signer, binding)}
 
 
 def error(exc: BaseException) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from jobsys.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
 from jobsys.context import Context
 from jobsys.models import utcnow
 from jobsys.service.progress import LogRecord, TaskStart
+from jobsys.signing import Binding, Purpose
 from workers.context import worker_context
 from workers.execution import exclusive_run, gives_up
 
@@ -30,7 +31,13 @@ _functions: OrderedDict[str, Callable[[Any], Any]] = OrderedDict()
 _MAX_CACHED = 16
 
 
-def load_function(ctx: Context, step_id: str, ref: Any) -> Callable[[Any], Any]:
+def load_function(ctx: Context, job_id: str, step_id: str, ref: Any) -> Callable[[Any], Any]:
+    """The step's callable: an import path, or a pickle signed as the function of
+    exactly this job's step (checked before a byte is unpickled: a function
+    signed for another job, or an item or result blob, is refused).
+
+    ``job_id`` and ``step_id`` come from the database row of the task being
+    run, never from the message; ``ref`` is read from that step's own row."""
     if step_id in _functions:
         _functions.move_to_end(step_id)
         return _functions[step_id]
@@ -41,9 +48,15 @@ def load_function(ctx: Context, step_id: str, ref: Any) -> Callable[[Any], Any]:
             obj = getattr(obj, part)
         fn = obj
     else:
-        fn = envelope.decode(ref, ctx.signer)  # verifies the signature before unpickling
+        fn = envelope.decode(
+            ref,
+            ctx.signer,
+            Binding(Purpose.FUNCTION, job_id, step_id),
+            legacy=ctx.settings.accept_legacy_signatures,
+        )
     if not callable(fn):
-        raise TypeError(f"{ref!r} is not callable")
+        # Never the value itself: the message would carry the signed blob.
+        raise TypeError(f"the function of step {step_id} is not callable (a {type(fn).__name__})")
     _functions[step_id] = fn
     if len(_functions) > _MAX_CACHED:
         _functions.popitem(last=False)
@@ -110,18 +123,30 @@ def captured_output(
         err.close_lines()
 
 
-def run_chunk(fn: Callable[[Any], Any], items: list[Any], ctx: Context) -> list[dict[str, Any]]:
+def run_chunk(
+    fn: Callable[[Any], Any],
+    items: list[Any],
+    ctx: Context,
+    job_id: str,
+    step_id: str,
+) -> list[dict[str, Any]]:
     """Each item's outcome in order; an item that raises does not stop the others.
+
+    A pickled item runs only if it is signed as an item of this job's step, and
+    each pickled result is signed as a result of it.
 
     The chunk's soft time limit does: the item running when it passes fails with
     SoftTimeLimitExceeded, and the items after it are recorded as not run, so
     the chunk still reports (and its chord still calls back) before the hard
     limit would kill the process."""
+    as_item = Binding(Purpose.ITEMS, job_id, step_id)
+    as_result = Binding(Purpose.RESULT, job_id, step_id)
+    legacy = ctx.settings.accept_legacy_signatures
     outcomes = []
     for i, item in enumerate(items):
         try:
-            value = fn(envelope.decode(item, ctx.signer))
-            outcomes.append(envelope.ok(value, ctx.signer))
+            value = fn(envelope.decode(item, ctx.signer, as_item, legacy=legacy))
+            outcomes.append(envelope.ok(value, ctx.signer, as_result))
         except SoftTimeLimitExceeded as exc:
             outcomes.append(envelope.error(exc))
             skipped = SoftTimeLimitExceeded("not run: the chunk passed its soft time limit")
@@ -192,12 +217,12 @@ def _run_chunk_task(
 
     with captured_output(tag, on_line=live) as logs:
         try:
-            fn = load_function(ctx, step_id, begun.step_spec["function"])
+            fn = load_function(ctx, job_id, step_id, begun.step_spec["function"])
         except Exception as exc:
             failure = envelope.error(exc)
             outcomes = None
         else:
-            outcomes = run_chunk(fn, items, ctx)
+            outcomes = run_chunk(fn, items, ctx, job_id, step_id)
     if outcomes is None:
         # The function itself could not be loaded (bad signature, import error):
         # every item fails with that reason and the chunk is marked failed.

@@ -48,9 +48,11 @@ class Fired:
 
 
 def fire_due_schedules(ctx: Context, now: datetime | None = None) -> list[Fired]:
-    """Fire every enabled schedule whose next tick has come. A schedule that
-    cannot fire (its spec no longer passes, say) records a failed run and moves
-    on; a database error leaves its tick due for the next pass."""
+    """Fire every enabled schedule whose next tick has come. Each job is made as
+    its owner would submit it today (``schedule_job``: today's settings, the
+    owner's current role). A schedule that cannot fire (its spec no longer
+    passes, its owner was demoted or disabled) records a failed run naming why
+    and moves on; a database error leaves its tick due for the next pass."""
     now = now or utcnow()
     with ctx.sessions() as session:
         due = list(

@@ -29,6 +29,7 @@ from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, TaskInfo
+from jobsys.signing import Binding, Purpose
 from jobsys.specs import (
     DockerStep,
     FunctionStep,
@@ -63,32 +64,48 @@ def submit_job(
     return get_job(ctx, principal, job.id)
 
 
-def new_job(ctx: Context, principal: Principal, data: Any) -> Job:
+def new_job(
+    ctx: Context,
+    principal: Principal,
+    data: Any,
+    *,
+    right: Right = Right.SUBMIT,
+    code_owner: str | None = None,
+) -> Job:
     """A validated, unsaved job row with its steps, for a caller that stores it in
-    its own transaction (the scheduler stores it together with the tick it fires)."""
-    require(principal, Right.SUBMIT)
+    its own transaction (the scheduler stores it together with the tick it fires).
+
+    Every door that makes a job from a spec comes here, with today's settings and
+    the rights of the principal who creates the job: a new spec needs ``submit``;
+    one someone already vetted (a rerun, resume or run-now of a stored spec) needs
+    ``right`` (``rerun``) instead. Pickled code needs ``submit_code`` of the
+    creator either way: only a developer runs code. ``code_owner`` is who supplied
+    that code (a rerun keeps the first submitter); by default the creator."""
+    require(principal, right)
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         require(principal, Right.SUBMIT_CODE)
-    return _job_row(ctx, principal.name, spec)
+    return _job_row(ctx, principal.name, spec, code_owner=code_owner or principal.name)
 
 
 def build_job(ctx: Context, owner: str, data: Any) -> Job:
     """Like ``new_job`` for a spec that needs no ``submit`` right of its caller: a
-    rendered catalog template, which can hold no pickled code."""
+    rendered catalog template, which can hold no pickled code. ``owner`` (the
+    starter, or a schedule's owner) is also its ``code_owner``."""
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         raise SpecError({"steps": "a catalog template cannot carry pickled code"})
-    return _job_row(ctx, owner, spec)
+    return _job_row(ctx, owner, spec, code_owner=owner)
 
 
-def _job_row(ctx: Context, owner: str, spec: JobSpec) -> Job:
+def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str) -> Job:
     job = with_tags(
-        Job(id=new_id(), name=spec.name, owner=owner, code_owner=owner, spec=_public_spec(spec))
+        Job(
+            id=new_id(), name=spec.name, owner=owner, code_owner=code_owner, spec=_public_spec(spec)
+        )
     )
-    job.steps = [_step_row(ctx, i, step) for i, step in enumerate(spec.steps)]
-    for step in job.steps:
-        step.id = new_id()  # known before the flush, so the caller can publish it
+    # Ids first: the caller publishes by them, and each pickle is signed for its step.
+    job.steps = [_step_row(ctx, job.id, new_id(), i, step) for i, step in enumerate(spec.steps)]
     return job
 
 
@@ -126,16 +143,27 @@ def _public_spec(spec: JobSpec) -> dict[str, Any]:
     return data
 
 
-def _step_row(ctx: Context, position: int, step: DockerStep | FunctionStep) -> Step:
+def _step_row(
+    ctx: Context, job_id: str, step_id: str, position: int, step: DockerStep | FunctionStep
+) -> Step:
     stored = step_to_dict(step)
     if isinstance(step, DockerStep):
-        return Step(position=position, kind="docker", spec=stored, total_tasks=1)
+        return Step(id=step_id, position=position, kind="docker", spec=stored, total_tasks=1)
     path = f"steps[{position}]"
-    stored["function"] = sign_wire(step.function, ctx.signer, f"{path}.function")
-    items = [sign_wire(item, ctx.signer, f"{path}.items") for item in stored.pop("items")]
+    stored["function"] = sign_wire(
+        step.function,
+        ctx.signer,
+        f"{path}.function",
+        Binding(Purpose.FUNCTION, job_id, step_id),
+    )
+    for_items = Binding(Purpose.ITEMS, job_id, step_id)
+    items = [
+        sign_wire(item, ctx.signer, f"{path}.items", for_items) for item in stored.pop("items")
+    ]
     stored["chunk_size"] = chunk_size_for(step, ctx.settings)
     n_chunks = len(chunk_bounds(len(step.items), stored["chunk_size"]))
     return Step(
+        id=step_id,
         position=position,
         kind="function",
         spec=stored,

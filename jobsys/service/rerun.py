@@ -5,6 +5,15 @@ old job stopped: steps that completed are carried over with their results,
 and of the first function step that did not complete only the items that
 failed or never ran are sent again; the new job's results still read in item
 order, carried and fresh together.
+
+Either way the stored spec is checked again as a submission of it would be
+today (``new_job``): against today's settings (an image no longer on the
+allow-list is refused, naming the field), and with the rights of the principal
+who creates the new job. That is the rerunner: ``rerun`` for a spec someone
+with ``submit`` vetted, and ``submit_code`` when it carries pickled code,
+since only a developer runs code. The code's owner (who supplied it) stays the
+first submitter. Every pickle copied over, the function, the items and the
+carried results, is verified for the old job's step and signed for the new one.
 """
 
 from __future__ import annotations
@@ -15,15 +24,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from jobsys import envelope
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
-from jobsys.errors import DispatchError, NotFoundError, StateError
-from jobsys.models import Job, JobStatus, Step, StepItems, TaskRun, TaskState, utcnow
+from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
+from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
-from jobsys.service.jobs import get_job, log, with_tags
+from jobsys.service.jobs import get_job, log, new_job
 from jobsys.service.records import JobInfo
+from jobsys.signing import Binding, Purpose
 from jobsys.specs import chunk_bounds
 
 RESUMABLE = (JobStatus.FAILED.value, JobStatus.CANCELLED.value)
@@ -34,8 +45,7 @@ def rerun_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     require(principal, Right.RERUN)
     with ctx.sessions.begin() as session:
         old = _load(session, job_id)
-        new = _copy_job(session, old, principal)
-        new.steps = [_fresh_step(step) for step in old.steps]
+        new = _copy_job(ctx, session, old, principal)
         session.add(new)
     return _start(ctx, principal, new, new.steps[0].id, "job.rerun")
 
@@ -50,40 +60,31 @@ def resume_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
                 f"job {job_id} is {old.status}; only failed or cancelled jobs can be resumed "
                 "(rerun runs any job again from the start)"
             )
-        new = _copy_job(session, old, principal)
-        steps: list[Step] = []
-        rows: list[tuple[Step, list[TaskRun]]] = []  # task rows to attach once ids exist
+        new = _copy_job(ctx, session, old, principal)
+        rows: list[tuple[Step, list[TaskRun]]] = []  # task rows to attach once flushed
         resume_at: Step | None = None
-        for step in old.steps:
+        for step, new_step in zip(old.steps, new.steps, strict=True):
             if resume_at is not None:
-                steps.append(_fresh_step(step))
-                continue
+                continue  # runs afresh, as new_job made it
             if step.status == JobStatus.COMPLETED.value:
-                new_step = _carried_step(step)
-                rows.append(
-                    (
-                        new_step,
-                        [
-                            _row(r.item_start, r.item_stop, r.results, r)
-                            for r in _runs(session, step)
-                        ],
-                    )
-                )
+                _carry(step, new_step)
+                moved = [
+                    _row(r.item_start, r.item_stop, _moved(ctx, r.results, step, new_step), r)
+                    for r in _runs(session, step)
+                ]
+                rows.append((new_step, moved))
             else:
-                new_step = _fresh_step(step)
                 if step.kind == "function":
-                    rows.append((new_step, _resume_items(session, step, new_step)))
+                    rows.append((new_step, _resume_items(ctx, session, step, new_step)))
                 if step.kind == "docker" or new_step.spec["ranges"]:
                     resume_at = new_step
                 else:  # every item had succeeded; only the gather was missing
                     new_step.status = JobStatus.COMPLETED.value
                     new_step.finished_at = utcnow()
-            steps.append(new_step)
-        new.steps = steps
         if resume_at is None:
             new.status, new.finished_at = JobStatus.COMPLETED.value, utcnow()
         session.add(new)
-        session.flush()  # ids for the task rows
+        session.flush()
         for new_step, task_rows in rows:
             for row in task_rows:
                 row.job_id, row.step_id = new.id, new_step.id
@@ -100,56 +101,89 @@ def _load(session: Session, job_id: str) -> Job:
     return job
 
 
-def _copy_job(session: Session, old: Job, principal: Principal) -> Job:
+def _copy_job(ctx: Context, session: Session, old: Job, principal: Principal) -> Job:
+    """The old job's spec as a new, unsaved job: checked today, signed for the new ids."""
     require_job_action(session, principal, old, "restart")
-    return with_tags(
-        Job(
-            name=old.name,
-            owner=principal.name,
-            # The code is still the first submitter's: clients trust results by it.
-            code_owner=old.code_owner or old.owner,
-            spec=old.spec,
-            rerun_of=old.id,
-            template=old.template,
-            variables=old.variables,
-        )
+    new = new_job(
+        ctx,
+        principal,
+        stored_spec(ctx, old),
+        right=Right.RERUN,
+        # The code is still the first submitter's: clients trust results by it.
+        code_owner=old.code_owner or old.owner,
     )
+    new.rerun_of, new.template, new.variables = old.id, old.template, old.variables
+    for step in new.steps:
+        step.job_id = new.id  # set before the flush: carried results are signed for it
+    return new
 
 
-def _fresh_step(step: Step) -> Step:
-    spec = {k: v for k, v in step.spec.items() if k != "ranges"}
-    fresh = Step(
-        position=step.position,
-        kind=step.kind,
-        spec=spec,
-        total_tasks=step.total_tasks,
-        total_items=step.total_items,
-    )
-    if step.kind == "function":
-        fresh.total_tasks = len(chunk_bounds(step.total_items, spec["chunk_size"]))
-        fresh.payload = StepItems(items=list(step.payload.items if step.payload else []))
-    return fresh
+def stored_spec(ctx: Context, job: Job) -> dict[str, Any]:
+    """The job's spec as its submitter sent it: each pickle verified for its place
+    in this job and handed back as raw base64, ready to be checked and signed anew.
+
+    A pickle that fails its check (altered, or moved from another job or use) is
+    refused as a SpecError naming the field; the blob itself is never quoted."""
+    data = {k: v for k, v in job.spec.items() if k != "steps"}
+    steps = []
+    for step in job.steps:
+        # The job's spec is as submitted (a chunk size left out stays left out, to be
+        # chosen afresh); only the pickles and items it summarises come from the step.
+        raw = dict(job.spec["steps"][step.position])
+        if step.kind == "function":
+            path = f"steps[{step.position}]"
+            function = Binding(Purpose.FUNCTION, job.id, step.id)
+            raw["function"] = _unsigned(ctx, step.spec["function"], function, f"{path}.function")
+            items = Binding(Purpose.ITEMS, job.id, step.id)
+            stored = step.payload.items if step.payload else []
+            raw["items"] = [_unsigned(ctx, item, items, f"{path}.items") for item in stored]
+        steps.append(raw)
+    data["steps"] = steps
+    return data
 
 
-def _carried_step(step: Step) -> Step:
-    carried = Step(
-        position=step.position,
-        kind=step.kind,
-        spec=step.spec,
-        status=JobStatus.COMPLETED.value,
-        total_tasks=step.total_tasks,
-        done_tasks=step.done_tasks,
-        total_items=step.total_items,
-        failed_items=step.failed_items,
-        attempts=step.attempts,
-        exit_code=step.exit_code,
-        dispatched_at=step.dispatched_at,
-        started_at=step.started_at,
-        finished_at=step.finished_at,
-    )
-    if step.payload is not None:  # so that a rerun of the new job has the items too
-        carried.payload = StepItems(items=list(step.payload.items))
-    return carried
+def _unsigned(ctx: Context, obj: Any, binding: Binding, field: str) -> Any:
+    try:
+        return envelope.unsign_for_wire(obj, ctx.signer, binding)
+    except SignatureError as exc:
+        raise SpecError({field: f"{exc.message}; this job cannot be run again"}) from exc
+
+
+def _moved(ctx: Context, results: Any, old: Step, new: Step) -> list[Any] | None:
+    """Carried outcomes with their pickled values signed for the new job's step."""
+    if results is None:
+        return None
+    source = Binding(Purpose.RESULT, old.job_id, old.id)
+    target = Binding(Purpose.RESULT, new.job_id, new.id)
+    moved = []
+    for outcome in results:
+        if outcome and outcome.get("ok"):
+            try:
+                value = envelope.resign(outcome["value"], ctx.signer, source, target)
+            except SignatureError as exc:
+                raise SpecError(
+                    {f"steps[{old.position}].results": f"{exc.message}; rerun the job instead"}
+                ) from exc
+            outcome = {**outcome, "value": value}
+        moved.append(outcome)
+    return moved
+
+
+def _carry(old: Step, new: Step) -> None:
+    """Give a new step the state of the completed step it stands for."""
+    new.status = JobStatus.COMPLETED.value
+    for name in (
+        "total_tasks",
+        "done_tasks",
+        "total_items",
+        "failed_items",
+        "attempts",
+        "exit_code",
+        "dispatched_at",
+        "started_at",
+        "finished_at",
+    ):
+        setattr(new, name, getattr(old, name))
 
 
 def _runs(session: Session, step: Step) -> list[TaskRun]:
@@ -177,7 +211,7 @@ def _row(start: int, stop: int, results: Any, like: TaskRun) -> TaskRun:
     )
 
 
-def _resume_items(session: Session, old: Step, new: Step) -> list[TaskRun]:
+def _resume_items(ctx: Context, session: Session, old: Step, new: Step) -> list[TaskRun]:
     """Carry the items that succeeded; plan chunks for the rest.
 
     Returns the carried rows (contiguous runs of succeeded items) and writes
@@ -203,7 +237,7 @@ def _resume_items(session: Session, old: Step, new: Step) -> list[TaskRun]:
         if ok:
             like = source[i]
             assert like is not None
-            carried.append(_row(i, j, outcomes[i:j], like))
+            carried.append(_row(i, j, _moved(ctx, outcomes[i:j], old, new), like))
         else:
             todo.extend([i + a, i + b] for a, b in chunk_bounds(j - i, size))
         i = j

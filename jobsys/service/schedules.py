@@ -5,8 +5,14 @@ transaction, and beat reads only that column; so beat notices a new, edited,
 disabled or deleted schedule on its next pass, within a second, without a restart.
 
 Pickled values in a schedule's job spec are stored signed, as they are on a
-job's steps: whoever can write to the database still cannot make beat submit
-code nobody with the right signed.
+job's steps, and bound to this schedule: whoever can write to the database
+still cannot make beat submit code nobody with the right signed, nor move a
+blob from a job or another schedule into this one.
+
+A schedule acts for its owner as they are *now* (``schedule_principal``):
+each firing and each run-now checks its spec against today's settings and the
+owner's current role, so a demoted or disabled owner's schedule records a
+failed run (and a run-now is refused) instead of starting a job.
 """
 
 from __future__ import annotations
@@ -21,13 +27,15 @@ from sqlalchemy.orm import Session
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
-from jobsys.errors import NotFoundError, SpecError
-from jobsys.models import Job, Schedule, ScheduleRun, utcnow
+from jobsys.errors import NotFoundError, PermissionDenied, SignatureError, SpecError
+from jobsys.models import Job, Schedule, ScheduleRun, Token, User, new_id, utcnow
 from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
 from jobsys.service.audit import record
 from jobsys.service.catalog import lookup_template, new_template_job
 from jobsys.service.jobs import get_job, new_job, publish_job
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
+from jobsys.service.users import ROLE_ORDER
+from jobsys.signing import Binding, Purpose
 from jobsys.timing import Timing
 
 MAX_RUNS_PAGE = 500
@@ -41,8 +49,8 @@ def create_schedule(
 ) -> ScheduleInfo:
     require(principal, Right.SCHEDULE)
     parsed = parse_schedule(data)
-    row = Schedule(name=parsed.name, owner=principal.name)
-    _apply(ctx, principal, row, parsed, _checked_spec(ctx, principal, parsed))
+    row = Schedule(id=new_id(), name=parsed.name, owner=principal.name)  # pickles bind to the id
+    _apply(ctx, principal, row, parsed, _checked_spec(ctx, principal, parsed, row.id))
     row.next_fire_at = parsed.timing.next_after(now or utcnow()) if parsed.enabled else None
     with ctx.sessions() as session:
         try:
@@ -68,7 +76,7 @@ def update_schedule(
                 parsed = merge_patch(_spec_of(row), patch)
                 stored = row.spec
                 if {"spec", "template", "variables"} & set(patch):
-                    stored = _checked_spec(ctx, principal, parsed, session)
+                    stored = _checked_spec(ctx, principal, parsed, row.id, session)
                 _apply(ctx, principal, row, parsed, stored)
                 if _TIMING_FIELDS & set(patch):
                     moment = now or utcnow()
@@ -127,12 +135,17 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
     """Start the schedule's job now, as the schedule would; its next tick stays.
 
     Needs the ``rerun`` right, not ``submit``: an operator may start a job that
-    someone allowed to schedule it has already vetted.
+    someone allowed to schedule it has already vetted. The job is made as a
+    firing makes it (today's settings, the owner's current role), and a spec
+    with pickled code also needs the caller's ``submit_code``: only a developer
+    runs code, whoever vetted it. A refusal creates nothing.
     """
     require(principal, Right.RERUN)
     moment = utcnow()
     with ctx.sessions.begin() as session:
         row = _find(session, ref, lock=True)
+        if row.spec is not None and _has_pickles(row.spec):
+            require(principal, Right.SUBMIT_CODE)
         job = schedule_job(ctx, session, row)
         job.owner = principal.name
         session.add(job)
@@ -152,33 +165,90 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
     return get_job(ctx, principal, job.id)
 
 
-def schedule_principal(row: Schedule) -> Principal:
-    """Who a schedule's jobs are submitted as: its owner, with the role they had
-    when they last saved it (so a developer's schedule may carry code)."""
-    return Principal(name=row.owner, role=row.owner_role)
+def schedule_principal(session: Session, row: Schedule) -> Principal:
+    """Who a schedule's jobs are submitted as: its owner with their role *now*,
+    never more than the role they had when they last saved it.
+
+    - An owner who is a user acts with that user's current role; a disabled
+      user's schedule cannot start jobs.
+    - An owner who is a service token (a token with no user; its name is the
+      owner) acts with the highest role among that name's live tokens; once
+      every one is revoked or expired, the schedule cannot start jobs.
+    - An owner that is neither was never a credential anyone outside jobsys
+      holds (``system``, the local CLI): code running with jobsys's own
+      settings. It keeps the role it saved with.
+
+    Raises PermissionDenied naming why the owner cannot act.
+    """
+    user = session.scalar(select(User).where(User.name == row.owner))
+    if user is not None:
+        if user.disabled_at is not None:
+            raise _owner_cannot(row, f"its owner {row.owner} is disabled")
+        return Principal(name=row.owner, role=_lesser(row.owner_role, user.role), source="schedule")
+    tokens = list(
+        session.execute(
+            select(Token.role, Token.revoked_at, Token.expires_at).where(
+                Token.name == row.owner, Token.user_id.is_(None)
+            )
+        )
+    )
+    if not tokens:
+        return Principal(name=row.owner, role=row.owner_role, source="schedule")
+    now = utcnow()
+    live = [
+        role for role, revoked, expires in tokens if revoked is None and not _past(expires, now)
+    ]
+    if not live:
+        raise _owner_cannot(row, f"every token of its owner {row.owner} is revoked or expired")
+    best = max(live, key=_rank)
+    return Principal(name=row.owner, role=_lesser(row.owner_role, best), source="schedule")
 
 
 def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
-    """An unsaved job for one run of the schedule, as its owner would submit it."""
-    owner = schedule_principal(row)
-    if row.template is not None:
-        template = lookup_template(session, row.template)
-        return new_template_job(ctx, owner, template, row.variables or {})
+    """An unsaved job for one run of the schedule, as its owner would submit it
+    today; the owner is also the job's ``code_owner``."""
+    owner = schedule_principal(session, row)
+    try:
+        if row.template is not None:
+            template = lookup_template(session, row.template)
+            return new_template_job(ctx, owner, template, row.variables or {})
+        assert row.spec is not None
+        return new_job(ctx, owner, wire_spec(ctx, row), code_owner=owner.name)
+    except PermissionDenied as exc:
+        raise PermissionDenied(
+            exc.right,
+            owner.role,
+            f"schedule {row.name!r} runs as its owner {owner.name}, whose role is now "
+            f"'{owner.role}': {exc.message}",
+        ) from exc
+
+
+def wire_spec(ctx: Context, row: Schedule) -> dict[str, Any]:
+    """The stored spec as a client would send it: signatures checked (for this
+    schedule) and removed. A tampered or moved pickle is a SpecError naming its
+    field, raised before anything is submitted."""
     assert row.spec is not None
-    return new_job(ctx, owner, wire_spec(ctx, row.spec))
 
+    def unsign(obj: Any, field: str, purpose: Purpose, position: int) -> Any:
+        binding = Binding.for_schedule(purpose, row.id, position)
+        try:
+            return unsign_for_wire(obj, ctx.signer, binding)
+        except SignatureError as exc:
+            raise SpecError({field: f"{exc.message}; save the schedule's spec again"}) from exc
 
-def wire_spec(ctx: Context, stored: dict[str, Any]) -> dict[str, Any]:
-    """The stored spec as a client would send it: signatures checked and removed.
-    A tampered pickle raises SignatureError here, before anything is submitted."""
-    return _map_pickles(stored, lambda obj, _field: unsign_for_wire(obj, ctx.signer))
+    return _map_pickles(row.spec, unsign)
 
 
 def _checked_spec(
-    ctx: Context, principal: Principal, parsed: ScheduleSpec, session: Session | None = None
+    ctx: Context,
+    principal: Principal,
+    parsed: ScheduleSpec,
+    schedule_id: str,
+    session: Session | None = None,
 ) -> dict[str, Any] | None:
     """Check what the schedule runs as a start by ``principal`` would be checked, and
-    return the spec to store (its pickles signed), or None for a template.
+    return the spec to store (its pickles signed for this schedule), or None for a
+    template.
 
     Inside a caller's transaction, pass its ``session``: on SQLite a second one
     would wait on the first's write lock until the busy timeout (30 s) gave up."""
@@ -194,36 +264,87 @@ def _checked_spec(
         new_template_job(ctx, principal, template, parsed.variables)
         return None
     assert parsed.spec is not None
-    return _sign_spec(ctx, principal, parsed.spec)
+    return _sign_spec(ctx, principal, parsed.spec, schedule_id)
 
 
-def _sign_spec(ctx: Context, principal: Principal, spec: dict[str, Any]) -> dict[str, Any]:
+def _sign_spec(
+    ctx: Context, principal: Principal, spec: dict[str, Any], schedule_id: str
+) -> dict[str, Any]:
     """Check the job spec as a submission by ``principal`` would be, then keep it
-    with its pickles signed."""
+    with its pickles signed for this schedule."""
     try:
         new_job(ctx, principal, spec)
     except SpecError as exc:
         raise SpecError({f"spec.{k}": v for k, v in exc.fields.items()}) from exc
-    return _map_pickles(spec, lambda obj, field: sign_wire(obj, ctx.signer, field))
+
+    def sign(obj: Any, field: str, purpose: Purpose, position: int) -> Any:
+        return sign_wire(
+            obj, ctx.signer, field, Binding.for_schedule(purpose, schedule_id, position)
+        )
+
+    return _map_pickles(spec, sign)
 
 
 def _map_pickles(spec: dict[str, Any], convert: Any) -> dict[str, Any]:
+    """``spec`` with ``convert(value, field, purpose, position)`` applied to each
+    function and item of its function steps."""
     steps = []
     for i, step in enumerate(spec.get("steps", [])):
         step = dict(step)
         if step.get("kind") == "function":
-            step["function"] = convert(step.get("function"), f"spec.steps[{i}].function")
+            path = f"spec.steps[{i}]"
+            step["function"] = convert(
+                step.get("function"), f"{path}.function", Purpose.FUNCTION, i
+            )
             if isinstance(step.get("items"), list):
-                step["items"] = [convert(x, f"spec.steps[{i}].items") for x in step["items"]]
+                step["items"] = [
+                    convert(x, f"{path}.items", Purpose.ITEMS, i) for x in step["items"]
+                ]
         steps.append(step)
     return {**spec, "steps": steps}
+
+
+def _has_pickles(stored: dict[str, Any]) -> bool:
+    found: list[bool] = []
+
+    def note(obj: Any, *_: Any) -> Any:
+        found.append(is_pickled(obj))
+        return obj
+
+    _map_pickles(stored, note)
+    return any(found)
+
+
+def _rank(role: str) -> int:
+    return ROLE_ORDER.index(role) if role in ROLE_ORDER else -1
+
+
+def _lesser(first: str, second: str) -> str:
+    return min(first, second, key=_rank)
+
+
+def _past(moment: datetime | None, now: datetime) -> bool:
+    if moment is None:
+        return False
+    if moment.tzinfo is None and now.tzinfo is not None:
+        moment = moment.replace(tzinfo=now.tzinfo)
+    return moment <= now
+
+
+def _owner_cannot(row: Schedule, why: str) -> PermissionDenied:
+    return PermissionDenied(
+        Right.SCHEDULE.value,
+        row.owner_role,
+        f"schedule {row.name!r} cannot start jobs: {why} (an admin who saves it "
+        "again becomes its owner)",
+    )
 
 
 def _public_spec(stored: dict[str, Any] | None) -> dict[str, Any] | None:
     if stored is None:
         return None
 
-    def summary(obj: Any, _field: str) -> Any:
+    def summary(obj: Any, *_: Any) -> Any:
         return "<pickled value>" if is_pickled(obj) else obj
 
     return _map_pickles(stored, summary)

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import cloudpickle
 import pytest
 from sqlalchemy import func, select, update
 
 from jobsys import service
-from jobsys.auth import Principal
+from jobsys.auth import SYSTEM, Principal
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
@@ -268,3 +269,78 @@ def test_retention_forgets_only_old_finished_work(ctx: Context) -> None:
     with pytest.raises(NotFoundError):
         service.get_job(ctx, ADMIN, old or "")
     assert service.get_job(ctx, ADMIN, running[0].job_id or "").status == "running"
+
+
+def owner_user(ctx: Context, name: str = "olga", role: str = "admin") -> Principal:
+    """A schedule owner who is a real user, as one signed in (or a token of theirs) is."""
+    service.add_user(ctx, SYSTEM, name=name, password="a-long-password", role=role)
+    return Principal(name, role)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"role": "operator"}, "whose role is now 'operator': the 'submit' right is needed"),
+        ({"disabled": True}, "its owner olga is disabled"),
+        ({"role": "developer"}, None),  # still enough for what the schedule runs
+    ],
+)
+def test_a_schedule_fires_with_its_owners_current_role(
+    ctx: Context, dispatcher: MemoryDispatcher, change: dict[str, object], why: str | None
+) -> None:
+    olga = owner_user(ctx)
+    service.create_schedule(ctx, olga, every(10, overlap="allow"), now=T0)
+    first = service.fire_due_schedules(ctx, T0 + timedelta(seconds=10))[0]
+    assert first.outcome == "submitted"
+    assert service.get_job(ctx, ADMIN, first.job_id or "").code_owner == "olga"
+    service.update_user(ctx, SYSTEM, "olga", **change)  # type: ignore[arg-type]
+    second = service.fire_due_schedules(ctx, T0 + timedelta(seconds=20))[0]
+    if why is None:
+        assert second.outcome == "submitted"
+        return
+    assert second.outcome == "failed" and second.job_id is None
+    assert why in (runs(ctx, "every-10")[-1].note or "")
+    assert count(ctx, Job) == 1 and len(dispatcher.published) == 1
+    # Run now is refused for the same reason, and records nothing.
+    with pytest.raises(PermissionDenied) as caught:
+        service.run_schedule_now(ctx, ADMIN, "every-10")
+    assert why in caught.value.message
+    assert count(ctx, Job) == 1 and count(ctx, ScheduleRun) == 2
+
+
+def test_a_demoted_owners_code_schedule_stops_and_a_template_one_needs_start(
+    ctx: Context, tmp_path: Path
+) -> None:
+    olga = owner_user(ctx)
+    fn = {"$pickle": b64encode(cloudpickle.dumps(abs))}
+    code = {"name": "m", "steps": [{"kind": "function", "function": fn, "items": [-1]}]}
+    service.create_schedule(ctx, olga, {**every(10), "name": "code", "spec": code}, now=T0)
+    (folder := tmp_path / "catalog" / "hello").mkdir(parents=True)
+    (folder / "job.yaml").write_text(
+        "steps: [{kind: docker, image: jobsys/busybox:local, command: [echo, hi]}]\n"
+    )
+    service.reload_catalog(ctx, ADMIN, folder.parent)
+    service.create_schedule(
+        ctx, olga, {"name": "tpl", "interval_s": 10, "template": "hello"}, now=T0
+    )
+    service.update_user(ctx, SYSTEM, "olga", role="operator")
+    fired = {f.schedule: f for f in service.fire_due_schedules(ctx, T0 + timedelta(seconds=10))}
+    assert fired["code"].outcome == "failed" and fired["tpl"].outcome == "submitted"
+    template_job = service.get_job(ctx, ADMIN, fired["tpl"].job_id or "")
+    assert template_job.code_owner == "olga" and template_job.owner == "olga"
+    service.update_user(ctx, SYSTEM, "olga", role="viewer")
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).values(status=JobStatus.COMPLETED.value))
+    fired = {f.schedule: f for f in service.fire_due_schedules(ctx, T0 + timedelta(seconds=20))}
+    assert fired["tpl"].outcome == "failed"
+    assert "'start' right is needed" in (runs(ctx, "tpl")[-1].note or "")
+
+
+def test_a_service_tokens_schedule_stops_when_its_tokens_are_revoked(ctx: Context) -> None:
+    service.create_token(ctx, SYSTEM, name="ci", role="admin")
+    service.create_schedule(ctx, Principal("ci", "admin"), every(10, overlap="allow"), now=T0)
+    assert service.fire_due_schedules(ctx, T0 + timedelta(seconds=10))[0].outcome == "submitted"
+    (token,) = service.list_tokens(ctx, SYSTEM)
+    service.revoke_token(ctx, SYSTEM, token.id)
+    assert service.fire_due_schedules(ctx, T0 + timedelta(seconds=20))[0].outcome == "failed"
+    assert "every token of its owner ci is revoked" in (runs(ctx, "every-10")[-1].note or "")
