@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -14,7 +15,7 @@ from jobsys import cli_jobs
 from jobsys.cli_catalog import catalog, start
 from jobsys.cli_db import db
 from jobsys.cli_schedules import schedules
-from jobsys.cli_users import users
+from jobsys.cli_users import DURATION, users
 from jobsys.config import Settings
 from jobsys.errors import (
     AuthError,
@@ -137,18 +138,32 @@ def token() -> None:
 )
 @click.option("--name", default=None, help="A label for the token (default: the role).")
 @click.option("--user", default=None, help="The user the token acts for (at most their role).")
+@click.option(
+    "--expires-in",
+    "expires_in_s",
+    type=DURATION,
+    default=None,
+    help="Refuse the token after this long: 90d, 12h, 30m, 2w (default: never).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def token_create(role: str, name: str | None, user: str | None, as_json: bool) -> None:
+def token_create(
+    role: str, name: str | None, user: str | None, expires_in_s: int | None, as_json: bool
+) -> None:
     """Create a token in the configured database and print it (it is shown only once)."""
     from jobsys import service
     from jobsys.cli_users import CLI_ADMIN
     from jobsys.runtime import build_context
 
     issued = service.create_token(
-        build_context(), CLI_ADMIN, name=name or user or role, role=role, user=user
+        build_context(),
+        CLI_ADMIN,
+        name=name or user or role,
+        role=role,
+        user=user,
+        expires_in_s=expires_in_s,
     )
     if as_json:
-        click.echo(json.dumps({"name": issued.name, "role": issued.role, "token": issued.token}))
+        click.echo(json.dumps(issued.to_dict()))
     else:
         click.echo(issued.token)
 
@@ -165,9 +180,20 @@ def token_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([t.to_dict() for t in found]))
         return
+    click.echo(
+        f"{'ID':>5}  {'KEY ID':<12}  {'ROLE':<10} {'NAME':<24} {'STATE':<8} "
+        f"{'LAST USED':<17} EXPIRES"
+    )
     for t in found:
-        state = "revoked" if t.revoked else "active"
-        click.echo(f"{t.id:>5}  {t.key_id}  {t.role:<10} {t.name:<24} {state}")
+        click.echo(
+            f"{t.id:>5}  {t.key_id:<12}  {t.role:<10} {t.name:<24} {t.state:<8} "
+            f"{_minute(t.last_used_at):<17} {_minute(t.expires_at) if t.expires_at else 'never'}"
+        )
+
+
+def _minute(moment: datetime | None) -> str:
+    """A UTC time to the minute (last use is only kept that exactly), or a dash."""
+    return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
 
 
 @token.command("revoke")

@@ -15,6 +15,26 @@ ROLES = click.Choice(list(ROLE_RIGHTS))
 CLI_ADMIN = Principal("cli", "admin", "cli")
 
 
+class Duration(click.ParamType):
+    """A length of time as people type it: ``90d``, ``12h``, ``30m``, ``2w`` or
+    plain seconds; converted to whole seconds."""
+
+    name = "duration"
+    UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        number, unit = (text[:-1], text[-1]) if text[-1:] in self.UNITS else (text, "s")
+        if not number.isdigit() or int(number) == 0:
+            self.fail(f"{value!r} is not a duration: give e.g. 90d, 12h, 30m, 2w or seconds")
+        return int(number) * self.UNITS[unit]
+
+
+DURATION = Duration()
+
+
 def _ctx() -> Any:
     from jobsys.runtime import build_context
 

@@ -113,6 +113,23 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir)
+    #: Hours a signed-in page session lasts (it also ends on sign-out, and when
+    #: its user's password or role changes).
+    session_hours: float = 12.0
+    #: Seconds a form's CSRF token stays valid; a page left open longer is reloaded.
+    csrf_time_limit_s: int = 4 * 3600
+    #: Behind a reverse proxy: trust its X-Forwarded-For/-Proto/-Host (one hop), so
+    #: sign-in throttling sees the client's address and https is recognised.
+    trust_proxy: bool = False
+    #: ``auto``: session cookies are Secure when the request came over https (directly,
+    #: or per X-Forwarded-Proto when trust_proxy is set); ``always``; ``never``.
+    secure_cookies: str = "auto"
+    #: Failed sign-ins for one name, or from one address, within sign_in_window_s
+    #: after which sign-in answers 429 until the window ends.
+    sign_in_max_failures: int = 5
+    sign_in_window_s: int = 15 * 60
+    #: Password hashes one web process computes at once; more sign-ins are refused (429).
+    sign_in_hash_slots: int = 4
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jobsys.config import Settings
 from jobsys.context import Context
+from jobsys.errors import ConfigError
 
 
 def create_app(settings: Settings | None = None, context: Context | None = None) -> Flask:
@@ -28,6 +31,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         views,
     )
 
+    from webui.principal import SessionCookies
     if context is None:
         context = build_context(settings)
         _load_catalog(context)
@@ -40,9 +44,17 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         MAX_CONTENT_LENGTH=context.settings.max_payload_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        WTF_CSRF_TIME_LIMIT=None,
+        # The cookie outlives the browser no longer than the session row it names.
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=context.settings.session_hours),
+        JOBSYS_SECURE_COOKIES=_secure_cookies(context.settings.secure_cookies),
+        WTF_CSRF_TIME_LIMIT=context.settings.csrf_time_limit_s or None,
     )
     app.extensions["jobsys"] = context
+    app.session_interface = SessionCookies()
+    if context.settings.trust_proxy:
+        # One proxy hop: its X-Forwarded-For is the client's address (what sign-in
+        # throttling counts) and X-Forwarded-Proto says whether it was https.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     csrf = CSRFProtect(app)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, not cookies
     # Flower's own pages post without our token; the Lax session cookie is not sent
@@ -65,6 +77,14 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
 
 def _format_dt(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+def _secure_cookies(mode: str) -> str:
+    if mode not in ("auto", "always", "never"):
+        raise ConfigError(
+            f"JOBSYS_SECURE_COOKIES={mode!r}: use auto (Secure over https), always or never"
+        )
+    return mode
+
+
 
 
 def _format_eta(seconds: float) -> str:

@@ -206,15 +206,18 @@ def revoke_token(token_id: int) -> tuple[str, int]:
 @needs(Right.ADMIN)
 def create_token() -> tuple[Response, int]:
     body = json_body()
-    if not isinstance(body, dict) or set(body) - {"name", "role"}:
-        raise SpecError({"body": "send an object with 'name' and 'role'"})
+    if not isinstance(body, dict) or set(body) - {"name", "role", "expires_in_s"}:
+        raise SpecError(
+            {"body": "send an object with 'name' and 'role' (and 'expires_in_s' if it expires)"}
+        )
     issued = service.create_token(
         context(),
         api_principal(),
         name=text_field(body, "name") or "",
         role=text_field(body, "role") or "",
+        expires_in_s=body.get("expires_in_s"),
     )
-    return jsonify({"name": issued.name, "role": issued.role, "token": issued.token}), 201
+    return jsonify(issued.to_dict()), 201
 
 
 @bp.post("/schedules")

@@ -1,5 +1,6 @@
-"""Who is calling: a bearer token for the API, the signed session for pages;
-and ``needs``, the right each route declares and checks before anything else."""
+"""Who is calling: a bearer token for the API, the signed session cookie (which
+holds only a web session's reference) for pages; and ``needs``, the right each
+route declares and checks before anything else."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import current_app, g, request, session
+from flask import Flask, current_app, g, has_request_context, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from jobsys import service
 from jobsys.auth import Principal, Right, require
@@ -39,15 +41,28 @@ def api_principal() -> Principal:
     return principal
 
 
+#: The session cookie's key for the web session's reference (see jobsys.service.web_sessions).
+SESSION_KEY = "ref"
+
+
 def page_principal() -> Principal:
     """The signed-in user of an HTML page; Unauthenticated sends them to /login."""
     if "principal" not in g:
-        if session.get("user"):
-            g.principal = service.user_principal(context(), session["user"], source=source())
-        else:
-            g.principal = service.authenticate(context(), session.get("token"), source=source())
+        g.principal = service.session_principal(
+            context(), session.get(SESSION_KEY), source=source()
+        )
     principal: Principal = g.principal
     return principal
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookie sessions, marked ``Secure`` per request when
+    ``JOBSYS_SECURE_COOKIES=auto`` and the request came over https (which,
+    with ``JOBSYS_TRUST_PROXY``, includes ``X-Forwarded-Proto: https``)."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        mode = app.config["JOBSYS_SECURE_COOKIES"]
+        return mode == "always" or (mode == "auto" and has_request_context() and request.is_secure)
 
 
 def current_principal() -> Principal:

@@ -4,9 +4,10 @@ through the same service functions as the API and work without JavaScript."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
@@ -20,7 +21,15 @@ from jobsys.service.records import ResultStream
 from jobsys.specs import docker_step_from_form
 from webui.charts import hourly_chart
 from webui.errors import error_response, status_for
-from webui.principal import PUBLIC, context, current_principal, needs, page_principal, source
+from webui.principal import (
+    PUBLIC,
+    SESSION_KEY,
+    context,
+    current_principal,
+    needs,
+    page_principal,
+    source,
+)
 from webui.stream import event_response
 
 bp = Blueprint("views", __name__)
@@ -51,32 +60,35 @@ def dashboard() -> str:
 @bp.route("/login", methods=["GET", "POST"])
 @needs(PUBLIC)
 def login() -> Any:
-    """Sign in with a name and password, or with an API token."""
-    error = None
+    """Sign in with a name and password, or with an API token. The cookie gets a
+    web session's reference, never the token (see jobsys.service.web_sessions)."""
+    error, status, headers = None, 200, {}
     if request.method == "POST":
-        name = (request.form.get("name") or "").strip()
-        token = (request.form.get("token") or "").strip()
         try:
-            if name:
-                service.sign_in(
-                    context(), name, request.form.get("password") or "", source=source()
-                )
-            else:
-                service.authenticate(context(), token, source=source())
+            started = service.start_web_session(
+                context(),
+                name=(request.form.get("name") or "").strip(),
+                password=request.form.get("password") or "",
+                token=(request.form.get("token") or "").strip(),
+                source=source(),
+            )
+        except service.SignInThrottled as exc:
+            error, status = exc.message, 429
+            headers["Retry-After"] = str(exc.retry_after_s)
         except Unauthenticated as exc:
-            error = exc.message
-            if not name:
-                service.record(context(), None, "login", "token", outcome="denied", source=source())
+            error, status = exc.message, 401
         else:
-            session.clear()
-            session["user" if name else "token"] = name or token
+            session.clear()  # a new session (and CSRF token) for the signed-in user
+            session.permanent = True  # the cookie lasts as long as the session row
+            session[SESSION_KEY] = started.reference
             return redirect(_local(request.args.get("next")) or url_for("views.dashboard"))
-    return render_template("login.html", error=error), 401 if error else 200
+    return render_template("login.html", error=error), status, headers
 
 
 @bp.post("/logout")
 @needs(PUBLIC)
 def logout() -> Response:
+    service.end_web_session(context(), session.get(SESSION_KEY))
     session.clear()
     return redirect(url_for("views.login"))
 
@@ -206,10 +218,36 @@ def resume(job_id: str) -> Response:
 
 
 def _local(target: str | None) -> str | None:
-    """Only local paths: an open redirect would hand the session to another site."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return None
+    """Only a path on this site, else None: an open redirect would hand the
+    session to another site.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash,
+    so ``/%09/evil.example`` (a slash, a tab and ``/evil.example`` once
+    decoded) is ``//evil.example`` to them: another host. The target is
+    refused if it, or what it decodes to (percent-escapes undone until nothing
+    changes), has a scheme or host, starts with ``//``, or holds a backslash or
+    a control character anywhere.
+    """
+    if not target or len(target) > MAX_NEXT:
+        return None
+    forms = [target]
+    while unquote(forms[-1]) != forms[-1]:
+        if len(forms) == 4:  # encoded three times over: no page of ours
+            return None
+        forms.append(unquote(forms[-1]))
+    for form in forms:
+        if not form.startswith("/") or form.startswith("//") or "\\" in form:
+            return None
+        if any(unicodedata.category(c) == "Cc" for c in form):
+            return None
+        parts = urlsplit(form)
+        if parts.scheme or parts.netloc:
+            return None
+    return target
+
+
+#: Longer than any page of ours; a ``next`` past it is refused.
+MAX_NEXT = 2000
 
 
 @bp.route("/jobs/new", methods=["GET", "POST"])

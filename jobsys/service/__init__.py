@@ -62,6 +62,7 @@ from jobsys.service.schedules import (
     schedule_runs,
     update_schedule,
 )
+from jobsys.service.sign_in_throttle import SignInThrottled
 from jobsys.service.tokens import (
     IssuedToken,
     TokenInfo,
@@ -77,7 +78,12 @@ from jobsys.service.users import (
     list_users,
     sign_in,
     update_user,
-    user_principal,
+)
+from jobsys.service.web_sessions import (
+    StartedSession,
+    end_web_session,
+    session_principal,
+    start_web_session,
 )
 from jobsys.service.workers import list_workers, record_heartbeat
 
@@ -95,7 +101,9 @@ __all__ = [
     "Purged",
     "ScheduleInfo",
     "ScheduleRunInfo",
+    "SignInThrottled",
     "Snapshot",
+    "StartedSession",
     "Swept",
     "TaskLease",
     "TaskStart",
@@ -117,6 +125,7 @@ __all__ = [
     "dashboard",
     "delete_schedule",
     "dispatch_step",
+    "end_web_session",
     "ended_job_ids",
     "finish_job",
     "finish_task",
@@ -152,11 +161,13 @@ __all__ = [
     "revoke_token",
     "run_schedule_now",
     "schedule_runs",
+    "session_principal",
     "settle_job",
     "settle_step",
     "sign_in",
     "start_task",
     "start_template",
+    "start_web_session",
     "step_of_task",
     "submit_job",
     "sweep_lost_tasks",
@@ -164,5 +175,4 @@ __all__ = [
     "task_lease",
     "update_schedule",
     "update_user",
-    "user_principal",
 ]

@@ -1,13 +1,19 @@
-"""API tokens: created by an admin (or the CLI), looked up on every request."""
+"""API tokens: created by an admin (or the CLI), looked up on every request.
+
+A token may expire (``expires_at``); a user's token acts with the lesser of its
+own role and its user's role *now*, so demoting a user demotes their tokens at
+their next request. ``last_used_at`` is written at most once a minute per token:
+a database write on every request would cost more than the request.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from jobsys.auth import (
     SYSTEM,
@@ -24,7 +30,13 @@ from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.models import Token, User, utcnow
 from jobsys.service.audit import record
-from jobsys.service.users import role_within
+from jobsys.service.users import lesser_role, role_within
+
+#: ``last_used_at`` is written when it is at least this old.
+TOUCH_EVERY = timedelta(seconds=60)
+#: The longest lifetime a token may be given (about 20 years): past it a
+#: datetime overflows, and "never" is spelled by giving none.
+MAX_EXPIRES_IN_S = 20 * 366 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -32,20 +44,50 @@ class IssuedToken:
     name: str
     role: str
     token: str
+    expires_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "token": self.token,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+        }
 
 
 def create_token(
-    ctx: Context, principal: Principal, *, name: str, role: str, user: str | None = None
+    ctx: Context,
+    principal: Principal,
+    *,
+    name: str,
+    role: str,
+    user: str | None = None,
+    expires_in_s: int | None = None,
 ) -> IssuedToken:
     """Create a token; the plain token is returned once and only its hash is kept.
 
     A token for a ``user`` acts as that user (its name is theirs) with at most
-    their role, and stops working when they are disabled.
+    their role (checked again on every request), and stops working when they
+    are disabled. With ``expires_in_s`` it is refused (401) after that long.
     """
     require(principal, Right.ADMIN)
     check_role(role)
     if not name.strip() or len(name) > 200:
         raise SpecError({"name": "give the token a name of 1 to 200 characters"})
+    expires_at = None
+    if expires_in_s is not None:
+        if (
+            isinstance(expires_in_s, bool)
+            or not isinstance(expires_in_s, int)
+            or not 0 < expires_in_s <= MAX_EXPIRES_IN_S
+        ):
+            raise SpecError(
+                {
+                    "expires_in_s": f"give a whole number of seconds from 1 to {MAX_EXPIRES_IN_S}"
+                    " (e.g. 7776000 for 90 days), or leave it out for a token that does not expire"
+                }
+            )
+        expires_at = utcnow() + timedelta(seconds=expires_in_s)
     token, key_id = new_token()
     with ctx.sessions.begin() as session:
         owner = None
@@ -63,10 +105,14 @@ def create_token(
                 key_id=key_id,
                 token_hash=hash_secret(token),
                 user_id=owner.id if owner else None,
+                expires_at=expires_at,
             )
         )
-    record(ctx, principal, "token.create", name.strip(), detail={"role": role})
-    return IssuedToken(name=name.strip(), role=role, token=token)
+    detail: dict[str, object] = {"role": role}
+    if expires_at is not None:
+        detail["expires_at"] = expires_at.isoformat()
+    record(ctx, principal, "token.create", name.strip(), detail=detail)
+    return IssuedToken(name=name.strip(), role=role, token=token, expires_at=expires_at)
 
 
 @dataclass(frozen=True)
@@ -81,8 +127,18 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked: bool
+    expires_at: datetime | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
+
+    @property
+    def state(self) -> str:
+        return "revoked" if self.revoked else "expired" if self.expired else "active"
 
     def to_dict(self) -> dict[str, object]:
+        """``last_used_at`` is exact to about a minute (it is written at most that often)."""
         return {
             "id": self.id,
             "name": self.name,
@@ -91,6 +147,8 @@ class TokenInfo:
             "user": self.user,
             "created_at": self.created_at.isoformat(),
             "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "expired": self.expired,
             "revoked": self.revoked,
         }
 
@@ -111,6 +169,7 @@ def list_tokens(ctx: Context, principal: Principal) -> list[TokenInfo]:
                 t.created_at,
                 t.last_used_at,
                 t.revoked_at is not None,
+                t.expires_at,
             )
             for t, user in rows
         ]
@@ -131,6 +190,14 @@ def revoke_token(ctx: Context, principal: Principal, token_id: int) -> None:
 
 
 def authenticate(ctx: Context, token: str | None, *, source: str = "") -> Principal:
+    """The principal a bearer token acts as, checked on every request: revoked,
+    expired and disabled-user tokens are refused, and a user's token has at most
+    the user's current role."""
+    return verify_token(ctx, token, source=source)[1]
+
+
+def verify_token(ctx: Context, token: str | None, *, source: str = "") -> tuple[int, Principal]:
+    """``authenticate`` that also gives the token's id (for a web session)."""
     if not token:
         raise Unauthenticated(
             "no token: send 'Authorization: Bearer <token>' (create one with "
@@ -147,11 +214,50 @@ def authenticate(ctx: Context, token: str | None, *, source: str = "") -> Princi
     # Verified outside any transaction: on SQLite a transaction holds the write lock.
     if row is None or not _verified(token, row):
         raise Unauthenticated("unknown or revoked token")
-    if row.user_id is not None and (owner is None or owner.disabled_at is not None):
+    principal = token_principal(row, owner, source=source)
+    touch_token(ctx, row)
+    return row.id, principal
+
+
+def token_principal(row: Token, owner: User | None, *, source: str = "") -> Principal:
+    """What a verified token row acts as now; Unauthenticated naming why it cannot.
+
+    Only called once the secret has been verified, so an expiry is told only to
+    whoever holds the token.
+    """
+    if row.revoked_at is not None:
+        raise Unauthenticated(f"token {row.key_id} ({row.name}) was revoked")
+    if row.expires_at is not None and row.expires_at <= utcnow():
+        raise Unauthenticated(
+            f"token {row.key_id} ({row.name}) expired at {row.expires_at.isoformat()}; "
+            "ask an admin for a new one (jobsys token create --expires-in 90d)"
+        )
+    if row.user_id is None:
+        return Principal(name=row.name, role=row.role, source=source)
+    if owner is None or owner.disabled_at is not None:
         raise Unauthenticated(f"the user of this token ({row.name}) is disabled")
+    return Principal(name=row.name, role=lesser_role(row.role, owner.role), source=source)
+
+
+def touch_token(ctx: Context, row: Token) -> None:
+    """Record that the token was used, at most once a ``TOUCH_EVERY`` per token.
+
+    The row just read says when it was last written, so most requests write
+    nothing; the ``WHERE`` keeps two processes that both saw an old time from
+    writing twice.
+    """
+    now = utcnow()
+    if row.last_used_at is not None and now - row.last_used_at < TOUCH_EVERY:
+        return
     with ctx.sessions.begin() as session:
-        session.execute(update(Token).where(Token.id == row.id).values(last_used_at=utcnow()))
-    return Principal(name=row.name, role=row.role, source=source)
+        session.execute(
+            update(Token)
+            .where(
+                Token.id == row.id,
+                or_(Token.last_used_at.is_(None), Token.last_used_at <= now - TOUCH_EVERY),
+            )
+            .values(last_used_at=now)
+        )
 
 
 #: Tokens this process has verified (by their SHA-256, kept only in memory) ->

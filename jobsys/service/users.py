@@ -1,16 +1,18 @@
 """Users who sign in to the web UI with a password, managed by admins.
 
 Passwords are kept as scrypt hashes (werkzeug's ``generate_password_hash``).
-A user's tokens act for them: disabling the user stops their tokens and their
-web sessions at the next request.
+A user's tokens act for them, with at most the user's current role: disabling
+the user stops their tokens at the next request, and a role or password change
+(or a disable) ends their web sessions.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -18,8 +20,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from jobsys.auth import Principal, Right, check_role, require
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
-from jobsys.models import User, utcnow
+from jobsys.models import Token, User, WebSession, utcnow
 from jobsys.service.audit import record
+from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD = 8
 #: Roles from least to most: a user's token may not carry more than the user has.
@@ -93,14 +98,19 @@ def update_user(
         check_role(role)
     if password is not None and len(password) < MIN_PASSWORD:
         raise SpecError({"password": f"give a password of at least {MIN_PASSWORD} characters"})
+    # Hashed before the transaction: on SQLite a transaction holds the write lock.
+    new_hash = generate_password_hash(password) if password is not None else None
     with ctx.sessions.begin() as session:
         row = _find(session, name)
+        ends_sessions = new_hash is not None or bool(disabled) or role not in (None, row.role)
         if role is not None:
             row.role = role
-        if password is not None:
-            row.password_hash = generate_password_hash(password)
+        if new_hash is not None:
+            row.password_hash = new_hash
         if disabled is not None:
             row.disabled_at = utcnow() if disabled else None
+        if ends_sessions:
+            _end_sessions_of(session, row.id)
         info = UserInfo.of(row)
     changed = {"role": role, "password": password is not None or None, "disabled": disabled}
     record(
@@ -120,34 +130,69 @@ def list_users(ctx: Context, principal: Principal) -> list[UserInfo]:
 
 
 def sign_in(ctx: Context, name: str, password: str, *, source: str = "") -> Principal:
-    """Check a name and password; Unauthenticated (and an audit entry) when wrong."""
-    with ctx.sessions.begin() as session:
-        row = session.scalar(select(User).where(User.name == name))
+    """Check a name and password; Unauthenticated (and an audit entry) when wrong,
+    SignInThrottled (429) after too many failures for the name or the address."""
+    return check_password(ctx, name, password, source=source)[1]
+
+
+def check_password(
+    ctx: Context, name: str, password: str, *, source: str = ""
+) -> tuple[int, Principal]:
+    """``sign_in`` that also gives the user's id (for a web session)."""
+    throttle = sign_in_throttle(ctx)
+    try:
+        throttle.check(name, source)
+    except SignInThrottled:
+        # Not audited: the failures that led here were, and a flood of refusals
+        # would otherwise cost a database write each.
+        log.warning("sign-in for %r from %s throttled", name[:200], source)
+        raise
+    with ctx.sessions() as session:
+        row = session.execute(
+            select(User.id, User.name, User.role, User.password_hash, User.disabled_at).where(
+                User.name == name
+            )
+        ).first()
+    # Verified after the read's transaction has ended: on SQLite every transaction
+    # takes the write lock (BEGIN IMMEDIATE), and scrypt takes ~100 ms, so a hash
+    # computed inside one stalls every reader and writer of the stack.
+    with throttle.hashing():
         good = check_password_hash(row.password_hash if row else _DUMMY_HASH, password)
-        if row is None or not good or row.disabled_at is not None:
-            failed = None
-        else:
-            row.last_login_at = utcnow()
-            failed = Principal(row.name, row.role, source)
-    if failed is None:
+    if row is None or not good or row.disabled_at is not None:
+        throttle.failed(name, source)
         record(ctx, None, "login", name, outcome="denied", actor=name or "anonymous", source=source)
         raise Unauthenticated("wrong name or password, or the user is disabled")
-    record(ctx, failed, "login", name)
-    return failed
-
-
-def user_principal(ctx: Context, name: str, *, source: str = "") -> Principal:
-    """The signed-in user of a web session, re-read each request so a role change
-    or a disable takes effect at once."""
-    with ctx.sessions() as session:
-        row = session.scalar(select(User).where(User.name == name))
-        if row is None or row.disabled_at is not None:
-            raise Unauthenticated("your user no longer exists or was disabled; sign in again")
-        return Principal(row.name, row.role, source)
+    with ctx.sessions.begin() as session:
+        session.execute(update(User).where(User.id == row.id).values(last_login_at=utcnow()))
+    throttle.succeeded(name)
+    principal = Principal(row.name, row.role, source)
+    record(ctx, principal, "login", name)
+    return row.id, principal
 
 
 def role_within(user_role: str, token_role: str) -> bool:
     return ROLE_ORDER.index(token_role) <= ROLE_ORDER.index(user_role)
+
+
+def lesser_role(first: str, second: str) -> str:
+    """The role with fewer rights: what a user's token acts with (its own role,
+    capped by the user's role now, not the one they had when it was made)."""
+    return min(first, second, key=ROLE_ORDER.index)
+
+
+def _end_sessions_of(session: Session, user_id: int) -> None:
+    """End the user's web sessions, those opened with their tokens included."""
+    session.execute(
+        update(WebSession)
+        .where(
+            WebSession.ended_at.is_(None),
+            or_(
+                WebSession.user_id == user_id,
+                WebSession.token_id.in_(select(Token.id).where(Token.user_id == user_id)),
+            ),
+        )
+        .values(ended_at=utcnow())
+    )
 
 
 def _find(session: Session, name: str) -> User:
