@@ -112,6 +112,8 @@ def update_user(
         if ends_sessions:
             _end_sessions_of(session, row.id)
         info = UserInfo.of(row)
+    if new_hash is not None:  # a new password is a fresh start for the name
+        sign_in_throttle(ctx).succeeded(info.name)
     changed = {"role": role, "password": password is not None or None, "disabled": disabled}
     record(
         ctx,

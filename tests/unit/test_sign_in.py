@@ -157,6 +157,16 @@ def test_success_clears_the_names_counter_but_not_the_addresss(olga: Context) ->
         service.sign_in(olga, "eve", PASSWORD, source="10.0.5.1")
 
 
+def test_a_new_password_from_an_admin_clears_the_names_counter(olga: Context) -> None:
+    for i in range(5):
+        with pytest.raises(Unauthenticated):
+            service.sign_in(olga, "olga", "wrong", source=f"10.0.11.{i}")
+    with pytest.raises(SignInThrottled, match="ask an admin to set a new password"):
+        service.sign_in(olga, "olga", PASSWORD, source="10.0.11.9")
+    service.update_user(olga, ADMIN, "olga", password="a new password")
+    assert service.sign_in(olga, "olga", "a new password", source="10.0.11.9").name == "olga"
+
+
 def test_the_window_ends() -> None:
     now = [1000.0]
     throttle = SignInThrottle(None, max_failures=2, window_s=60, clock=lambda: now[0])
