@@ -109,10 +109,6 @@ class Settings:
     flower_port: int = 5555
     #: Where the web app's /flower proxy finds Flower; default the local one on flower_port.
     flower_url: str = ""
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
     #: Hours a signed-in page session lasts (it also ends on sign-out, and when
     #: its user's password or role changes).
     session_hours: float = 12.0
@@ -130,6 +126,10 @@ class Settings:
     sign_in_window_s: int = 15 * 60
     #: Password hashes one web process computes at once; more sign-ins are refused (429).
     sign_in_hash_slots: int = 4
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

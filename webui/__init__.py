@@ -30,8 +30,8 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         schedule_views,
         views,
     )
-
     from webui.principal import SessionCookies
+
     if context is None:
         context = build_context(settings)
         _load_catalog(context)
@@ -49,12 +49,12 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         JOBSYS_SECURE_COOKIES=_secure_cookies(context.settings.secure_cookies),
         WTF_CSRF_TIME_LIMIT=context.settings.csrf_time_limit_s or None,
     )
-    app.extensions["jobsys"] = context
     app.session_interface = SessionCookies()
     if context.settings.trust_proxy:
         # One proxy hop: its X-Forwarded-For is the client's address (what sign-in
         # throttling counts) and X-Forwarded-Proto says whether it was https.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    app.extensions["jobsys"] = context
     csrf = CSRFProtect(app)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, not cookies
     # Flower's own pages post without our token; the Lax session cookie is not sent
@@ -75,8 +75,6 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     return app
 
 
-def _format_dt(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 def _secure_cookies(mode: str) -> str:
     if mode not in ("auto", "always", "never"):
         raise ConfigError(
@@ -85,6 +83,8 @@ def _secure_cookies(mode: str) -> str:
     return mode
 
 
+def _format_dt(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
 def _format_eta(seconds: float) -> str:
