@@ -9,24 +9,46 @@ string becomes the variable's typed value (``timeout_s: "{{timeout}}"`` gives
 an int). Step kinds and function import paths may not hold placeholders at
 all: a variable must never choose which code runs. Every variable is checked
 (type, required, pattern, range, choices) before anything is substituted.
+
+That structure ends at a string, though: inside ``["sh", "-c", "echo {{m}}"]``
+the shell parses the value again, and ``'; rm -rf /; '`` runs. So
+``{{ m | shell }}`` quotes a value as one shell word (``shlex.quote``), and
+loading a template warns about every placeholder of free text inside a shell
+command without it (``Template.warnings``, shown on the Catalog page and by
+``jobsys catalog test``).
+
+Variable patterns run on RE2 (google-re2), whose matching time is linear in
+the value: a pattern such as ``(a+)+$`` cannot be made to backtrack for hours
+by a crafted value, and patterns RE2 cannot run (backreferences, lookaround)
+are refused when the template loads. Values are at most ``MAX_VALUE_CHARS``
+long, and a request may name only a few variables the template does not have
+(``EXTRA_VARIABLES``), so a request cannot grow the error it gets back.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import posixpath
 import re
-from collections.abc import Mapping
+import shlex
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import re2
 import yaml
 
 from jobsys.errors import SpecError
 from jobsys.specs import TAG
 
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+#: ``{{ name }}`` or ``{{ name | filter }}``.
+PLACEHOLDER = re.compile(
+    r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\|\s*([A-Za-z_][A-Za-z0-9_]*)\s*)?\}\}"
+)
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 TYPES = ("string", "int", "float", "bool", "choice")
 ACTIONS = ("start", "stop", "restart")
@@ -46,6 +68,15 @@ VARIABLE_FIELDS = {
 FIXED_FIELDS = ("kind", "function")
 #: Longest ``range`` a template may expand its items to.
 MAX_RANGE = 1_000_000
+#: Longest value (in characters) any variable takes, checked before it is parsed or matched.
+MAX_VALUE_CHARS = 10_000
+#: Names a request may send beyond the template's own variables (each still gets its
+#: "no such variable" message); more is refused with one message, not one per name.
+EXTRA_VARIABLES = 10
+#: What ``{{ name | filter }}`` does to the value's text.
+FILTERS: dict[str, Callable[[str], str]] = {"shell": shlex.quote}
+#: Programs whose ``-c`` argument is a shell script (by base name).
+SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh", "mksh", "busybox"})
 
 
 class TemplateError(Exception):
@@ -66,6 +97,8 @@ class Variable:
 
     def check(self, raw: Any) -> Any:
         """The value as its type, or ValueError saying what to give instead."""
+        if isinstance(raw, str) and len(raw) > MAX_VALUE_CHARS:
+            raise ValueError(f"give at most {MAX_VALUE_CHARS:,} characters")
         value = self._coerce(raw)
         if self.type in ("int", "float"):
             if self.min is not None and value < self.min:
@@ -73,9 +106,9 @@ class Variable:
             if self.max is not None and value > self.max:
                 raise ValueError(f"give a number of at most {_num(self.max)}")
         if self.type == "string":
-            if len(value) > 10_000:
-                raise ValueError("give at most 10,000 characters")
-            if self.pattern and not re.fullmatch(self.pattern, value):
+            if len(value) > MAX_VALUE_CHARS:
+                raise ValueError(f"give at most {MAX_VALUE_CHARS:,} characters")
+            if self.pattern and not linear_pattern(self.pattern).fullmatch(value):
                 raise ValueError(f"must match the pattern {self.pattern}")
         if self.type == "choice" and value not in self.choices:
             raise ValueError(f"choose one of {', '.join(self.choices)}")
@@ -135,16 +168,29 @@ class Template:
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = ""
     tags: tuple[str, ...] = ()
+    #: What loading found risky but allowed (an unquoted placeholder in a shell script).
+    warnings: tuple[str, ...] = ()
 
     def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every variable checked and typed; SpecError names each bad or missing one."""
         if not isinstance(given, Mapping):
             raise SpecError({"variables": "send an object of variable names to values"})
-        problems: dict[str, str] = {}
         known = {v.name for v in self.variables}
+        if len(given) > len(known) + EXTRA_VARIABLES:
+            # One message, not one per name: 300,000 unknown names once made a
+            # 45 MB answer from a 700 KB request.
+            raise SpecError(
+                {
+                    "variables": f"{self.name!r} takes {len(known)} variables "
+                    f"({', '.join(sorted(known)) or 'none'}); this request names "
+                    f"{len(given):,}: send only the template's variables"
+                }
+            )
+        problems: dict[str, str] = {}
         for unknown in sorted(set(given) - known):
             problems[unknown] = (
-                f"{self.name!r} has no variable {unknown!r}; it has {', '.join(sorted(known))}"
+                f"{self.name!r} has no variable {unknown[:100]!r}; "
+                f"it has {', '.join(sorted(known))}"
                 if known
                 else f"{self.name!r} takes no variables"
             )
@@ -183,6 +229,7 @@ class Template:
             "roles": {action: list(roles) for action, roles in self.roles.items()},
             "tags": list(self.tags),
             "source": self.source,
+            "warnings": list(self.warnings),
         }
 
 
@@ -245,10 +292,17 @@ def parse_template(data: Any, folder_name: str, source: str = "") -> Template:
         for fixed in FIXED_FIELDS:
             if fixed in step and PLACEHOLDER.search(json.dumps(step[fixed])):
                 raise TemplateError(f"steps[{i}].{fixed} may not hold a placeholder")
-        used = set(PLACEHOLDER.findall(json.dumps(step)))
+        found = list(PLACEHOLDER.finditer(json.dumps(step)))
+        used = {m.group(1) for m in found}
         if used - declared:
             missing = ", ".join(sorted(used - declared))
             raise TemplateError(f"steps[{i}] uses undeclared variables: {missing}")
+        for m in found:
+            if m.group(2) is not None and m.group(2) not in FILTERS:
+                raise TemplateError(
+                    f"steps[{i}]: {m.group(0)} uses the unknown filter {m.group(2)!r}; "
+                    f"the filters are {', '.join(FILTERS)}"
+                )
     schedule = data.get("schedule")
     if schedule is not None and not isinstance(schedule, str):
         raise TemplateError("'schedule' must be a cron line such as '0 3 * * *'")
@@ -261,11 +315,12 @@ def parse_template(data: Any, folder_name: str, source: str = "") -> Template:
         roles=_roles(data.get("roles")),
         source=source,
         tags=_tags(data.get("tags")),
+        warnings=tuple(shell_warnings(steps, {v.name: v for v in variables})),
     )
 
 
 def _variable(name: Any, spec: Any) -> Variable:
-    if not isinstance(name, str) or not PLACEHOLDER.fullmatch("{{" + name + "}}"):
+    if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
         raise TemplateError(f"variable {name!r}: use letters, digits and '_'")
     if spec is None:
         spec = {}
@@ -283,9 +338,16 @@ def _variable(name: Any, spec: Any) -> Variable:
     pattern = spec.get("pattern")
     if pattern is not None:
         try:
-            re.compile(str(pattern))
-        except re.error as exc:
-            raise TemplateError(f"variable {name}: bad pattern: {exc}") from exc
+            linear_pattern(str(pattern))
+        except re2.error as exc:
+            reason = exc.args[0] if exc.args else exc
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
+            raise TemplateError(
+                f"variable {name}: the pattern {pattern!r} cannot be used ({reason}). "
+                "Patterns run on RE2, whose matching time stays linear in the value: "
+                "no backreferences (\\1) or lookaround ((?=...), (?<=...))"
+            ) from exc
     variable = Variable(
         name=name,
         type=kind,
@@ -339,17 +401,108 @@ def _roles(data: Any) -> dict[str, tuple[str, ...]]:
     return roles
 
 
+@lru_cache(maxsize=512)
+def linear_pattern(pattern: str) -> Any:
+    """``pattern`` compiled by RE2; ``re2.error`` if RE2 cannot run it."""
+    options = re2.Options()
+    options.log_errors = False  # the error is raised (and reported) instead
+    return re2.compile(pattern, options=options)
+
+
+def shell_warnings(steps: list[dict[str, Any]], variables: Mapping[str, Variable]) -> Iterator[str]:
+    """A warning for each placeholder inside a shell script that a value could break out of.
+
+    A script is the argument after ``-c`` (or ``-ec``, ``-lc``...) of a shell
+    in a list command, or a whole command given as one string (jobsys splits it
+    like a shell line). A placeholder is safe there with ``| shell`` outside any
+    quotes, or when its variable is a number, a flag, or a choice of plain words.
+    """
+    for i, step in enumerate(steps):
+        for where, script, split_only in _scripts(step.get("command")):
+            for m, quoted in _placeholders(script):
+                variable = variables.get(m.group(1))
+                if m.group(2) == "shell":
+                    if quoted:
+                        yield (
+                            f"steps[{i}].{where}: {m.group(0)} sits inside quotes; put it "
+                            "outside them, as '| shell' adds its own"
+                        )
+                elif variable is not None and not _shell_safe(variable):
+                    what = "a command line" if split_only else "a shell command"
+                    yield (
+                        f"steps[{i}].{where}: {m.group(0)} is inside {what} without '| shell', "
+                        "so a value holding quotes, ';' or '$(...)' "
+                        f"{'changes its arguments' if split_only else 'runs as shell code'}; "
+                        f"write {{{{ {m.group(1)} | shell }}}} (outside quotes)"
+                    )
+
+
+def _scripts(command: Any) -> Iterator[tuple[str, str, bool]]:
+    """(where, script, split only) for each part of a command a shell parses."""
+    if isinstance(command, str):
+        yield "command", command, True
+        return
+    if not isinstance(command, list):
+        return
+    for k, arg in enumerate(command):
+        if not (isinstance(arg, str) and posixpath.basename(arg) in SHELLS):
+            continue
+        for j in range(k + 1, len(command) - 1):
+            flag = command[j]
+            if not (isinstance(flag, str) and flag.startswith("-") and not flag.startswith("--")):
+                break
+            if "c" in flag[1:] and isinstance(command[j + 1], str):
+                yield f"command[{j + 1}]", command[j + 1], False
+                break
+
+
+def _placeholders(script: str) -> Iterator[tuple[re.Match[str], bool]]:
+    """Each placeholder in a shell script, and whether it sits inside quotes.
+    Follows '...' and "..." with backslash escapes; enough for telling."""
+    quote = ""
+    i = 0
+    while i < len(script):
+        m = PLACEHOLDER.match(script, i)
+        if m:
+            yield m, bool(quote)
+            i = m.end()
+            continue
+        char = script[i]
+        if char == "\\" and quote != "'":
+            i += 2
+            continue
+        if quote == "" and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = ""
+        i += 1
+
+
+def _shell_safe(variable: Variable) -> bool:
+    """Whether every value the variable can take is one plain shell word."""
+    if variable.type in ("int", "float", "bool"):
+        return True
+    if variable.type == "choice":
+        return all(shlex.quote(c) == c for c in variable.choices)
+    return False
+
+
 def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(node, str):
         whole = PLACEHOLDER.fullmatch(node.strip())
-        if whole:
+        if whole and whole.group(2) is None:
             return values.get(whole.group(1))
-        return PLACEHOLDER.sub(lambda m: _text(values.get(m.group(1))), node)
+        return PLACEHOLDER.sub(lambda m: _filtered(m, values), node)
     if isinstance(node, list):
         return [_substitute(item, values) for item in node]
     if isinstance(node, dict):
         return {key: _substitute(value, values) for key, value in node.items()}
     return node
+
+
+def _filtered(m: re.Match[str], values: Mapping[str, Any]) -> str:
+    text = _text(values.get(m.group(1)))
+    return text if m.group(2) is None else FILTERS[m.group(2)](text)
 
 
 def _text(value: Any) -> str:

@@ -55,6 +55,8 @@ def list_command(as_json: bool) -> None:
     for t in found["templates"]:
         names = ", ".join(v["name"] for v in t["variables"]) or "no variables"
         click.echo(f"{t['name']:<20} {t['description']}  ({names})")
+        for warning in t.get("warnings", []):
+            click.echo(f"{t['name']:<20} WARNING {warning}", err=True)
     for b in found["broken"]:
         click.echo(f"{b['name']:<20} BROKEN {b['source']}: {b['error']}", err=True)
 
@@ -82,6 +84,8 @@ def reload_command(folder: str | None) -> None:
     )
     for t in found.templates:
         click.echo(f"loaded {t.name} ({t.source})")
+        for warning in t.warnings:
+            click.echo(f"warning {t.name}: {warning}", err=True)
     for b in found.broken:
         click.echo(f"broken {b.name} ({b.source}): {b.error}", err=True)
     if found.broken:
@@ -94,7 +98,7 @@ def reload_command(folder: str | None) -> None:
 @click.option("--folder", default=None, help="The catalog folder (default JOBSYS_CATALOG_DIR).")
 def test_command(template: str, pairs: tuple[str, ...], folder: str | None) -> None:
     """Check a template file and render it with variables, without running anything;
-    prints the job spec it would submit."""
+    prints the job spec it would submit (and, on stderr, what loading warns about)."""
     from jobsys.catalog import load_folder
     from jobsys.config import Settings
     from jobsys.specs import parse_job_spec
@@ -107,6 +111,8 @@ def test_command(template: str, pairs: tuple[str, ...], folder: str | None) -> N
     chosen: Any = next((t for t in templates if t.name == template), None)
     if chosen is None:
         raise NotFoundError(f"no template {template!r} in {folder or settings.catalog_dir}")
+    for warning in chosen.warnings:
+        click.echo(f"warning: {warning}", err=True)
     spec = chosen.render(parse_vars(pairs))
     parse_job_spec(spec, settings)
     click.echo(json.dumps(spec, indent=2))

@@ -175,8 +175,10 @@ def _render(template: Template, variables: Any) -> dict[str, Any]:
 
 
 def _prefixed(exc: SpecError) -> SpecError:
-    """Variable errors as the request names them: ``variables.<name>``."""
-    return SpecError({f"variables.{k}" if k != "items" else k: v for k, v in exc.fields.items()})
+    """Variable errors as the request names them: ``variables.<name>`` (a problem with
+    the whole object, or the items it expands to, keeps its own name)."""
+    whole = ("items", "variables")
+    return SpecError({k if k in whole else f"variables.{k}": v for k, v in exc.fields.items()})
 
 
 def _find(session: Session, name: str) -> Template:

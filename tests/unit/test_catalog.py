@@ -183,3 +183,89 @@ def test_schedule_a_template_on_its_default_line(loaded: Context) -> None:
     assert (
         client.post("/catalog/echo/schedule", data={"csrf_token": csrf_of(page)}).status_code == 400
     )
+
+
+HOSTILE = "'; touch {folder}/pwned; '"
+
+
+def shell_template(script: str, **variable: object) -> dict[str, object]:
+    return {
+        "variables": {"message": variable or {}},
+        "steps": [{"kind": "docker", "image": "i", "command": ["sh", "-c", script]}],
+    }
+
+
+def test_the_shell_filter_quotes_a_hostile_value_as_one_word(tmp_path: Path) -> None:
+    """Run by a real ``sh``: the value is printed, not run."""
+    import shlex
+    import subprocess
+
+    hostile = HOSTILE.format(folder=tmp_path)
+    template = parse_template(shell_template("echo {{ message | shell }}"), "t")
+    assert template.warnings == ()
+    script = template.render({"message": hostile})["steps"][0]["command"][2]
+    assert shlex.split(script) == ["echo", hostile]
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert ran.stdout == hostile + "\n"
+    assert not (tmp_path / "pwned").exists()
+    # without the filter the same value runs as shell code: what the filter is for
+    bare = parse_template(shell_template("echo '{{message}}'"), "t")
+    unsafe = bare.render({"message": hostile})["steps"][0]["command"][2]
+    subprocess.run(["sh", "-c", unsafe], capture_output=True, check=False)
+    assert (tmp_path / "pwned").exists()
+
+
+def test_a_whole_string_placeholder_with_the_filter_is_quoted_text() -> None:
+    data = {
+        "variables": {"n": {"type": "int"}},
+        "steps": [{"kind": "docker", "image": "i", "command": ["{{ n | shell }}", "{{n}}"]}],
+    }
+    assert parse_template(data, "t").render({"n": 3})["steps"][0]["command"] == ["3", 3]
+
+
+def test_load_warns_about_placeholders_a_shell_would_parse(tmp_path: Path) -> None:
+    def warnings(script: object, **variable: object) -> tuple[str, ...]:
+        data = shell_template("", **variable)
+        data["steps"][0]["command"] = script  # type: ignore[index]
+        return parse_template(data, "t").warnings
+
+    assert "without '| shell'" in warnings(["sh", "-c", 'echo "{{message}}"'])[0]
+    assert "without '| shell'" in warnings(["/bin/bash", "-ec", "echo {{message}}"])[0]
+    assert "changes its arguments" in warnings("echo {{message}}")[0]  # one string: split
+    assert "inside quotes" in warnings(["sh", "-c", "echo '{{ message | shell }}'"])[0]
+    assert warnings(["sh", "-c", "echo {{ message | shell }}"]) == ()
+    assert warnings(["echo", "{{message}}"]) == ()  # no shell: one argument, whatever it holds
+    assert warnings(["sh", "-c", "sleep {{message}}"], type="int") == ()
+    assert warnings(["sh", "-c", "echo {{message}}"], type="choice", choices=["a", "b"]) == ()
+    assert warnings(["sh", "-c", "{{message}}"], type="choice", choices=["a;b"]) != ()
+    with pytest.raises(Exception, match="unknown filter 'upper'; the filters are shell"):
+        parse_template(shell_template("echo {{ message | upper }}"), "t")
+
+
+def test_the_shipped_templates_quote_their_values() -> None:
+    templates, broken = load_folder(EXAMPLES)
+    assert broken == [] and [t.warnings for t in templates] == [(), (), ()]
+    echo = next(t for t in templates if t.name == "echo")
+    assert "{{ message | shell }}" in json.dumps(echo.steps)
+
+
+def test_warnings_on_the_catalog_page_in_the_api_and_from_catalog_test(
+    ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from jobsys.cli import main
+
+    write(tmp_path, "risky", json.dumps(shell_template("echo {{message}}")), "job.json")
+    service.reload_catalog(ctx, ADMIN, tmp_path)
+    page = signed_in(ctx, "viewer").get("/catalog").get_data(as_text=True)
+    assert "Warnings" in page and "{{message}} is inside a shell command" in page
+    listed = create_app(context=ctx).test_client().get("/api/catalog", headers=bearer(ctx))
+    assert "without '| shell'" in listed.json["templates"][0]["warnings"][0]
+    monkeypatch.setenv("JOBSYS_DATA_DIR", str(tmp_path / "data"))
+    ran = CliRunner().invoke(
+        main, ["catalog", "test", "risky", "--folder", str(tmp_path), "--var", "message=hi"]
+    )
+    assert ran.exit_code == 0, ran.output
+    assert "warning: steps[0].command[2]: {{message}} is inside a shell command" in ran.stderr
+    assert json.loads(ran.stdout)["steps"][0]["command"] == ["sh", "-c", "echo hi"]
