@@ -37,8 +37,12 @@ class Settings:
     data_dir: str = ".jobsys"
     #: The catalog folder: one sub-folder per job template, each with a job.yaml.
     catalog_dir: str = "jobs"
-    #: Largest request body the API accepts, in bytes.
+    #: Largest request body the API accepts, in bytes: for the routes that carry
+    #: specs or items (job submits, schedule create and update, catalog start and render).
     max_payload_bytes: int = 16 * 1024 * 1024
+    #: Largest body of every other JSON route (tokens, users, cancel, ...), in bytes,
+    #: counted after gzip is inflated.
+    max_json_body_bytes: int = 64 * 1024
     #: Largest list of items one function step may map over.
     max_items: int = 1_000_000
     #: Largest chunk the automatic chunk size picks; a caller may still ask for more.

@@ -9,9 +9,10 @@ from __future__ import annotations
 import gzip
 import zlib
 
-from flask import Flask, Request, Response, current_app, request
+from flask import Flask, Request, Response, request
 
 from jobsys.errors import PayloadTooLarge, SpecError
+from webui.input_guard import body_limit
 
 #: Answers smaller than this are sent as they are: gzip would not pay for itself.
 MIN_SIZE = 4096
@@ -25,16 +26,14 @@ def request_body(incoming: Request) -> bytes:
         return raw
     if encoding != "gzip":
         raise SpecError({"Content-Encoding": f"{encoding!r} is not supported: send gzip or none"})
-    limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    limit, setting = body_limit()  # this route's limit, on the inflated size
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         body = inflater.decompress(raw, limit + 1)
     except zlib.error as exc:
         raise SpecError({"body": f"the gzip body is damaged: {exc}"}) from exc
     if len(body) > limit or inflater.unconsumed_tail:
-        raise PayloadTooLarge(
-            {"body": f"inflated, the request is over {limit} bytes (JOBSYS_MAX_PAYLOAD_BYTES)"}
-        )
+        raise PayloadTooLarge({"body": f"inflated, the request is over {limit} bytes ({setting})"})
     if not inflater.eof:
         raise SpecError({"body": "the gzip body is cut short"})
     return body

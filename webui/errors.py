@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -53,9 +55,46 @@ def _wants_json() -> bool:
     return bearer or request.path.startswith("/api/")
 
 
+#: Most fields one error answer lists; the rest are counted in ``fields_omitted``.
+MAX_ERROR_FIELDS = 50
+#: Longest field name, field message and error message an answer repeats, in characters.
+MAX_FIELD_NAME, MAX_FIELD_MESSAGE, MAX_MESSAGE = 200, 1000, 4000
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else f"{text[:most]}… ({len(text):,} characters in all)"
+
+
+def error_body(exc: JobsysError) -> dict[str, Any]:
+    """The JSON body for an error, bounded whatever the input was.
+
+    A SpecError names each bad field and repeats it in its message, so an
+    answer grows with the request: 300,000 unknown variables once made a
+    45 MB answer. Here, at the one place errors become JSON, every door lists
+    at most ``MAX_ERROR_FIELDS`` fields (in their order) and counts the rest.
+    """
+    body = exc.to_dict()
+    if not isinstance(exc, SpecError):
+        body["message"] = _cut(exc.message, MAX_MESSAGE)
+        return body
+    shown = dict(itertools.islice(exc.fields.items(), MAX_ERROR_FIELDS))
+    omitted = len(exc.fields) - len(shown)
+    body["fields"] = {
+        _cut(name, MAX_FIELD_NAME): _cut(str(fix), MAX_FIELD_MESSAGE) for name, fix in shown.items()
+    }
+    if omitted:
+        body["fields_omitted"] = omitted
+        summary = "; ".join(f"{name}: {fix}" for name, fix in body["fields"].items())
+        body["message"] = _cut(f"invalid input: {summary}", MAX_MESSAGE)
+        body["message"] += f"; and {omitted:,} more fields"
+    else:
+        body["message"] = _cut(body["message"], MAX_MESSAGE)
+    return body
+
+
 def _answer(exc: JobsysError, status: int) -> tuple[Response | str, int]:
     if _wants_json():
-        response = jsonify(exc.to_dict())
+        response = jsonify(error_body(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="jobsys"'
         return response, status
@@ -159,12 +198,16 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_exc: RequestEntityTooLarge) -> tuple[Response | str, int]:
-        limit = app.config["MAX_CONTENT_LENGTH"]
+        from webui.input_guard import body_limit
+
+        limit, setting = body_limit()
+        fix = (
+            "send fewer items or split the job"
+            if setting == "JOBSYS_MAX_PAYLOAD_BYTES"
+            else "this route takes small bodies only"
+        )
         exc = PayloadTooLarge(
-            {
-                "body": f"the request is larger than {limit} bytes (JOBSYS_MAX_PAYLOAD_BYTES); "
-                "send fewer items or split the job"
-            }
+            {"body": f"the request is larger than {limit} bytes ({setting}); {fix}"}
         )
         return _answer(exc, 413)
 

@@ -1,22 +1,63 @@
 """Refusing, before any view runs, URLs and HTML form fields holding text no
-database can store (NUL characters, lone surrogates; see ``jobsys.storable``).
+database can store (NUL characters, lone surrogates; see ``jobsys.storable``),
+and setting how large each JSON route's body may be.
 
 JSON bodies are checked where they are parsed (``api.json_body``). Form bodies
 are read here only for the HTML pages: the API reads its body raw (a client may
 send JSON labelled as a form), and the Flower proxy passes its body on unread.
+
+Body limits: only the API routes that carry specs or items (``SPEC_ROUTES``)
+take bodies of up to ``JOBSYS_MAX_PAYLOAD_BYTES``; every other API route takes
+``JOBSYS_MAX_JSON_BODY_BYTES`` (64 KiB): a token, a user or a cancel needs no
+more, and a large body costs memory to parse whatever the route then does with
+it. The limit is the request's ``max_content_length``, which Werkzeug enforces
+on the raw body and ``compression.request_body`` on the inflated one.
 """
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobsys.storable import check_text
 
 #: Blueprints whose request bodies must stay unread here.
 RAW_BODIES = frozenset({"api", "flower"})
+#: API endpoints whose bodies are specs, items or template variables.
+SPEC_ROUTES = frozenset(
+    {
+        "api.submit_job",
+        "api.create_schedule",
+        "api.update_schedule",
+        "api.start_template",
+        "api.render_template",
+    }
+)
+
+
+def _small_body() -> bool:
+    return request.blueprint == "api" and request.endpoint not in SPEC_ROUTES
+
+
+def body_limit() -> tuple[int, str]:
+    """This request's body limit in bytes, and the setting that sets it."""
+    limit = request.max_content_length
+    assert limit is not None  # create_app sets MAX_CONTENT_LENGTH
+    smaller = limit < current_app.config["MAX_CONTENT_LENGTH"]
+    return limit, "JOBSYS_MAX_JSON_BODY_BYTES" if smaller else "JOBSYS_MAX_PAYLOAD_BYTES"
 
 
 def init_app(app: Flask) -> None:
+    small = app.extensions["jobsys"].settings.max_json_body_bytes
+
+    @app.before_request
+    def _limit_json_bodies() -> None:
+        if _small_body():
+            request.max_content_length = min(small, app.config["MAX_CONTENT_LENGTH"])
+            # Said up front, so a route that never reads its body answers the same.
+            if (request.content_length or 0) > request.max_content_length:
+                raise RequestEntityTooLarge()
+
     @app.before_request
     def _refuse_unstorable_text() -> None:
         check_text(request.path, "path")
