@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         compression,
         errors,
         flower_proxy,
+        headers,
         input_guard,
         metrics,
         schedule_views,
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     errors.init_app(app)
     input_guard.init_app(app)
     compression.init_app(app)
+    headers.init_app(app)
     app.jinja_env.filters["dt"] = _format_dt
     app.jinja_env.filters["eta"] = _format_eta
     return app

@@ -1,7 +1,9 @@
 """Every page of the web UI in Chromium, as an admin, at a desktop and a phone
 width: no console error or outside request (the ``page`` fixture), a label on
-every form control, no sideways scrolling of the page at 375 px, and a
-screenshot of each for review. Also what the dashboard shows once a job failed.
+every form control, no sideways scrolling of the page at 375 px, the
+security headers and no Content-Security-Policy violation (issue 14, item 16),
+and a screenshot of each for review. Also what the dashboard shows once a job
+failed, and that the policy does block an inline script (so the check can fail).
 
 Flower (``/flower/``) is left out: the live stack runs no Flower; the proxy is
 tested against a real one in tests/integration/test_flower_proxy.py."""
@@ -70,6 +72,54 @@ OVERFLOW = """() => {
 }"""
 
 
+#: Collects the page's Content-Security-Policy violations; added with
+#: ``add_init_script``, which the page's own policy does not block.
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  const what = e.blockedURI || "inline";
+  window.__cspViolations.push(`${e.violatedDirective} blocked ${what} at line ${e.lineNumber}`);
+});
+"""
+#: What every page of ours must be served with (Flower's pages are not in the tour).
+SECURITY_HEADERS = {
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+def watch_security(page: Page) -> dict[str, dict[str, str]]:
+    """Start collecting CSP violations; returns the headers of each document loaded."""
+    page.add_init_script(CSP_WATCH)
+    documents: dict[str, dict[str, str]] = {}
+
+    def keep(response: Any) -> None:
+        if response.request.resource_type == "document":
+            documents[response.url] = response.headers
+
+    page.on("response", keep)
+    return documents
+
+
+def security_problems(page: Page, documents: dict[str, dict[str, str]]) -> list[str]:
+    found = [f"CSP violation: {v}" for v in page.evaluate("() => window.__cspViolations || []")]
+    headers = documents.get(page.url)
+    if headers is None:
+        return [*found, f"no document response seen for {page.url}"]
+    policy = headers.get("content-security-policy", "")
+    if "script-src 'self';" not in policy + ";" or "unsafe-inline" in policy:
+        found.append(f"Content-Security-Policy {policy!r}")
+    if "frame-ancestors 'none'" not in policy:
+        found.append("no frame-ancestors 'none'")
+    found += [
+        f"{name}: {headers.get(name)!r}"
+        for name, value in SECURITY_HEADERS.items()
+        if headers.get(name) != value
+    ]
+    return found
+
+
 def finished(stack: LiveStack, job_id: str) -> str:
     with stack.client() as c:
         return str(c.job(job_id).wait(timeout=60).status)
@@ -82,10 +132,12 @@ def start_template(stack: LiveStack, name: str, variables: dict[str, Any]) -> st
         return str(r.json()["id"])
 
 
-def check_page(page: Page, slug: str, problems: dict[str, list[str]]) -> None:
+def check_page(
+    page: Page, slug: str, problems: dict[str, list[str]], documents: dict[str, dict[str, str]]
+) -> None:
     """Look at the page as it is at both widths; gather what is wrong rather
     than stop at the first page, so one run lists every page's trouble."""
-    found: list[str] = []
+    found: list[str] = security_problems(page, documents)
     title = page.title()
     if "<" in title or not title.endswith(" · jobsys"):
         found.append(f"title {title!r}")
@@ -124,6 +176,7 @@ def test_every_page_is_labelled_and_fits_a_phone(stack: LiveStack, page: Page) -
     assert finished(stack, docker_id) == "completed"
     assert finished(stack, squares_id) == "completed"
 
+    documents = watch_security(page)
     sign_in_with_token(page, stack, "admin", then="/")  # Users and Audit are for admins
     page.set_viewport_size(DESKTOP)
     tour = [
@@ -145,7 +198,7 @@ def test_every_page_is_labelled_and_fits_a_phone(stack: LiveStack, page: Page) -
         if page.url != f"{stack.url}{path}":  # signing in landed on the dashboard
             page.goto(f"{stack.url}{path}")
         expect(page.get_by_role("heading", level=1)).to_contain_text(heading)
-        check_page(page, slug, problems)
+        check_page(page, slug, problems, documents)
 
     # what each job page should show beyond its heading
     page.goto(f"{stack.url}/jobs/{squares_id}")
@@ -155,8 +208,35 @@ def test_every_page_is_labelled_and_fits_a_phone(stack: LiveStack, page: Page) -
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(f"{stack.url}/login")
     expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
-    check_page(page, "login", problems)
+    check_page(page, "login", problems, documents)
     assert problems == {}, json.dumps(problems, indent=1)
+
+
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
+def test_the_policy_blocks_an_inline_script_and_the_tour_would_see_it(
+    stack: LiveStack, page: Page, expected_console: list[str]
+) -> None:
+    """What the tour's check looks for does happen: a script slipped into a
+    page (as an injected value would be) does not run, and is reported."""
+    expected_console.append("Content Security Policy")  # Chromium logs the refusal too
+    documents = watch_security(page)
+    page.goto(f"{stack.url}/jobs")
+    assert security_problems(page, documents) == []
+    page.evaluate(
+        """() => {
+        const s = document.createElement("script");
+        s.textContent = "window.__ran = true";
+        document.body.append(s);
+        const b = document.createElement("button");
+        b.setAttribute("onclick", "window.__ran = true");
+        document.body.append(b);
+        b.click();
+    }"""
+    )
+    assert page.evaluate("() => window.__ran") is None
+    expect(page.locator("body")).to_be_visible()
+    page.wait_for_function("() => window.__cspViolations.length >= 2")
+    assert all("script-src" in p for p in security_problems(page, documents))
 
 
 @pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
