@@ -58,14 +58,6 @@ class Settings:
     docker_default_mem_limit: str = "512m"
     docker_default_cpus: float = 1.0
     docker_max_timeout_s: int = 24 * 3600
-    #: Host access a Docker step may ask for; all off unless the operator turns it on.
-    docker_allow_network: bool = False
-    docker_allow_privileged: bool = False
-    #: Host folders (and what is below them) a step may bind-mount; none by default.
-    docker_mount_roots: tuple[str, ...] = ()
-    #: Seconds a step may sit unpublished before the outbox sweep publishes it.
-    outbox_grace_s: float = 5.0
-    #: Seconds a Celery result (chunk summaries) lives in Redis.
     #: The most memory and CPUs a Docker step may ask for (checked at submit and
     #: again by the worker, against the step's own value or the default).
     docker_max_mem: str = "4g"
@@ -74,6 +66,14 @@ class Settings:
     #: last this many bytes (and 100,000 lines) kept, after a line saying what was cut.
     docker_max_log_line_bytes: int = 16 * 1024
     docker_max_log_bytes: int = 10 * 1024 * 1024
+    #: Host access a Docker step may ask for; all off unless the operator turns it on.
+    docker_allow_network: bool = False
+    docker_allow_privileged: bool = False
+    #: Host folders (and what is below them) a step may bind-mount; none by default.
+    docker_mount_roots: tuple[str, ...] = ()
+    #: Seconds a step may sit unpublished before the outbox sweep publishes it.
+    outbox_grace_s: float = 5.0
+    #: Seconds a Celery result (chunk summaries) lives in Redis.
     result_ttl_s: int = 24 * 3600
     #: Seconds a finished job's event stream (live view replay) stays in Redis.
     events_ttl_s: int = 24 * 3600
