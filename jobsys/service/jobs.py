@@ -322,6 +322,10 @@ def _outcomes(
         )
         .order_by(TaskRun.item_start)
     )
+    # A result blob serves only the step it was signed for: one copied in from
+    # another job's rows is refused here, before a client that trusts this
+    # job's code owner would unpickle it.
+    binding = Binding(Purpose.RESULT, step.job_id, step.id)
     results: list[dict[str, Any]] = []
     for run in runs:
         outcomes: list[Any] = list(run.results or [])
@@ -329,7 +333,7 @@ def _outcomes(
         outcomes += [_missing(run)] * (run.item_stop - run.item_start - len(outcomes))
         low, high = max(offset, run.item_start), min(stop, run.item_stop)
         results.extend(
-            {**o, "value": unsign_for_wire(o["value"], ctx.signer)} if o["ok"] else o
+            {**o, "value": unsign_for_wire(o["value"], ctx.signer, binding)} if o["ok"] else o
             for o in outcomes[low - run.item_start : high - run.item_start]
         )
     return results

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from jobsys import ItemsFailed, service
 from jobsys.models import Step
-from jobsys.signing import Signer, b64encode
+from jobsys.signing import Binding, Purpose, Signer, b64encode
 from tests.live import LiveStack
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,9 @@ def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, tmp_path: 
         ],
     }
     job = stack.unpublished_job(spec)
-    forged = Signer.from_secret("someone-elses-secret-key").dumps(evil)
+    forged = Signer.from_secret("someone-elses-secret-key").dumps(
+        evil, Binding(Purpose.FUNCTION, job.id, job.steps[0].id)
+    )
     with stack.ctx.sessions.begin() as s:
         step = s.get_one(Step, job.steps[0].id)
         s.execute(

@@ -131,6 +131,23 @@ def test_results_are_signed_as_results_of_their_step(
         worker.signer.loads(blob, Binding(Purpose.ITEMS, job.id, step_id))
 
 
+def test_results_copied_in_from_another_job_are_not_served(
+    worker: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    """Clients trust a job's results by its code owner: a result row moved in
+    from someone else's job must not reach them as this job's."""
+    theirs = service.submit_job(worker, developer, mapping("builtins:tuple", [[1, 2]]))
+    mine = service.submit_job(worker, developer, mapping("builtins:tuple", [[3, 4]]))
+    for plan in dispatcher.published:
+        run_plan(worker, plan)
+    with worker.sessions.begin() as s:
+        moved = s.scalar(select(TaskRun.results).where(TaskRun.job_id == theirs.id))
+        s.execute(update(TaskRun).where(TaskRun.job_id == mine.id).values(results=moved))
+    assert service.job_results(worker, developer, theirs.id)["results"][0]["ok"]
+    with pytest.raises(SignatureError, match=f"offered as the result of job {mine.id}"):
+        service.job_results(worker, developer, mine.id)
+
+
 def legacy(ctx: Context, obj: Any) -> dict[str, str]:
     """A pickle as jobsys stored it before signatures named their job and step."""
     data = cloudpickle.dumps(obj)

@@ -59,7 +59,7 @@ def test_function_step_is_planned_in_chunks(
     assert job.spec["steps"][0]["function"] == "<pickled callable>"
     with ctx.sessions() as s:
         stored = s.scalar(select(Step.spec))
-    assert stored["function"]["$pickle"].startswith("jobsys-signed-v1.")
+    assert stored["function"]["$pickle"].startswith("jobsys-signed-v2.function.")
 
 
 def test_broker_down_keeps_the_job_and_the_sweep_publishes_once(
