@@ -68,23 +68,27 @@ def sign_wire(obj: Any, signer: Signer, field: str, binding: Binding) -> Any:
     return {PICKLE_KEY: signer.sign(data, binding)}
 
 
-def unsign_for_wire(obj: Any, signer: Signer, expect: Binding | None = None) -> Any:
+def unsign_for_wire(
+    obj: Any, signer: Signer, expect: Binding | None = None, *, legacy: bool
+) -> Any:
     """A stored envelope as raw base64 for a client, its signature checked (for
-    ``expect``, when given). Nothing is unpickled here."""
+    ``expect``, when given). Nothing is unpickled here, but a client may: so
+    ``legacy`` (accept an unbound v1 blob) is the caller's explicit choice,
+    ``JOBSYS_ACCEPT_LEGACY_SIGNATURES`` on the server's paths."""
     if not is_pickled(obj):
         return obj
-    wire = {PICKLE_KEY: b64encode(signer.verify(obj[PICKLE_KEY], expect))}
+    wire = {PICKLE_KEY: b64encode(signer.verify(obj[PICKLE_KEY], expect, legacy=legacy))}
     if "repr" in obj:
         wire["repr"] = obj["repr"]
     return wire
 
 
-def resign(obj: Any, signer: Signer, source: Binding, target: Binding) -> Any:
+def resign(obj: Any, signer: Signer, source: Binding, target: Binding, *, legacy: bool) -> Any:
     """A stored envelope moved to a new job: verified for ``source``, signed for
     ``target``. The caller has checked the new job's creator's rights."""
     if not is_pickled(obj):
         return obj
-    moved = {PICKLE_KEY: signer.resign(obj[PICKLE_KEY], source, target)}
+    moved = {PICKLE_KEY: signer.resign(obj[PICKLE_KEY], source, target, legacy=legacy)}
     if "repr" in obj:
         moved["repr"] = obj["repr"]
     return moved

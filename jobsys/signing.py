@@ -177,14 +177,20 @@ class Signer:
             raise SignatureError(_MISMATCH)
         return data
 
-    def resign(self, blob: Any, source: Binding, target: Binding) -> str:
+    def resign(self, blob: Any, source: Binding, target: Binding, *, legacy: bool) -> str:
         """The blob verified for where it was and signed for where it goes.
 
         Callers check the new job's creator's rights first: this only moves a
-        signature, it decides nothing. Legacy blobs are accepted (and so
-        upgraded): they were signed by jobsys for this very place.
+        signature to another job or step, never to another use (a result never
+        becomes a function). ``legacy`` accepts (and so upgrades) a v1 blob,
+        which jobsys signed for this very place, while the operator allows them.
         """
-        return self.sign(self.verify(blob, source, legacy=True), target)
+        if source.purpose != target.purpose:
+            raise SignatureError(
+                f"refusing to re-sign {source.describe()} as {target.describe()}: "
+                "a signed payload keeps its use"
+            )
+        return self.sign(self.verify(blob, source, legacy=legacy), target)
 
     def dumps(self, obj: Any, binding: Binding) -> str:
         return self.sign(cloudpickle.dumps(obj), binding)

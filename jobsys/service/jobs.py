@@ -13,7 +13,7 @@ from sqlalchemy.orm import defer, selectinload
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
-from jobsys.errors import DispatchError, NotFoundError, SpecError, StateError
+from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
 from jobsys.models import (
     Job,
     JobStatus,
@@ -333,10 +333,26 @@ def _outcomes(
         outcomes += [_missing(run)] * (run.item_stop - run.item_start - len(outcomes))
         low, high = max(offset, run.item_start), min(stop, run.item_stop)
         results.extend(
-            {**o, "value": unsign_for_wire(o["value"], ctx.signer, binding)} if o["ok"] else o
+            _served(ctx, o, binding) if o["ok"] else o
             for o in outcomes[low - run.item_start : high - run.item_start]
         )
     return results
+
+
+def _served(ctx: Context, outcome: dict[str, Any], binding: Binding) -> dict[str, Any]:
+    """A stored outcome as readers get it: a value whose signature fails (altered,
+    or moved in from another job) is served as that item's error, never as a
+    value, and the rest of the page still reads."""
+    try:
+        value = unsign_for_wire(
+            outcome["value"], ctx.signer, binding, legacy=ctx.settings.accept_legacy_signatures
+        )
+    except SignatureError as exc:
+        return {
+            "ok": False,
+            "error": {"type": "SignatureError", "message": exc.message, "traceback": ""},
+        }
+    return {**outcome, "value": value}
 
 
 def _missing(run: TaskRun) -> dict[str, Any]:

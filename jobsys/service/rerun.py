@@ -144,7 +144,9 @@ def stored_spec(ctx: Context, job: Job) -> dict[str, Any]:
 
 def _unsigned(ctx: Context, obj: Any, binding: Binding, field: str) -> Any:
     try:
-        return envelope.unsign_for_wire(obj, ctx.signer, binding)
+        return envelope.unsign_for_wire(
+            obj, ctx.signer, binding, legacy=ctx.settings.accept_legacy_signatures
+        )
     except SignatureError as exc:
         raise SpecError({field: f"{exc.message}; this job cannot be run again"}) from exc
 
@@ -159,7 +161,13 @@ def _moved(ctx: Context, results: Any, old: Step, new: Step) -> list[Any] | None
     for outcome in results:
         if outcome and outcome.get("ok"):
             try:
-                value = envelope.resign(outcome["value"], ctx.signer, source, target)
+                value = envelope.resign(
+                    outcome["value"],
+                    ctx.signer,
+                    source,
+                    target,
+                    legacy=ctx.settings.accept_legacy_signatures,
+                )
             except SignatureError as exc:
                 raise SpecError(
                     {f"steps[{old.position}].results": f"{exc.message}; rerun the job instead"}

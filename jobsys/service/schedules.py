@@ -232,7 +232,9 @@ def wire_spec(ctx: Context, row: Schedule) -> dict[str, Any]:
     def unsign(obj: Any, field: str, purpose: Purpose, position: int) -> Any:
         binding = Binding.for_schedule(purpose, row.id, position)
         try:
-            return unsign_for_wire(obj, ctx.signer, binding)
+            return unsign_for_wire(
+                obj, ctx.signer, binding, legacy=ctx.settings.accept_legacy_signatures
+            )
         except SignatureError as exc:
             raise SpecError({field: f"{exc.message}; save the schedule's spec again"}) from exc
 

@@ -144,8 +144,27 @@ def test_results_copied_in_from_another_job_are_not_served(
         moved = s.scalar(select(TaskRun.results).where(TaskRun.job_id == theirs.id))
         s.execute(update(TaskRun).where(TaskRun.job_id == mine.id).values(results=moved))
     assert service.job_results(worker, developer, theirs.id)["results"][0]["ok"]
-    with pytest.raises(SignatureError, match=f"offered as the result of job {mine.id}"):
-        service.job_results(worker, developer, mine.id)
+    (served,) = service.job_results(worker, developer, mine.id)["results"]
+    assert served["ok"] is False and served["error"]["type"] == "SignatureError"
+    assert f"offered as the result of job {mine.id}" in served["error"]["message"]
+    assert "value" not in served
+
+
+def test_a_legacy_result_is_not_served_once_the_setting_is_off(
+    worker: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    job = service.submit_job(worker, developer, mapping("builtins:tuple", [[1, 2]]))
+    run_plan(worker, dispatcher.published[0])
+    with worker.sessions.begin() as s:  # a v1 result, as stored before bindings
+        s.execute(
+            update(TaskRun)
+            .where(TaskRun.job_id == job.id)
+            .values(results=[{"ok": True, "value": legacy(worker, (1, 2))}])
+        )
+    assert service.job_results(worker, developer, job.id)["results"][0]["ok"]
+    strict = replace(worker, settings=replace(worker.settings, accept_legacy_signatures=False))
+    (served,) = service.job_results(strict, developer, job.id)["results"]
+    assert served["ok"] is False and "JOBSYS_ACCEPT_LEGACY_SIGNATURES" in served["error"]["message"]
 
 
 def legacy(ctx: Context, obj: Any) -> dict[str, str]:

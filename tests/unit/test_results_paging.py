@@ -128,10 +128,10 @@ def test_the_job_page_reads_and_verifies_only_what_it_shows(
     verified = 0
     real_unsign = jobs_module.unsign_for_wire
 
-    def counting_unsign(obj: Any, signer: Any) -> Any:
+    def counting_unsign(obj: Any, signer: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal verified
         verified += 1
-        return real_unsign(obj, signer)
+        return real_unsign(obj, signer, *args, **kwargs)
 
     monkeypatch.setattr(jobs_module, "unsign_for_wire", counting_unsign)
     event.listen(TaskRun, "load", on_load)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import cloudpickle
@@ -117,18 +118,23 @@ def test_blobs_signed_before_bindings_still_verify_where_allowed() -> None:
     with pytest.raises(SignatureError, match="another JOBSYS_SECRET_KEY"):
         OTHER.loads(old, FN_A)
     # A copy re-signs it for its new place, where it then verifies with bindings only.
-    moved = KEY.resign(old, FN_A, FN_B)
+    with pytest.raises(SignatureError, match="JOBSYS_ACCEPT_LEGACY_SIGNATURES"):
+        KEY.resign(old, FN_A, FN_B, legacy=False)
+    moved = KEY.resign(old, FN_A, FN_B, legacy=True)
     assert moved.startswith("jobsys-signed-v2.function.")
     assert KEY.loads(moved, FN_B, legacy=False) == (1, 2)
     with pytest.raises(SignatureError):
         KEY.loads(moved, FN_A)
 
 
-def test_resign_checks_where_the_blob_came_from() -> None:
+def test_resign_checks_where_the_blob_came_from_and_keeps_its_use() -> None:
     blob = KEY.sign(b"data", RESULT_A)
     with pytest.raises(SignatureError):
-        KEY.resign(blob, FN_A, FN_B)  # not job A's function: refused, not laundered
-    assert KEY.verify(KEY.resign(blob, RESULT_A, FN_B), FN_B) == b"data"
+        KEY.resign(blob, FN_A, FN_B, legacy=True)  # not job A's function: refused, not laundered
+    with pytest.raises(SignatureError, match="keeps its use"):
+        KEY.resign(blob, RESULT_A, FN_B, legacy=True)  # a result never becomes code
+    moved = KEY.resign(blob, RESULT_A, replace(RESULT_A, job="b"), legacy=True)
+    assert KEY.verify(moved, replace(RESULT_A, job="b")) == b"data"
 
 
 def test_bindings_hold_only_ids() -> None:
@@ -170,12 +176,15 @@ def test_results_carry_a_repr_for_readers() -> None:
     result = envelope.ok({1, 2}, KEY, RESULT_A)
     assert result["ok"] is True
     assert result["value"]["repr"] == "{1, 2}"
-    wire = envelope.unsign_for_wire(result["value"], KEY, RESULT_A)
+    wire = envelope.unsign_for_wire(result["value"], KEY, RESULT_A, legacy=False)
     assert envelope.from_wire(wire) == {1, 2}
-    assert envelope.unsign_for_wire(result["value"], KEY) == wire  # any binding: no unpickling
+    # any binding: no unpickling
+    assert envelope.unsign_for_wire(result["value"], KEY, legacy=False) == wire
     with pytest.raises(SignatureError):
-        envelope.unsign_for_wire(result["value"], KEY, FN_A)
-    moved = envelope.resign(result["value"], KEY, RESULT_A, FN_B)
+        envelope.unsign_for_wire(result["value"], KEY, FN_A, legacy=False)
+    moved = envelope.resign(
+        result["value"], KEY, RESULT_A, replace(RESULT_A, step="2"), legacy=False
+    )
     assert moved["repr"] == "{1, 2}"
     err = envelope.error(ValueError("boom"))
     assert err["error"]["type"] == "ValueError" and "boom" in err["error"]["traceback"]
