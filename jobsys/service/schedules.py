@@ -31,7 +31,7 @@ from jobsys.errors import NotFoundError, PermissionDenied, SignatureError, SpecE
 from jobsys.models import Job, Schedule, ScheduleRun, Token, User, new_id, utcnow
 from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
 from jobsys.service.audit import record
-from jobsys.service.catalog import lookup_template, new_template_job
+from jobsys.service.catalog import lookup_template, new_template_job, require_template
 from jobsys.service.jobs import get_job, new_job, publish_job
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.users import ROLE_ORDER
@@ -138,7 +138,8 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
     someone allowed to schedule it has already vetted. The job is made as a
     firing makes it (today's settings, the owner's current role), and a spec
     with pickled code also needs the caller's ``submit_code``: only a developer
-    runs code, whoever vetted it. A refusal creates nothing.
+    runs code, whoever vetted it, and a template's ``restart`` roles hold for
+    the caller as they do for a rerun of its jobs. A refusal creates nothing.
     """
     require(principal, Right.RERUN)
     moment = utcnow()
@@ -146,6 +147,10 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
         row = _find(session, ref, lock=True)
         if row.spec is not None and _has_pickles(row.spec):
             require(principal, Right.SUBMIT_CODE)
+        if row.template is not None:
+            # The job is the template's, started by the caller: its ``restart``
+            # roles (those that narrow ``rerun``) are the caller's to meet.
+            require_template(principal, lookup_template(session, row.template), "restart")
         job = schedule_job(ctx, session, row)
         job.owner = principal.name
         session.add(job)

@@ -157,3 +157,24 @@ def test_run_now_of_pickled_code_needs_submit_code_of_the_caller(
     assert count(ctx, Job) == count(ctx, ScheduleRun) == 0
     job = service.run_schedule_now(ctx, Principal("devi", "developer"), "coded")
     assert job.owner == "devi" and job.code_owner == "ada"  # the schedule's owner supplied it
+
+
+def test_run_now_of_a_template_schedule_meets_the_templates_roles(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """An operator the template refuses to start or restart its jobs cannot
+    have one started by "run now" of an admin's schedule of it."""
+    folder = tmp_path / "catalog"
+    (folder / "guarded").mkdir(parents=True)
+    (folder / "guarded" / "job.yaml").write_text(
+        "roles: {start: [admin], restart: [admin]}\n"
+        "steps: [{kind: docker, image: jobsys/busybox:local, command: [echo, hi]}]\n"
+    )
+    service.reload_catalog(ctx, ADMIN, folder)
+    body = {"name": "guarded-hourly", "interval_s": 3600, "template": "guarded"}
+    service.create_schedule(ctx, ADMIN, body, now=T0)
+    with pytest.raises(PermissionDenied, match="template 'guarded' lets only the roles admin"):
+        service.run_schedule_now(ctx, OPERATOR, "guarded-hourly")
+    assert count(ctx, Job) == count(ctx, ScheduleRun) == 0
+    job = service.run_schedule_now(ctx, ADMIN, "guarded-hourly")
+    assert job.template == "guarded"
