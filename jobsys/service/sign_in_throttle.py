@@ -7,13 +7,21 @@ refused (429 with ``Retry-After``) before any hash is computed, and no more
 than ``sign_in_hash_slots`` hashes run at once in a process: a burst beyond
 that is refused at once instead of queueing web threads behind the CPU.
 
+An attempt is *reserved* (counted) before its hash and refused if that count
+goes past the limit, so concurrent guesses cannot all slip past a check made
+before any of them had failed: whatever the number of threads and processes,
+at most ``sign_in_max_failures`` passwords are checked per name and address
+within a window. A reservation that is refused, or whose hash finds no slot,
+is taken back; a wrong password leaves it as the failure.
+
 The counters live in Redis so every web process sees the same ones; while
 Redis cannot be reached each process counts on its own (in memory), which is
 weaker (an attacker spread over N processes gets N times the tries) but never
 unthrottled.
 
 A successful sign-in clears its *name*'s counter (the person got it right)
-but not the address's: otherwise an attacker who owns one account could sign
+and takes back its reservation on the address, but does not clear the
+address's failures: otherwise an attacker who owns one account could sign
 in with it between guesses at other people's passwords and never be slowed.
 """
 
@@ -45,6 +53,37 @@ KEY_PREFIX = "jobsys:sign-in-failures:"
 MAX_MEMORY_KEYS = 10_000
 #: How long a sign-in waits for a free hash slot before it is refused.
 SLOT_WAIT_S = 0.2
+
+#: Count one attempt on each key (a new key's window starts now); if any key is
+#: then past ARGV[1], take the attempt back on every key and answer the longest
+#: wait among those past it, else 0. One script, so the count and the undo are
+#: atomic across processes.
+_RESERVE = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[2]) end
+end
+local wait = 0
+for i, key in ipairs(KEYS) do
+  if counts[i] > tonumber(ARGV[1]) then
+    local left = redis.call('TTL', key)
+    if left > wait then wait = left end
+  end
+end
+if wait > 0 then
+  for _, key in ipairs(KEYS) do redis.call('DECR', key) end
+end
+return wait
+"""
+#: Take back one attempt on each key that still exists (one that expired
+#: meanwhile is left gone, not made -1 and without a window).
+_RELEASE = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then redis.call('DECR', key) end
+end
+return 0
+"""
 
 
 class SignInThrottled(Unauthenticated):
@@ -93,6 +132,87 @@ class SignInThrottle:
                 wait,
             )
 
+    def reserve(self, name: str, address: str, *, limit: int | None = None) -> None:
+        """Count an attempt for the name and the address before its hash is computed;
+        SignInThrottled (and nothing counted) if that takes either past the limit.
+
+        The attempt stays counted as a failure unless ``release``d or ``succeeded``.
+        """
+        keys = _keys(name, address)
+        if keys:
+            self._reserve(keys, self.max_failures if limit is None else limit)
+
+    def release(self, name: str, address: str) -> None:
+        """Take back a reservation whose password was never checked (no hash slot)."""
+        keys = _keys(name, address)
+        if keys:
+            self._release(keys)
+
+    def reserve_token(self, key_id: str, *, limit: int) -> None:
+        """``reserve`` for a token's key id: its secret failed ``limit`` times lately."""
+        key = f"{KEY_PREFIX}token:{key_id[:32]}"
+        try:
+            self._reserve([key], limit)
+        except SignInThrottled as exc:
+            raise SignInThrottled(
+                f"too many wrong secrets for token {key_id[:32]} lately; try again in "
+                f"{_minutes(exc.retry_after_s)} (a token this web process has accepted "
+                "before still works)",
+                exc.retry_after_s,
+            ) from None
+
+    def release_token(self, key_id: str) -> None:
+        """The secret was right (or never checked): take its reservation back."""
+        self._release([f"{KEY_PREFIX}token:{key_id[:32]}"])
+
+    def _reserve(self, keys: list[str], limit: int) -> None:
+        wait = 0
+        if self.client is not None:
+            try:
+                wait = int(self.client.eval(_RESERVE, len(keys), *keys, limit, self.window_s))
+            except (RedisError, OSError) as exc:
+                log.warning("sign-in attempts counted in this process only: %s", exc)
+            else:
+                self._refuse_if(wait)
+                return
+        now = self.clock()
+        with self._lock:
+            if len(self._memory) >= MAX_MEMORY_KEYS:
+                self._forget_expired(now)
+            counted = []
+            for key in keys:
+                count, ends = self._memory.get(key, (0, now + self.window_s))
+                if ends <= now:
+                    count, ends = 0, now + self.window_s
+                counted.append((key, count + 1, ends))
+            waits = [math.ceil(ends - now) for _, count, ends in counted if count > limit]
+            if not waits:
+                for key, count, ends in counted:
+                    self._memory[key] = (count, ends)
+            wait = max(waits, default=0)
+        self._refuse_if(wait)
+
+    def _release(self, keys: list[str]) -> None:
+        if self.client is not None:
+            try:
+                self.client.eval(_RELEASE, len(keys), *keys)
+                return
+            except (RedisError, OSError) as exc:
+                log.warning("sign-in attempt taken back in this process only: %s", exc)
+        with self._lock:
+            for key in keys:
+                found = self._memory.get(key)
+                if found is not None:
+                    self._memory[key] = (max(0, found[0] - 1), found[1])
+
+    def _refuse_if(self, wait: int) -> None:
+        if wait > 0:
+            raise SignInThrottled(
+                f"too many failed sign-ins for this name or from this address; "
+                f"try again in {_minutes(wait)} (or ask an admin to set a new password)",
+                wait,
+            )
+
     def failed(self, name: str, address: str) -> None:
         keys = _keys(name, address)
         if not keys:
@@ -118,8 +238,14 @@ class SignInThrottle:
                     count, ends = 0, now + self.window_s
                 self._memory[key] = (count + 1, ends)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, address: str = "") -> None:
+        """A right password: clear the name's failures, and take back the attempt
+        ``reserve`` counted on the address (whose failures stay)."""
+        if address:
+            self.release("", address)
         keys = _keys(name, "")
+        if not keys:
+            return
         if self.client is not None:
             try:
                 self.client.delete(*keys)
@@ -130,11 +256,12 @@ class SignInThrottle:
                 self._memory.pop(key, None)
 
     @contextmanager
-    def hashing(self) -> Iterator[None]:
-        """Hold one of the process's hash slots while a password hash is computed."""
+    def hashing(self, what: str = "sign-ins") -> Iterator[None]:
+        """Hold one of the process's hash slots while a password (or token secret)
+        hash is computed; ``what`` names them in the refusal."""
         if not self._slots.acquire(timeout=SLOT_WAIT_S):
             raise SignInThrottled(
-                "too many sign-ins are being checked at once; try again in a second", 1
+                f"too many {what} are being checked at once; try again in a second", 1
             )
         try:
             yield

@@ -143,7 +143,9 @@ def check_password(
     """``sign_in`` that also gives the user's id (for a web session)."""
     throttle = sign_in_throttle(ctx)
     try:
-        throttle.check(name, source)
+        # Counted before the hash, not after: checked first and counted after,
+        # concurrent guesses all passed the check (4 per burst per process).
+        throttle.reserve(name, source)
     except SignInThrottled:
         # Not audited: the failures that led here were, and a flood of refusals
         # would otherwise cost a database write each.
@@ -158,15 +160,19 @@ def check_password(
     # Verified after the read's transaction has ended: on SQLite every transaction
     # takes the write lock (BEGIN IMMEDIATE), and scrypt takes ~100 ms, so a hash
     # computed inside one stalls every reader and writer of the stack.
-    with throttle.hashing():
-        good = check_password_hash(row.password_hash if row else _DUMMY_HASH, password)
+    try:
+        with throttle.hashing("sign-ins"):
+            good = check_password_hash(row.password_hash if row else _DUMMY_HASH, password)
+    except SignInThrottled:
+        throttle.release(name, source)  # no slot: the password was not checked
+        raise
     if row is None or not good or row.disabled_at is not None:
-        throttle.failed(name, source)
+        # The reservation stays: it is this failure's count.
         record(ctx, None, "login", name, outcome="denied", actor=name or "anonymous", source=source)
         raise Unauthenticated("wrong name or password, or the user is disabled")
     with ctx.sessions.begin() as session:
         session.execute(update(User).where(User.id == row.id).values(last_login_at=utcnow()))
-    throttle.succeeded(name)
+    throttle.succeeded(name, source)
     principal = Principal(row.name, row.role, source)
     record(ctx, principal, "login", name)
     return row.id, principal

@@ -271,3 +271,77 @@ def test_an_expired_csrf_token_is_refused_with_the_error_page(
     monkeypatch.undo()
     r = client.post("/login", data={"name": "olga", "password": PASSWORD, "csrf_token": csrf})
     assert r.status_code == 302
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_concurrent_wrong_passwords_check_at_most_the_limit(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, store: str
+) -> None:
+    """The review: the count was read before hashing and raised only after, so
+    two bursts of 4 concurrent guesses got 8 checked before the 429 (and each
+    web process 4 more). An attempt is now reserved before its hash: counted,
+    not timed, at most 5 passwords are checked for one name, however many
+    threads (here over two contexts, two web processes) start at once."""
+    events: list[Any] = []
+    if store == "redis":
+        require_redis()
+        url = f"{REDIS_URL}/12"
+        events = [RedisEventBus.from_url(url), RedisEventBus.from_url(url)]
+        raw = redis.Redis.from_url(url)
+        raw.delete(*raw.keys(f"{KEY_PREFIX}*") or ["none"])
+    contexts = [
+        context_of(settings, events[i] if events else None, sign_in_hash_slots=32) for i in range(2)
+    ]
+    if not events:  # one process: one context, one in-memory count
+        contexts = [contexts[0], contexts[0]]
+    service.add_user(contexts[0], ADMIN, name="olga", password=PASSWORD, role="operator")
+    hashes = []
+
+    def slow_wrong(_stored: str, _password: str) -> bool:
+        hashes.append(1)
+        time.sleep(0.3)  # long enough that every thread is inside at once
+        return False
+
+    monkeypatch.setattr("jobsys.service.users.check_password_hash", slow_wrong)
+    threads_n = 12
+    start = threading.Barrier(threads_n)
+    outcomes: list[str] = []
+
+    def guess(i: int) -> None:
+        start.wait(10)
+        try:
+            service.sign_in(contexts[i % 2], "olga", f"wrong {i}", source=f"10.0.20.{i}")
+        except SignInThrottled:
+            outcomes.append("429")
+        except Unauthenticated:
+            outcomes.append("401")
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(hashes) <= 5, f"{len(hashes)} passwords checked for one name"
+        assert sorted(outcomes) == ["401"] * len(hashes) + ["429"] * (threads_n - len(hashes))
+        with pytest.raises(SignInThrottled):  # the refusals were not counted as failures...
+            service.sign_in(contexts[0], "olga", PASSWORD, source="10.0.20.99")
+    finally:
+        if events:
+            raw.delete(*raw.keys(f"{KEY_PREFIX}*") or ["none"])
+
+
+def test_a_refused_attempt_is_not_counted_and_a_success_not_against_the_address(
+    olga: Context,
+) -> None:
+    """A reservation refused (name over its limit) is undone, so it does not count
+    against the address; and a right password does not count against the
+    address either (an office behind one NAT signs in all day)."""
+    for i in range(5):
+        with pytest.raises(Unauthenticated, match="wrong name"):
+            service.sign_in(olga, "olga", "wrong", source=f"10.0.21.{i}")
+    for _ in range(10):
+        with pytest.raises(SignInThrottled):
+            service.sign_in(olga, "olga", "wrong", source="10.0.21.50")
+    for _ in range(10):
+        service.sign_in(olga, "eve", PASSWORD, source="10.0.21.50")
