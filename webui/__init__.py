@@ -58,8 +58,9 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.extensions["jobsys"] = context
     csrf = CSRFProtect(app)
     csrf.exempt(api.bp)  # the API authenticates with bearer tokens, not cookies
-    # Flower's own pages post without our token; the Lax session cookie is not sent
-    # on cross-site posts, and each call still needs the right for what it does.
+    # Flower's own pages post without our token; instead the proxy refuses a change
+    # made with the session cookie unless the browser says it came from our origin
+    # (flower_proxy.cross_site_problem), and each call still needs its right.
     csrf.exempt(flower_proxy.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)

@@ -29,7 +29,19 @@ A revoke or abort of a jobsys task does not go to Flower: it cancels the
 task's job through ``service.cancel_job_of_task``, the same cancel as the
 job's Cancel button, as the caller (a template's ``stop`` roles apply, and the
 audit trail names the caller). A task that belongs to no jobsys job needs
-``admin`` and is passed on to Flower as before.
+``admin`` and is passed on to Flower as before; the form it came with (Flower's
+Terminate button posts ``terminate=true``) is passed on with it.
+
+The blueprint is exempt from our CSRF token, since Flower's own pages post
+without it; what stands in for it is an origin check on every request that
+changes something (POST, PUT, DELETE, PATCH) made with the session cookie
+rather than a bearer token, intercepted or forwarded alike: the browser must
+say the request came from our own origin (``Sec-Fetch-Site: same-origin``
+where it sends that header, else an ``Origin`` or ``Referer`` whose scheme and
+host are the request's own). A revoke is answered by us, not Flower, so
+without this a page on a sibling site (``Sec-Fetch-Site: same-site``, which
+the Lax cookie does not stop) could cancel a signed-in operator's jobs. HEAD
+asks for what GET reads and needs what GET needs.
 
 Flower keeps its own basic auth for anyone who reaches its port directly;
 the proxy adds those credentials on the way through.
@@ -51,7 +63,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from jobsys import service
 from jobsys.auth import Right, require
 from jobsys.config import Settings
-from jobsys.errors import DispatchError, SpecError, Unauthenticated
+from jobsys.errors import DispatchError, PermissionDenied, SpecError, Unauthenticated
 from jobsys.stack import flower_basic_auth
 from webui.principal import context, current_principal, needs
 from webui.views import sign_in_first
@@ -60,6 +72,9 @@ bp = Blueprint("flower", __name__, url_prefix="/flower")
 bp.register_error_handler(Unauthenticated, sign_in_first)
 
 METHODS = ["GET", "POST", "PUT", "DELETE"]
+#: Methods that change something: a cookie session must prove its origin for these.
+UNSAFE = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+DEFAULT_PORTS = {"http": "80", "https": "443"}
 #: Hop-by-hop and framing headers that must not be copied through a proxy.
 HOP = {
     "connection",
@@ -156,7 +171,62 @@ def right_for(method: str, path: str) -> Right:
     found = find_route(path)
     if found is None:
         return Right.ADMIN
-    return found[0].rights.get(method, Right.ADMIN)
+    # HEAD is GET without the body (tornado and werkzeug answer it so): same right
+    return found[0].rights.get("GET" if method == "HEAD" else method, Right.ADMIN)
+
+
+def _origin_of(url: str) -> tuple[str, str] | None:
+    """The (scheme, host[:port]) of ``url``, default port left out, or None."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return None
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if port is not None and str(port) != DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    return scheme, host
+
+
+def cross_site_problem(method: str, headers: Mapping[str, str], host_url: str) -> str | None:
+    """Why a request made with the session cookie may not change anything, or
+    None. A bearer token is not sent by a browser on its own, so bearer callers
+    are not asked; nor are reading methods. ``host_url``: the request's own
+    origin (behind ProxyFix, when JOBSYS_TRUST_PROXY is set, the one the
+    client used)."""
+    if method.upper() not in UNSAFE:
+        return None
+    if headers.get("Authorization", "").lower().startswith("bearer "):
+        return None
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None:
+        if site.strip().lower() == "same-origin":
+            return None
+        return (
+            f"the browser says this {method} came from another site (Sec-Fetch-Site: {site}); "
+            "a change through Flower with the session cookie must come from a page of this "
+            "site, or use a bearer token"
+        )
+    claimed = headers.get("Origin") or headers.get("Referer")
+    if not claimed:
+        return (
+            f"this {method} with the session cookie says neither where it came from "
+            "(no Sec-Fetch-Site, Origin or Referer) nor who sends it (no bearer token); "
+            "send it from a page of this site, or with 'Authorization: Bearer <token>'"
+        )
+    ours = _origin_of(host_url)
+    if ours is None or _origin_of(claimed) != ours:
+        return (
+            f"this {method} came from {claimed!r}, not from this site ({host_url.rstrip('/')}); "
+            "a change through Flower with the session cookie must come from a page of this "
+            "site, or use a bearer token"
+        )
+    return None
 
 
 def raw_request_path(environ: Mapping[str, Any]) -> str:
@@ -248,7 +318,13 @@ def proxy(path: str) -> Response:
     # needs() checked the routed path; this is the exact path that is sent
     sent: str = g.flower_path
     principal = current_principal()
-    require(principal, right_for(request.method, sent))
+    right = right_for(request.method, sent)
+    require(principal, right)
+    problem = cross_site_problem(request.method, request.headers, request.host_url)
+    if problem:
+        raise PermissionDenied(right.value, principal.role, problem)
+    # read the body once and keep it: the cancel reads its form, the forward sends it
+    request.get_data(cache=True)
     found = find_route(sent)
     if found is not None and found[0].cancels and request.method == "POST":
         action = "aborted" if found[0].pattern.startswith("api/task/abort/") else "revoked"

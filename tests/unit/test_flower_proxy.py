@@ -10,9 +10,10 @@ which are refused before anything is sent."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -37,10 +38,12 @@ WORKER = "python@host"
 
 @dataclass
 class FakeFlower:
-    """What the fake Flower received: (method, raw request target) per request."""
+    """What the fake Flower received: (method, raw request target) per request,
+    and the body of each."""
 
     url: str
     seen: list[tuple[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
     @property
     def paths(self) -> list[str]:
@@ -54,16 +57,17 @@ def fake_flower() -> Iterator[FakeFlower]:
     class Handler(BaseHTTPRequestHandler):
         def answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
+            fake.bodies.append(self.rfile.read(length))
             fake.seen.append((self.command, self.path))  # the raw request target
             body = json.dumps({"flower": True, "path": self.path}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
-        do_GET = do_POST = do_PUT = do_DELETE = answer
+        do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = answer
 
         def log_message(self, *args: object) -> None:
             pass
@@ -119,6 +123,7 @@ def world(fake_flower: FakeFlower, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture
 def flower(fake_flower: FakeFlower, world: World) -> FakeFlower:
     fake_flower.seen.clear()
+    fake_flower.bodies.clear()
     world.dispatcher.cancelled.clear()
     return fake_flower
 
@@ -437,6 +442,192 @@ def test_a_revoke_from_flowers_own_page_reads_its_form(
     assert answer.json["message"].startswith(f"Terminated '{task_id}'")
 
 
+def test_a_forwarded_revoke_keeps_its_form(
+    client: FlaskClient, tokens: dict[str, dict[str, str]], flower: FakeFlower
+) -> None:
+    """An admin's Terminate of a task outside jobsys: the form was read to see
+    ``terminate`` and must still reach Flower (it once arrived empty, a plain revoke)."""
+    path = "/flower/api/task/revoke/0f0f0f0f-0000-0000-0000-000000000000"
+    answer = client.post(path, data={"terminate": "true"}, headers=tokens["admin"])
+    assert answer.status_code == 200 and answer.json["flower"] is True
+    assert flower.seen == [("POST", path)]
+    assert flower.bodies == [b"terminate=true"]
+
+
+# ---- HEAD: what GET reads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("path", [p for m, p in READING if m == "GET"])
+def test_head_needs_what_get_needs(
+    client: FlaskClient, tokens: dict[str, dict[str, str]], flower: FakeFlower, role: str, path: str
+) -> None:
+    answer = send(client, "HEAD", path, tokens[role])
+    assert answer.status_code == 200, answer.text
+    assert flower.seen == [("HEAD", path)]
+
+
+def test_head_of_a_changing_route_needs_admin(
+    client: FlaskClient, tokens: dict[str, dict[str, str]], flower: FakeFlower
+) -> None:
+    answer = send(client, "HEAD", "/flower/api/some-future-route", tokens["operator"])
+    assert answer.status_code == 403
+    assert flower.seen == []
+
+
+# ---- a page session: changes only from our own origin ------------------------------------
+
+ELSEWHERE = [
+    # the reported one: a sibling site's page, which the Lax cookie does not stop
+    {"Sec-Fetch-Site": "same-site", "Origin": "https://evil.example.com"},
+    {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example.com"},
+    {"Sec-Fetch-Site": "none"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost"},  # the browser knows better
+    # a browser that sends no Sec-Fetch-Site: Origin, else Referer
+    {"Origin": "https://evil.example.com"},
+    {"Origin": "null"},
+    {"Origin": "https://localhost"},  # another scheme is another origin
+    {"Origin": "http://localhost:8080"},  # and another port
+    {"Origin": "http://localhost.evil.example.com"},
+    {"Referer": "https://evil.example.com/flower/tasks"},
+    {},  # says nothing about where it came from
+]
+
+#: Where a page of this site (the test client's http://localhost) posts from.
+OURS = [
+    {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"},
+    {"Sec-Fetch-Site": "same-origin"},
+    {"Origin": "http://localhost"},
+    {"Origin": "HTTP://LOCALHOST:80"},
+    {"Referer": "http://localhost/flower/tasks"},
+]
+
+
+def signed_in(world: World, role: str) -> FlaskClient:
+    """A page client (the session cookie, no bearer token) of ``role``."""
+    page: FlaskClient = world.client.application.test_client()
+    token = service.create_token(world.ctx, ADMIN, name=f"page-{role}", role=role).token
+    form = page.get("/login").get_data(as_text=True)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert found is not None
+    assert (
+        page.post("/login", data={"token": token, "csrf_token": found.group(1)}).status_code == 302
+    )
+    return page
+
+
+@pytest.fixture(scope="module")
+def pages(world: World) -> dict[str, FlaskClient]:
+    return {role: signed_in(world, role) for role in ("operator", "admin")}
+
+
+@pytest.mark.parametrize("where", ELSEWHERE)
+def test_a_revoke_from_another_site_with_the_session_cookie_is_refused(
+    pages: dict[str, FlaskClient],
+    proxied: Context,
+    dispatcher: MemoryDispatcher,
+    flower: FakeFlower,
+    where: dict[str, str],
+) -> None:
+    """Flower's blueprint takes no CSRF token, and a revoke is answered by us,
+    not Flower: it once cancelled the job of whoever's page was open."""
+    job_id, task_id = started(proxied, dispatcher)
+    answer = pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+    assert answer.status_code == 403, answer.text
+    message = answer.get_data(as_text=True)  # the error page (a page session gets HTML)
+    assert "from a page of this site" in message and "bearer token" in message
+    assert service.get_job(proxied, ADMIN, job_id).status == "queued"
+    assert dispatcher.cancelled == set() and flower.seen == []
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+def test_a_forwarded_change_from_another_site_is_refused_too(
+    pages: dict[str, FlaskClient], flower: FakeFlower, method: str
+) -> None:
+    evil = {"Sec-Fetch-Site": "same-site", "Origin": "https://evil.example.com"}
+    for path in (f"/flower/api/worker/pool/grow/{WORKER}?n=1", "/flower/tasks/datatable"):
+        answer = pages["admin"].open(path, method=method, headers=evil)
+        assert answer.status_code == 403, (path, answer.text)
+    assert flower.seen == []
+
+
+@pytest.mark.parametrize("where", OURS)
+def test_a_revoke_from_a_page_of_this_site_cancels_the_job(
+    pages: dict[str, FlaskClient],
+    proxied: Context,
+    dispatcher: MemoryDispatcher,
+    flower: FakeFlower,
+    where: dict[str, str],
+) -> None:
+    job_id, task_id = started(proxied, dispatcher)
+    answer = pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+    assert answer.status_code == 200, answer.text
+    assert service.get_job(proxied, ADMIN, job_id).status == "cancelled"
+
+
+def test_flowers_own_pages_still_post_and_read(
+    pages: dict[str, FlaskClient], flower: FakeFlower
+) -> None:
+    """The tasks page asks for its rows by POST from /flower/tasks; reading
+    needs no origin at all."""
+    same = {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"}
+    page = pages["operator"]
+    assert page.post("/flower/tasks/datatable", data={"draw": "1"}, headers=same).status_code == 200
+    assert page.get("/flower/tasks", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+    assert flower.seen == [("POST", "/flower/tasks/datatable"), ("GET", "/flower/tasks")]
+    assert flower.bodies[0] == b"draw=1"
+
+
+def test_a_bearer_token_is_not_asked_where_it_came_from(
+    client: FlaskClient,
+    tokens: dict[str, dict[str, str]],
+    proxied: Context,
+    dispatcher: MemoryDispatcher,
+) -> None:
+    """A browser never adds a bearer token by itself, so a cross-site page cannot forge one."""
+    job_id, task_id = started(proxied, dispatcher)
+    evil = {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example.com"}
+    answer = client.post(
+        f"/flower/api/task/revoke/{task_id}", headers={**tokens["operator"], **evil}
+    )
+    assert answer.status_code == 200
+    assert service.get_job(proxied, ADMIN, job_id).status == "cancelled"
+
+
+def test_behind_a_trusted_proxy_the_origin_is_the_one_the_browser_used(
+    world: World, proxied: Context, dispatcher: MemoryDispatcher, flower: FakeFlower
+) -> None:
+    """With JOBSYS_TRUST_PROXY the request's own origin is the forwarded one
+    (https://jobs.example.com), not the proxy's hop to us."""
+    behind = Context(
+        settings=replace(proxied.settings, trust_proxy=True),
+        sessions=proxied.sessions,
+        dispatcher=dispatcher,
+    )
+    page = create_app(context=behind).test_client()
+    page.environ_base.update(
+        {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "jobs.example.com"}
+    )
+    token = service.create_token(proxied, ADMIN, name="page-behind", role="operator").token
+    form = page.get("/login").get_data(as_text=True)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert found is not None
+    login = page.post(
+        "/login",
+        data={"token": token, "csrf_token": found.group(1)},
+        headers={"Referer": "https://jobs.example.com/login"},
+    )
+    assert login.status_code == 302, login.text
+    job_id, task_id = started(proxied, dispatcher)
+    revoke = f"/flower/api/task/revoke/{task_id}"
+    hop = page.post(revoke, headers={"Origin": "http://localhost"})
+    assert hop.status_code == 403 and "https://jobs.example.com" in hop.text
+    assert service.get_job(proxied, ADMIN, job_id).status == "queued"
+    answer = page.post(revoke, headers={"Origin": "https://jobs.example.com"})
+    assert answer.status_code == 200, answer.text
+    assert service.get_job(proxied, ADMIN, job_id).status == "cancelled"
+
+
 # ---- the service function the proxy calls -----------------------------------------------
 
 
@@ -495,7 +686,9 @@ def test_the_table_lists_every_flower_route_in_flowers_order() -> None:
         ("POST", "api/worker/pool/grow/x", "admin"),
         ("POST", "api/worker/shutdown/x", "admin"),
         ("GET", "nothing/here", "admin"),
-        ("HEAD", "tasks", "admin"),
+        ("HEAD", "tasks", "view"),  # GET without the body
+        ("HEAD", "api/task/revoke/x", "admin"),  # as GET there
+        ("HEAD", "nothing/here", "admin"),
     ],
 )
 def test_right_for_by_hand(method: str, path: str, right: str) -> None:
