@@ -328,6 +328,10 @@ class Schedule(Base):
     last_fire_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Who supplied the stored spec's code: its fired jobs' ``code_owner``. Unlike
+    #: ``owner`` it moves only when the spec does (an admin who just disables
+    #: the schedule does not become the owner of someone else's code).
+    code_owner: Mapped[str | None] = mapped_column(String(200), default=None)
 
     __table_args__ = (Index("ix_schedules_due", "enabled", "next_fire_at"),)
 

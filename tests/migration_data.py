@@ -418,7 +418,7 @@ def seed_0001(conn: Connection) -> None:
 
 
 #: Columns later revisions add to 0001 tables: not in a 0001 snapshot, checked on their own.
-ADDED_LATER = {"jobs": ("code_owner",), "tokens": ("expires_at",)}
+ADDED_LATER = {"jobs": ("code_owner",), "schedules": ("code_owner",), "tokens": ("expires_at",)}
 
 
 def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -467,6 +467,8 @@ def check_code_owner_backfilled(conn: Connection) -> None:
         ("j2" * 16, "bob", "bob"),
         ("j3" * 16, "cat", "bob"),
     ]
+    schedules = conn.execute(sa.text("SELECT owner, code_owner FROM schedules")).all()
+    assert [tuple(r) for r in schedules] == [("ann", "ann")]
 
 
 def check_app_works(ctx: Context) -> None:

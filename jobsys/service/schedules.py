@@ -211,14 +211,14 @@ def schedule_principal(session: Session, row: Schedule) -> Principal:
 
 def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
     """An unsaved job for one run of the schedule, as its owner would submit it
-    today; the owner is also the job's ``code_owner``."""
+    today; whoever saved its spec is the job's ``code_owner``."""
     owner = schedule_principal(session, row)
     try:
         if row.template is not None:
             template = lookup_template(session, row.template)
             return new_template_job(ctx, owner, template, row.variables or {})
         assert row.spec is not None
-        return new_job(ctx, owner, wire_spec(ctx, row), code_owner=owner.name)
+        return new_job(ctx, owner, wire_spec(ctx, row), code_owner=row.code_owner or owner.name)
     except PermissionDenied as exc:
         raise PermissionDenied(
             exc.right,
@@ -365,13 +365,15 @@ def _apply(
     row.cron = parsed.timing.cron
     row.interval_s = parsed.timing.interval_s
     row.timezone = parsed.timing.timezone
-    row.spec = stored
     row.template = parsed.template
     row.variables = parsed.variables if parsed.template else None
     row.catch_up = parsed.catch_up.value
     row.catch_up_window_s = parsed.catch_up_window_s
     row.overlap = parsed.overlap.value
     row.enabled = parsed.enabled
+    if stored is not row.spec or row.code_owner is None:
+        row.code_owner = principal.name  # a new spec: its code is this editor's
+    row.spec = stored
     row.owner = principal.name
     row.owner_role = principal.role
 

@@ -178,3 +178,20 @@ def test_run_now_of_a_template_schedule_meets_the_templates_roles(
     assert count(ctx, Job) == count(ctx, ScheduleRun) == 0
     job = service.run_schedule_now(ctx, ADMIN, "guarded-hourly")
     assert job.template == "guarded"
+
+
+def test_a_schedules_code_stays_its_suppliers_through_edits_of_anything_else(
+    ctx: Context,
+) -> None:
+    """Clients unpickle results for the job's code owner: an admin who only
+    pauses someone's schedule must not become the owner of their code."""
+    service.create_schedule(
+        ctx, ADMIN, {"name": "coded", "interval_s": 3600, "spec": code_spec()}, now=T0
+    )
+    root = Principal("root", "admin")
+    service.update_schedule(ctx, root, "coded", {"enabled": False}, now=T0)
+    service.update_schedule(ctx, root, "coded", {"enabled": True}, now=T0)
+    job = service.run_schedule_now(ctx, root, "coded")
+    assert (job.owner, job.code_owner) == ("root", "ada")
+    service.update_schedule(ctx, root, "coded", {"spec": code_spec([7])}, now=T0)
+    assert service.run_schedule_now(ctx, root, "coded").code_owner == "root"

@@ -6,6 +6,9 @@
   person who reran it. The backfill walks each rerun chain back to its first
   job (in creation order, so a parent is always filled before its reruns) and
   uses that job's owner; a job with no rerun parent is its own owner's code.
+- ``schedules.code_owner``, the same for a schedule's stored spec: it moves
+  only when the spec does, so an edit of its timing keeps whose code it is.
+  Backfilled with the schedule's owner.
 - ``tokens.expires_at``: a token may carry an expiry (none for existing ones).
 - ``web_sessions``: a page session's cookie holds a random reference to a row
   here, never an API token; ending the row ends the session (sign-out,
@@ -33,10 +36,17 @@ jobs = sa.table(
     sa.column("created_at", sa.DateTime),
     sa.column("code_owner", sa.String),
 )
+schedules = sa.table(
+    "schedules",
+    sa.column("owner", sa.String),
+    sa.column("code_owner", sa.String),
+)
 
 
 def upgrade() -> None:
     op.add_column("jobs", sa.Column("code_owner", sa.String(200), nullable=True))
+    op.add_column("schedules", sa.Column("code_owner", sa.String(200), nullable=True))
+    op.execute(schedules.update().values(code_owner=schedules.c.owner))
     op.add_column("tokens", sa.Column("expires_at", sa.DateTime(), nullable=True))
     op.create_table(
         "web_sessions",
@@ -60,6 +70,7 @@ def downgrade() -> None:
     op.drop_index("ix_web_sessions_user", table_name="web_sessions")
     op.drop_table("web_sessions")
     op.drop_column("tokens", "expires_at")
+    op.drop_column("schedules", "code_owner")
     op.drop_column("jobs", "code_owner")
 
 
