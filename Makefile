@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit test-reliability soak lint format bench clean
+.PHONY: install run test test-slow test-unit test-reliability soak lint format bench clean
 
 install: $(STAMP)
 
@@ -18,8 +18,12 @@ run: $(STAMP)
 	$(BIN)/jobsys db upgrade
 	$(BIN)/jobsys run
 
+# The main suite; the long drills (marked slow) run in `make test-slow`, CI's second phase.
 test: $(STAMP)
-	$(BIN)/pytest -q --durations=25 tests
+	$(BIN)/pytest -q --durations=25 -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q --durations=15 -m slow tests
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

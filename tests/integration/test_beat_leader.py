@@ -119,6 +119,7 @@ def seconds(moment: datetime) -> float:
     return moment.timestamp()
 
 
+@pytest.mark.slow
 def test_two_beats_fire_each_tick_once_through_a_leader_kill(beats: Beats) -> None:
     data = {"name": "every-2s", "interval_s": INTERVAL_S, "spec": SPEC}
     created = service.create_schedule(

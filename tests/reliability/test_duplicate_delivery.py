@@ -26,7 +26,7 @@ from tests.live import wait_until
 from tests.reliability.drills import DRILL_SETTINGS, Drill, containers_created, drill_stack
 from tests.services import require_docker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 VISIBILITY_S = DRILL_SETTINGS["broker_visibility_timeout_s"]
 

@@ -17,7 +17,7 @@ from jobsys.service.recovery import TASK_LOST
 from tests.live import wait_until
 from tests.reliability.drills import DRILL_SETTINGS, Drill, drill_stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 GIVE_UP_AFTER = DRILL_SETTINGS["task_max_deliveries"]
 

@@ -21,7 +21,7 @@ from tests.reliability.drills import Drill, drill_stack
 from tests.reliability.redis_bounds import census, check_bounded
 from tests.services import BUSYBOX_IMAGE, require_docker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TTL_S = 8
 

@@ -19,7 +19,7 @@ from tests.live import wait_until
 from tests.reliability.drills import DRILL_SETTINGS, Drill, drill_stack
 from tests.services import require_docker
 
-pytestmark = [pytest.mark.integration, pytest.mark.docker]
+pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.live import wait_until
 from tests.reliability.drills import Drill, containers_created, containers_of, drill_stack
 from tests.services import require_docker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
