@@ -12,7 +12,10 @@ schedules and the catalog"). The test fails when
 - a caller without credentials is let through a route that needs them (API
   routes: 401; pages may send people to the sign-in page instead);
 - a role without the right gets anything but 403 naming that right;
-- a role with the right gets 401 or 403.
+- a role with the right gets 401, 403 or a server error (500 and up): the
+  route must work for it, not merely not refuse it. The one exception is
+  narrow: Flower routes may answer 503 "Flower does not answer", because no
+  Flower runs here (``FLOWER_DOWN``).
 
 To add a route: one ``Route(...)`` line (``sample`` for a ``<path:...>`` rule
 whose right depends on the path; several lines may share a rule).
@@ -22,8 +25,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -250,25 +254,78 @@ def test_every_role_against_every_route(world: World) -> None:
             answer = world.app.test_client().open(
                 url, method=route.method, headers=headers, json=body, data=dict(route.form) or None
             )
-            status = answer.status_code
+            seen = Answer(
+                answer.status_code,
+                answer.headers.get("Location", ""),
+                answer.get_json(silent=True) or {},
+            )
             answer.close()  # a live stream stops here
-            where = f"{role:>9} {route.method} {url} ({route.right}): {status}"
-            if route.right == PUBLIC:
-                if status in (401, 403):
-                    problems.append(f"{where}, but it needs no credentials")
-            elif role == "none":
-                machine = url.startswith(MACHINE_PREFIXES)
-                to_sign_in = status == 302 and "/login" in answer.headers.get("Location", "")
-                if not (status == 401 or (to_sign_in and not machine)):
-                    problems.append(f"{where}, not 401" + ("" if machine else " or sign-in"))
-            elif route.right in rights:
-                if status in (401, 403):
-                    problems.append(f"{where}, but the role has the right")
-            elif status != 403:
-                problems.append(f"{where}, not 403")
-            elif (answer.get_json(silent=True) or {}).get("right") != route.right:
-                problems.append(f"{where}: the 403 names {answer.get_json(silent=True)}")
+            problem = judge(route, url, role, rights, seen)
+            if problem:
+                problems.append(problem)
     assert problems == [], "\n".join(problems)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    location: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def flower_down(route: Route, answer: Answer) -> bool:
+    """The proxy's own 503 for a Flower that does not answer (none runs here),
+    and nothing else: another route's 503, or any other 5xx, is a problem."""
+    return (
+        route.rule.startswith("/flower/")
+        and answer.status == 503
+        and answer.body.get("error") == "DispatchError"
+        and str(answer.body.get("message", "")).startswith("Flower does not answer")
+    )
+
+
+def judge(route: Route, url: str, role: str, rights: frozenset[str], answer: Answer) -> str | None:
+    """What is wrong with ``answer`` to ``role`` on ``route``, or None."""
+    status = answer.status
+    where = f"{role:>9} {route.method} {url} ({route.right}): {status}"
+    if route.right == PUBLIC:
+        if status in (401, 403):
+            return f"{where}, but it needs no credentials"
+    elif role == "none":
+        machine = url.startswith(MACHINE_PREFIXES)
+        to_sign_in = status == 302 and "/login" in answer.location
+        if not (status == 401 or (to_sign_in and not machine)):
+            return f"{where}, not 401" + ("" if machine else " or sign-in")
+    elif route.right in rights:
+        if status in (401, 403):
+            return f"{where}, but the role has the right"
+        if status >= 500 and not flower_down(route, answer):
+            return f"{where}, a server error for a role that has the right: {answer.body}"
+    elif status != 403:
+        return f"{where}, not 403"
+    elif answer.body.get("right") != route.right:
+        return f"{where}: the 403 names {answer.body}"
+    return None
+
+
+def test_a_server_error_for_a_role_with_the_right_is_a_problem() -> None:
+    """A 500 once passed as "not refused"; only the proxy's 503 for a Flower
+    that is not running is let through, and only on Flower routes."""
+    jobs = Route("GET", "/api/jobs", "view")
+    flower = Route("GET", "/flower/<path:path>", "view", sample="api/workers")
+    viewer = README_ROLES["viewer"]
+    down = {"error": "DispatchError", "message": "Flower does not answer at http://127.0.0.1:9"}
+    assert judge(jobs, "/api/jobs", "viewer", viewer, Answer(200)) is None
+    assert judge(jobs, "/api/jobs", "viewer", viewer, Answer(404)) is None
+    for status in (500, 502, 503):
+        assert judge(jobs, "/api/jobs", "viewer", viewer, Answer(status)), status
+        assert judge(flower, "/flower/api/workers", "viewer", viewer, Answer(status)), status
+    # the proxy's own 503 on a Flower route, and only that
+    assert judge(flower, "/flower/api/workers", "viewer", viewer, Answer(503, body=down)) is None
+    assert judge(jobs, "/api/jobs", "viewer", viewer, Answer(503, body=down))
+    assert judge(flower, "/flower/api/workers", "viewer", viewer, Answer(500, body=down))
+    broker = {"error": "DispatchError", "message": "the broker does not answer"}
+    assert judge(flower, "/flower/api/workers", "viewer", viewer, Answer(503, body=broker))
 
 
 def test_the_roles_in_the_code_are_the_readme_roles() -> None:
