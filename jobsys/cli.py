@@ -65,7 +65,7 @@ def run() -> None:
     """Run the whole stack locally: web, workers, beat, Flower (and Redis if needed)."""
     from jobsys import service
     from jobsys.runtime import build_context
-    from jobsys.stack import data_dir, flower_basic_auth, run_stack
+    from jobsys.stack import data_dir, flower_basic_auth, redacted, run_stack
 
     settings = Settings.from_env()
     data = data_dir(settings)
@@ -82,7 +82,8 @@ def run() -> None:
         f"  Flower          http://{settings.web_host}:{settings.web_port}/flower/ (signed in),"
         f" or http://{settings.web_host}:{settings.flower_port}/flower/"
         f" (basic auth {flower_basic_auth(settings)})\n"
-        f"  database        {settings.database_url}\n  broker          {settings.redis_url}\n"
+        f"  database        {redacted(settings.database_url)}\n"
+        f"  broker          {redacted(settings.redis_url)}\n"
         f"  {token_note}\nPress Ctrl-C to stop.\n"
     )
     sys.exit(run_stack(settings, banner))
