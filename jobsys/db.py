@@ -9,7 +9,6 @@ immediate one waits its turn instead.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -17,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobsys.config import Settings
+from jobsys.datadir import private_file, sqlite_path
 from jobsys.schema import upgrade_schema
 
 SessionFactory = sessionmaker[Session]
@@ -33,9 +33,11 @@ def make_engine(url: str) -> Engine:
 
 
 def _sqlite_engine(url: str) -> Engine:
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(url)
+    if database is not None:
+        # Made by us, 0600, before SQLite would make it (and its WAL files) under
+        # the umask: whatever opens the database first (a process, `jobsys db upgrade`).
+        private_file(database)
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

@@ -13,7 +13,7 @@ import os
 
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.datadir import private_file, sqlite_path, tighten
+from jobsys.datadir import tighten
 from jobsys.db import make_session_factory
 from jobsys.dispatch import CeleryDispatcher
 from jobsys.events import RedisEventBus
@@ -31,9 +31,6 @@ def build_context(settings: Settings | None = None, app: object | None = None) -
     settings = settings or Settings.from_env()
     key = (os.getpid(), settings)
     if key not in _cache:
-        database = sqlite_path(settings.database_url)
-        if database is not None:
-            private_file(database)  # else SQLite makes it (and its WAL files) under the umask
         for note in tighten(settings):
             log.warning("jobsys: %s (the data folder is for this user only)", note)
         celery_app = app if app is not None else make_celery(settings, publisher=True)

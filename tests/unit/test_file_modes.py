@@ -13,8 +13,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from jobsys import service
+from jobsys.cli import main
 from jobsys.config import Settings
 from jobsys.db import make_session_factory
 from jobsys.runtime import build_context
@@ -145,4 +147,13 @@ def test_a_new_sqlite_database_outside_the_folder_is_made_private(tmp_path: Path
         {}, data_dir=str(tmp_path / "data"), secret_key=SECRET, database_url=f"sqlite:///{db}"
     )
     build_context(settings)
+    assert mode(db) == 0o600
+
+
+def test_jobsys_db_upgrade_makes_a_new_sqlite_database_private(tmp_path: Path) -> None:
+    """The first door to open a database may be the migration command."""
+    db = tmp_path / "elsewhere" / "jobsys.db"
+    env = {"JOBSYS_DATABASE_URL": f"sqlite:///{db}", "JOBSYS_DATA_DIR": str(tmp_path / "d")}
+    result = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+    assert result.exit_code == 0, result.output
     assert mode(db) == 0o600
