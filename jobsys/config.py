@@ -130,6 +130,9 @@ class Settings:
     sign_in_window_s: int = 15 * 60
     #: Password hashes one web process computes at once; more sign-ins are refused (429).
     sign_in_hash_slots: int = 4
+    #: Wrong secrets for one token key id within sign_in_window_s after which that
+    #: key id answers 429 before any hash (a token this process accepted still works).
+    token_max_failures: int = 20
 
     @property
     def data_path(self) -> Path:

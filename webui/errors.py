@@ -25,12 +25,14 @@ from jobsys.errors import (
     TooManyStreams,
     Unauthenticated,
 )
+from jobsys.service.sign_in_throttle import SignInThrottled
 
 #: Most specific first.
 HTTP_STATUS: list[tuple[type[JobsysError], int]] = [
     (PayloadTooLarge, 413),
     (IdempotencyMismatch, 422),
     (SpecError, 400),
+    (SignInThrottled, 429),
     (Unauthenticated, 401),
     (PermissionDenied, 403),
     (NotFoundError, 404),
@@ -97,6 +99,8 @@ def _answer(exc: JobsysError, status: int) -> tuple[Response | str, int]:
         response = jsonify(error_body(exc))
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="jobsys"'
+        if isinstance(exc, SignInThrottled):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         return response, status
     return render_template("error.html", error=exc, status=status), status
 
@@ -147,7 +151,8 @@ def database_unavailable(exc: Exception) -> DatabaseUnavailable:
 
 def error_response(exc: JobsysError) -> tuple[Response | str, int]:
     """The answer to a JobsysError (refusals audited), for handlers of any blueprint."""
-    if isinstance(exc, PermissionDenied | Unauthenticated):
+    # A throttled token is not audited: a flood of refusals would cost a write each.
+    if isinstance(exc, PermissionDenied | Unauthenticated) and not isinstance(exc, SignInThrottled):
         _audit_refusal(exc)
     return _answer(exc, status_for(exc))
 

@@ -30,6 +30,7 @@ from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.models import Token, User, utcnow
 from jobsys.service.audit import record
+from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
 from jobsys.service.users import lesser_role, role_within
 
 #: ``last_used_at`` is written when it is at least this old.
@@ -212,7 +213,7 @@ def verify_token(ctx: Context, token: str | None, *, source: str = "") -> tuple[
         )
         owner = session.get(User, row.user_id) if row and row.user_id is not None else None
     # Verified outside any transaction: on SQLite a transaction holds the write lock.
-    if row is None or not _verified(token, row):
+    if row is None or not _verified(ctx, token, row):
         raise Unauthenticated("unknown or revoked token")
     principal = token_principal(row, owner, source=source)
     touch_token(ctx, row)
@@ -267,12 +268,33 @@ _VERIFIED: dict[str, int] = {}
 _MAX_VERIFIED = 10_000
 
 
-def _verified(token: str, row: Token) -> bool:
+def _verified(ctx: Context, token: str, row: Token) -> bool:
+    """Whether ``token`` is ``row``'s, paying a scrypt hash only when this process
+    has not accepted it before.
+
+    ``jst_<a real key id>.<anything>`` costs a hash, so that hash is bounded like
+    a password's: it takes one of the process's hash slots (none free within
+    0.2 s: 429), and after ``token_max_failures`` wrong secrets for one key id
+    within the sign-in window that key id is refused (429, Retry-After) before
+    any hash. The count is reserved before the hash (concurrent guesses cannot
+    all pass) and a right secret takes its reservation back. While a key id is
+    refused, its real token still works in each process that accepted it
+    before (the cache below is read first); a process that has not gets 429 too.
+    """
     seen = hashlib.sha256(token.encode()).hexdigest()
     if _VERIFIED.get(seen) == row.id:
         return True
-    if not verify_secret(token, row.token_hash):
-        return False
+    throttle = sign_in_throttle(ctx)
+    throttle.reserve_token(row.key_id, limit=ctx.settings.token_max_failures)
+    try:
+        with throttle.hashing("tokens"):
+            good = verify_secret(token, row.token_hash)
+    except SignInThrottled:
+        throttle.release_token(row.key_id)  # no slot: the secret was not checked
+        raise
+    if not good:
+        return False  # the reservation stays: it is this failure's count
+    throttle.release_token(row.key_id)
     if len(_VERIFIED) >= _MAX_VERIFIED:
         _VERIFIED.clear()
     _VERIFIED[seen] = row.id

@@ -186,3 +186,126 @@ def test_last_used_is_written_at_most_once_a_minute(
         assert service.list_tokens(ctx, ADMIN)[0].last_used_at > first  # type: ignore[operator]
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+def counted_secret_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count the scrypt checks of token secrets (each one ~50 ms of CPU)."""
+    from jobsys.service import tokens
+
+    checked: list[str] = []
+    real = tokens.verify_secret
+
+    def counting(secret: str, stored: str) -> bool:
+        checked.append(secret)
+        return real(secret, stored)
+
+    monkeypatch.setattr(tokens, "verify_secret", counting)
+    return checked
+
+
+def test_wrong_secrets_for_one_key_id_are_bounded_then_429(
+    ctx: Context, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review: ``jst_<a real key id>.<anything>`` cost a scrypt hash per
+    request with no throttle. After 20 wrong secrets for one key id within the
+    window: 429 with Retry-After and no hash; a token this process accepted
+    before keeps working, another key id is not affected."""
+    real = service.create_token(ctx, ADMIN, name="ci", role="viewer").token
+    other = service.create_token(ctx, ADMIN, name="other", role="viewer").token
+    assert client.get("/api/jobs", headers=bearer(real)).status_code == 200  # accepted once
+    checked = counted_secret_checks(monkeypatch)
+    key = real.partition(".")[0]
+    statuses = [
+        client.get("/api/jobs", headers=bearer(f"{key}.guess{i}")).status_code for i in range(30)
+    ]
+    assert len(checked) == 20, f"{len(checked)} secrets hashed for one key id"
+    assert statuses == [401] * 20 + [429] * 10
+    refused = client.get("/api/jobs", headers=bearer(f"{key}.again"))
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 15 * 60
+    assert "too many wrong secrets" in refused.json["message"]
+    assert len(checked) == 20
+    assert client.get("/api/jobs", headers=bearer(real)).status_code == 200  # from the cache
+    assert client.get("/api/jobs", headers=bearer(other)).status_code == 200
+    assert len(checked) == 21  # the other token's first check
+
+
+def test_concurrent_wrong_secrets_are_bounded_by_the_count_and_the_slots(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 threads at once with wrong secrets for one key id: at most 20 hashes
+    (counted before the hash), and never more at once than the hash slots."""
+    import threading
+    import time
+
+    from jobsys.service import tokens
+
+    real = service.create_token(ctx, ADMIN, name="ci", role="viewer").token
+    key = real.partition(".")[0]
+    running, most = [0], [0]
+    lock = threading.Lock()
+    checked: list[str] = []
+
+    def slow(secret: str, _stored: str) -> bool:
+        with lock:
+            checked.append(secret)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return False
+
+    monkeypatch.setattr(tokens, "verify_secret", slow)
+    start = threading.Barrier(40)
+    outcomes: list[str] = []
+
+    def guess(i: int) -> None:
+        start.wait(10)
+        try:
+            service.authenticate(ctx, f"{key}.guess{i}")
+        except service.SignInThrottled:
+            outcomes.append("429")
+        except Unauthenticated:
+            outcomes.append("401")
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(checked) <= 20 and most[0] <= ctx.settings.sign_in_hash_slots
+    assert outcomes.count("401") == len(checked) and len(outcomes) == 40
+
+
+def test_a_token_check_without_a_free_hash_slot_is_429_at_once(
+    ctx: Context, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Token secrets take the sign-in's hash slots: a flood gets 429 (Retry-After: 1)
+    instead of holding every web thread, and the refusal is not counted."""
+    import threading
+
+    from jobsys.service.sign_in_throttle import sign_in_throttle
+
+    real = service.create_token(ctx, ADMIN, name="ci", role="viewer").token
+    checked = counted_secret_checks(monkeypatch)
+    holding, release = threading.Barrier(ctx.settings.sign_in_hash_slots + 1), threading.Event()
+
+    def hold() -> None:
+        with sign_in_throttle(ctx).hashing():
+            holding.wait(5)
+            release.wait(10)
+
+    holders = [threading.Thread(target=hold) for _ in range(ctx.settings.sign_in_hash_slots)]
+    for thread in holders:
+        thread.start()
+    try:
+        holding.wait(5)
+        busy = client.get("/api/jobs", headers=bearer(real))
+        assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+        assert "tokens are being checked at once" in busy.json["message"]
+        assert checked == []
+    finally:
+        release.set()
+        for thread in holders:
+            thread.join()
+    assert client.get("/api/jobs", headers=bearer(real)).status_code == 200
