@@ -107,7 +107,11 @@ def _load_catalog(context: Context) -> None:
     from jobsys.auth import Principal
 
     found = service.reload_catalog(context, Principal("web start-up", "admin", "web"))
+    log = logging.getLogger(__name__)
     for broken in found.broken:
-        logging.getLogger(__name__).warning(
+        log.warning(
             "catalog template %s (%s) did not load: %s", broken.name, broken.source, broken.error
         )
+    for template in found.templates:
+        for warning in template.warnings:
+            log.warning("catalog template %s (%s): %s", template.name, template.source, warning)

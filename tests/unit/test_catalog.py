@@ -4,6 +4,7 @@ checked before substitution, safe rendering, and rights per template."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,20 @@ def test_warnings_on_the_catalog_page_in_the_api_and_from_catalog_test(
     assert ran.exit_code == 0, ran.output
     assert "warning: steps[0].command[2]: {{message}} is inside a shell command" in ran.stderr
     assert json.loads(ran.stdout)["steps"][0]["command"] == ["sh", "-c", "echo hi"]
+
+
+def test_the_web_app_logs_load_warnings_at_start(
+    ctx: Context, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator who never opens the Catalog page sees them in the web log."""
+    import webui
+
+    write(tmp_path, "risky", json.dumps(shell_template("echo {{message}}")), "job.json")
+    at_start = replace(ctx, settings=replace(ctx.settings, catalog_dir=str(tmp_path)))
+    with caplog.at_level("WARNING", logger="webui"):
+        webui._load_catalog(at_start)
+    assert any(
+        "catalog template risky" in r.message
+        and "{{message}} is inside a shell command" in r.message
+        for r in caplog.records
+    ), caplog.text
