@@ -12,9 +12,19 @@ take bodies of up to ``JOBSYS_MAX_PAYLOAD_BYTES``; every other API route takes
 more, and a large body costs memory to parse whatever the route then does with
 it. The limit is the request's ``max_content_length``, which Werkzeug enforces
 on the raw body and ``compression.request_body`` on the inflated one.
+
+A body sent chunked (no Content-Length) Werkzeug does not refuse: under a
+server that ends the stream itself (``wsgi.input_terminated``: gunicorn,
+Werkzeug's own) it reads up to the limit and stops, so a view got the first
+``limit`` bytes as though they were all (a JSON body padded with spaces even
+parsed), and the Flower proxy forwarded a cut body. Such a body is read here,
+before any view, up to one byte past the limit: over it is 413 naming the
+setting, under it the view reads it whole.
 """
 
 from __future__ import annotations
+
+import io
 
 from flask import Flask, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -47,6 +57,35 @@ def body_limit() -> tuple[int, str]:
     return limit, "JOBSYS_MAX_JSON_BODY_BYTES" if smaller else "JOBSYS_MAX_PAYLOAD_BYTES"
 
 
+#: Bytes read at a time from a chunked body.
+READ_CHUNK = 64 * 1024
+
+
+def _read_chunked_body() -> None:
+    """Read a chunked body now, to one byte past the limit: 413 if it is over,
+    else hand it to the views in full (as ``wsgi.input``)."""
+    environ = request.environ
+    if (
+        request.content_length is not None
+        or not environ.get("wsgi.input_terminated")
+        or "stream" in request.__dict__  # read already (Werkzeug caches the stream)
+    ):
+        return
+    limit, _setting = body_limit()
+    stream = environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()  # webui.errors names the limit and the setting
+    environ["wsgi.input"] = io.BytesIO(b"".join(chunks))
+
+
 def init_app(app: Flask) -> None:
     small = app.extensions["jobsys"].settings.max_json_body_bytes
 
@@ -57,6 +96,7 @@ def init_app(app: Flask) -> None:
             # Said up front, so a route that never reads its body answers the same.
             if (request.content_length or 0) > request.max_content_length:
                 raise RequestEntityTooLarge()
+        _read_chunked_body()
 
     @app.before_request
     def _refuse_unstorable_text() -> None:

@@ -114,3 +114,77 @@ def test_the_small_limit_is_a_setting(ctx: Context) -> None:
     headers = {**bearer(ctx, "admin"), "Content-Type": "application/json"}
     body = padded({"name": "t", "role": "viewer"}, SMALL + 1)
     assert client.post("/api/tokens", data=body, headers=headers).status_code == 201
+
+
+#: How gunicorn (and Werkzeug's own server) hand over a chunked body: no
+#: Content-Length, and ``wsgi.input_terminated`` (the server ends the stream).
+CHUNKED = {"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"}
+
+
+def test_a_chunked_body_over_the_small_limit_is_413_not_cut_short(ctx: Context) -> None:
+    """The review: a 2 MB chunked POST to /api/tokens was cut at the limit by
+    Werkzeug's LimitedStream and answered 400 "malformed JSON"; it is 413 naming
+    the setting, and one under the limit is read whole."""
+    client = create_app(context=ctx).test_client()
+    headers = {**bearer(ctx, "admin"), "Content-Type": "application/json"}
+    body = {"name": "t", "role": "viewer"}
+    r = client.post(
+        "/api/tokens", data=padded(body, 2_000_000), headers=headers, environ_overrides=CHUNKED
+    )
+    assert r.status_code == 413, r.get_json()
+    assert "JOBSYS_MAX_JSON_BODY_BYTES" in r.json["fields"]["body"]
+    r = client.post(
+        "/api/tokens", data=padded(body, SMALL + 1), headers=headers, environ_overrides=CHUNKED
+    )
+    assert r.status_code == 413, r.get_json()
+    exact = padded(body, SMALL)
+    r = client.post("/api/tokens", data=exact, headers=headers, environ_overrides=CHUNKED)
+    assert r.status_code == 201, r.get_json()
+
+
+def test_a_chunked_body_over_the_large_limit_is_413_not_cut_short(ctx: Context) -> None:
+    from dataclasses import replace
+
+    limit = 200_000
+    smaller = replace(ctx, settings=replace(ctx.settings, max_payload_bytes=limit))
+    client = create_app(context=smaller).test_client()
+    headers = {**bearer(ctx), "Content-Type": "application/json"}
+    spec = docker_spec()
+    spec["steps"][0]["env"] = {"BIG": "x" * 100_000}  # type: ignore[index]
+    r = client.post(
+        "/api/jobs", data=padded(spec, limit + 1), headers=headers, environ_overrides=CHUNKED
+    )
+    assert r.status_code == 413, r.get_json()
+    assert "JOBSYS_MAX_PAYLOAD_BYTES" in r.json["fields"]["body"]
+    r = client.post(
+        "/api/jobs", data=padded(spec, limit), headers=headers, environ_overrides=CHUNKED
+    )
+    assert r.status_code == 202, r.get_json()
+
+
+def test_a_chunked_body_to_flower_is_413_not_forwarded_cut(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Flower proxy passes its body on unread: a cut one was forwarded as whole."""
+    from webui import flower_proxy
+
+    forwarded: list[bytes] = []
+
+    class Upstream:
+        def request(self, *_args: Any, content: bytes, **_kwargs: Any) -> Any:
+            forwarded.append(content)
+            raise AssertionError("a body over the limit reached Flower")
+
+    monkeypatch.setattr(flower_proxy, "_client", lambda: Upstream())
+    from dataclasses import replace
+
+    smaller = replace(ctx, settings=replace(ctx.settings, max_payload_bytes=1000))
+    client = create_app(context=smaller).test_client()
+    r = client.post(
+        "/flower/api/task/async-apply/x",
+        data=b"x" * 5000,
+        headers=bearer(ctx, "admin"),
+        environ_overrides=CHUNKED,
+    )
+    assert r.status_code == 413, r.get_data()[:300]
+    assert forwarded == []
