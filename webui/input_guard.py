@@ -25,6 +25,7 @@ setting, under it the view reads it whole.
 from __future__ import annotations
 
 import io
+import logging
 
 from flask import Flask, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -57,6 +58,27 @@ def body_limit() -> tuple[int, str]:
     return limit, "JOBSYS_MAX_JSON_BODY_BYTES" if smaller else "JOBSYS_MAX_PAYLOAD_BYTES"
 
 
+log = logging.getLogger(__name__)
+
+#: Whether this process has warned of an X-Forwarded-For it ignores (once is enough).
+_WARNED_PROXY = [False]
+
+
+def _warn_of_an_untrusted_proxy() -> None:
+    """A request with X-Forwarded-For while JOBSYS_TRUST_PROXY is off most likely
+    came through a proxy: then every client has the proxy's address, and five
+    wrong passwords from anyone lock everyone out of password sign-in."""
+    if _WARNED_PROXY[0] or "X-Forwarded-For" not in request.headers:
+        return
+    _WARNED_PROXY[0] = True
+    log.warning(
+        "a request came with X-Forwarded-For but JOBSYS_TRUST_PROXY is off: every "
+        "client behind that proxy counts as the proxy's address %s (sign-in throttling, "
+        "audit); set JOBSYS_TRUST_PROXY=true if exactly one proxy you run sets the header",
+        request.remote_addr,
+    )
+
+
 #: Bytes read at a time from a chunked body.
 READ_CHUNK = 64 * 1024
 
@@ -87,7 +109,10 @@ def _read_chunked_body() -> None:
 
 
 def init_app(app: Flask) -> None:
-    small = app.extensions["jobsys"].settings.max_json_body_bytes
+    settings = app.extensions["jobsys"].settings
+    small = settings.max_json_body_bytes
+    if not settings.trust_proxy:
+        app.before_request(_warn_of_an_untrusted_proxy)
 
     @app.before_request
     def _limit_json_bodies() -> None:

@@ -345,3 +345,24 @@ def test_a_refused_attempt_is_not_counted_and_a_success_not_against_the_address(
             service.sign_in(olga, "olga", "wrong", source="10.0.21.50")
     for _ in range(10):
         service.sign_in(olga, "eve", PASSWORD, source="10.0.21.50")
+
+
+@pytest.mark.parametrize("trust_proxy", [False, True])
+def test_an_ignored_x_forwarded_for_is_warned_of_once(
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    trust_proxy: bool,
+) -> None:
+    """Behind a proxy without JOBSYS_TRUST_PROXY every client has the proxy's
+    address, so five wrong passwords lock everyone out: the log says so, once."""
+    from webui import input_guard
+
+    monkeypatch.setattr(input_guard, "_WARNED_PROXY", [False])
+    client = create_app(context=context_of(settings, trust_proxy=trust_proxy)).test_client()
+    with caplog.at_level("WARNING", logger="webui.input_guard"):
+        client.get("/login")
+        for _ in range(3):
+            client.get("/login", headers={"X-Forwarded-For": "203.0.113.9"})
+    warned = [r for r in caplog.records if "JOBSYS_TRUST_PROXY is off" in r.getMessage()]
+    assert len(warned) == (0 if trust_proxy else 1)
