@@ -99,6 +99,15 @@ def create_token(
             if not role_within(owner.role, role):
                 raise SpecError({"role": f"{user} is {owner.role}; a token may not carry more"})
             name = owner.name
+        elif session.scalar(select(User.id).where(User.name == name.strip())) is not None:
+            # Names are identities: results unpickle for the job's code owner by name.
+            raise SpecError(
+                {
+                    "name": f"a user named {name.strip()!r} exists, and a token with their name "
+                    f"would act as them; make it theirs (user {name.strip()!r}, --user in "
+                    "the CLI) or pick another name"
+                }
+            )
         session.add(
             Token(
                 name=name.strip(),

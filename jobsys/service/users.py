@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from jobsys.auth import Principal, Right, check_role, require
+from jobsys.auth import SYSTEM, Principal, Right, check_role, require
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.models import Token, User, WebSession, utcnow
@@ -71,12 +71,21 @@ def add_user(
         check_role(role)
     except SpecError as exc:
         problems.update(exc.fields)
+    if name == SYSTEM.name:
+        problems["name"] = f"{SYSTEM.name!r} is what jobsys itself acts as; pick another name"
     if problems:
         raise SpecError(problems)
     row = User(name=name, password_hash=generate_password_hash(password), role=role)
     with ctx.sessions() as session:
         try:
             with session.begin():
+                # Names are identities (results unpickle for their code owner by
+                # name): a user may not take the name of a service token.
+                clash = select(Token.id).where(Token.name == name, Token.user_id.is_(None))
+                if session.scalar(clash.limit(1)) is not None:
+                    raise SpecError(
+                        {"name": f"a service token is named {name!r}; pick another name"}
+                    )
                 session.add(row)
         except IntegrityError as exc:
             raise SpecError({"name": f"a user named {name!r} exists"}) from exc

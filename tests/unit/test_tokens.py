@@ -309,3 +309,20 @@ def test_a_token_check_without_a_free_hash_slot_is_429_at_once(
         for thread in holders:
             thread.join()
     assert client.get("/api/jobs", headers=bearer(real)).status_code == 200
+
+
+def test_a_name_is_one_identity_across_users_and_service_tokens(ctx: Context) -> None:
+    """Clients unpickle a job's results for its code owner, found by name: a
+    service token named like a user (or a user named like a service token, or
+    like jobsys itself) would read the other's results as their own."""
+    service.add_user(ctx, ADMIN, name="dana", password="a long password", role="developer")
+    with pytest.raises(SpecError, match="a user named 'dana' exists") as caught:
+        service.create_token(ctx, ADMIN, name="dana", role="developer")
+    assert set(caught.value.fields) == {"name"}
+    assert service.create_token(ctx, ADMIN, name="x", role="viewer", user="dana").name == "dana"
+    service.create_token(ctx, ADMIN, name="ci-bot", role="developer")
+    for taken in ("ci-bot", SYSTEM.name):
+        with pytest.raises(SpecError) as caught:
+            service.add_user(ctx, ADMIN, name=taken, password="a long password", role="viewer")
+        assert set(caught.value.fields) == {"name"}
+    assert [u.name for u in service.list_users(ctx, ADMIN)] == ["dana"]
