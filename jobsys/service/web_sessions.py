@@ -23,7 +23,7 @@ from jobsys.context import Context
 from jobsys.errors import Unauthenticated
 from jobsys.models import Token, User, WebSession, utcnow
 from jobsys.service.audit import record
-from jobsys.service.sign_in_throttle import sign_in_throttle
+from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
 from jobsys.service.tokens import token_principal, touch_token, verify_token
 from jobsys.service.users import check_password
 
@@ -55,13 +55,18 @@ def start_web_session(
         row = WebSession(user_id=user_id)
     else:
         throttle = sign_in_throttle(ctx)
-        throttle.check("", source)
+        # Counted before the check, as a password is: concurrent tries cannot
+        # all pass a count that only grows once each has been checked.
+        throttle.reserve("", source)
         try:
             token_id, principal = verify_token(ctx, token, source=source)
+        except SignInThrottled:
+            throttle.release("", source)  # refused unchecked: not a try
+            raise
         except Unauthenticated:
-            throttle.failed("", source)
             record(ctx, None, "login", "token", outcome="denied", source=source)
             raise
+        throttle.release("", source)
         row = WebSession(token_id=token_id)
     reference = secrets.token_urlsafe(32)
     now = utcnow()

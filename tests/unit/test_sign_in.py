@@ -366,3 +366,40 @@ def test_an_ignored_x_forwarded_for_is_warned_of_once(
             client.get("/login", headers={"X-Forwarded-For": "203.0.113.9"})
     warned = [r for r in caplog.records if "JOBSYS_TRUST_PROXY is off" in r.getMessage()]
     assert len(warned) == (0 if trust_proxy else 1)
+
+
+def test_concurrent_tokens_pasted_from_one_address_check_at_most_the_limit(
+    olga: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sign-in page's token door reserves its try before the check too: a
+    burst from one address gets at most 5 tokens checked, not one per thread."""
+    from jobsys.service import web_sessions
+
+    checked = []
+    real_verify = web_sessions.verify_token
+
+    def slow_verify(*args: Any, **kwargs: Any) -> Any:
+        checked.append(1)
+        time.sleep(0.3)  # every thread inside at once
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(web_sessions, "verify_token", slow_verify)
+    threads_n = 12
+    start = threading.Barrier(threads_n)
+    outcomes: list[str] = []
+
+    def paste(i: int) -> None:
+        start.wait(10)
+        try:
+            service.start_web_session(olga, token=f"jst_00000000000{i % 10}.no", source="10.0.7.1")
+        except SignInThrottled:
+            outcomes.append("429")
+        except Unauthenticated:
+            outcomes.append("401")
+
+    threads = [threading.Thread(target=paste, args=(i,)) for i in range(threads_n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(checked) == 5 and sorted(outcomes) == ["401"] * 5 + ["429"] * 7
