@@ -42,7 +42,7 @@ MAX_BACKOFF_S = 300.0
 
 
 def backoff_delay(base_s: float, attempt: int) -> float:
-    """Exponential backoff with full jitter: uniform in [base*2^(n-1)/2, base*2^(n-1)]."""
+    """Exponential backoff with equal jitter: uniform in [c/2, c], c = min(300 s, base*2^(n-1))."""
     ceiling = min(MAX_BACKOFF_S, base_s * 2 ** max(0, attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+
+import pytest
 
 from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
+from jobsys.service import workers as workers_service
 
 
 def test_heartbeats_make_workers_online_then_lost_then_forgotten(
@@ -22,3 +25,48 @@ def test_heartbeats_make_workers_online_then_lost_then_forgotten(
     assert found["b@host"].state == "lost" and found["b@host"].processed == 9
     assert "c@host" not in found and "c@host" not in dispatcher.beats
     assert found["b@host"].to_dict()["last_heartbeat"] is not None
+
+
+class FrozenClock(datetime):
+    """``datetime`` whose ``now`` is whatever the test set, so the 10 s
+    boundary is tested with no sleeps."""
+
+    at: float = 1_800_000_000.0
+
+    @classmethod
+    def now(cls, tz: tzinfo | None = None) -> FrozenClock:
+        return cls.fromtimestamp(cls.at, tz)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> type[FrozenClock]:
+    monkeypatch.setattr(workers_service, "datetime", FrozenClock)
+    monkeypatch.setattr(FrozenClock, "at", FrozenClock.at)  # each test starts afresh
+    return FrozenClock
+
+
+@pytest.mark.parametrize(("silent_s", "state"), [(9.0, "online"), (11.0, "lost")])
+def test_a_worker_is_lost_between_9_and_11_seconds_after_its_last_heartbeat(
+    ctx: Context, clock: type[FrozenClock], silent_s: float, state: str
+) -> None:
+    assert workers_service.LOST_AFTER_S == 10.0  # the README's and the page's number
+    service.record_heartbeat(ctx, "a@host", active=0, processed=1)
+    beat_at = clock.at
+    clock.at = beat_at + silent_s
+    (worker,) = service.list_workers(ctx, SYSTEM)
+    assert (worker.name, worker.state) == ("a@host", state)
+    assert worker.last_heartbeat == datetime.fromtimestamp(beat_at, UTC)
+
+
+def test_a_lost_worker_is_online_again_after_its_next_heartbeat(
+    ctx: Context, clock: type[FrozenClock]
+) -> None:
+    service.record_heartbeat(ctx, "a@host", active=0, processed=1)
+    states = []
+    for _ in range(3):
+        clock.at += 11.0
+        states.append(service.list_workers(ctx, SYSTEM)[0].state)
+        service.record_heartbeat(ctx, "a@host", active=0, processed=1)
+        clock.at += 9.0
+        states.append(service.list_workers(ctx, SYSTEM)[0].state)
+    assert states == ["lost", "online"] * 3
