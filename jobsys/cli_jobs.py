@@ -195,6 +195,12 @@ def submit_docker(
     as_json: bool,
 ) -> None:
     """Run COMMAND in IMAGE: ``jobsys submit docker busybox -- sh -c 'echo hi'``."""
+    # Options end at IMAGE (so COMMAND keeps its own flags), and then click keeps
+    # the conventional ``--`` as an argument: it separates, it is not the command.
+    if command[:1] == ("--",):
+        command = command[1:]
+    if not command:
+        raise SpecError({"command": "give the command to run after the image (IMAGE -- CMD ...)"})
     env = {}
     for pair in env_pairs:
         key, sep, value = pair.partition("=")

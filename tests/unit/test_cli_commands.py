@@ -98,15 +98,12 @@ def test_submit_docker(cli: Any, ctx: Context, dispatcher: MemoryDispatcher) -> 
     assert service.list_jobs(ctx, ADMIN).total == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: with allow_interspersed_args=False click keeps the '--' of the README's "
-    "`submit docker IMAGE -- sh -c ...` as the command's first word",
-)
 def test_submit_docker_as_the_readme_writes_it(cli: Any, ctx: Context) -> None:
+    """``IMAGE -- CMD``: the ``--`` separates (it was stored as the command's first word)."""
     out = ok(cli("submit", "docker", "jobsys/busybox:local", "--", "sh", "-c", "echo hi"))
     job = service.get_job(ctx, ADMIN, out.split()[0])
     assert job.spec["steps"][0]["command"] == ["sh", "-c", "echo hi"]
+    refused(cli("submit", "docker", "jobsys/busybox:local", "--"), 2, "give the command")
 
 
 def test_cancel_rerun_and_resume(cli: Any, ctx: Context) -> None:
