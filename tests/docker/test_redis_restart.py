@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
@@ -56,7 +55,11 @@ def test_logs_survive_a_redis_restart(private_stack: LiveStack, own_redis: Redis
     with stack.client() as c:
         events = list(c.job(job_id).events())
     assert [e["data"]["status"] for e in events] == ["completed"]
-    # and the stack goes on working on the restarted Redis
+    # and the stack goes on working on the restarted Redis: a new job runs, its
+    # log is kept, and its events are written to the new (empty) Redis
     again = submit(stack, step("echo again"))
     assert finished(stack, again)["status"] == "completed"
-    assert httpx.get(f"{stack.url}/api/jobs/{again}/logs").status_code == 401
+    with stack.http() as http:
+        again_logs = http.get(f"/api/jobs/{again}/logs").json()["logs"]
+    assert [(e["stream"], e["line"]) for e in again_logs] == [("stdout", "again")]
+    assert redis.Redis.from_url(own_redis.url).exists(f"jobsys:events:{again}") == 1

@@ -66,42 +66,59 @@ def test_function_by_import_path(stack: LiveStack) -> None:
         assert job.results() == [1.0, 2.0, 3.0]
 
 
+class Trap:
+    """A pickle whose loading writes ``path``: ``__reduce__`` runs on load, so the
+    file proves the blob was unpickled, whether or not anything called it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path, str]]:
+        return (Path.write_text, (self.path, "unpickled"))
+
+
 def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, tmp_path: Path) -> None:
-    """A blob signed with another key reaches the worker and is refused there."""
-    marker = tmp_path / "pwned"
+    """A blob signed with another key reaches the worker and is refused there
+    without being loaded; the same blob signed with the stack's key is loaded
+    (and trips the trap), so the test would notice a worker that unpickles first."""
+    marker = tmp_path / "unpickled"
 
-    def evil(x: int) -> int:
-        marker.write_text("ran")
-        return x
+    def dispatch_signed_by(signer: Signer) -> str:
+        spec = {
+            "name": "forged",
+            "steps": [
+                {
+                    "kind": "function",
+                    "items": [1, 2],
+                    "function": {"$pickle": b64encode(cloudpickle.dumps(abs))},
+                }
+            ],
+        }
+        job = stack.unpublished_job(spec)
+        blob = signer.dumps(Trap(marker), Binding(Purpose.FUNCTION, job.id, job.steps[0].id))
+        with stack.ctx.sessions.begin() as s:
+            step = s.get_one(Step, job.steps[0].id)
+            s.execute(
+                update(Step)
+                .where(Step.id == step.id)
+                .values(spec={**step.spec, "function": {"$pickle": blob}})
+            )
+        assert service.dispatch_step(stack.ctx, job.steps[0].id)
+        return job.id
 
-    spec = {
-        "name": "forged",
-        "steps": [
-            {
-                "kind": "function",
-                "items": [1, 2],
-                "function": {"$pickle": b64encode(cloudpickle.dumps(evil))},
-            }
-        ],
-    }
-    job = stack.unpublished_job(spec)
-    forged = Signer.from_secret("someone-elses-secret-key").dumps(
-        evil, Binding(Purpose.FUNCTION, job.id, job.steps[0].id)
-    )
-    with stack.ctx.sessions.begin() as s:
-        step = s.get_one(Step, job.steps[0].id)
-        s.execute(
-            update(Step)
-            .where(Step.id == step.id)
-            .values(spec={**step.spec, "function": {"$pickle": forged}})
-        )
-    assert service.dispatch_step(stack.ctx, job.steps[0].id)
+    forged = dispatch_signed_by(Signer.from_secret("someone-elses-secret-key"))
     with stack.client() as c:
-        done = c.job(job.id).wait(timeout=60)
+        done = c.job(forged).wait(timeout=60)
         assert done.status == "failed"
         assert "SignatureError" in done.error and "another JOBSYS_SECRET_KEY" in done.error
         assert done.results(errors="return")[0]["type"] == "SignatureError"
     assert not marker.exists()
+
+    genuine = dispatch_signed_by(stack.ctx.signer)
+    with stack.client() as c:
+        signed = c.job(genuine).wait(timeout=60)
+    assert marker.read_text() == "unpickled"  # the trap works on this worker
+    assert "SignatureError" not in (signed.error or "")
 
 
 def test_results_of_unfinished_job_are_409(stack: LiveStack) -> None:

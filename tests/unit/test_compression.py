@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import gzip
 import json
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import event, inspect
 
 from jobsys import service
 from jobsys.auth import Principal
@@ -16,7 +18,7 @@ from jobsys.client import _gzipped, _spec_with_items
 from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import SpecError
-from jobsys.models import JobStatus
+from jobsys.models import JobStatus, TaskRun
 from tests.unit.test_api import bearer
 from webui import create_app
 from webui.compression import MIN_SIZE
@@ -93,6 +95,8 @@ def test_bad_gzip_bodies_are_refused_and_change_nothing(
 
 
 def test_results_in_pages(ctx: Context, dispatcher: MemoryDispatcher) -> None:
+    """Ten items in chunks of three (0-2, 3-5, 6-8, 9): a page reads the outcomes
+    of the chunks it overlaps and of no other."""
     spec = {
         "name": "paged",
         "steps": [
@@ -107,15 +111,28 @@ def test_results_in_pages(ctx: Context, dispatcher: MemoryDispatcher) -> None:
         service.finish_task(ctx, chunk.task_id, ok=True, results=values, failed_items=0)
     assert service.gather_function_step(ctx, plan.step_id) is JobStatus.COMPLETED
 
-    def page(offset: int, limit: int) -> list[int]:
-        found = service.job_results(ctx, DEV, job.id, offset=offset, limit=limit)
-        assert found["total"] == 10 and found["offset"] == offset
-        return [r["value"] for r in found["results"]]
+    chunks_read: list[int] = []
 
-    assert page(0, 1000) == list(range(10))
-    assert page(2, 5) == [2, 3, 4, 5, 6]  # across three chunks
-    assert page(8, 100) == [8, 9]
-    assert page(10, 5) == []
+    def on_load(run: TaskRun, _context: Any) -> None:
+        if "results" in inspect(run).dict:  # this row's outcomes came from the database
+            chunks_read.append(run.chunk_index)
+
+    def page(offset: int, limit: int) -> tuple[list[int], list[int]]:
+        """The page's values, and the chunks whose outcomes were read for it."""
+        chunks_read.clear()
+        event.listen(TaskRun, "load", on_load)
+        try:
+            found = service.job_results(ctx, DEV, job.id, offset=offset, limit=limit)
+        finally:
+            event.remove(TaskRun, "load", on_load)
+        assert found["total"] == 10 and found["offset"] == offset
+        return [r["value"] for r in found["results"]], sorted(chunks_read)
+
+    assert page(0, 1000) == (list(range(10)), [0, 1, 2, 3])
+    assert page(2, 5) == ([2, 3, 4, 5, 6], [0, 1, 2])  # across three chunks
+    assert page(3, 3) == ([3, 4, 5], [1])  # exactly one chunk
+    assert page(8, 100) == ([8, 9], [2, 3])
+    assert page(10, 5) == ([], [])
     for bad in ({"offset": -1, "limit": 10}, {"offset": 0, "limit": 0}):
         with pytest.raises(SpecError):
             service.job_results(ctx, DEV, job.id, **bad)  # type: ignore[arg-type]

@@ -3,14 +3,21 @@ recent failures, the chart's geometry, the page and the API, and the ETA."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import fakeredis
+import pytest
 from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
+from jobsys.canvas import priority_lists
+from jobsys.celery_app import make_celery
+from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
+from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
 from jobsys.models import Job, Step, TaskRun
 from tests.unit.conftest import docker_spec
 
@@ -34,7 +41,23 @@ def seed(ctx: Context, created: datetime, status: str, finished: datetime | None
     return job.id
 
 
-def test_hours_rates_queues_and_failures(ctx: Context, dispatcher: MemoryDispatcher) -> None:
+@pytest.fixture
+def broker(
+    ctx: Context, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Context, fakeredis.FakeRedis]:
+    """The real dispatcher reading a fake Redis, where a test puts the raw broker
+    state (kombu's priority lists, heartbeats); jobs are still submitted through
+    ``ctx`` and its recording dispatcher. The URL points nowhere, so nothing can
+    reach a real Redis by mistake."""
+    fake = fakeredis.FakeRedis()
+    real = CeleryDispatcher(make_celery(replace(settings, redis_url="redis://127.0.0.1:1/0")))
+    monkeypatch.setattr(real, "_with_redis", lambda use: use(fake))
+    return replace(ctx, dispatcher=real), fake
+
+
+def test_hours_rates_queues_and_failures(
+    ctx: Context, broker: tuple[Context, fakeredis.FakeRedis]
+) -> None:
     hour = NOW.replace(minute=0)
     seed(ctx, hour - timedelta(hours=30), "completed", hour - timedelta(hours=30))  # too old
     seed(ctx, hour - timedelta(hours=2, minutes=-5), "completed", hour - timedelta(hours=1))
@@ -44,15 +67,25 @@ def test_hours_rates_queues_and_failures(ctx: Context, dispatcher: MemoryDispatc
     running = seed(ctx, hour + timedelta(minutes=5), "running")
     with ctx.sessions.begin() as s:
         step_id = s.query(Step.id).filter(Step.job_id == running).scalar()
-        s.add(TaskRun(id="t-run", job_id=running, step_id=step_id, state="running"))
+        for n in range(3):  # three containers of the job run at once
+            s.add(TaskRun(id=f"t-run{n}", job_id=running, step_id=step_id, state="running"))
         s.add(
             TaskRun(
                 id="t-done", job_id=running, step_id=step_id, state="completed", finished_at=NOW
             )
         )
-    dispatcher.beats["w1"] = {"ts": NOW.timestamp(), "active": 1, "processed": 3}
+    on_broker, redis = broker
+    # Waiting messages sit in one list per priority level: docker has 1 (at
+    # level 9), python 1 + 2 (plain and level 3). Docker is the busier queue
+    # (1 waiting + 3 running) though python has more waiting.
+    redis.rpush(priority_lists("docker")[9], b"m")
+    redis.rpush(priority_lists("python")[0], b"m")
+    redis.rpush(priority_lists("python")[3], b"m", b"m")
+    beat = time.time()  # list_workers judges heartbeats by the wall clock
+    on_broker.dispatcher.record_heartbeat("w1", {"ts": beat - 1, "active": 1, "processed": 3})
+    on_broker.dispatcher.record_heartbeat("w2", {"ts": beat - 60, "active": 0, "processed": 9})
 
-    board = service.dashboard(ctx, Principal("v", "viewer"), now=NOW)
+    board = service.dashboard(on_broker, Principal("v", "viewer"), now=NOW)
 
     assert len(board.hours) == 24 and board.hours[-1].start == hour
     by_start = {h.start: h for h in board.hours}
@@ -65,15 +98,39 @@ def test_hours_rates_queues_and_failures(ctx: Context, dispatcher: MemoryDispatc
     assert board.failure_rate_last_day == 0.5
     assert board.counts["failed"] == 2 and board.counts["running"] == 1
 
-    docker = next(q for q in board.queues if q.name == "docker")
-    assert (docker.running, docker.done_last_hour) == (1, 1)
-    assert docker.waiting == dispatcher.queue_lengths()["docker"]
-    assert board.queues[0].busy >= board.queues[-1].busy  # busiest first
+    # Busiest (waiting + running) first, not most waiting first.
+    assert [(q.name, q.waiting, q.running, q.busy) for q in board.queues] == [
+        ("docker", 1, 3, 4),
+        ("python", 3, 0, 3),
+    ]
+    assert board.queues[0].done_last_hour == 1
+    assert [w.name for w in board.workers] == ["w1"]  # w2 is lost: not live
     assert [j.error for j in board.recent_failures] == ["exit 1", "exit 1"]
 
     data = board.to_dict()
     assert data["last_24h"]["hours"][-2]["failure_rate"] == 0.5
-    assert {q["name"] for q in data["queues"]} == {"docker", "python"}
+    assert [(q["name"], q["waiting"]) for q in data["queues"]] == [("docker", 1), ("python", 3)]
+
+
+def test_queues_equally_busy_put_the_one_that_did_more_first(
+    ctx: Context, broker: tuple[Context, fakeredis.FakeRedis]
+) -> None:
+    job = service.submit_job(
+        ctx, DEV, {"steps": [{"kind": "function", "function": "math:sqrt", "items": [1]}]}
+    )
+    with ctx.sessions.begin() as s:
+        step_id = s.query(Step.id).filter(Step.job_id == job.id).scalar()
+        done = NOW - timedelta(minutes=10)
+        s.add(
+            TaskRun(id="t-py", job_id=job.id, step_id=step_id, state="completed", finished_at=done)
+        )
+    board = service.dashboard(broker[0], SYSTEM, now=NOW)
+    # Nothing waits or runs anywhere: python did work in the last hour, so it
+    # comes before docker although the names alone would put docker first.
+    assert [(q.name, q.busy, q.done_last_hour) for q in board.queues] == [
+        ("python", 0, 1),
+        ("docker", 0, 0),
+    ]
 
 
 def test_broker_down_still_shows_the_database_figures(

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import timedelta
 
+import fakeredis
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM
+from jobsys.canvas import priority_lists
+from jobsys.celery_app import make_celery
+from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
+from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
 from jobsys.models import Schedule, TaskRun, utcnow
 from tests.unit.conftest import docker_spec
 from tests.unit.test_api import bearer
@@ -25,10 +32,25 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+@pytest.fixture
+def broker(
+    ctx: Context, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Context, fakeredis.FakeRedis]:
+    """The real dispatcher reading a fake Redis, where a test puts the raw broker
+    state (kombu's priority lists, heartbeats); jobs are still submitted through
+    ``ctx`` and its recording dispatcher. The URL points nowhere, so nothing can
+    reach a real Redis by mistake."""
+    fake = fakeredis.FakeRedis()
+    real = CeleryDispatcher(make_celery(replace(settings, redis_url="redis://127.0.0.1:1/0")))
+    monkeypatch.setattr(real, "_with_redis", lambda use: use(fake))
+    return replace(ctx, dispatcher=real), fake
+
+
 def test_metrics_report_jobs_tasks_durations_and_schedules(
-    ctx: Context, dispatcher: MemoryDispatcher
+    ctx: Context, dispatcher: MemoryDispatcher, broker: tuple[Context, fakeredis.FakeRedis]
 ) -> None:
-    client = create_app(context=ctx).test_client()
+    on_broker, redis = broker
+    client = create_app(context=on_broker).test_client()
     assert client.get("/metrics").status_code == 401
     service.submit_job(ctx, SYSTEM, docker_spec())
     service.submit_job(ctx, SYSTEM, docker_spec())
@@ -43,6 +65,14 @@ def test_metrics_report_jobs_tasks_durations_and_schedules(
     service.create_schedule(ctx, SYSTEM, {"name": "late", "interval_s": 60, "spec": docker_spec()})
     with ctx.sessions.begin() as s:  # as if beat had been down for 90 s
         s.execute(update(Schedule).values(next_fire_at=utcnow() - timedelta(seconds=90)))
+    # The broker's own numbers: one list per priority level, summed per queue.
+    redis.rpush(priority_lists("docker")[0], b"m", b"m")
+    redis.rpush(priority_lists("docker")[5], b"m")
+    redis.rpush(priority_lists("python")[9], b"m")
+    beat = time.time()  # list_workers judges heartbeats by the wall clock
+    on_broker.dispatcher.record_heartbeat("w1", {"ts": beat - 1})
+    on_broker.dispatcher.record_heartbeat("w2", {"ts": beat - 2})
+    on_broker.dispatcher.record_heartbeat("gone", {"ts": beat - 60})  # lost: not counted
     answer = client.get("/metrics", headers=bearer(ctx, "viewer"))
     assert answer.status_code == 200 and answer.mimetype == "text/plain"
     got = samples(answer.get_data(as_text=True))
@@ -53,6 +83,20 @@ def test_metrics_report_jobs_tasks_durations_and_schedules(
     assert got[("jobsys_task_duration_seconds_bucket", (("kind", "docker"), ("le", "1.0")))] == 0
     assert got[("jobsys_task_duration_seconds_bucket", (("kind", "docker"), ("le", "2.5")))] == 1
     assert 1.9 < got[("jobsys_task_duration_seconds_sum", (("kind", "docker"),))] < 2.5
-    assert got[("jobsys_queue_length", (("queue", "docker"),))] == 2
+    assert got[("jobsys_queue_length", (("queue", "docker"),))] == 3
+    assert got[("jobsys_queue_length", (("queue", "python"),))] == 1
     assert got[("jobsys_broker_up", ())] == 1
+    assert got[("jobsys_workers", ())] == 2
     assert 89 < got[("jobsys_schedule_lag_seconds", (("schedule", "late"),))] < 100
+
+
+def test_broker_down_reports_broker_up_0_and_no_queue_or_worker_figures(
+    ctx: Context, dispatcher: MemoryDispatcher
+) -> None:
+    service.submit_job(ctx, SYSTEM, docker_spec())
+    dispatcher.down = True
+    answer = create_app(context=ctx).test_client().get("/metrics", headers=bearer(ctx, "viewer"))
+    got = samples(answer.get_data(as_text=True))
+    assert got[("jobsys_broker_up", ())] == 0
+    assert not {name for name, _ in got} & {"jobsys_queue_length", "jobsys_workers"}
+    assert got[("jobsys_jobs", (("status", "queued"),))] == 1  # the database still answers

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,7 +157,7 @@ def test_envelopes_keep_python_types() -> None:
     assert envelope.is_pickled(envelope.to_wire((1, 2)))
 
 
-def test_service_signs_and_worker_verifies() -> None:
+def test_service_signs_and_worker_verifies(tmp_path: Path) -> None:
     wire = envelope.to_wire((1, 2))
     stored = envelope.sign_wire(wire, KEY, "items", ITEMS_A)
     assert envelope.decode(stored, KEY, ITEMS_A) == (1, 2)
@@ -166,13 +165,19 @@ def test_service_signs_and_worker_verifies() -> None:
         envelope.decode(stored, OTHER, ITEMS_A)
     with pytest.raises(SignatureError):
         envelope.decode(stored, KEY, FN_A)
-    # raw client pickles never reach a worker unsigned
+    # Raw client pickles never reach a worker unsigned: refused without being unpickled ...
+    marker = tmp_path / "marker"
+    trap = envelope.to_wire(Booby(marker))
+    assert envelope.is_pickled(trap)
     with pytest.raises(SignatureError):
-        envelope.decode(wire, KEY, ITEMS_A)
-    assert pickle.loads(cloudpickle.dumps(1)) == 1
+        envelope.decode(trap, KEY, ITEMS_A)
+    assert not marker.exists()
+    # ... while the service's signed copy of the same pickle is the one a worker runs.
+    envelope.decode(envelope.sign_wire(trap, KEY, "items", ITEMS_A), KEY, ITEMS_A)
+    assert marker.read_text() == "unpickled!"
 
 
-def test_results_carry_a_repr_for_readers() -> None:
+def test_results_carry_a_repr_for_readers(tmp_path: Path) -> None:
     result = envelope.ok({1, 2}, KEY, RESULT_A)
     assert result["ok"] is True
     assert result["value"]["repr"] == "{1, 2}"
@@ -180,6 +185,11 @@ def test_results_carry_a_repr_for_readers() -> None:
     assert envelope.from_wire(wire) == {1, 2}
     # any binding: no unpickling
     assert envelope.unsign_for_wire(result["value"], KEY, legacy=False) == wire
+    marker = tmp_path / "marker"
+    trapped = envelope.ok(Booby(marker), KEY, RESULT_A)["value"]
+    for expect in (RESULT_A, None):  # handed on for a client to unpickle, never here
+        assert envelope.is_pickled(envelope.unsign_for_wire(trapped, KEY, expect, legacy=False))
+    assert not marker.exists()
     with pytest.raises(SignatureError):
         envelope.unsign_for_wire(result["value"], KEY, FN_A, legacy=False)
     moved = envelope.resign(
