@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import fakeredis
 import pytest
 
 from jobsys.auth import Principal
+from jobsys.celery_app import make_celery
 from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
+from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
 
 
 @pytest.fixture
@@ -54,3 +57,17 @@ def docker_spec(command: str = "echo hi", **extra: object) -> dict[str, object]:
         **extra,
     }
     return {"name": "hello", "steps": [step]}
+
+
+@pytest.fixture
+def broker(
+    ctx: Context, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Context, fakeredis.FakeRedis]:
+    """The real dispatcher reading a fake Redis, where a test puts the raw broker
+    state (kombu's priority lists, heartbeats); jobs are still submitted through
+    ``ctx`` and its recording dispatcher. The URL points nowhere, so nothing can
+    reach a real Redis by mistake."""
+    fake = fakeredis.FakeRedis()
+    real = CeleryDispatcher(make_celery(replace(settings, redis_url="redis://127.0.0.1:1/0")))
+    monkeypatch.setattr(real, "_with_redis", lambda use: use(fake))
+    return replace(ctx, dispatcher=real), fake

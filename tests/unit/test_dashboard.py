@@ -4,20 +4,16 @@ recent failures, the chart's geometry, the page and the API, and the ETA."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import fakeredis
-import pytest
 from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.canvas import priority_lists
-from jobsys.celery_app import make_celery
-from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
+from jobsys.dispatch import MemoryDispatcher
 from jobsys.models import Job, Step, TaskRun
 from tests.unit.conftest import docker_spec
 
@@ -39,20 +35,6 @@ def seed(ctx: Context, created: datetime, status: str, finished: datetime | None
             )
         )
     return job.id
-
-
-@pytest.fixture
-def broker(
-    ctx: Context, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Context, fakeredis.FakeRedis]:
-    """The real dispatcher reading a fake Redis, where a test puts the raw broker
-    state (kombu's priority lists, heartbeats); jobs are still submitted through
-    ``ctx`` and its recording dispatcher. The URL points nowhere, so nothing can
-    reach a real Redis by mistake."""
-    fake = fakeredis.FakeRedis()
-    real = CeleryDispatcher(make_celery(replace(settings, redis_url="redis://127.0.0.1:1/0")))
-    monkeypatch.setattr(real, "_with_redis", lambda use: use(fake))
-    return replace(ctx, dispatcher=real), fake
 
 
 def test_hours_rates_queues_and_failures(

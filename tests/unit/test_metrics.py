@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import timedelta
 
 import fakeredis
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.canvas import priority_lists
-from jobsys.celery_app import make_celery
-from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
+from jobsys.dispatch import MemoryDispatcher
 from jobsys.models import Schedule, TaskRun, utcnow
 from tests.unit.conftest import docker_spec
 from tests.unit.test_api import bearer
@@ -30,20 +26,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-
-
-@pytest.fixture
-def broker(
-    ctx: Context, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Context, fakeredis.FakeRedis]:
-    """The real dispatcher reading a fake Redis, where a test puts the raw broker
-    state (kombu's priority lists, heartbeats); jobs are still submitted through
-    ``ctx`` and its recording dispatcher. The URL points nowhere, so nothing can
-    reach a real Redis by mistake."""
-    fake = fakeredis.FakeRedis()
-    real = CeleryDispatcher(make_celery(replace(settings, redis_url="redis://127.0.0.1:1/0")))
-    monkeypatch.setattr(real, "_with_redis", lambda use: use(fake))
-    return replace(ctx, dispatcher=real), fake
 
 
 def test_metrics_report_jobs_tasks_durations_and_schedules(
