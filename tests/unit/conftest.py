@@ -7,6 +7,8 @@ from pathlib import Path
 
 import fakeredis
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 
 from jobsys.auth import Principal
 from jobsys.celery_app import make_celery
@@ -14,6 +16,7 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.db import make_session_factory
 from jobsys.dispatch import CeleryDispatcher, MemoryDispatcher
+from webui import create_app
 
 
 @pytest.fixture
@@ -71,3 +74,14 @@ def broker(
     real = CeleryDispatcher(make_celery(replace(settings, redis_url="redis://127.0.0.1:1/0")))
     monkeypatch.setattr(real, "_with_redis", lambda use: use(fake))
     return replace(ctx, dispatcher=real), fake
+
+
+@pytest.fixture
+def app(ctx: Context) -> Flask:
+    """The web app over this test's context (a test module may define its own)."""
+    return create_app(context=ctx)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

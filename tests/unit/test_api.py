@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 
 from jobsys import service
@@ -15,16 +14,6 @@ from jobsys.context import Context
 from jobsys.dispatch import MemoryDispatcher
 from tests.unit.conftest import docker_spec
 from webui import create_app
-
-
-@pytest.fixture
-def app(ctx: Context) -> Flask:
-    return create_app(context=ctx)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def bearer(ctx: Context, role: str = "developer") -> dict[str, str]:

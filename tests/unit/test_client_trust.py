@@ -24,7 +24,6 @@ from jobsys.dispatch import MemoryDispatcher
 from jobsys.envelope import ok
 from jobsys.executor import Executor
 from jobsys.signing import Binding, Purpose, b64encode
-from webui import create_app
 
 MALLORY = Principal("mallory", "developer")
 ALICE = Principal("alice", "developer")
@@ -47,11 +46,6 @@ class Trap:
 
     def __repr__(self) -> str:
         return "Trap()"
-
-
-@pytest.fixture
-def app(ctx: Context) -> Flask:
-    return create_app(context=ctx)
 
 
 @pytest.fixture

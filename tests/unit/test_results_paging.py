@@ -26,14 +26,8 @@ from jobsys.models import TaskRun
 from jobsys.service import jobs as jobs_module
 from jobsys.signing import Binding, Purpose
 from tests.unit.test_api import csrf_of
-from webui import create_app
 
 DEV = Principal("dev", "developer")
-
-
-@pytest.fixture
-def app(ctx: Context) -> Flask:
-    return create_app(context=ctx)
 
 
 def token_for(ctx: Context, name: str = "dev") -> str:

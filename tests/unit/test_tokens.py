@@ -21,19 +21,8 @@ from jobsys.context import Context
 from jobsys.errors import SpecError, Unauthenticated
 from jobsys.models import utcnow
 from tests.unit.conftest import docker_spec
-from webui import create_app
 
 ADMIN = Principal("ada", "admin", "test")
-
-
-@pytest.fixture
-def app(ctx: Context) -> Flask:
-    return create_app(context=ctx)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def bearer(token: str) -> dict[str, str]:
