@@ -370,13 +370,6 @@ def host_access(
     return network, _mounts(raw.get("mounts", []), f"{path}.mounts", s, errors), privileged
 
 
-def host_access_problems(spec: Mapping[str, Any], s: Settings) -> dict[str, str]:
-    """``host_access``'s refusals for a stored step spec, by field."""
-    errors = _Fields()
-    host_access(spec, "step", s, errors)
-    return errors.errors
-
-
 def _mounts(raw: Any, path: str, s: Settings, errors: _Fields) -> tuple[Mount, ...]:
     """Mounts below the operator's roots, judged by their path alone.
 
