@@ -14,7 +14,7 @@ import sys
 import time
 
 from bench.stack import bench_stack
-from tests.live import LiveStack, wait_until
+from jobsys.testing import LiveStack, wait_until
 
 TRIES = 20
 IMAGE = "jobsys/busybox:local"

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, insert
 
 from bench.stack import bench_stack
-from jobsys.models import Job, JobTag, Step
 from jobsys.service.job_list import JobFilter, page_query
+from jobsys.store.models import Job, JobTag, Step
 
 JOBS = 100_000
 REPEATS = 15

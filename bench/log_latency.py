@@ -16,7 +16,7 @@ import time
 from datetime import datetime
 
 from bench.stack import bench_stack
-from tests.live import LiveStack
+from jobsys.testing import LiveStack
 
 LINES = 200
 IMAGE = "jobsys/busybox:local"

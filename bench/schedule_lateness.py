@@ -24,7 +24,7 @@ from bench.stack import bench_stack
 from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.celery_app import make_celery
-from tests.live import LiveStack, wait_until
+from jobsys.testing import LiveStack, wait_until
 
 TICKS = 20
 SPEC = {"name": "tick", "steps": [{"kind": "function", "function": "builtins:abs", "items": [-1]}]}

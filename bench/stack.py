@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.live import LiveStack, start_stack
+from jobsys.testing import LiveStack, start_stack
 
 
 @contextlib.contextmanager

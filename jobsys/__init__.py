@@ -5,7 +5,8 @@ The public API: the HTTP ``Client``, its ``Job`` handle and the
 ``concurrent.futures`` ``Executor``, the spec values, and the error tree.
 """
 
-from jobsys.client import Client, Job, UntrustedResult
+from jobsys.client.executor import Executor, RemoteError
+from jobsys.client.http import Client, Job, UntrustedResult
 from jobsys.errors import (
     AuthError,
     ConfigError,
@@ -22,7 +23,6 @@ from jobsys.errors import (
     StepTimeout,
     Unauthenticated,
 )
-from jobsys.executor import Executor, RemoteError
 from jobsys.specs import DockerStep, FunctionStep, JobSpec
 
 __all__ = [

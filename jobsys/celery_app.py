@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from beat_schedule import BEAT_SCHEDULE
-from jobsys.canvas import (
+from jobsys.broker.canvas import (
     DOCKER_QUEUE,
     PYTHON_QUEUE,
     REAP_ORPHANS,

@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from jobsys.broker.events import EventBus, NullEventBus
 from jobsys.config import Settings
-from jobsys.db import SessionFactory
-from jobsys.events import EventBus, NullEventBus
 from jobsys.signing import Signer
+from jobsys.store.db import SessionFactory
 
 if TYPE_CHECKING:
-    from jobsys.dispatch import Dispatcher
+    from jobsys.broker.dispatch import Dispatcher
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every failure a caller can act on is a ``JobsysError``; the web app, the CLI
 and the client map the families below to HTTP statuses and exit codes (that
-mapping lives in ``webui/errors.py`` and ``jobsys/cli.py``, not here)::
+mapping lives in ``webui/errors.py`` and ``jobsys/cli/main.py``, not here)::
 
     JobsysError
     ├── ConfigError        bad settings, raised at start-up

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import os
 
+from jobsys.broker.dispatch import CeleryDispatcher
+from jobsys.broker.events import RedisEventBus
 from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.datadir import tighten
-from jobsys.db import make_session_factory
-from jobsys.dispatch import CeleryDispatcher
-from jobsys.events import RedisEventBus
+from jobsys.store.db import make_session_factory
 
 _cache: dict[tuple[int, Settings], Context] = {}
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from celery.beat import Scheduler
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
-from jobsys.models import utcnow
+from jobsys.store.models import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,23 @@
-"""Shared fixtures: the live stack, once per database (SQLite and PostgreSQL)."""
+"""Shared fixtures: the in-process ones (tests/support/fixtures.py, loaded as a
+plugin) and the live stack, once per database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.live import LiveStack, start_stack
-from tests.services import POSTGRES_URL, REDIS_URL, require_postgres, require_redis
+from tests.support.live import LiveStack, start_stack
+from tests.support.services import (
+    POSTGRES_URL,
+    REDIS_URL,
+    missing_services,
+    require_postgres,
+    require_redis,
+)
+
+pytest_plugins = ["tests.support.fixtures", "pytester"]
 
 #: Each stack gets its own Redis database so the two never share queues.
 REDIS_DB = {"sqlite": 13, "postgresql": 14}
@@ -26,3 +36,22 @@ def stack(
     else:
         database_url = f"sqlite:///{tmp / 'jobsys.db'}"
     yield from start_stack(name, database_url, f"{REDIS_URL}/{REDIS_DB[name]}", tmp)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Outside CI a missing service skips its tests (in CI it fails them): say
+    at the end how many each one skipped, so a green run that ran nothing real
+    is visible."""
+    if os.environ.get("CI"):
+        return
+    reasons = [
+        report.longrepr[2]
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple)
+    ]
+    counts = missing_services(reasons)
+    if counts:
+        terminalreporter.section("skipped for a missing service")
+        for what, n in counts.items():
+            terminalreporter.line(f"{n:5d} skipped: {what}")
+        terminalreporter.line(f"{sum(counts.values()):5d} in all; CI runs them (it fails instead)")

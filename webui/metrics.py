@@ -14,8 +14,8 @@ from prometheus_client.registry import Collector
 
 from jobsys import service
 from jobsys.auth import Right
-from jobsys.models import JobStatus
 from jobsys.service.metrics import BUCKETS, Snapshot
+from jobsys.states import JobStatus
 from webui.principal import context, current_principal, needs
 
 bp = Blueprint("metrics", __name__)

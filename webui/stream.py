@@ -9,8 +9,8 @@ from flask import Response, make_response, request, stream_with_context
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.events import parse_event_id
 from jobsys.errors import TooManyStreams
-from jobsys.events import parse_event_id
 from jobsys.service.live import LiveStream
 from webui.errors import error_response
 from webui.principal import context

@@ -15,10 +15,10 @@ from werkzeug.wrappers import Response
 from jobsys import service
 from jobsys.auth import Right
 from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
-from jobsys.models import JobStatus
 from jobsys.service.jobs import stream_job_results
 from jobsys.service.records import ResultStream
 from jobsys.specs import docker_step_from_form
+from jobsys.states import JobStatus
 from webui.charts import hourly_chart
 from webui.errors import error_response, status_for
 from webui.principal import (

@@ -13,13 +13,13 @@ from typing import Any
 from celery import shared_task
 
 from jobsys import service
-from jobsys.canvas import RUN_DOCKER_STEP
+from jobsys.broker.canvas import RUN_DOCKER_STEP
 from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.errors import ImageError, StepCancelled, StepError, StepFailed, StepTimeout
-from jobsys.models import JobStatus
 from jobsys.service.progress import LogRecord, TaskStart
 from jobsys.specs import DockerStep, Mount, docker_step_problems
+from jobsys.states import JobStatus
 from workers.container_logs import LogLimits
 from workers.containers import (
     LABEL_JOB,

@@ -16,11 +16,11 @@ from celery import shared_task
 from celery.signals import task_failure
 
 from jobsys import envelope, service
-from jobsys.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
+from jobsys.broker.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
 from jobsys.context import Context
-from jobsys.models import utcnow
 from jobsys.service.progress import LogRecord, TaskStart
 from jobsys.signing import Binding, Purpose
+from jobsys.store.models import utcnow
 from workers.context import worker_context
 from workers.execution import exclusive_run, gives_up
 

@@ -11,7 +11,7 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from jobsys import service
-from jobsys.canvas import (
+from jobsys.broker.canvas import (
     DOCKER_QUEUE,
     PURGE_HISTORY,
     REAP_ORPHANS,

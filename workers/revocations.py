@@ -14,7 +14,7 @@ from typing import Any
 from celery.signals import task_revoked
 
 from jobsys import service
-from jobsys.canvas import RUN_DOCKER_STEP, RUN_FUNCTION_CHUNK
+from jobsys.broker.canvas import RUN_DOCKER_STEP, RUN_FUNCTION_CHUNK
 from workers.context import worker_context
 from workers.housekeeping import reap_orphan_containers
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import SpecError
-from jobsys.models import AuditEntry
+from jobsys.store.models import AuditEntry
 
 MAX_PER_PAGE = 500
 

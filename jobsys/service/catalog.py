@@ -21,11 +21,11 @@ from jobsys.auth import Principal, Right, require
 from jobsys.catalog import Broken, Template, TemplateError, load_folder, parse_template
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
-from jobsys.models import CatalogEntry, Job, utcnow
 from jobsys.service.audit import record
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.jobs import build_job, get_job, publish_job
 from jobsys.service.records import JobInfo
+from jobsys.store.models import CatalogEntry, Job, utcnow
 
 
 @dataclass(frozen=True)

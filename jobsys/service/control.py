@@ -16,12 +16,13 @@ from sqlalchemy import select, update
 from jobsys.auth import SYSTEM, Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, PermissionDenied, SpecError, StateError
-from jobsys.models import FINISHED, Job, JobStatus, Step, TaskRun, TaskState, sources_of, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.jobs import get_job
 from jobsys.service.progress import announce
 from jobsys.service.records import JobInfo
+from jobsys.states import FINISHED, JobStatus, TaskState, sources_of
+from jobsys.store.models import Job, Step, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
 

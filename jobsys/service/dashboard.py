@@ -15,13 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from jobsys.auth import Principal, Right, require
-from jobsys.canvas import QUEUE_OF_KIND, QUEUES
+from jobsys.broker.canvas import QUEUE_OF_KIND, QUEUES
+from jobsys.broker.dispatch import WorkerInfo
 from jobsys.context import Context
-from jobsys.dispatch import WorkerInfo
 from jobsys.errors import DispatchError
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.service.records import JobInfo
 from jobsys.service.workers import list_workers
+from jobsys.states import JobStatus, TaskState
+from jobsys.store.models import Job, Step, TaskRun, utcnow
 
 HOURS = 24
 RECENT_FAILURES = 10

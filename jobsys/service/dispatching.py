@@ -13,11 +13,12 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 
-from jobsys.canvas import ChunkPlan, StepPlan
+from jobsys.broker.canvas import ChunkPlan, StepPlan
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.specs import DEFAULT_PRIORITY, chunk_bounds
+from jobsys.states import JobStatus, TaskState
+from jobsys.store.models import Job, Step, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
 

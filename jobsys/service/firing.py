@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from jobsys.context import Context
 from jobsys.errors import JobsysError
-from jobsys.models import Job, JobStatus, Schedule, ScheduleRun, utcnow
 from jobsys.schedule_spec import Overlap
 from jobsys.service.jobs import publish_job
 from jobsys.service.schedules import schedule_job, timing_of
+from jobsys.states import JobStatus
+from jobsys.store.models import Job, Schedule, ScheduleRun, utcnow
 from jobsys.timing import CatchUp, due_ticks
 
 log = logging.getLogger(__name__)

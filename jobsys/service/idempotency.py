@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.errors import IdempotencyMismatch, SpecError
-from jobsys.models import IdempotencyKey, Job, utcnow
+from jobsys.store.models import IdempotencyKey, Job, utcnow
 
 HEADER = "Idempotency-Key"
 #: How long a key names its job; older rows are ignored, then swept (``retention``).

@@ -18,8 +18,9 @@ from sqlalchemy.orm import selectinload
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import SpecError
-from jobsys.models import Job, JobStatus, JobTag
 from jobsys.service.records import JobInfo, Page
+from jobsys.states import JobStatus
+from jobsys.store.models import Job, JobTag
 
 MAX_PER_PAGE = 500
 SORTS = {

@@ -14,17 +14,6 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
-from jobsys.models import (
-    Job,
-    JobStatus,
-    JobTag,
-    LogLine,
-    Step,
-    StepItems,
-    TaskRun,
-    new_id,
-    utcnow,
-)
 from jobsys.service.audit import record
 from jobsys.service.dispatching import dispatch_step
 from jobsys.service.idempotency import Idempotency, store_job
@@ -39,6 +28,8 @@ from jobsys.specs import (
     parse_job_spec,
     step_to_dict,
 )
+from jobsys.states import JobStatus
+from jobsys.store.models import Job, JobTag, LogLine, Step, StepItems, TaskRun, new_id, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from jobsys.broker.inflight import InFlight
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.inflight import InFlight
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from redis.exceptions import RedisError
 
 from jobsys.auth import Principal
+from jobsys.broker.events import START, Event, parse_event_id
 from jobsys.context import Context
-from jobsys.events import START, Event, parse_event_id
-from jobsys.models import JobStatus
 from jobsys.service.jobs import get_job
 from jobsys.service.stream_slots import Slot, acquire_slot
+from jobsys.states import JobStatus
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from jobsys.canvas import QUEUE_OF_KIND, QUEUES
+from jobsys.broker.canvas import QUEUE_OF_KIND, QUEUES
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.service.recovery import (
     abandon_task,
     settle_job,
@@ -34,6 +33,8 @@ from jobsys.service.recovery import (
     stalled_jobs,
     stalled_steps,
 )
+from jobsys.states import JobStatus, TaskState
+from jobsys.store.models import Job, Step, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.models import Job, Schedule, ScheduleRun, Step, TaskRun, utcnow
 from jobsys.service.workers import list_workers
+from jobsys.store.models import Job, Schedule, ScheduleRun, Step, TaskRun, utcnow
 
 #: Upper bounds of the task-duration histogram, in seconds.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)

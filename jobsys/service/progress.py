@@ -18,8 +18,9 @@ from sqlalchemy import case, insert, select, update
 
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.models import Job, JobStatus, LogLine, Step, TaskRun, TaskState, sources_of, utcnow
 from jobsys.service.dispatching import dispatch_step
+from jobsys.states import JobStatus, TaskState, sources_of
+from jobsys.store.models import Job, LogLine, Step, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobsys.models import Job, LogLine, Schedule, ScheduleRun, Step, TaskRun
+from jobsys.store.models import Job, LogLine, Schedule, ScheduleRun, Step, TaskRun
 
 
 def _iso(value: datetime | None) -> str | None:

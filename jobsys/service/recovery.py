@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import select, update
 
 from jobsys.context import Context
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.service.progress import (
     LogRecord,
     _insert_logs,
@@ -28,6 +27,8 @@ from jobsys.service.progress import (
     gather_function_step,
     publish_logs,
 )
+from jobsys.states import JobStatus, TaskState
+from jobsys.store.models import Job, Step, TaskRun, utcnow
 
 UNENDED = (TaskState.PENDING.value, TaskState.RUNNING.value)
 

@@ -28,7 +28,6 @@ from jobsys import envelope
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
-from jobsys.models import Job, JobStatus, Step, TaskRun, TaskState, utcnow
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
@@ -36,6 +35,8 @@ from jobsys.service.jobs import get_job, log, new_job
 from jobsys.service.records import JobInfo
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import chunk_bounds
+from jobsys.states import JobStatus, TaskState
+from jobsys.store.models import Job, Step, TaskRun, utcnow
 
 RESUMABLE = (JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 

@@ -21,8 +21,9 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from jobsys.context import Context
-from jobsys.models import FINISHED, IdempotencyKey, Job, ScheduleRun, utcnow
 from jobsys.service.idempotency import WINDOW
+from jobsys.states import FINISHED
+from jobsys.store.models import IdempotencyKey, Job, ScheduleRun, utcnow
 
 BATCH = 500
 

@@ -28,7 +28,6 @@ from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import NotFoundError, PermissionDenied, SignatureError, SpecError
-from jobsys.models import Job, Schedule, ScheduleRun, Token, User, new_id, utcnow
 from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
 from jobsys.service.audit import record
 from jobsys.service.catalog import lookup_template, new_template_job, require_template
@@ -36,6 +35,7 @@ from jobsys.service.jobs import get_job, new_job, publish_job
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.users import ROLE_ORDER
 from jobsys.signing import Binding, Purpose
+from jobsys.store.models import Job, Schedule, ScheduleRun, Token, User, new_id, utcnow
 from jobsys.timing import Timing
 
 MAX_RUNS_PAGE = 500

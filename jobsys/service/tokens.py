@@ -28,10 +28,10 @@ from jobsys.auth import (
 )
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
-from jobsys.models import Token, User, utcnow
 from jobsys.service.audit import record
 from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
 from jobsys.service.users import lesser_role, role_within
+from jobsys.store.models import Token, User, utcnow
 
 #: ``last_used_at`` is written when it is at least this old.
 TOUCH_EVERY = timedelta(seconds=60)

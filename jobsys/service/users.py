@@ -20,9 +20,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from jobsys.auth import SYSTEM, Principal, Right, check_role, require
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
-from jobsys.models import Token, User, WebSession, utcnow
 from jobsys.service.audit import record
 from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
+from jobsys.store.models import Token, User, WebSession, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from sqlalchemy import delete, or_, update
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.errors import Unauthenticated
-from jobsys.models import Token, User, WebSession, utcnow
 from jobsys.service.audit import record
 from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
 from jobsys.service.tokens import token_principal, touch_token, verify_token
 from jobsys.service.users import check_password
+from jobsys.store.models import Token, User, WebSession, utcnow
 
 #: Longer than any reference we hand out; anything past it is not ours.
 MAX_REFERENCE = 200

@@ -15,10 +15,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from jobsys.auth import Principal, Right, require
+from jobsys.broker.dispatch import WorkerInfo
 from jobsys.context import Context
-from jobsys.dispatch import WorkerInfo
 from jobsys.errors import DispatchError
-from jobsys.models import TaskRun, TaskState
+from jobsys.states import TaskState
+from jobsys.store.models import TaskRun
 
 LOST_AFTER_S = 10.0
 FORGET_AFTER_S = 24 * 3600.0

@@ -13,9 +13,9 @@ from playwright.sync_api import Browser, Page, expect
 from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.errors import SpecError
-from tests.browser.conftest import screenshot, sign_in_with_password
-from tests.live import LiveStack
-from tests.services import require_docker
+from tests.support.browser import screenshot, sign_in_with_password
+from tests.support.live import LiveStack
+from tests.support.services import require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

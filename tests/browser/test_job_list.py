@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import screenshot
-from tests.docker.test_docker_steps import containers_of, step
-from tests.live import LiveStack, wait_until
-from tests.services import require_docker
+from tests.support.browser import screenshot
+from tests.support.docker import containers_of, step
+from tests.support.live import LiveStack, wait_until
+from tests.support.services import require_docker
 
 pytestmark = pytest.mark.integration
 

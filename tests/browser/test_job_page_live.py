@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import screenshot
-from tests.docker.test_docker_steps import step, submit
-from tests.live import LiveStack
-from tests.services import require_docker
+from tests.support.browser import screenshot
+from tests.support.docker import step, submit
+from tests.support.live import LiveStack
+from tests.support.services import require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

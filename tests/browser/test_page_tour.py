@@ -19,10 +19,10 @@ from playwright.sync_api import Page, expect
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from tests.browser.conftest import screenshot, sign_in_with_token
-from tests.docker.test_docker_steps import step, submit
-from tests.live import LiveStack
-from tests.services import require_docker
+from tests.support.browser import screenshot, sign_in_with_token
+from tests.support.docker import step, submit
+from tests.support.live import LiveStack
+from tests.support.services import require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -8,8 +8,8 @@ import json
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import screenshot, sign_in_with_token
-from tests.live import LiveStack
+from tests.support.browser import screenshot, sign_in_with_token
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import uuid
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import screenshot, sign_in_with_token
-from tests.docker.test_docker_steps import containers_of, step, submit
-from tests.live import LiveStack, wait_until
-from tests.services import BUSYBOX_IMAGE, require_docker
+from tests.support.browser import screenshot, sign_in_with_token
+from tests.support.docker import containers_of, step, submit
+from tests.support.live import LiveStack, wait_until
+from tests.support.services import BUSYBOX_IMAGE, require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

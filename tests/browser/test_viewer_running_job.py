@@ -12,8 +12,8 @@ from playwright.sync_api import Browser, Page, expect
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from tests.browser.conftest import screenshot, sign_in_with_token
-from tests.live import LiveStack, wait_until
+from tests.support.browser import screenshot, sign_in_with_token
+from tests.support.live import LiveStack, wait_until
 
 pytestmark = [pytest.mark.integration]
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.services import require_docker
+from tests.support.services import require_docker
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from jobsys import StateError
-from tests.docker.test_docker_steps import containers_of, finished, step, submit
-from tests.live import LiveStack, wait_until
-from tests.services import BUSYBOX_IMAGE
+from tests.support.docker import containers_of, finished, step, submit
+from tests.support.live import LiveStack, wait_until
+from tests.support.services import BUSYBOX_IMAGE
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -18,7 +18,7 @@ import pytest
 
 from jobsys.config import Settings
 from jobsys.specs import DockerStep
-from tests.services import BUSYBOX_IMAGE
+from tests.support.services import BUSYBOX_IMAGE
 from workers.container_logs import MAX_LOG_LINES, LogLimits, Seen, read_logs
 from workers.containers import LABEL_JOB, Limits, run_container
 from workers.docker_step import limits_of

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.docker.test_docker_steps import containers_of, finished, step, submit
-from tests.live import LiveStack, free_port, wait_until
+from tests.support.docker import containers_of, finished, step, submit
+from tests.support.live import LiveStack, free_port, wait_until
 from webui import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

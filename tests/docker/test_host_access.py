@@ -14,9 +14,9 @@ import docker
 import pytest
 
 from jobsys.config import Settings
-from tests.live import wait_until
-from tests.reliability.drills import Drill, drill_stack
-from tests.services import BUSYBOX_IMAGE
+from tests.support.drills import Drill, drill_stack
+from tests.support.live import wait_until
+from tests.support.services import BUSYBOX_IMAGE
 from workers.docker_step import refused_here
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

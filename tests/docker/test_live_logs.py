@@ -10,9 +10,9 @@ import sys
 import pytest
 import redis
 
-from jobsys.events import job_stream
-from tests.docker.test_docker_steps import finished, step, submit
-from tests.live import LiveStack
+from jobsys.broker.events import job_stream
+from tests.support.docker import finished, step, submit
+from tests.support.live import LiveStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

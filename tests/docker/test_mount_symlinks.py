@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.drills import Drill, drill_stack
-from tests.services import BUSYBOX_IMAGE
+from tests.support.drills import Drill, drill_stack
+from tests.support.services import BUSYBOX_IMAGE
 from workers.containers import MountRefused, resolve_mount_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.docker.test_docker_steps import finished, step, submit
-from tests.live import LiveStack, RedisServer, free_port, start_stack
+from tests.support.docker import finished, step, submit
+from tests.support.live import LiveStack, RedisServer, free_port, start_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 

@@ -25,14 +25,14 @@ from jobsys import service
 from jobsys.auth import Principal
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.models import Job, ScheduleRun, utcnow
 from jobsys.runtime import build_context
 from jobsys.scheduler import LEADER_KEY
 from jobsys.stack import child_env
-from tests.live import SECRET, wait_until
-from tests.services import (
+from jobsys.store.models import Job, ScheduleRun, utcnow
+from jobsys.testing import fresh_database
+from tests.support.live import SECRET, wait_until
+from tests.support.services import (
     REDIS_URL,
-    fresh_database,
     postgres_schema_url,
     require_postgres,
     require_redis,

@@ -11,9 +11,9 @@ from kombu import Connection
 
 from jobsys import Client, PermissionDenied, service
 from jobsys.auth import SYSTEM
-from jobsys.canvas import RUN_FUNCTION_CHUNK
-from jobsys.models import JobStatus
-from tests.live import LiveStack
+from jobsys.broker.canvas import RUN_FUNCTION_CHUNK
+from jobsys.states import JobStatus
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.integration
 

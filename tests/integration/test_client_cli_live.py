@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jobsys import Executor, RemoteError
-from tests.live import LiveStack
+from tests.support.live import LiveStack
 
 # Client and CLI speak HTTP: which database is behind the API is not theirs to test.
 pytestmark = [

@@ -23,7 +23,7 @@ from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.context import Context
 from jobsys.stack import flower_basic_auth
-from tests.live import LiveStack, free_port, wait_until
+from tests.support.live import LiveStack, free_port, wait_until
 from webui import create_app
 
 EXAMPLES = Path(__file__).parents[2] / "jobs"

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import update
 
 from jobsys import ItemsFailed, service
-from jobsys.models import Step
 from jobsys.signing import Binding, Purpose, Signer, b64encode
-from tests.live import LiveStack
+from jobsys.store.models import Step
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from bench.job_list import seed
-from jobsys.db import make_engine
-from jobsys.models import Base, Job
 from jobsys.service.dashboard import _hours
 from jobsys.service.job_list import JobFilter, page_query
-from tests.services import postgres_schema_url, require_postgres
+from jobsys.store.db import make_engine
+from jobsys.store.models import Base, Job
+from tests.support.services import postgres_schema_url, require_postgres
 
 pytestmark = pytest.mark.integration
 

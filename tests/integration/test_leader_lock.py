@@ -10,8 +10,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from jobsys.scheduler import LeaderLock
-from tests.live import free_port
-from tests.services import REDIS_URL, require_redis
+from tests.support.live import free_port
+from tests.support.services import REDIS_URL, require_redis
 
 KEY = "jobsys:test:leader"
 

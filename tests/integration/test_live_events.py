@@ -14,14 +14,14 @@ from werkzeug.serving import make_server
 
 from jobsys import Client, service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.broker.events import RedisEventBus
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.events import RedisEventBus
-from tests.live import LiveStack
-from tests.services import REDIS_URL, require_redis
-from tests.unit.conftest import docker_spec
+from jobsys.store.db import make_session_factory
+from tests.support.live import LiveStack
+from tests.support.services import REDIS_URL, require_redis
+from tests.support.specs import docker_spec
 from webui import create_app
 
 pytestmark = pytest.mark.integration

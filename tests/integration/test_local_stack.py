@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.live import free_port, wait_until
-from tests.services import missing
+from tests.support.live import free_port, wait_until
+from tests.support.services import missing
 
 JOBSYS = Path(sys.executable).with_name("jobsys")
 CATALOG = Path(__file__).parents[2] / "jobs"

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live import LiveStack
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.integration
 

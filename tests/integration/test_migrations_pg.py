@@ -15,20 +15,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, text
 
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_engine, make_session_factory
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Base
-from jobsys.schema import Upgrade, current_revision, head, upgrade_schema
-from tests.migration_data import (
+from jobsys.store.db import make_engine, make_session_factory
+from jobsys.store.models import Base
+from jobsys.store.schema import Upgrade, current_revision, head, upgrade_schema
+from tests.support.migration_data import (
     check_app_works,
     check_code_owner_backfilled,
     check_tags_backfilled,
     seed_0001,
     snapshot,
 )
-from tests.services import POSTGRES_URL, postgres_schema_url, require_postgres
+from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import pytest
 
 from jobsys import service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import CeleryDispatcher
 from jobsys.celery_app import make_celery
 from jobsys.context import Context
-from jobsys.dispatch import CeleryDispatcher
-from tests.live import LiveStack, free_port, wait_until
+from tests.support.live import LiveStack, free_port, wait_until
 from webui import create_app
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_submit_while_redis_is_unreachable_is_not_lost(stack: LiveStack) -> None
 
 def test_beat_runs_the_outbox_sweep() -> None:
     from beat_schedule import BEAT_SCHEDULE
-    from jobsys.canvas import SWEEP_OUTBOX
+    from jobsys.broker.canvas import SWEEP_OUTBOX
 
     entries = {e["task"] for e in BEAT_SCHEDULE.values()}
     assert SWEEP_OUTBOX in entries

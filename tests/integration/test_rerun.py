@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from jobsys.models import Job
 from jobsys.stack import web_command
-from tests.live import LiveStack, free_port, wait_until
+from jobsys.store.models import Job
+from tests.support.live import LiveStack, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 

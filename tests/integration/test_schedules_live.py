@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jobsys import NotFoundError, PermissionDenied, SpecError
-from tests.live import LiveStack
+from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.live import LiveStack, wait_until
+from tests.support.live import LiveStack, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import redis
 
-from tests.live import RedisServer, free_port, start_stack, wait_until
-from tests.reliability.redis_bounds import census, check_bounded
-from tests.services import BUSYBOX_IMAGE
+from tests.support.live import RedisServer, free_port, start_stack, wait_until
+from tests.support.redis_bounds import census, check_bounded
+from tests.support.services import BUSYBOX_IMAGE
 
 TTL_S = int(os.environ.get("SOAK_TTL_S", "60"))
 #: The stated bound: once the TTLs pass, Redis holds at most this much more than

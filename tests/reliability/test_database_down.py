@@ -26,16 +26,16 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from jobsys.client import Client
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.client.http import Client
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import DatabaseUnavailable
-from jobsys.models import IdempotencyKey, Job, Step
-from tests.reliability.conftest import EXAMPLES
-from tests.reliability.tcp_proxy import TcpProxy
-from tests.services import POSTGRES_URL, postgres_schema_url, require_postgres
+from jobsys.store.db import make_session_factory
+from jobsys.store.models import IdempotencyKey, Job, Step
+from tests.support.examples import EXAMPLES
+from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
+from tests.support.tcp_proxy import TcpProxy
 from webui import create_app
 
 pytestmark = pytest.mark.integration

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from jobsys.canvas import DOCKER_QUEUE, PYTHON_QUEUE, RUN_DOCKER_STEP, RUN_FUNCTION_CHUNK
-from jobsys.inflight import lease_key
+from jobsys.broker.canvas import DOCKER_QUEUE, PYTHON_QUEUE, RUN_DOCKER_STEP, RUN_FUNCTION_CHUNK
+from jobsys.broker.inflight import lease_key
 from jobsys.service.leases import Holder
-from tests.docker.test_docker_steps import finished, step, submit
-from tests.live import wait_until
-from tests.reliability.drills import DRILL_SETTINGS, Drill, containers_created, drill_stack
-from tests.services import require_docker
+from tests.support.docker import finished, step, submit
+from tests.support.drills import DRILL_SETTINGS, Drill, containers_created, drill_stack
+from tests.support.live import wait_until
+from tests.support.services import require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -32,12 +32,12 @@ from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Token
-from tests.reliability.conftest import EXAMPLES, IMAGES
+from jobsys.store.db import make_session_factory
+from jobsys.store.models import Token
+from tests.support.examples import EXAMPLES, IMAGES
 from webui import create_app
 from webui.openapi import document
 

@@ -8,17 +8,17 @@ import time
 from flask import Flask
 
 from jobsys.context import Context
-from tests.reliability.conftest import bearer_for
+from tests.support.auth import bearer
 
 
 def test_pointing_a_schedule_at_a_template_answers_at_once_on_sqlite(
-    web_app: Flask, web_ctx: Context
+    app: Flask, ctx: Context
 ) -> None:
     """The template was looked up in a second session inside the PATCH's write
     transaction: on SQLite it waited for the first's lock until the 30 s busy
     timeout, then failed (a 500, later a 503 "database is locked")."""
-    client = web_app.test_client()
-    admin = bearer_for(web_ctx, "admin")
+    client = app.test_client()
+    admin = bearer(ctx, "admin")
     spec = {
         "name": "x",
         "steps": [{"kind": "docker", "image": "jobsys/busybox:local", "command": ["true"]}],

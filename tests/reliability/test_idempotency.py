@@ -24,17 +24,17 @@ from sqlalchemy import create_engine, func, select, text, update
 
 from jobsys import service
 from jobsys.auth import Principal
-from jobsys.cli import main
-from jobsys.client import Client
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.cli.main import main
+from jobsys.client.http import Client
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import IdempotencyMismatch
-from jobsys.models import IdempotencyKey, Job, Step, utcnow
 from jobsys.service import idempotency
-from tests.reliability.conftest import bearer_for
-from tests.services import POSTGRES_URL, postgres_schema_url, require_postgres
+from jobsys.store.db import make_session_factory
+from jobsys.store.models import IdempotencyKey, Job, Step, utcnow
+from tests.support.auth import bearer
+from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
 SPEC = {
     "name": "once",
@@ -43,8 +43,8 @@ SPEC = {
 
 
 @pytest.fixture
-def client(web_app: Flask) -> FlaskClient:
-    return web_app.test_client()
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
 
 
 def counts(ctx: Context) -> tuple[int, int, int]:
@@ -62,9 +62,9 @@ def post(client: FlaskClient, headers: dict[str, str], key: str | None, body: An
 
 
 def test_a_repeat_gets_the_first_job_and_nothing_new(
-    client: FlaskClient, web_ctx: Context, web_dispatcher: MemoryDispatcher
+    client: FlaskClient, ctx: Context, dispatcher: MemoryDispatcher
 ) -> None:
-    dev = bearer_for(web_ctx, "developer")
+    dev = bearer(ctx, "developer")
     first = post(client, dev, "order-42")
     assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
     again = post(client, dev, "order-42")
@@ -75,18 +75,18 @@ def test_a_repeat_gets_the_first_job_and_nothing_new(
     # The same request written with other key order and spacing is the same request.
     reordered = {"steps": [dict(reversed(list(SPEC["steps"][0].items())))], "name": "once"}
     assert post(client, dev, "order-42", reordered).json["id"] == first.json["id"]
-    assert counts(web_ctx) == (1, 1, 1)
-    assert len(web_dispatcher.published) == 1
+    assert counts(ctx) == (1, 1, 1)
+    assert len(dispatcher.published) == 1
     # Without a key, or with another, a submit is a new job as always.
     assert post(client, dev, None).json["id"] != first.json["id"]
     assert post(client, dev, "order-43").json["id"] != first.json["id"]
-    assert counts(web_ctx) == (3, 3, 2)
+    assert counts(ctx) == (3, 3, 2)
 
 
 def test_the_same_key_with_another_request_is_422_and_stores_nothing(
-    client: FlaskClient, web_ctx: Context
+    client: FlaskClient, ctx: Context
 ) -> None:
-    dev = bearer_for(web_ctx, "developer")
+    dev = bearer(ctx, "developer")
     first = post(client, dev, "k1").json
     r = post(client, dev, "k1", {**SPEC, "name": "another"})
     assert r.status_code == 422
@@ -98,22 +98,22 @@ def test_the_same_key_with_another_request_is_422_and_stores_nothing(
         "/api/catalog/echo/start", json={"variables": {}}, headers={**dev, "Idempotency-Key": "k1"}
     )
     assert r.status_code == 422 and r.json["error"] == "IdempotencyMismatch"
-    assert counts(web_ctx) == (1, 1, 1)
+    assert counts(ctx) == (1, 1, 1)
 
 
-def test_keys_belong_to_their_caller(client: FlaskClient, web_ctx: Context) -> None:
-    alice, bob = bearer_for(web_ctx, "developer"), bearer_for(web_ctx, "admin")
+def test_keys_belong_to_their_caller(client: FlaskClient, ctx: Context) -> None:
+    alice, bob = bearer(ctx, "developer"), bearer(ctx, "admin")
     a = post(client, alice, "nightly").json
     b = post(client, bob, "nightly").json
     assert a["id"] != b["id"] and (a["owner"], b["owner"]) == ("developer", "admin")
     assert post(client, alice, "nightly").json["id"] == a["id"]
-    assert counts(web_ctx) == (2, 2, 2)
+    assert counts(ctx) == (2, 2, 2)
 
 
 def test_starting_a_template_is_idempotent_too(
-    client: FlaskClient, web_ctx: Context, web_dispatcher: MemoryDispatcher
+    client: FlaskClient, ctx: Context, dispatcher: MemoryDispatcher
 ) -> None:
-    op = {**bearer_for(web_ctx, "operator"), "Idempotency-Key": "deploy-7"}
+    op = {**bearer(ctx, "operator"), "Idempotency-Key": "deploy-7"}
     body = {"variables": {"message": "hi", "times": 2}}
     first = client.post("/api/catalog/echo/start", json=body, headers=op)
     again = client.post("/api/catalog/echo/start", json=body, headers=op)
@@ -121,7 +121,7 @@ def test_starting_a_template_is_idempotent_too(
     assert again.json["id"] == first.json["id"] and again.headers["Idempotent-Replayed"] == "true"
     other = client.post("/api/catalog/echo/start", json={"variables": {"times": 3}}, headers=op)
     assert other.status_code == 422 and "deploy-7" in other.json["message"]
-    assert counts(web_ctx) == (1, 1, 1) and len(web_dispatcher.published) == 1
+    assert counts(ctx) == (1, 1, 1) and len(dispatcher.published) == 1
 
 
 @pytest.mark.parametrize(
@@ -130,12 +130,12 @@ def test_starting_a_template_is_idempotent_too(
     ids=["empty", "blank", "long", "utf8", "tab"],
 )
 def test_a_malformed_key_is_400_naming_the_header(
-    client: FlaskClient, web_ctx: Context, key: str
+    client: FlaskClient, ctx: Context, key: str
 ) -> None:
-    headers = {**bearer_for(web_ctx, "developer"), "Idempotency-Key": key}
+    headers = {**bearer(ctx, "developer"), "Idempotency-Key": key}
     r = client.post("/api/jobs", json=SPEC, headers=headers)
     assert r.status_code == 400 and "Idempotency-Key" in r.json["fields"]
-    assert counts(web_ctx) == (0, 0, 0)
+    assert counts(ctx) == (0, 0, 0)
 
 
 def age(ctx: Context, key: str, hours: float) -> None:
@@ -147,45 +147,43 @@ def age(ctx: Context, key: str, hours: float) -> None:
         )
 
 
-def test_a_key_older_than_a_day_names_a_new_request(client: FlaskClient, web_ctx: Context) -> None:
-    dev = bearer_for(web_ctx, "developer")
+def test_a_key_older_than_a_day_names_a_new_request(client: FlaskClient, ctx: Context) -> None:
+    dev = bearer(ctx, "developer")
     first = post(client, dev, "daily").json
-    age(web_ctx, "daily", 23.5)
+    age(ctx, "daily", 23.5)
     assert post(client, dev, "daily").json["id"] == first["id"]
-    age(web_ctx, "daily", 24.5)
+    age(ctx, "daily", 24.5)
     second = post(client, dev, "daily", {**SPEC, "name": "changed, and that is fine now"})
     assert second.status_code == 202 and second.json["id"] != first["id"]
     assert post(client, dev, "daily").status_code == 422  # bound to the new request now
-    assert counts(web_ctx) == (2, 2, 1)
+    assert counts(ctx) == (2, 2, 1)
 
 
-def test_the_hourly_sweep_deletes_keys_older_than_a_day(
-    client: FlaskClient, web_ctx: Context
-) -> None:
+def test_the_hourly_sweep_deletes_keys_older_than_a_day(client: FlaskClient, ctx: Context) -> None:
     """Whether or not history retention is on: keys only ever matter for a day."""
-    dev = bearer_for(web_ctx, "developer")
+    dev = bearer(ctx, "developer")
     for key in ("old-1", "old-2", "fresh"):
         post(client, dev, key)
-    age(web_ctx, "old-1", 25)
-    age(web_ctx, "old-2", 48)
-    assert web_ctx.settings.retention_days == 0
-    assert service.purge_history(web_ctx) == service.Purged(idempotency_keys=2)
-    with web_ctx.sessions() as session:
+    age(ctx, "old-1", 25)
+    age(ctx, "old-2", 48)
+    assert ctx.settings.retention_days == 0
+    assert service.purge_history(ctx) == service.Purged(idempotency_keys=2)
+    with ctx.sessions() as session:
         assert list(session.scalars(select(IdempotencyKey.key))) == ["fresh"]
-    assert counts(web_ctx) == (3, 3, 1)  # the jobs stay: retention is off
-    keeping = replace(web_ctx, settings=replace(web_ctx.settings, retention_days=30))
+    assert counts(ctx) == (3, 3, 1)  # the jobs stay: retention is off
+    keeping = replace(ctx, settings=replace(ctx.settings, retention_days=30))
     assert service.purge_history(keeping) == service.Purged()
 
 
 def test_the_client_and_the_cli_pass_the_key_on(
-    web_app: Flask, web_ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: Flask, ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    token = bearer_for(web_ctx, "developer")["Authorization"].split()[1]
+    token = bearer(ctx, "developer")["Authorization"].split()[1]
 
     def wsgi_client(*_args: Any, **_kwargs: Any) -> Client:
         client = Client("http://jobsys.test", token=token)
         client._http = httpx.Client(
-            transport=httpx.WSGITransport(app=web_app),
+            transport=httpx.WSGITransport(app=app),
             base_url="http://jobsys.test",
             headers={"Authorization": f"Bearer {token}"},
         )
@@ -199,7 +197,7 @@ def test_the_client_and_the_cli_pass_the_key_on(
         started = client.start("echo", idempotency_key="client-2", times=2)
         assert client.start("echo", idempotency_key="client-2", times=2).id == started.id
 
-    monkeypatch.setattr("jobsys.cli_jobs.Client", wsgi_client)
+    monkeypatch.setattr("jobsys.cli.jobs.Client", wsgi_client)
     spec_file = tmp_path / "job.json"
     spec_file.write_text(json.dumps(SPEC))
     runner = CliRunner()
@@ -210,7 +208,7 @@ def test_the_client_and_the_cli_pass_the_key_on(
     spec_file.write_text(spec_file.read_text().replace("once", "twice"))
     result = runner.invoke(main, args)
     assert result.exit_code == 2 and "client-1" in result.output
-    assert counts(web_ctx) == (2, 2, 2)
+    assert counts(ctx) == (2, 2, 2)
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from datetime import datetime
 import pytest
 
 from jobsys import ItemsFailed
-from tests.live import wait_until
-from tests.reliability.drills import Drill, drill_stack
-from tests.services import BUSYBOX_IMAGE, require_docker
+from tests.support.drills import Drill, drill_stack
+from tests.support.live import wait_until
+from tests.support.services import BUSYBOX_IMAGE, require_docker
 
 pytestmark = pytest.mark.integration
 

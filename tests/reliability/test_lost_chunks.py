@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from jobsys.models import JobStatus
 from jobsys.service.recovery import TASK_LOST
-from tests.live import wait_until
-from tests.reliability.drills import DRILL_SETTINGS, Drill, drill_stack
+from jobsys.states import JobStatus
+from tests.support.drills import DRILL_SETTINGS, Drill, drill_stack
+from tests.support.live import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

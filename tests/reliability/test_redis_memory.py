@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.live import wait_until
-from tests.reliability.drills import Drill, drill_stack
-from tests.reliability.redis_bounds import census, check_bounded
-from tests.services import BUSYBOX_IMAGE, require_docker
+from tests.support.drills import Drill, drill_stack
+from tests.support.live import wait_until
+from tests.support.redis_bounds import census, check_bounded
+from tests.support.services import BUSYBOX_IMAGE, require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from jobsys.models import JobStatus
 from jobsys.service.recovery import TASK_LOST
-from tests.docker.test_docker_steps import finished, lines, step, submit
-from tests.live import wait_until
-from tests.reliability.drills import DRILL_SETTINGS, Drill, drill_stack
-from tests.services import require_docker
+from jobsys.states import JobStatus
+from tests.support.docker import finished, lines, step, submit
+from tests.support.drills import DRILL_SETTINGS, Drill, drill_stack
+from tests.support.live import wait_until
+from tests.support.services import require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker, pytest.mark.slow]
 

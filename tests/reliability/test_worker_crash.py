@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from jobsys.models import TaskState
-from tests.docker.test_docker_steps import finished, lines, step, submit
-from tests.live import wait_until
-from tests.reliability.drills import Drill, containers_created, containers_of, drill_stack
-from tests.services import require_docker
+from jobsys.states import TaskState
+from tests.support.docker import finished, lines, step, submit
+from tests.support.drills import Drill, containers_created, containers_of, drill_stack
+from tests.support.live import wait_until
+from tests.support.services import require_docker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -3,22 +3,16 @@ a recording dispatcher (the real stack is exercised in tests/integration)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from flask.testing import FlaskClient
 
 from jobsys import service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from tests.unit.conftest import docker_spec
+from tests.support.auth import bearer, csrf_of
+from tests.support.specs import docker_spec
 from webui import create_app
-
-
-def bearer(ctx: Context, role: str = "developer") -> dict[str, str]:
-    token = service.create_token(ctx, SYSTEM, name=role, role=role).token
-    return {"Authorization": f"Bearer {token}"}
 
 
 def test_no_token_is_401_with_a_hint(client: FlaskClient) -> None:
@@ -108,12 +102,6 @@ def test_tokens_route_is_admin_only(client: FlaskClient, ctx: Context) -> None:
     assert client.post("/api/tokens", json=body, headers=bearer(ctx)).status_code == 403
     r = client.post("/api/tokens", json=body, headers=bearer(ctx, "admin"))
     assert r.status_code == 201 and r.json["token"].startswith("jst_")
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, "the form carries a CSRF token"
-    return match.group(1)
 
 
 def test_pages_sign_in_and_submit_with_csrf(

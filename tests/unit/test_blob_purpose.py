@@ -16,12 +16,12 @@ from sqlalchemy import select, update
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.envelope import to_wire
 from jobsys.errors import SignatureError, SpecError
-from jobsys.models import Step, StepItems, TaskRun
 from jobsys.signing import Binding, Purpose, b64encode
+from jobsys.store.models import Step, StepItems, TaskRun
 from workers import function_step
 
 

@@ -16,8 +16,8 @@ from flask import Flask
 from werkzeug.routing import Rule
 
 from jobsys.context import Context
-from tests.unit.conftest import docker_spec
-from tests.unit.test_api import bearer
+from tests.support.auth import bearer
+from tests.support.specs import docker_spec
 from webui import create_app
 
 SMALL = 64 * 1024

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery.canvas import _chord
 
-from jobsys.canvas import (
+from jobsys.broker.canvas import (
     DOCKER_QUEUE,
     GATHER_FUNCTION_STEP,
     PYTHON_QUEUE,

@@ -15,7 +15,7 @@ from jobsys.auth import SYSTEM, Principal
 from jobsys.catalog import load_folder, parse_template
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied, SpecError
-from tests.unit.test_api import bearer, csrf_of
+from tests.support.auth import bearer, csrf_of, signed_in
 from webui import create_app
 
 EXAMPLES = Path(__file__).parents[2] / "jobs"
@@ -132,15 +132,6 @@ def test_catalog_api_and_start_form(loaded: Context) -> None:
     assert client.post("/api/catalog/reload", headers=bearer(loaded, "admin")).status_code == 200
 
 
-def signed_in(ctx: Context, role: str) -> FlaskClient:
-    """A page client signed in with a new token of ``role``."""
-    client: FlaskClient = create_app(context=ctx).test_client()
-    token = service.create_token(ctx, SYSTEM, name=role, role=role).token
-    login = client.get("/login").get_data(as_text=True)
-    client.post("/login", data={"token": token, "csrf_token": csrf_of(login)})
-    return client
-
-
 def test_start_form_page(loaded: Context) -> None:
     client = signed_in(loaded, "operator")
     page = client.get("/catalog/squares").get_data(as_text=True)
@@ -255,7 +246,7 @@ def test_warnings_on_the_catalog_page_in_the_api_and_from_catalog_test(
 ) -> None:
     from click.testing import CliRunner
 
-    from jobsys.cli import main
+    from jobsys.cli.main import main
 
     write(tmp_path, "risky", json.dumps(shell_template("echo {{message}}")), "job.json")
     service.reload_catalog(ctx, ADMIN, tmp_path)

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobsys import stack
-from jobsys.cli import main
+from jobsys.cli.main import main
 
 
 def test_the_banner_hides_passwords_in_urls(

@@ -17,10 +17,10 @@ from click.testing import CliRunner, Result
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
-from jobsys.cli import main
-from jobsys.client import Client
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.cli.main import main
+from jobsys.client.http import Client
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import NotFoundError, Unauthenticated
 from webui import create_app
 
@@ -42,10 +42,10 @@ def cli(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Any:
         def __init__(self, *_args: Any, **_kwargs: Any) -> None:
             super().__init__("http://jobsys.test", token, transport=httpx.WSGITransport(app=app))
 
-    # Client commands import Client when they run (from jobsys.client), except
+    # Client commands import Client when they run (from jobsys.client.http), except
     # cli_jobs, which imported it at the top.
-    monkeypatch.setattr("jobsys.client.Client", InProcessClient)
-    monkeypatch.setattr("jobsys.cli_jobs.Client", InProcessClient)
+    monkeypatch.setattr("jobsys.client.http.Client", InProcessClient)
+    monkeypatch.setattr("jobsys.cli.jobs.Client", InProcessClient)
     settings = ctx.settings
     env = {
         "JOBSYS_DATABASE_URL": settings.database_url,

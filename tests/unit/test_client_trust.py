@@ -18,11 +18,11 @@ from flask import Flask
 import jobsys
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
-from jobsys.client import Client
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.client.executor import Executor
+from jobsys.client.http import Client
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.envelope import ok
-from jobsys.executor import Executor
 from jobsys.signing import Binding, Purpose, b64encode
 
 MALLORY = Principal("mallory", "developer")

@@ -14,12 +14,13 @@ from sqlalchemy import event, inspect
 
 from jobsys import service
 from jobsys.auth import Principal
-from jobsys.client import _gzipped, _spec_with_items
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.client.http import _gzipped, _spec_with_items
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import SpecError
-from jobsys.models import JobStatus, TaskRun
-from tests.unit.test_api import bearer
+from jobsys.states import JobStatus
+from jobsys.store.models import TaskRun
+from tests.support.auth import bearer
 from webui import create_app
 from webui.compression import MIN_SIZE
 

@@ -11,11 +11,11 @@ from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
-from jobsys.canvas import priority_lists
+from jobsys.broker.canvas import priority_lists
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Job, Step, TaskRun
-from tests.unit.conftest import docker_spec
+from jobsys.store.models import Job, Step, TaskRun
+from tests.support.specs import docker_spec
 
 NOW = datetime(2026, 11, 23, 18, 30, tzinfo=UTC)
 DEV = Principal("dev", "developer")
@@ -148,8 +148,7 @@ def test_chart_geometry() -> None:
 
 
 def test_page_and_api(ctx: Context) -> None:
-    from tests.unit.test_api import bearer
-    from tests.unit.test_catalog import signed_in
+    from tests.support.auth import bearer, signed_in
 
     failed = seed(ctx, datetime.now(UTC) - timedelta(minutes=3), "failed", datetime.now(UTC))
     client = signed_in(ctx, "viewer")

@@ -12,13 +12,12 @@ from flask.testing import FlaskClient
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.broker.events import GLOBAL_STREAM, LIVE_STREAM_TTL_S, RedisEventBus, job_stream
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.events import GLOBAL_STREAM, LIVE_STREAM_TTL_S, RedisEventBus, job_stream
-from jobsys.models import JobStatus
-from jobsys.service.progress import LogRecord
-from tests.unit.conftest import docker_spec
-from tests.unit.test_api import bearer
+from tests.support.auth import bearer
+from tests.support.events import run_docker_job, sse_events
+from tests.support.specs import docker_spec
 from webui import create_app
 from workers.function_step import captured_output
 
@@ -42,19 +41,6 @@ def ctx(ctx: Context, redis_client: fakeredis.FakeRedis) -> Context:
         dispatcher=ctx.dispatcher,
         events=RedisEventBus(redis_client),
     )
-
-
-def run_docker_job(
-    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal, lines: list[str]
-) -> str:
-    """Drive one Docker step through the service as a worker would."""
-    job = service.submit_job(ctx, developer, docker_spec())
-    task_id = dispatcher.published[-1].task_id
-    begun = service.start_task(ctx, task_id, "w1")
-    assert begun is not None
-    service.finish_task(ctx, task_id, ok=True, logs=[LogRecord(line=x) for x in lines])
-    service.complete_step(ctx, begun.step_id, JobStatus.COMPLETED, exit_code=0)
-    return job.id
 
 
 def test_a_job_publishes_status_progress_and_lines_in_order(
@@ -138,19 +124,6 @@ def test_function_output_is_handed_over_line_by_line_as_written() -> None:
     ]
     assert [r.line for r in records] == live
     assert [r.stream for r in records] == ["stdout"] * 3 + ["stderr"]
-
-
-def sse_events(body: str) -> list[dict[str, str]]:
-    events = []
-    for block in body.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            name, _, value = line.partition(": ")
-            if name in ("id", "event", "data"):
-                fields[name] = value
-        if "event" in fields:
-            events.append(fields)
-    return events
 
 
 def test_sse_endpoint_replays_from_last_event_id_and_ends(

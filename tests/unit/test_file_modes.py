@@ -16,11 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from jobsys import service
-from jobsys.cli import main
+from jobsys.cli.main import main
 from jobsys.config import Settings
-from jobsys.db import make_session_factory
 from jobsys.runtime import build_context
 from jobsys.stack import data_dir, local_redis, redacted, url_with_password
+from jobsys.store.db import make_session_factory
+from tests.support.services import missing
 
 SECRET = "unit-test-secret-key-0123456789"
 
@@ -113,7 +114,7 @@ def test_a_sqlite_database_outside_the_folder_is_tightened_too(tmp_path: Path) -
 
 def test_the_local_redis_asks_for_a_password_kept_in_the_data_folder(tmp_path: Path) -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not on PATH")
+        missing("redis-server", "apt install redis-server")
     folder = tmp_path / "data"
     port = free_port()  # nothing answers there: the stack would start its own
     settings = Settings.from_env(

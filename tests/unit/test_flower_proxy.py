@@ -22,12 +22,12 @@ from flask.testing import FlaskClient
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import PermissionDenied, SpecError
-from tests.unit.conftest import docker_spec
+from jobsys.store.db import make_session_factory
+from tests.support.specs import docker_spec
 from webui import create_app, flower_proxy
 from webui.flower_proxy import ROUTES, right_for, upstream_url
 

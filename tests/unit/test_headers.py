@@ -14,8 +14,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from jobsys.context import Context
-from tests.unit.test_api import bearer
-from tests.unit.test_catalog import signed_in
+from tests.support.auth import bearer, signed_in
 from webui import create_app
 
 TEMPLATES = Path(__file__).parents[2] / "webui" / "templates"

@@ -12,9 +12,9 @@ from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.context import Context
 from jobsys.errors import SpecError
-from jobsys.models import Job
 from jobsys.service.job_list import JobFilter, page_query
-from tests.unit.conftest import docker_spec
+from jobsys.store.models import Job
+from tests.support.specs import docker_spec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -120,8 +120,7 @@ def test_tags_are_checked_stored_filtered_and_kept_by_reruns(ctx: Context) -> No
 
 
 def test_tags_from_the_form_and_the_list_links(ctx: Context) -> None:
-    from tests.unit.test_api import csrf_of
-    from tests.unit.test_catalog import signed_in
+    from tests.support.auth import csrf_of, signed_in
 
     client = signed_in(ctx, "developer")
     form = {"name": "tagged", "image": "jobsys/busybox:local", "command": "echo hi"}
@@ -139,8 +138,7 @@ def test_tags_from_the_form_and_the_list_links(ctx: Context) -> None:
 
 
 def test_bulk_cancel_from_the_list(ctx: Context, seeded: list[str]) -> None:
-    from tests.unit.test_api import csrf_of
-    from tests.unit.test_catalog import signed_in
+    from tests.support.auth import csrf_of, signed_in
 
     client = signed_in(ctx, "operator")
     page = client.get("/jobs?owner=ann").get_data(as_text=True)

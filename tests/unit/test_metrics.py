@@ -11,12 +11,12 @@ from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from jobsys.canvas import priority_lists
+from jobsys.broker.canvas import priority_lists
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Schedule, TaskRun, utcnow
-from tests.unit.conftest import docker_spec
-from tests.unit.test_api import bearer
+from jobsys.store.models import Schedule, TaskRun, utcnow
+from tests.support.auth import bearer
+from tests.support.specs import docker_spec
 from webui import create_app
 
 

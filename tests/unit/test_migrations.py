@@ -13,15 +13,15 @@ from alembic.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 
-from jobsys import schema
-from jobsys.cli import main
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.cli.main import main
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_engine, make_session_factory
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import ConfigError, SpecError
-from jobsys.models import Base
-from jobsys.schema import (
+from jobsys.store import schema
+from jobsys.store.db import make_engine, make_session_factory
+from jobsys.store.models import Base
+from jobsys.store.schema import (
     check_references,
     current_revision,
     head,
@@ -29,7 +29,7 @@ from jobsys.schema import (
     revisions,
     upgrade_schema,
 )
-from tests.migration_data import (
+from tests.support.migration_data import (
     check_app_works,
     check_code_owner_backfilled,
     check_tags_backfilled,

@@ -35,9 +35,9 @@ from flask import Flask
 
 from jobsys import service
 from jobsys.auth import SCRYPT, SYSTEM
+from jobsys.broker.events import RedisEventBus
 from jobsys.context import Context
-from jobsys.events import RedisEventBus
-from tests.unit.conftest import docker_spec
+from tests.support.specs import docker_spec
 from webui import create_app
 
 EXAMPLES = Path(__file__).parents[2] / "jobs"

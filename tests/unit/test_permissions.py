@@ -119,7 +119,7 @@ def test_users_sign_in_and_their_tokens_follow_them(ctx: Context) -> None:
 
 
 def test_refusals_and_changes_reach_the_audit_api(ctx: Context) -> None:
-    from tests.unit.conftest import docker_spec
+    from tests.support.specs import docker_spec
 
     app = create_app(context=ctx)
     client = app.test_client()
@@ -152,7 +152,7 @@ def test_tokens_are_stored_as_scrypt_hashes(ctx: Context) -> None:
     from sqlalchemy import select
 
     from jobsys.errors import Unauthenticated
-    from jobsys.models import Token
+    from jobsys.store.models import Token
 
     token = service.create_token(ctx, SYSTEM, name="t", role="viewer").token
     with ctx.sessions() as session:
@@ -185,8 +185,7 @@ def test_admins_list_and_revoke_tokens(ctx: Context) -> None:
 
 
 def test_users_page_adds_and_manages_users(ctx: Context) -> None:
-    from tests.unit.test_api import csrf_of
-    from tests.unit.test_catalog import signed_in
+    from tests.support.auth import csrf_of, signed_in
 
     client = signed_in(ctx, "admin")
     page = client.get("/users").get_data(as_text=True)

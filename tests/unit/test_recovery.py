@@ -12,13 +12,13 @@ from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import Job, JobStatus, Step, TaskRun
 from jobsys.service.leases import Holder, TaskLease
 from jobsys.service.recovery import TASK_LOST
-from tests.unit.conftest import docker_spec
-from tests.unit.test_service import function_spec
+from jobsys.states import JobStatus
+from jobsys.store.models import Job, Step, TaskRun
+from tests.support.specs import docker_spec, function_spec
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from jobsys.auth import SYSTEM
 from jobsys.catalog import TemplateError, parse_template
 from jobsys.context import Context
 from jobsys.errors import SpecError
-from tests.unit.test_api import bearer
+from tests.support.auth import bearer
 from webui import create_app
 
 EXAMPLES = Path(__file__).parents[2] / "jobs"

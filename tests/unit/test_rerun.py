@@ -8,12 +8,11 @@ import pytest
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import PermissionDenied, StateError
-from jobsys.models import JobStatus
-from tests.unit.conftest import docker_spec
-from tests.unit.test_service import function_spec
+from jobsys.states import JobStatus
+from tests.support.specs import docker_spec, function_spec
 
 
 def ok(v: Any) -> dict[str, Any]:

@@ -15,17 +15,17 @@ from flask import Flask, Response
 from flask.testing import FlaskClient
 from sqlalchemy import event, inspect
 
-from jobsys import client as client_module
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
-from jobsys.client import Client
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.client import http as client_module
+from jobsys.client.http import Client
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.envelope import ok
-from jobsys.models import TaskRun
 from jobsys.service import jobs as jobs_module
 from jobsys.signing import Binding, Purpose
-from tests.unit.test_api import csrf_of
+from jobsys.store.models import TaskRun
+from tests.support.auth import csrf_of
 
 DEV = Principal("dev", "developer")
 

@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import PermissionDenied, SpecError
-from jobsys.models import Job, ScheduleRun
 from jobsys.signing import b64encode
-from tests.unit.conftest import docker_spec
+from jobsys.store.models import Job, ScheduleRun
+from tests.support.specs import docker_spec
 
 ADMIN = Principal("ada", "admin")
 OPERATOR = Principal("otto", "operator")

@@ -12,12 +12,13 @@ from sqlalchemy import func, select, update
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
-from jobsys.models import Job, JobStatus, Schedule, ScheduleRun, Step
 from jobsys.signing import b64encode
-from tests.unit.conftest import docker_spec
+from jobsys.states import JobStatus
+from jobsys.store.models import Job, Schedule, ScheduleRun, Step
+from tests.support.specs import docker_spec
 
 ADMIN = Principal(name="ada", role="admin")
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

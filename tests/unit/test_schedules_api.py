@@ -8,10 +8,10 @@ from flask.testing import FlaskClient
 
 from jobsys import service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from tests.unit.conftest import docker_spec
-from tests.unit.test_api import bearer, csrf_of
+from tests.support.auth import bearer, csrf_of
+from tests.support.specs import docker_spec
 from webui import create_app
 
 

@@ -3,39 +3,22 @@ made through the same service functions the Celery tasks call."""
 
 from __future__ import annotations
 
-import cloudpickle
 import pytest
 from sqlalchemy import func, select
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.envelope import to_wire
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError, StateError, Unauthenticated
-from jobsys.models import Job, JobStatus, Step, TaskRun
-from jobsys.signing import b64encode
-from tests.unit.conftest import docker_spec
+from jobsys.states import JobStatus
+from jobsys.store.models import Job, Step, TaskRun
+from tests.support.specs import docker_spec, function_spec
 
 
 def count(ctx: Context, model: type) -> int:
     with ctx.sessions() as s:
         return s.scalar(select(func.count()).select_from(model)) or 0
-
-
-def function_spec(items: list[object], chunk_size: int = 2, pickled: bool = False) -> dict:
-    fn = {"$pickle": b64encode(cloudpickle.dumps(abs))} if pickled else "builtins:abs"
-    return {
-        "name": "map",
-        "steps": [
-            {
-                "kind": "function",
-                "function": fn,
-                "items": [to_wire(i) for i in items],
-                "chunk_size": chunk_size,
-            }
-        ],
-    }
 
 
 def test_submit_stores_then_publishes(

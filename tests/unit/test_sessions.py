@@ -18,11 +18,11 @@ from flask.testing import FlaskClient
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
-from jobsys.models import WebSession, utcnow
+from jobsys.store.db import make_session_factory
+from jobsys.store.models import WebSession, utcnow
 from webui import create_app
 from webui.views import _local
 

@@ -18,20 +18,20 @@ from sqlalchemy import func, select
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
+from jobsys.broker.events import RedisEventBus
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.db import make_session_factory
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.errors import Unauthenticated
-from jobsys.events import RedisEventBus
-from jobsys.models import User
 from jobsys.service.sign_in_throttle import (
     KEY_PREFIX,
     SignInThrottle,
     SignInThrottled,
     sign_in_throttle,
 )
-from tests.services import REDIS_URL, require_redis
+from jobsys.store.db import make_session_factory
+from jobsys.store.models import User
+from tests.support.services import REDIS_URL, require_redis
 from webui import create_app
 
 ADMIN = Principal("ada", "admin", "test")

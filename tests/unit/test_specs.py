@@ -17,7 +17,7 @@ from jobsys.specs import (
     mem_bytes,
     parse_job_spec,
 )
-from tests.unit.conftest import docker_spec
+from tests.support.specs import docker_spec
 
 
 def fields_of(data: Any, settings: Settings) -> dict[str, str]:

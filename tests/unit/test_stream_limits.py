@@ -29,12 +29,12 @@ from sqlalchemy import event
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.events import RedisEventBus
 from jobsys.context import Context
 from jobsys.errors import SpecError
-from jobsys.events import RedisEventBus
-from tests.unit.conftest import docker_spec
-from tests.unit.test_api import bearer
-from tests.unit.test_events import run_docker_job, sse_events
+from tests.support.auth import bearer
+from tests.support.events import run_docker_job, sse_events
+from tests.support.specs import docker_spec
 from webui import create_app
 
 
@@ -98,7 +98,7 @@ def closed_port() -> int:
     ],
 )
 def test_parse_event_id_refuses_what_is_not_a_stream_id(bad: str) -> None:
-    from jobsys.events import parse_event_id
+    from jobsys.broker.events import parse_event_id
 
     with pytest.raises(SpecError) as err:
         parse_event_id(bad, "Last-Event-ID")
@@ -107,7 +107,7 @@ def test_parse_event_id_refuses_what_is_not_a_stream_id(bad: str) -> None:
 
 
 def test_parse_event_id_takes_stream_ids() -> None:
-    from jobsys.events import parse_event_id
+    from jobsys.broker.events import parse_event_id
 
     assert parse_event_id("0-0", "after") == "0-0"
     assert parse_event_id("1718000000000-12", "after") == "1718000000000-12"
@@ -263,7 +263,7 @@ def test_the_client_raises_too_many_streams_on_its_first_connection(
     live: Context, developer: Principal
 ) -> None:
     """A 429 on a reconnect is waited out (Retry-After); on the first it is the answer."""
-    from jobsys.client import Client
+    from jobsys.client.http import Client
     from jobsys.errors import TooManyStreams
 
     job_id = running_job(live, developer)
@@ -352,7 +352,7 @@ class Clock:
 
 @pytest.fixture(params=["redis", "local"])
 def store(request: pytest.FixtureRequest) -> Iterator[tuple[Any, Clock]]:
-    from jobsys.slots import LocalSlots, RedisSlots
+    from jobsys.broker.slots import LocalSlots, RedisSlots
 
     clock = Clock()
     if request.param == "redis":
@@ -389,7 +389,7 @@ def test_the_total_counts_every_owner(store: tuple[Any, Clock]) -> None:
 
 def test_redis_slot_keys_expire_on_their_own() -> None:
     """A web process that crashed leaves keys that Redis drops by itself."""
-    from jobsys.slots import RedisSlots
+    from jobsys.broker.slots import RedisSlots
 
     client = fakeredis.FakeRedis()
     RedisSlots(client).take("live", "eve", "s1", per_owner=8, total=8, lease_s=30)

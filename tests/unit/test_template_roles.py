@@ -13,8 +13,8 @@ from jobsys import service
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied
-from jobsys.models import JobStatus
-from tests.unit.test_api import bearer
+from jobsys.states import JobStatus
+from tests.support.auth import bearer
 from webui import create_app
 
 ADMIN = Principal("ada", "admin")

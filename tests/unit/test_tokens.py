@@ -16,11 +16,11 @@ from sqlalchemy import event
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
-from jobsys.cli import main
+from jobsys.cli.main import main
 from jobsys.context import Context
 from jobsys.errors import SpecError, Unauthenticated
-from jobsys.models import utcnow
-from tests.unit.conftest import docker_spec
+from jobsys.store.models import utcnow
+from tests.support.specs import docker_spec
 
 ADMIN = Principal("ada", "admin", "test")
 

@@ -12,7 +12,7 @@ from jobsys import service
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.errors import Unauthenticated
-from jobsys.models import User
+from jobsys.store.models import User
 
 ADMIN = Principal("ada", "admin", "test")
 

@@ -8,8 +8,8 @@ import pytest
 
 from jobsys import service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.service import workers as workers_service
 
 

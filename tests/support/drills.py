@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from jobsys.models import Step, TaskRun
-from tests.docker.test_docker_steps import containers_of
-from tests.live import LiveStack, RedisServer, free_port, start_stack, wait_until
+from jobsys.store.models import Step, TaskRun
+from tests.support.docker import containers_of
+from tests.support.live import LiveStack, RedisServer, free_port, start_stack, wait_until
 
 #: Settings of every process of a drill stack.
 DRILL_SETTINGS: dict[str, Any] = {

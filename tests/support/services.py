@@ -18,8 +18,12 @@ POSTGRES_URL = os.environ.get(
 BUSYBOX_IMAGE = "jobsys/busybox:local"
 
 
+#: What every skip for a missing service says between the service and the fix.
+NOT_AVAILABLE = " is not available: "
+
+
 def missing(what: str, how: str) -> None:
-    message = f"{what} is not available: {how}"
+    message = f"{what}{NOT_AVAILABLE}{how}"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -75,16 +79,12 @@ def require_chromium() -> None:
         missing(f"Chromium at {CHROMIUM}", "run scripts/ensure-chromium.sh (Debian's chromium)")
 
 
-def fresh_database(url: str) -> None:
-    """Drop every jobsys table and the migration stamp, so the first process to
-    start builds the newest schema (a stamp left behind from an older revision
-    would send the next start to migrate tables that are already there)."""
-    from sqlalchemy import create_engine, text
-
-    from jobsys.models import Base
-
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        Base.metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    engine.dispose()
+def missing_services(reasons: list[str]) -> dict[str, int]:
+    """How many skips each missing service caused, from the skip reasons (the
+    rest, skips for other reasons, are not counted)."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        what, found, _ = reason.removeprefix("Skipped: ").partition(NOT_AVAILABLE)
+        if found:
+            counts[what] = counts.get(what, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))

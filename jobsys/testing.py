@@ -1,5 +1,11 @@
-"""A live jobsys stack for integration tests: real Redis, a real database, a
-real Celery worker process and the web app under gunicorn on a free port."""
+"""A disposable live jobsys stack: real Redis, a real database, a real Celery
+worker process and the web app under gunicorn on a free port.
+
+jobsys's own integration tests and benchmarks run on it, and so can a user's
+tests of code that submits jobs (as ``celery.contrib.testing`` starts a worker
+for theirs). It needs the services themselves: a missing one raises
+``ServiceMissing`` saying how to get it, which a test runner can turn into a
+skip."""
 
 from __future__ import annotations
 
@@ -20,15 +26,36 @@ from redis.exceptions import RedisError
 
 from jobsys import Client, service
 from jobsys.auth import SYSTEM
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.dispatch import MemoryDispatcher
 from jobsys.runtime import build_context
 from jobsys.service.records import JobInfo
 from jobsys.stack import child_env, web_command
-from tests.services import fresh_database, missing
+from jobsys.store.models import Base
 
 SECRET = "integration-test-secret-0123456789"
+
+
+class ServiceMissing(RuntimeError):
+    """A service the stack needs (redis-server) is not on this machine."""
+
+    def __init__(self, what: str, how: str) -> None:
+        super().__init__(f"{what} is not available: {how}")
+        self.what, self.how = what, how
+
+
+def fresh_database(url: str) -> None:
+    """Drop every jobsys table and the migration stamp, so the first process to
+    start builds the newest schema (a stamp left behind from an older revision
+    would send the next start to migrate tables that are already there)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        Base.metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    engine.dispose()
 
 
 def free_port() -> int:
@@ -204,7 +231,7 @@ class RedisServer:
     def start(self) -> None:
         server = shutil.which("redis-server")
         if server is None:
-            missing("redis-server", "apt install redis-server")
+            raise ServiceMissing("redis-server", "apt install redis-server")
         self.proc = subprocess.Popen(
             [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
             cwd=self.workdir,

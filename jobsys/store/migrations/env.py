@@ -1,9 +1,9 @@
 """Alembic's environment for jobsys.
 
-``jobsys.schema`` runs it with a connection it has already opened inside its
+``jobsys.store.schema`` runs it with a connection it has already opened inside its
 lock (``config.attributes["connection"]``). The ``alembic`` command, configured
 by ``[tool.alembic]`` in pyproject.toml, runs it without one: then it opens
-``JOBSYS_DATABASE_URL`` through ``jobsys.db.make_engine`` (the same SQLite
+``JOBSYS_DATABASE_URL`` through ``jobsys.store.db.make_engine`` (the same SQLite
 pragmas and psycopg driver as the services) and takes the same lock.
 """
 
@@ -15,14 +15,14 @@ from alembic import context
 from sqlalchemy import Connection
 
 from jobsys.config import Settings
-from jobsys.db import make_engine
-from jobsys.models import Base, UTCDateTime
-from jobsys.schema import check_references, migrating
+from jobsys.store.db import make_engine
+from jobsys.store.models import Base, UTCDateTime
+from jobsys.store.schema import check_references, migrating
 
 
 def render_item(kind: str, obj: Any, _autogen_context: Any) -> str | bool:
     """Autogenerate writes our UTCDateTime as the plain DateTime it is in the
-    database, so that a revision never imports ``jobsys.models``: the models move
+    database, so that a revision never imports ``jobsys.store.models``: the models move
     on, and a revision must keep doing what it did."""
     if kind == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime()"

@@ -23,9 +23,9 @@ from concurrent.futures import Executor as _Executor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
-from jobsys.client import Client, Job
+from jobsys.client.http import Client, Job
 from jobsys.errors import JobsysError
-from jobsys.models import FINISHED, JobStatus
+from jobsys.states import FINISHED, JobStatus
 
 
 class RemoteError(JobsysError):

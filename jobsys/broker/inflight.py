@@ -25,7 +25,7 @@ import redis
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from jobsys.canvas import QUEUES
+from jobsys.broker.canvas import QUEUES
 from jobsys.errors import DispatchError
 
 T = TypeVar("T")

@@ -6,7 +6,6 @@ later (status, results, logs) lives here.
 
 from __future__ import annotations
 
-import enum
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from jobsys.states import JobStatus, TaskState
 
 
 def utcnow() -> datetime:
@@ -49,44 +50,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
-
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
-
-FINISHED = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-#: The one status-transition table, for jobs and steps alike. Updates are written
-#: as ``UPDATE ... WHERE status IN (sources)`` so concurrent writers cannot skip it.
-TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.COMPLETED: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.CANCELLED: frozenset(),
-}
-
-
-def sources_of(target: JobStatus) -> tuple[str, ...]:
-    """The statuses a row may move to ``target`` from."""
-    return tuple(s.value for s, targets in TRANSITIONS.items() if target in targets)
-
-
-class TaskState(enum.StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
 
 class Base(DeclarativeBase):

@@ -19,8 +19,8 @@ from werkzeug.security import generate_password_hash
 from jobsys import service
 from jobsys.auth import SYSTEM, hash_secret
 from jobsys.context import Context
-from jobsys.models import Step
 from jobsys.service.job_list import JobFilter
+from jobsys.store.models import Step
 
 #: Stored as the app stored it: naive UTC.
 T0 = datetime(2026, 11, 1, 8, 0, 0)

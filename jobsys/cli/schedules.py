@@ -18,7 +18,7 @@ def schedules() -> None:
 
 
 def _client() -> Any:
-    from jobsys.client import Client
+    from jobsys.client.http import Client
 
     return Client()
 

@@ -16,9 +16,9 @@ from typing import Any, Protocol, TypeVar
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from jobsys.canvas import QUEUES, StepPlan, priority_lists, step_signature
+from jobsys.broker.canvas import QUEUES, StepPlan, priority_lists, step_signature
+from jobsys.broker.inflight import InFlight, MemoryInFlight, RedisInFlight
 from jobsys.errors import DispatchError
-from jobsys.inflight import InFlight, MemoryInFlight, RedisInFlight
 
 T = TypeVar("T")
 
@@ -59,7 +59,7 @@ class WorkerInfo:
 
 
 class Dispatcher(Protocol):
-    #: Execution leases and where each task in flight is (see ``jobsys.inflight``).
+    #: Execution leases and where each task in flight is (see ``jobsys.broker.inflight``).
     inflight: InFlight
 
     def publish(self, plan: StepPlan) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import redis
 
-from jobsys.events import GLOBAL_STREAM, GLOBAL_STREAM_MAXLEN
+from jobsys.broker.events import GLOBAL_STREAM, GLOBAL_STREAM_MAXLEN
 
 #: Keys allowed to live without a TTL, as fnmatch patterns.
 PERMANENT = (

@@ -29,8 +29,8 @@ def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 def start(template: str, pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
     """Start a catalog TEMPLATE with variables (via JOBSYS_URL with JOBSYS_TOKEN)."""
-    from jobsys.cli_jobs import finish
-    from jobsys.client import Client
+    from jobsys.cli.jobs import finish
+    from jobsys.client.http import Client
 
     with Client() as client:
         finish(client.start(template, **parse_vars(pairs)), wait=wait, as_json=as_json)
@@ -45,7 +45,7 @@ def catalog() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(as_json: bool) -> None:
     """The templates the server has loaded, and the broken ones with their errors."""
-    from jobsys.client import Client
+    from jobsys.client.http import Client
 
     with Client() as client:
         found = client.catalog()
@@ -65,7 +65,7 @@ def list_command(as_json: bool) -> None:
 @click.argument("template")
 def show_command(template: str) -> None:
     """One template as JSON: variables, steps, roles."""
-    from jobsys.client import Client
+    from jobsys.client.http import Client
 
     with Client() as client:
         click.echo(json.dumps(client.template(template), indent=2))

@@ -34,8 +34,8 @@ from jobsys.errors import (
     JobsysError,
     TooManyStreams,
 )
-from jobsys.models import FINISHED, JobStatus
 from jobsys.signing import b64decode, b64encode
+from jobsys.states import FINISHED, JobStatus
 
 
 class Client:

@@ -11,11 +11,11 @@ from typing import Any, NoReturn
 
 import click
 
-from jobsys import cli_jobs
-from jobsys.cli_catalog import catalog, start
-from jobsys.cli_db import db
-from jobsys.cli_schedules import schedules
-from jobsys.cli_users import DURATION, users
+from jobsys.cli import jobs as cli_jobs
+from jobsys.cli.catalog import catalog, start
+from jobsys.cli.db import db
+from jobsys.cli.schedules import schedules
+from jobsys.cli.users import DURATION, users
 from jobsys.config import Settings
 from jobsys.errors import (
     AuthError,
@@ -94,7 +94,7 @@ def _job_action(name: str, help_text: str) -> None:
     @click.argument("job_id")
     @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
     def command(job_id: str, as_json: bool) -> None:
-        from jobsys.client import Client
+        from jobsys.client.http import Client
 
         with Client() as client:
             job = getattr(client, name)(job_id)
@@ -108,7 +108,7 @@ def _job_action(name: str, help_text: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (ts, stream...).")
 def logs(job_id: str, tail: int | None, follow: bool, as_json: bool) -> None:
     """Print a job's log lines (via JOBSYS_URL with JOBSYS_TOKEN)."""
-    from jobsys.client import Client
+    from jobsys.client.http import Client
 
     with Client() as client:
         job = client.job(job_id)
@@ -152,7 +152,7 @@ def token_create(
 ) -> None:
     """Create a token in the configured database and print it (it is shown only once)."""
     from jobsys import service
-    from jobsys.cli_users import CLI_ADMIN
+    from jobsys.cli.users import CLI_ADMIN
     from jobsys.runtime import build_context
 
     issued = service.create_token(
@@ -174,7 +174,7 @@ def token_create(
 def token_list(as_json: bool) -> None:
     """The tokens in the configured database (never the tokens themselves)."""
     from jobsys import service
-    from jobsys.cli_users import CLI_ADMIN
+    from jobsys.cli.users import CLI_ADMIN
     from jobsys.runtime import build_context
 
     found = service.list_tokens(build_context(), CLI_ADMIN)
@@ -202,7 +202,7 @@ def _minute(moment: datetime | None) -> str:
 def token_revoke(token_id: int) -> None:
     """Revoke a token by the id ``jobsys token list`` shows; it stops working at once."""
     from jobsys import service
-    from jobsys.cli_users import CLI_ADMIN
+    from jobsys.cli.users import CLI_ADMIN
     from jobsys.runtime import build_context
 
     service.revoke_token(build_context(), CLI_ADMIN, token_id)

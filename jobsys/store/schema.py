@@ -35,11 +35,11 @@ from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.exc import OperationalError
 
 from jobsys.errors import ConfigError, DatabaseUnavailable, SpecError
-from jobsys.models import Base
+from jobsys.store.models import Base
 
 log = logging.getLogger(__name__)
 
-SCRIPT_LOCATION = "jobsys:migrations"
+SCRIPT_LOCATION = "jobsys.store:migrations"
 #: The PostgreSQL advisory lock held while the schema is checked and moved.
 LOCK_KEY = 7305193
 VERSION_TABLE = "alembic_version"
@@ -147,7 +147,7 @@ def migrating(engine: Engine) -> Iterator[Connection]:
 
     Web, workers and beat may all start at once (compose does). On PostgreSQL
     an advisory lock queues them: the first migrates and the others find the
-    work done. On SQLite every transaction is ``BEGIN IMMEDIATE`` (``jobsys.db``),
+    work done. On SQLite every transaction is ``BEGIN IMMEDIATE`` (``jobsys.store.db``),
     which queues them the same way. SQLite's foreign keys are off meanwhile:
     Alembic alters a SQLite table by copying it and dropping the original, and
     dropping a table that others reference ``ON DELETE CASCADE`` would delete

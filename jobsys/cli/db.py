@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import click
 from sqlalchemy import Engine
 
-from jobsys import schema
 from jobsys.config import Settings
-from jobsys.db import make_engine
+from jobsys.store import schema
+from jobsys.store.db import make_engine
 
 
 @contextmanager

@@ -15,9 +15,9 @@ from typing import IO, Any
 import click
 import yaml
 
-from jobsys.client import Client, Job, UntrustedResult
+from jobsys.client.http import Client, Job, UntrustedResult
 from jobsys.errors import SpecError
-from jobsys.models import FINISHED, JobStatus
+from jobsys.states import FINISHED, JobStatus
 
 
 def finish(job: Job, *, wait: bool, as_json: bool, timeout: float | None = None) -> None:

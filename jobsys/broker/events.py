@@ -20,8 +20,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from jobsys.broker.slots import RedisSlots, Slots
 from jobsys.errors import SpecError
-from jobsys.slots import RedisSlots, Slots
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Event:
 
 class EventBus(Protocol):
     #: Counts the web threads that follow jobs live (streams, and long-polls that
-    #: wait for a job), on the same Redis as the events; see ``jobsys.slots``.
+    #: wait for a job), on the same Redis as the events; see ``jobsys.broker.slots``.
     slots: Slots
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:

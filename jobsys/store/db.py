@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobsys.config import Settings
 from jobsys.datadir import private_file, sqlite_path
-from jobsys.schema import upgrade_schema
+from jobsys.store.schema import upgrade_schema
 
 SessionFactory = sessionmaker[Session]
 
@@ -61,7 +61,7 @@ def _sqlite_engine(url: str) -> Engine:
 
 def make_session_factory(settings: Settings, *, create: bool = True) -> SessionFactory:
     """A session factory for the configured database, its schema first brought to
-    the newest revision unless ``create`` is false (see ``jobsys.schema``)."""
+    the newest revision unless ``create`` is false (see ``jobsys.store.schema``)."""
     engine = make_engine(settings.database_url)
     if create:
         upgrade_schema(engine)

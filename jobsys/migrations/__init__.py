@@ -1,1 +1,0 @@
-"""The Alembic script directory of the jobsys schema (see ``jobsys.schema``)."""

@@ -1,0 +1,1 @@
+"""The Alembic script directory of the jobsys schema (see ``jobsys.store.schema``)."""

@@ -1,0 +1,79 @@
+"""A local run says how many tests each missing service skipped (CI fails
+them instead), so a green run that skipped everything real is visible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.services import missing_services
+
+ROOT = Path(__file__).parents[2]
+
+PLAIN = """
+import pytest
+from tests.support.services import missing
+
+def test_needs_docker():
+    missing("the docker CLI", "run scripts/ensure-docker.sh")
+
+def test_needs_docker_too():
+    missing("the docker CLI", "run scripts/ensure-docker.sh")
+
+def test_needs_postgres():
+    missing("PostgreSQL at x", "start it")
+
+def test_skipped_for_another_reason():
+    pytest.skip("not on this platform")
+
+def test_runs():
+    pass
+"""
+
+
+def test_the_summary_counts_skips_per_missing_service(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makeconftest("from tests.conftest import pytest_terminal_summary  # noqa: F401\n")
+    pytester.makepyfile(PLAIN)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, skipped=4)
+    result.stdout.re_match_lines(
+        [
+            r".*skipped for a missing service.*",
+            r"\s+2 skipped: the docker CLI$",
+            r"\s+1 skipped: PostgreSQL at x$",
+            r"\s+3 in all; CI runs them.*",
+        ]
+    )
+    assert "not on this platform" not in "\n".join(
+        line for line in result.stdout.lines if "skipped:" in line
+    )
+
+
+def test_in_ci_a_missing_service_fails_and_there_is_no_summary(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makeconftest("from tests.conftest import pytest_terminal_summary  # noqa: F401\n")
+    pytester.makepyfile(PLAIN)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=3, skipped=1)
+    assert "skipped for a missing service" not in result.stdout.str()
+
+
+def test_only_skips_for_a_missing_service_count() -> None:
+    reasons = [
+        "Skipped: Redis at redis://x is not available: start redis-server",
+        "Skipped: Redis at redis://x is not available: start redis-server",
+        "Skipped: Chromium at /usr/bin/chromium is not available: run it",
+        "Skipped: flaky on this box",
+    ]
+    assert missing_services(reasons) == {
+        "Redis at redis://x": 2,
+        "Chromium at /usr/bin/chromium": 1,
+    }
