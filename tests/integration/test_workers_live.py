@@ -1,5 +1,12 @@
-"""A worker killed with SIGKILL is shown as lost within 30 s (its heartbeats
-stop); the others stay online."""
+"""A worker killed with SIGKILL is shown as lost within 15 s of the kill (its
+heartbeats stop; the README promises lost within 10 s of the last one); the
+others stay online.
+
+Workers send Celery's heartbeat every 2 s (Celery's default; jobsys and this
+test start workers without ``--heartbeat-interval``), and ``LOST_AFTER_S`` is
+10 s, so the killed worker turns lost 8-10 s after the kill, plus one poll of
+the API. A heartbeat delayed by a loaded machine only makes its last one older,
+so lost sooner; a threshold of 30 s would show it lost 28 s after the kill."""
 
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ from tests.support.live import LiveStack, wait_until
 pytestmark = pytest.mark.integration
 
 
+# Heartbeats live in Redis, whatever the database: one stack is enough.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_a_killed_worker_is_shown_lost(stack: LiveStack) -> None:
     name = f"extra-{stack.name}"
     proc = stack.spawn(
@@ -50,10 +59,11 @@ def test_a_killed_worker_is_shown_lost(stack: LiveStack) -> None:
         main = next(w for w in c.workers() if w["name"].startswith(f"it-{stack.name}@"))
     assert (extra["queues"], extra["concurrency"]) == (["python"], 1)
     assert (main["queues"], main["concurrency"]) == (["docker", "python"], 4)
+    assert state_of(f"{name}@") == "online"  # still, just before the kill
+    killed = time.monotonic()
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed = time.monotonic()
-    wait_until(lambda: state_of(f"{name}@") == "lost", 30, "the killed worker shown lost")
-    assert time.monotonic() - killed < 30
+    wait_until(lambda: state_of(f"{name}@") == "lost", 15, "the killed worker shown lost")
+    assert time.monotonic() - killed < 15
     assert state_of(f"it-{stack.name}@") == "online"
     del stack.processes[name]

@@ -23,20 +23,24 @@ from tests.support.specs import docker_spec, function_spec
 
 @pytest.fixture
 def fast(ctx: Context) -> Context:
-    """Leases of 60 ms, and tasks lost after 5 s unaccounted for."""
+    """Leases of 60 ms (the waits; ``MemoryInFlight`` never expires a lease),
+    and tasks lost after 5 s unaccounted for."""
     settings = replace(ctx.settings, task_lease_ttl_s=0.06, lost_task_grace_s=5.0)
     return replace(ctx, settings=settings)
 
 
-def test_a_live_holder_keeps_its_lease_and_the_duplicate_is_dropped(
+def test_a_delivery_that_finds_the_lease_held_waits_one_ttl_then_is_dropped(
     fast: Context, dispatcher: MemoryDispatcher
 ) -> None:
+    """Only the waiting and the hand-over on release: the fake's leases never run
+    out, so nothing here renews. That a renewing holder keeps its lease and a
+    stalled one loses it is tested on Redis in tests/integration/test_leases_redis.py."""
     first = TaskLease(fast, "t1", worker="w1@a", delivery_tag="tag-1")
     assert first.acquire()
     assert dispatcher.inflight.hidden == ["tag-1"]  # its message hidden at once
     second = TaskLease(fast, "t1", worker="w2@b")
     began = time.monotonic()
-    assert not second.acquire()  # waited out one TTL: the holder renews, so it lives
+    assert not second.acquire()  # waited out one TTL and gave up
     assert time.monotonic() - began >= 0.06
     first.release()
     assert second.acquire() and dispatcher.inflight.leases["t1"] == str(second.holder)
