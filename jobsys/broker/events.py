@@ -125,7 +125,9 @@ class RedisEventBus:
             pipe = self.client.pipeline(transaction=False)
             for data in items:
                 fields = {"type": type_, "data": json.dumps(data)}
-                pipe.xadd(job_stream(job_id), fields, maxlen=JOB_STREAM_MAXLEN, approximate=True)
+                # Exact (MAXLEN, not MAXLEN ~): the README promises 10,000 events per
+                # job, and an approximate trim keeps up to a stream node more.
+                pipe.xadd(job_stream(job_id), fields, maxlen=JOB_STREAM_MAXLEN, approximate=False)
                 if type_ != "log":  # the dashboard wants changes, not every line
                     pipe.xadd(
                         GLOBAL_STREAM,
