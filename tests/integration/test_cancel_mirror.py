@@ -3,7 +3,10 @@ Redis, so a worker started after the cancel drops the job's queued tasks.
 
 Celery's own revoke cannot do this: it is broadcast to the workers alive at
 the time and kept in their memory only, and here no worker is alive. The
-worker that starts later must find the cancel itself.
+worker that starts later must find the cancel itself. Today it finds it in the
+database (``start_task`` refuses a task of an ended job, and the cancel moved
+the queued tasks to ``cancelled``); the Redis flag is what ``is_cancelled``
+reads first, which Docker steps poll while they run. Both are checked here.
 
 A private stack (its own redis-server and SQLite database, no web app) so no
 other worker can consume the queue while the test wants it unconsumed. Each
