@@ -1,41 +1,112 @@
-"""Cancelling a running function step: the chord's remaining chunks never run."""
+"""Cancelling a running function step: the running chunks' pool processes are
+killed, no item finishes after the cancel, and the pending chunks never start.
+
+Each item writes marker files the test reads: ``started-<i>`` (holding the pid
+of the pool process running it) when it begins, ``finished-<i>`` after a long
+sleep. The task rows cannot show any of this: the cancel itself marks them.
+"""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
+from jobsys.broker.canvas import PYTHON_QUEUE
 from tests.support.live import LiveStack, wait_until
 
 pytestmark = pytest.mark.integration
 
+#: Far longer than the test waits: an item that finishes was not stopped.
+LONG_S = 30
+#: Twice the stack worker's concurrency (-c 4), so chunks are pending at the cancel.
+ITEMS = 8
 
-def test_cancel_a_running_chord(stack: LiveStack) -> None:
-    def slow(x: int) -> int:
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie awaiting its parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _markers(folder: Path, kind: str) -> dict[int, str]:
+    return {int(p.name.split("-")[1]): p.read_text() for p in folder.glob(f"{kind}-*")}
+
+
+def _none_started(folder: Path, pending: set[int]) -> None:
+    wrongly = sorted(set(_markers(folder, "started")) & pending)
+    assert not wrongly, f"pending chunks of items {wrongly} started after the cancel"
+
+
+def test_cancel_a_running_chord(stack: LiveStack, tmp_path: Path) -> None:
+    folder = str(tmp_path)
+
+    def long_item(i: int) -> int:
+        import os
         import time
+        from pathlib import Path
 
-        time.sleep(0.3)
-        return x
+        here = Path(folder)
+        (here / f".started-{i}").write_text(str(os.getpid()))
+        (here / f".started-{i}").rename(here / f"started-{i}")  # never read half-written
+        time.sleep(LONG_S)
+        (here / f"finished-{i}").write_text("")
+        return i
 
     with stack.client() as c:
-        job = c.map(slow, range(60), chunk_size=1)
-
-        def completed() -> int:
-            return sum(t["state"] == "completed" for t in job.tasks())
-
-        wait_until(lambda: completed() >= 2, 30, "the first chunks")
+        job = c.map(long_item, range(ITEMS), chunk_size=1)
+        wait_until(lambda: len(_markers(tmp_path, "started")) >= 2, 60, "two items to start")
         job.cancel()
         assert job.status == "cancelled"
-        time.sleep(1.5)  # let revokes land and anything still running report
-        settled = completed()
-        time.sleep(1.5)
-        assert completed() == settled < 60  # nothing else ran after the cancel
+        # Which chunks were pending when the cancel committed: it ends those
+        # at once (finished_at), and leaves the running ones to their own end.
+        tasks = job.tasks()
+        item_of = {t["id"]: t["items"][0] for t in tasks}
+        pending = {t["items"][0] for t in tasks if t["finished_at"] is not None}
+        assert pending, "every chunk had started: nothing left to prove about pending ones"
+
+        started = _markers(tmp_path, "started")
+        assert started, "no item had started before the cancel"
+        _none_started(tmp_path, pending)
+        pids = {i: int(pid) for i, pid in started.items()}
+        assert os.getpid() not in pids.values()
+        # The revoke terminates the pool process running each started chunk.
+        wait_until(
+            lambda: not any(_alive(pid) for pid in pids.values()),
+            10,
+            f"the pool processes {sorted(pids.values())} of the running chunks to stop",
+        )
+        # Their processes are gone, so they can never write "finished".
+        assert not _markers(tmp_path, "finished")
+
+        # The pool has free processes again: the worker takes the pending
+        # chunks' messages and must drop them, not run them.
+        inflight = stack.ctx.dispatcher.inflight
+        deadline = time.monotonic() + 30
+        while True:
+            _none_started(tmp_path, pending)
+            queued = inflight.queued_task_ids(PYTHON_QUEUE) or set()
+            held = (queued | inflight.delivered_task_ids()) & set(item_of)
+            if not held:
+                break
+            assert time.monotonic() < deadline, (
+                f"the worker never took (or never finished with) the job's chunks "
+                f"{sorted(item_of[t] for t in held)}: are they running?"
+            )
+            time.sleep(0.2)
+        time.sleep(0.5)  # a chunk that slipped through writes its marker at once
+        _none_started(tmp_path, pending)
+        assert not _markers(tmp_path, "finished")
+
         job.refresh()
         assert job.status == "cancelled"
         assert job.data["steps"][0]["status"] == "cancelled"  # the gather never completed it
-        states = {t["state"] for t in job.tasks()}
-        assert states <= {"completed", "cancelled"}
+        assert {t["state"] for t in job.tasks()} == {"cancelled"}
 
 
 def test_cancel_a_queued_job_before_any_worker_sees_it(stack: LiveStack) -> None:
