@@ -46,6 +46,7 @@ ADMIN = Principal(name="ops", role="admin")
 ROUNDS = 6
 INTERVAL_S = 3600
 UNIQUE_TICK = "uq_schedule_runs_tick"
+BROKER_URL = f"{REDIS_URL}/13"  # a database of its own, flushed around the test
 SPEC = {
     "name": "tick",
     "steps": [{"kind": "docker", "image": "jobsys/busybox:local", "command": ["true"]}],
@@ -94,14 +95,14 @@ def two_beats(tmp_path: Path) -> Iterator[tuple[DatabaseScheduler, DatabaseSched
         (tmp_path / name).mkdir()
         return Settings.from_env(
             {},
-            redis_url=f"{REDIS_URL}/11",
+            redis_url=BROKER_URL,
             database_url=database_url,
             secret_key=SECRET,
             data_dir=str(tmp_path / name),
             docker_images=("jobsys/*",),
         )
 
-    redis.Redis.from_url(f"{REDIS_URL}/11").flushdb()
+    redis.Redis.from_url(BROKER_URL).flushdb()
     a, b = beat(settings("a")), beat(settings("b"))
     assert a._ctx is not b._ctx
     try:
@@ -110,7 +111,7 @@ def two_beats(tmp_path: Path) -> Iterator[tuple[DatabaseScheduler, DatabaseSched
         for scheduler in (a, b):
             scheduler.leader = None  # nothing to hand back: it never held the lock
             scheduler.close()
-        redis.Redis.from_url(f"{REDIS_URL}/11").flushdb()
+        redis.Redis.from_url(BROKER_URL).flushdb()
 
 
 class WithoutRowLock(sqlalchemy.Select[Any]):
