@@ -11,16 +11,13 @@ import pytest
 from tests.support.live import LiveStack, start_stack
 from tests.support.services import (
     POSTGRES_URL,
-    REDIS_URL,
     missing_services,
+    redis_url,
     require_postgres,
     require_redis,
 )
 
 pytest_plugins = ["tests.support.fixtures", "pytester"]
-
-#: Each stack gets its own Redis database so the two never share queues.
-REDIS_DB = {"sqlite": 13, "postgresql": 14}
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -35,7 +32,7 @@ def stack(
         database_url = POSTGRES_URL
     else:
         database_url = f"sqlite:///{tmp / 'jobsys.db'}"
-    yield from start_stack(name, database_url, f"{REDIS_URL}/{REDIS_DB[name]}", tmp)
+    yield from start_stack(name, database_url, redis_url(f"stack-{name}"), tmp)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -18,7 +18,7 @@ from jobsys.broker.events import RedisEventBus, job_stream
 from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.store.db import make_session_factory
-from tests.support.services import REDIS_URL, require_redis
+from tests.support.services import redis_url, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def ctx(tmp_path: Path) -> Iterator[Context]:
         {},
         data_dir=str(tmp_path),
         secret_key="integration-test-secret-0123456789",
-        redis_url=f"{REDIS_URL}/9",
+        redis_url=redis_url("event-cap"),
     )
     events = RedisEventBus.from_url(settings.redis_url)
     yield Context(

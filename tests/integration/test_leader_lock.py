@@ -11,7 +11,7 @@ from redis.retry import Retry
 
 from jobsys.scheduler import LeaderLock
 from tests.support.live import free_port
-from tests.support.services import REDIS_URL, require_redis
+from tests.support.services import redis_url, require_redis
 
 KEY = "jobsys:test:leader"
 
@@ -23,7 +23,7 @@ def unreachable() -> redis.Redis:
 @pytest.fixture
 def client() -> redis.Redis:
     require_redis()
-    found = redis.Redis.from_url(f"{REDIS_URL}/10")
+    found = redis.Redis.from_url(redis_url("beat"))
     found.delete(KEY)
     return found
 
@@ -57,3 +57,21 @@ def test_without_redis_a_leader_leads_only_until_its_lock_would_expire(
     lock._valid_until = time.monotonic()  # by now the lock would have run out
     assert not lock.hold()
     assert not LeaderLock(unreachable(), 30.0, key=KEY).hold()
+
+
+def test_a_leader_whose_lock_was_taken_meanwhile_frees_and_renews_nothing(
+    client: redis.Redis,
+) -> None:
+    """The key lost under a leader that still believes it leads (Redis restarted
+    without persistence, a failover, a long pause): another beat takes it, and
+    the old leader's renewal and hand-back must leave that lock alone."""
+    a, b = LeaderLock(client, 30.0, key=KEY), LeaderLock(client, 30.0, key=KEY)
+    assert a.hold()
+    client.delete(KEY)
+    assert b.hold()
+    assert a.held  # by its own clock it still leads ...
+    assert not a.hold()  # ... but its renewal finds the lock is b's and stands by
+    assert b.holder() == b.identity and client.pttl(KEY) > 29_000
+    a._valid_until = time.monotonic() + 30  # a leader that has not noticed yet
+    a.release()
+    assert b.holder() == b.identity and b.hold()

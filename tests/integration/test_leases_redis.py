@@ -27,7 +27,7 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.runtime import build_context
 from jobsys.service.leases import TaskLease, task_lease
-from tests.support.services import REDIS_URL, require_redis
+from tests.support.services import REDIS_URL, redis_url, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def task_id(client: redis.Redis) -> Iterator[str]:
 
 @pytest.fixture
 def client() -> Iterator[redis.Redis]:
-    r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    r = redis.Redis.from_url(redis_url("leases"), decode_responses=True)
     yield r
     r.close()
 

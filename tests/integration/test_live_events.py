@@ -20,7 +20,7 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.store.db import make_session_factory
 from tests.support.live import LiveStack
-from tests.support.services import REDIS_URL, require_redis
+from tests.support.services import redis_url, require_redis
 from tests.support.specs import docker_spec
 from webui import create_app
 
@@ -62,7 +62,7 @@ def short_lived_streams(tmp_path: Path) -> Iterator[tuple[Context, str, list[str
         {},
         data_dir=str(tmp_path),
         secret_key="integration-test-secret-0123456789",
-        redis_url=f"{REDIS_URL}/11",
+        redis_url=redis_url("live-events"),
         stream_max_s=0.5,
     )
     ctx = Context(

@@ -17,6 +17,25 @@ POSTGRES_URL = os.environ.get(
 )
 BUSYBOX_IMAGE = "jobsys/busybox:local"
 
+#: The database of the shared Redis each of its users takes, one each, so that
+#: none flushes another's keys: the session stacks live for the whole run, and
+#: a test that flushed their database would pull queued tasks from under them.
+REDIS_DATABASES = {
+    "leases": 0,
+    "event-cap": 9,
+    "beat": 10,
+    "live-events": 11,
+    "sign-in": 12,
+    "stack-sqlite": 13,
+    "stack-postgresql": 14,
+    "two-beats": 15,
+}
+
+
+def redis_url(purpose: str) -> str:
+    """The shared Redis, on the database kept for ``purpose``."""
+    return f"{REDIS_URL}/{REDIS_DATABASES[purpose]}"
+
 
 #: What every skip for a missing service says between the service and the fix.
 NOT_AVAILABLE = " is not available: "

@@ -31,7 +31,7 @@ from jobsys.service.sign_in_throttle import (
 )
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import User
-from tests.support.services import REDIS_URL, require_redis
+from tests.support.services import redis_url, require_redis
 from webui import create_app
 
 ADMIN = Principal("ada", "admin", "test")
@@ -218,7 +218,7 @@ def test_counters_are_shared_through_redis(settings: Settings) -> None:
     """Two web processes (two apps, each with its own Redis connection) over one
     Redis and one database: failures on either count for both."""
     require_redis()
-    url = f"{REDIS_URL}/12"
+    url = redis_url("sign-in")
     first = context_of(settings, events=RedisEventBus.from_url(url))
     second = context_of(settings, events=RedisEventBus.from_url(url))
     raw = redis.Redis.from_url(url)
@@ -285,7 +285,7 @@ def test_concurrent_wrong_passwords_check_at_most_the_limit(
     events: list[Any] = []
     if store == "redis":
         require_redis()
-        url = f"{REDIS_URL}/12"
+        url = redis_url("sign-in")
         events = [RedisEventBus.from_url(url), RedisEventBus.from_url(url)]
         raw = redis.Redis.from_url(url)
         raw.delete(*raw.keys(f"{KEY_PREFIX}*") or ["none"])

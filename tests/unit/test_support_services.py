@@ -1,13 +1,16 @@
-"""A local run says how many tests each missing service skipped (CI fails
-them instead), so a green run that skipped everything real is visible."""
+"""What tests/support/services.py promises the rest of the suite: a local run
+says how many tests each missing service skipped (CI fails them instead), so a
+green run that skipped everything real is visible; and each user of the shared
+Redis has a database of its own."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.support.services import missing_services
+from tests.support.services import REDIS_DATABASES, missing_services
 
 ROOT = Path(__file__).parents[2]
 
@@ -77,3 +80,16 @@ def test_only_skips_for_a_missing_service_count() -> None:
         "Redis at redis://x": 2,
         "Chromium at /usr/bin/chromium": 1,
     }
+
+
+def test_each_user_of_the_shared_redis_has_its_own_database() -> None:
+    numbers = list(REDIS_DATABASES.values())
+    assert len(set(numbers)) == len(numbers) and all(0 <= n <= 15 for n in numbers)
+    # and no test picks a number by hand, where it could take a stack's database
+    by_hand = re.compile(r"REDIS_URL\}/\d|REDIS_URL \+ \"/\d")
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "tests").rglob("*.py")
+        if by_hand.search(path.read_text())
+    ]
+    assert offenders == []
