@@ -17,7 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def slow(x: int) -> int:
-    time.sleep(10)  # long enough for two CLI round trips while it runs
+    # far longer than the CLI round trips take on a loaded machine (at 10 s a
+    # chunk once finished before the terminate came); the cancel ends them all
+    time.sleep(120)
     return x
 
 
