@@ -9,10 +9,11 @@ steps, only accepted jobs exist and only they were published."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,188 @@ def csrf_of(page: httpx.Client, path: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page.get(path).text)
     assert match, f"{path} carries a CSRF token"
     return match.group(1)
+
+
+# -- every route, on SQLite as well as PostgreSQL ------------------------------
+
+
+@dataclass
+class Outage:
+    """A served web app whose database the test can take away and give back."""
+
+    url: str
+    ctx: Context
+    token: str
+    cut: Callable[[], None]
+    restore: Callable[[], None]
+    #: What the 503's message must name as the cause.
+    reason: str
+
+
+def sqlite_web(tmp_path: Path) -> tuple[str, Context, str, Callable[[], None]]:
+    """The web app on a SQLite file in ``tmp_path/db``, served on a real port."""
+    folder = tmp_path / "db"
+    folder.mkdir()
+    settings = Settings.from_env(
+        {},
+        data_dir=str(tmp_path),
+        database_url=f"sqlite:///{folder / 'jobsys.db'}",
+        secret_key="reliability-secret-key-0123456789",
+        catalog_dir=str(EXAMPLES),
+        outbox_grace_s=0.0,
+    )
+    ctx = Context(settings, make_session_factory(settings), MemoryDispatcher())
+    service.reload_catalog(ctx, SYSTEM)
+    token = service.create_token(ctx, SYSTEM, name="dev", role="admin").token
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, create_app(context=ctx), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.port}", ctx, token, server.shutdown
+
+
+@pytest.fixture(params=["postgresql", "sqlite-locked", "sqlite-gone"])
+def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
+    """How each database goes away from a running web app.
+
+    - postgresql: the server stops answering (the proxy in front of it is cut).
+    - sqlite-locked: another process holds the file's write lock (a backup, a
+      stuck ``sqlite3`` shell). Every jobsys transaction is ``BEGIN IMMEDIATE``,
+      so even a read waits out the busy timeout and then fails "database is
+      locked"; the test shortens the web app's busy timeout from 30 s to 0.05 s
+      (an event on its engine), the path is the same.
+    - sqlite-gone: the folder holding the file is gone (a volume unmounted or
+      moved). A connection opened since (a new web process, the pool's next
+      connection; the test empties the pool to get one) cannot open the file.
+    """
+    if request.param == "postgresql":
+        web: Web = request.getfixturevalue("web")
+        yield Outage(
+            web.url, web.ctx, web.token, web.proxy.stop, web.proxy.start, "refused|connect|closed"
+        )
+        return
+    url, ctx, token, shutdown = sqlite_web(tmp_path)
+    engine = ctx.sessions.kw["bind"]
+    folder = Path(engine.url.database).parent
+    holder: list[sqlite3.Connection] = []
+    if request.param == "sqlite-locked":
+
+        @event.listens_for(engine, "connect")
+        def _short_busy_timeout(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout=50")
+
+        engine.dispose()
+
+        def cut() -> None:
+            other = sqlite3.connect(engine.url.database, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            holder.append(other)
+
+        def restore() -> None:
+            holder.pop().close()  # rolls back, releasing the lock
+
+        reason = "database is locked"
+    else:
+        away = folder.with_name("db-away")
+
+        def cut() -> None:
+            folder.rename(away)
+            engine.dispose()
+
+        def restore() -> None:
+            away.rename(folder)
+
+        reason = "unable to open database file"
+    try:
+        yield Outage(url, ctx, token, cut, restore, reason)
+    finally:
+        for other in holder:
+            other.close()
+        shutdown()
+        engine.dispose()
+
+
+#: Routes that never open the database, so they answer while it is down: the
+#: API description and static files are files in the package, and the sign-in
+#: form is a template (signing in itself needs the database, and answers 503).
+NO_DATABASE = {("GET", "/api/openapi.json"), ("GET", "/static/<path:filename>"), ("GET", "/login")}
+#: Routes answered to programs (JSON errors, bearer tokens); the others are
+#: pages, visited here by a signed-in browser that sends the form's CSRF token.
+MACHINE_PREFIXES = ("/api/", "/metrics", "/flower/")
+
+
+def test_every_route_answers_503_while_the_database_is_down(outage: Outage) -> None:
+    """The README: "While the database is unreachable every route answers 503
+    DatabaseUnavailable (an error page in the browser)". Each (method, rule) of
+    the app's URL map is called with real values (a job, schedule, template,
+    token and user that exist), so each reaches the code it runs for real."""
+    ctx = outage.ctx
+    job = service.submit_job(ctx, SYSTEM, SPEC)
+    service.create_schedule(ctx, SYSTEM, {"name": "nightly", "cron": "0 3 * * *", "spec": SPEC})
+    service.add_user(ctx, SYSTEM, name="olga", password="a-long-password-1", role="viewer")
+    spare = service.create_token(ctx, SYSTEM, name="spare", role="viewer")
+    token_id = next(t.id for t in service.list_tokens(ctx, SYSTEM) if t.name == spare.name)
+    values = {
+        "job_id": job.id,
+        "name": "echo",
+        "ref": "nightly",
+        "token_id": str(token_id),
+        "path": "api/workers",
+        "filename": "style.css",
+    }
+    app = create_app(context=ctx)
+    # Sign-out last: were it to work while the database is down, it would end
+    # the session the page routes after it are visited with.
+    routes = sorted(
+        (
+            (method, rule.rule)
+            for rule in app.url_map.iter_rules()
+            for method in rule.methods - {"HEAD", "OPTIONS"}
+        ),
+        key=lambda route: (route[1] == "/logout", route),
+    )
+    auth = {"Authorization": f"Bearer {outage.token}"}
+    api = httpx.Client(base_url=outage.url, timeout=10, headers=auth)
+    browser = sign_in(api, outage.token)
+    csrf = csrf_of(browser, "/jobs/new")
+    assert browser.get("/jobs").status_code == 200
+
+    def call(method: str, rule: str) -> httpx.Response:
+        url = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: values[m.group(1)], rule)
+        if rule.startswith(MACHINE_PREFIXES):
+            body = {"json": {}} if method in ("POST", "PATCH", "PUT") else {}
+            return api.request(method, url, **body)
+        return browser.request(method, url, data={"csrf_token": csrf})
+
+    outage.cut()
+    problems: list[str] = []
+    try:
+        started = time.monotonic()
+        for method, rule in routes:
+            r = call(method, rule)
+            if (method, rule) in NO_DATABASE:
+                if r.status_code != 200:
+                    problems.append(f"{method} {rule}: {r.status_code}, needs no database")
+                continue
+            if r.status_code != 503:
+                problems.append(f"{method} {rule}: {r.status_code} {r.text[:200]!r}")
+            elif rule.startswith(MACHINE_PREFIXES):
+                body = r.json()
+                message = body.get("message", "")
+                if body.get("error") != "DatabaseUnavailable" or not (
+                    "the database is unavailable" in message
+                    and "try again" in message
+                    and re.search(outage.reason, message, re.IGNORECASE)
+                ):
+                    problems.append(f"{method} {rule}: unclear 503 {body}")
+            elif "text/html" not in r.headers["Content-Type"] or not (
+                "the database is unavailable" in r.text and re.search(outage.reason, r.text)
+            ):
+                problems.append(f"{method} {rule}: not the error page: {r.text[:200]!r}")
+        took = time.monotonic() - started
+    finally:
+        outage.restore()
+    assert problems == [], "\n".join(problems)
+    # a locked SQLite waits out its (shortened) busy timeout once per request, no more
+    assert took < 3 * len(routes), f"{len(routes)} routes took {took:.0f} s"
+    # and once the database is back, the same callers are served again
+    assert api.get(f"/api/jobs/{job.id}").status_code == 200
+    assert browser.get("/jobs").status_code == 200
