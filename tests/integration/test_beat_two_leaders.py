@@ -31,14 +31,9 @@ from jobsys.config import Settings
 from jobsys.scheduler import DatabaseScheduler
 from jobsys.service import create_schedule, firing
 from jobsys.store.models import Job, ScheduleRun, utcnow
+from jobsys.testing import fresh_database
 from tests.support.live import SECRET
-from tests.support.services import (
-    fresh_database,
-    postgres_schema_url,
-    redis_url,
-    require_postgres,
-    require_redis,
-)
+from tests.support.services import postgres_schema_url, redis_url, require_postgres, require_redis
 
 pytestmark = pytest.mark.integration
 
