@@ -9,17 +9,20 @@ that can remove the orphan is the second worker's start-up pass.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
 import uuid
+from typing import Any
 
+import docker
 import pytest
 
 from tests.docker.test_docker_steps import containers_of, finished, lines, step, submit
 from tests.live import LiveStack, wait_until
 from tests.services import BUSYBOX_IMAGE
-from workers.containers import LABEL_JOB
+from workers.containers import LABEL_JOB, reap_orphans
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -82,3 +85,24 @@ def test_a_starting_docker_worker_reaps_orphans_and_keeps_running_jobs(stack: Li
     job = finished(stack, running)
     assert job["status"] == "completed", job["error"]
     assert lines(stack, running, "stdout") == ["up", "done"]
+
+
+def test_a_container_removed_while_the_reaper_lists_them_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a shared engine a container can go between the listing and its inspect
+    (another step ending, another jobsys's reaper): the pass goes on without it."""
+    job_id = f"gone-{uuid.uuid4().hex}"
+    orphan = leave_container(job_id)
+    with contextlib.closing(docker.from_env()) as client:
+        listing = client.api.containers
+
+        def with_one_gone(**kwargs: Any) -> list[dict[str, Any]]:
+            return [{"Id": "0" * 64}, *listing(**kwargs)]  # no such container any more
+
+        monkeypatch.setattr(client.api, "containers", with_one_gone)
+        try:
+            assert reap_orphans(client, lambda ids: {job_id} & set(ids)) == 1
+        finally:
+            subprocess.run(["docker", "rm", "-f", orphan], capture_output=True)
+    assert containers_of(job_id) == []
