@@ -252,7 +252,9 @@ def _remove(container: Any) -> None:
 def remove_task_containers(client: docker.DockerClient, task_id: str) -> list[str]:
     """Remove the containers of one task (a run of it died with its worker);
     their short ids."""
-    found = client.containers.list(all=True, filters={"label": f"{LABEL_TASK}={task_id}"})
+    found = client.containers.list(
+        all=True, filters={"label": f"{LABEL_TASK}={task_id}"}, ignore_removed=True
+    )
     for container in found:
         _remove(container)
     return [c.short_id for c in found]
@@ -266,7 +268,9 @@ def reap_orphans(client: docker.DockerClient, ended: Callable[[list[str]], set[s
     our database, so the containers of another jobsys on the same engine (which
     our database does not know) are left to their own reaper.
     """
-    containers = client.containers.list(all=True, filters={"label": LABEL_JOB})
+    # A container can go between the listing and its inspect (a step ending,
+    # another jobsys's reaper on a shared engine): skip it, reap the rest.
+    containers = client.containers.list(all=True, filters={"label": LABEL_JOB}, ignore_removed=True)
     by_job: dict[str, list[Any]] = {}
     for container in containers:
         by_job.setdefault(container.labels[LABEL_JOB], []).append(container)

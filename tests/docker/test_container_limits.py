@@ -9,6 +9,8 @@ the engine's log stream (fast, exact), then on the engine itself.
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,9 +20,12 @@ import pytest
 
 from jobsys.config import Settings
 from jobsys.specs import DockerStep
+from tests.support.docker import containers_of, finished, submit
+from tests.support.docker import step as docker_step
+from tests.support.live import LiveStack, wait_until
 from tests.support.services import BUSYBOX_IMAGE
 from workers.container_logs import MAX_LOG_LINES, LogLimits, Seen, read_logs
-from workers.containers import LABEL_JOB, Limits, run_container
+from workers.containers import LABEL_JOB, LABEL_STEP, LABEL_TASK, Limits, run_container
 from workers.docker_step import limits_of
 
 
@@ -160,3 +165,37 @@ def test_the_container_gets_its_limits_and_a_bounded_docker_log() -> None:
     # Marker and kept lines add up to every line the container wrote.
     assert int(marker.line.split()[1].replace(",", "")) + len(kept) == 302
     assert len(live) == 302 and live[-2] == kept[-2].line  # the live view: all, each cut
+
+
+@pytest.mark.integration
+@pytest.mark.docker
+def test_a_step_that_sets_no_limits_gets_the_documented_defaults(stack: LiveStack) -> None:
+    """README and SECURITY.md: a container runs with at most 512 processes, no
+    new privileges, no network, the default memory (512m) and CPUs (1.0), and
+    labels naming its job, step and task. Read from the engine while it runs."""
+    assert (Settings().docker_default_mem_limit, Settings().docker_default_cpus) == ("512m", 1.0)
+    # Waits for the test to let it finish, so it is inspected while it runs.
+    script = "echo up; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo done"
+    job_id = submit(stack, docker_step(script))
+    wait_until(lambda: containers_of(job_id), 60, "the container to start")
+    (container,) = containers_of(job_id)
+    out = subprocess.run(
+        ["docker", "inspect", container], capture_output=True, text=True, check=True
+    )
+    (seen,) = json.loads(out.stdout)
+    subprocess.run(
+        ["docker", "exec", container, "sh", "-c", ": > /tmp/go"], check=True, capture_output=True
+    )
+    job = finished(stack, job_id)
+    assert job["status"] == "completed", job["error"]
+    host = seen["HostConfig"]
+    assert host["PidsLimit"] == 512
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Privileged"] is False and host["NetworkMode"] == "none"
+    assert host["Memory"] == 512 * 1024 * 1024
+    assert host["NanoCpus"] == 1_000_000_000
+    with stack.http() as http:
+        (task,) = http.get(f"/api/jobs/{job_id}/tasks").json()["tasks"]
+    (step_id,) = [s["id"] for s in job["steps"]]
+    labels = {k: v for k, v in seen["Config"]["Labels"].items() if k.startswith("jobsys.")}
+    assert labels == {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task["id"]}
