@@ -13,6 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.errors import SpecError
+from tests.support.auth import stack_bearer
 from tests.support.browser import screenshot, sign_in_with_password
 from tests.support.live import LiveStack
 from tests.support.services import require_docker
@@ -64,6 +65,6 @@ def test_operator_starts_a_template_and_a_viewer_cannot(
     r = httpx.post(
         f"{stack.url}/api/catalog/echo/start",
         json={"variables": {}},
-        headers={"Authorization": f"Bearer {stack.token('viewer')}"},
+        headers=stack_bearer(stack, "viewer"),
     )
     assert r.status_code == 403 and r.json()["right"] == "start"

@@ -33,7 +33,7 @@ from jobsys.errors import IdempotencyMismatch
 from jobsys.service import idempotency
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import IdempotencyKey, Job, Step, utcnow
-from tests.support.auth import bearer
+from tests.support.auth import bearer, bearer_of
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
 SPEC = {
@@ -185,7 +185,7 @@ def test_the_client_and_the_cli_pass_the_key_on(
         client._http = httpx.Client(
             transport=httpx.WSGITransport(app=app),
             base_url="http://jobsys.test",
-            headers={"Authorization": f"Bearer {token}"},
+            headers=bearer_of(token),
         )
         return client
 
