@@ -5,9 +5,9 @@ bounded, and CSRF tokens expire."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from jobsys.service.sign_in_throttle import (
 )
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import User
+from tests.support.auth import csrf_of
 from tests.support.services import REDIS_URL, require_redis
 from webui import create_app
 
@@ -49,22 +50,41 @@ def context_of(settings: Settings, events: Any = None, **changes: Any) -> Contex
     )
 
 
-def csrf_of(client: FlaskClient) -> str:
-    page = client.get("/login").get_data(as_text=True)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match
-    return match.group(1)
+def login_csrf(client: FlaskClient) -> str:
+    return csrf_of(client.get("/login").get_data(as_text=True))
 
 
 def post_login(client: FlaskClient, name: str, password: str, address: str = "10.0.0.1") -> Any:
     environ = {"REMOTE_ADDR": address}
     page = client.get("/login", environ_base=environ).get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     return client.post(
         "/login",
-        data={"name": name, "password": password, "csrf_token": csrf},
+        data={"name": name, "password": password, "csrf_token": csrf_of(page)},
         environ_base=environ,
     )
+
+
+def refusals_at_once(n: int, attempt: Callable[[int], object]) -> list[str]:
+    """Run ``attempt(i)`` in ``n`` threads let go at the same moment; each one's
+    refusal, "401" (wrong) or "429" (throttled)."""
+    start = threading.Barrier(n)
+    outcomes: list[str] = []
+
+    def run(i: int) -> None:
+        start.wait(10)
+        try:
+            attempt(i)
+        except SignInThrottled:
+            outcomes.append("429")
+        except Unauthenticated:
+            outcomes.append("401")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
 
 
 @pytest.fixture
@@ -253,7 +273,7 @@ def test_an_expired_csrf_token_is_refused_with_the_error_page(
     assert ctx.settings.csrf_time_limit_s == 4 * 3600  # on by default
     service.add_user(ctx, ADMIN, name="olga", password=PASSWORD, role="operator")
     client = create_app(context=ctx).test_client()
-    csrf = csrf_of(client)
+    csrf = login_csrf(client)
     import itsdangerous.timed
 
     later = time.time() + ctx.settings.csrf_time_limit_s + 60
@@ -304,23 +324,11 @@ def test_concurrent_wrong_passwords_check_at_most_the_limit(
 
     monkeypatch.setattr("jobsys.service.users.check_password_hash", slow_wrong)
     threads_n = 12
-    start = threading.Barrier(threads_n)
-    outcomes: list[str] = []
 
     def guess(i: int) -> None:
-        start.wait(10)
-        try:
-            service.sign_in(contexts[i % 2], "olga", f"wrong {i}", source=f"10.0.20.{i}")
-        except SignInThrottled:
-            outcomes.append("429")
-        except Unauthenticated:
-            outcomes.append("401")
+        service.sign_in(contexts[i % 2], "olga", f"wrong {i}", source=f"10.0.20.{i}")
 
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = refusals_at_once(threads_n, guess)
     try:
         assert len(hashes) <= 5, f"{len(hashes)} passwords checked for one name"
         assert sorted(outcomes) == ["401"] * len(hashes) + ["429"] * (threads_n - len(hashes))
@@ -384,22 +392,9 @@ def test_concurrent_tokens_pasted_from_one_address_check_at_most_the_limit(
         return real_verify(*args, **kwargs)
 
     monkeypatch.setattr(web_sessions, "verify_token", slow_verify)
-    threads_n = 12
-    start = threading.Barrier(threads_n)
-    outcomes: list[str] = []
 
     def paste(i: int) -> None:
-        start.wait(10)
-        try:
-            service.start_web_session(olga, token=f"jst_00000000000{i % 10}.no", source="10.0.7.1")
-        except SignInThrottled:
-            outcomes.append("429")
-        except Unauthenticated:
-            outcomes.append("401")
+        service.start_web_session(olga, token=f"jst_00000000000{i % 10}.no", source="10.0.7.1")
 
-    threads = [threading.Thread(target=paste, args=(i,)) for i in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    outcomes = refusals_at_once(12, paste)
     assert len(checked) == 5 and sorted(outcomes) == ["401"] * 5 + ["429"] * 7
