@@ -21,6 +21,7 @@ from jobsys.context import Context
 from jobsys.store.db import make_engine, make_session_factory
 from jobsys.store.models import Base
 from jobsys.store.schema import Upgrade, current_revision, head, upgrade_schema
+from tests.support.fixtures import make_settings
 from tests.support.migration_data import (
     check_app_works,
     check_code_owner_backfilled,
@@ -46,12 +47,7 @@ def _drop_schema() -> None:
 def settings(tmp_path: Path) -> Iterator[Settings]:
     require_postgres()
     _drop_schema()
-    yield Settings.from_env(
-        {},
-        data_dir=str(tmp_path),
-        database_url=postgres_schema_url(SCHEMA),
-        secret_key="integration-secret-key-0123456789",
-    )
+    yield make_settings(tmp_path, database_url=postgres_schema_url(SCHEMA))
     _drop_schema()
 
 

@@ -28,10 +28,8 @@ from sqlalchemy import create_engine, func, select, text, update
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.broker.dispatch import MemoryDispatcher
-from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.states import JobStatus
-from jobsys.store.db import make_session_factory
 from jobsys.store.models import (
     CatalogEntry,
     IdempotencyKey,
@@ -43,7 +41,8 @@ from jobsys.store.models import (
     User,
 )
 from tests.support.auth import csrf_of
-from tests.support.examples import EXAMPLES, IMAGES
+from tests.support.examples import EXAMPLES
+from tests.support.fixtures import make_context, make_settings
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 from webui import create_app
 
@@ -555,19 +554,15 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Door]:
-    settings = Settings.from_env(
-        {},
+    settings = make_settings(
+        tmp_path_factory.mktemp("hostile"),
         database_url=database_url,
-        data_dir=str(tmp_path_factory.mktemp("hostile")),
-        secret_key="reliability-secret-key-0123456789",
-        docker_images=IMAGES,
         catalog_dir=str(EXAMPLES),
         max_payload_bytes=LIMIT,
         max_items=MAX_ITEMS,
-        outbox_grace_s=0.0,
     )
     dispatcher = MemoryDispatcher()
-    ctx = Context(settings, make_session_factory(settings), dispatcher)
+    ctx = make_context(settings, dispatcher)
     service.reload_catalog(ctx, SYSTEM)
     tokens = {
         role: service.create_token(ctx, SYSTEM, name=role, role=role).token

@@ -29,6 +29,7 @@ from jobsys.store.schema import (
     revisions,
     upgrade_schema,
 )
+from tests.support.fixtures import make_settings
 from tests.support.migration_data import (
     check_app_works,
     check_code_owner_backfilled,
@@ -40,12 +41,7 @@ from tests.support.migration_data import (
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=str(tmp_path),
-        database_url=f"sqlite:///{tmp_path / 'jobsys.db'}",
-        secret_key="unit-test-secret-key-0123456789",
-    )
+    return make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'jobsys.db'}")
 
 
 @pytest.fixture
