@@ -12,7 +12,7 @@ from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied, StateError
 from jobsys.states import JobStatus
-from tests.support.specs import docker_spec, function_spec
+from tests.support.specs import docker_spec, function_spec, two_docker_steps
 
 
 def ok(v: Any) -> dict[str, Any]:
@@ -75,8 +75,7 @@ def test_resume_runs_only_failed_items_and_keeps_item_order(
 def test_resume_skips_completed_steps(
     ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
 ) -> None:
-    spec = docker_spec()
-    spec["steps"].append(dict(spec["steps"][0]))  # type: ignore[union-attr]
+    spec = two_docker_steps()
     old = service.submit_job(ctx, developer, spec)
     first = dispatcher.published[0]
     service.start_task(ctx, first.task_id, "w")
