@@ -64,6 +64,24 @@ def post_login(client: FlaskClient, name: str, password: str, address: str = "10
     )
 
 
+def spread(prefix: str, n: int) -> list[str]:
+    """``n`` addresses in the network ``prefix``: ``prefix.0`` and on."""
+    return [f"{prefix}.{i}" for i in range(n)]
+
+
+def guess_wrong(
+    ctx: Context,
+    name: str,
+    sources: list[str],
+    refused: type[Exception] = Unauthenticated,
+    match: str | None = None,
+) -> None:
+    """A wrong password for ``name`` from each source in turn, each one refused."""
+    for source in sources:
+        with pytest.raises(refused, match=match):
+            service.sign_in(ctx, name, "wrong", source=source)
+
+
 def refusals_at_once(n: int, attempt: Callable[[int], object]) -> list[str]:
     """Run ``attempt(i)`` in ``n`` threads let go at the same moment; each one's
     refusal, "401" (wrong) or "429" (throttled)."""
@@ -159,17 +177,11 @@ def test_success_clears_the_names_counter_but_not_the_addresss(olga: Context) ->
     """Decided: a right password clears its name's count (the person got it), not
     the address's, or one account of their own would let an attacker go on
     guessing at others' from the same address."""
-    for i in range(4):
-        with pytest.raises(Unauthenticated):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.3.{i}")
+    guess_wrong(olga, "olga", spread("10.0.3", 4))
     service.sign_in(olga, "olga", PASSWORD, source="10.0.3.9")
-    for i in range(4):
-        with pytest.raises(Unauthenticated, match="wrong name"):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.4.{i}")
+    guess_wrong(olga, "olga", spread("10.0.4", 4), match="wrong name")
 
-    for _ in range(4):
-        with pytest.raises(Unauthenticated):
-            service.sign_in(olga, "root", "wrong", source="10.0.5.1")
+    guess_wrong(olga, "root", ["10.0.5.1"] * 4)
     service.sign_in(olga, "eve", PASSWORD, source="10.0.5.1")
     with pytest.raises(Unauthenticated, match="wrong name"):
         service.sign_in(olga, "root", "wrong", source="10.0.5.1")
@@ -178,9 +190,7 @@ def test_success_clears_the_names_counter_but_not_the_addresss(olga: Context) ->
 
 
 def test_a_new_password_from_an_admin_clears_the_names_counter(olga: Context) -> None:
-    for i in range(5):
-        with pytest.raises(Unauthenticated):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.11.{i}")
+    guess_wrong(olga, "olga", spread("10.0.11", 5))
     with pytest.raises(SignInThrottled, match="ask an admin to set a new password"):
         service.sign_in(olga, "olga", PASSWORD, source="10.0.11.9")
     service.update_user(olga, ADMIN, "olga", password="a new password")
@@ -260,9 +270,7 @@ def test_counters_are_shared_through_redis(settings: Settings) -> None:
 def test_redis_down_counts_in_the_process(settings: Settings) -> None:
     ctx = context_of(settings, events=RedisEventBus.from_url("redis://127.0.0.1:1/0"))
     service.add_user(ctx, ADMIN, name="olga", password=PASSWORD, role="operator")
-    for i in range(5):
-        with pytest.raises(Unauthenticated, match="wrong name"):
-            service.sign_in(ctx, "olga", "wrong", source=f"10.0.10.{i}")
+    guess_wrong(ctx, "olga", spread("10.0.10", 5), match="wrong name")
     with pytest.raises(SignInThrottled):
         service.sign_in(ctx, "olga", PASSWORD, source="10.0.10.9")
 
@@ -345,12 +353,8 @@ def test_a_refused_attempt_is_not_counted_and_a_success_not_against_the_address(
     """A reservation refused (name over its limit) is undone, so it does not count
     against the address; and a right password does not count against the
     address either (an office behind one NAT signs in all day)."""
-    for i in range(5):
-        with pytest.raises(Unauthenticated, match="wrong name"):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.21.{i}")
-    for _ in range(10):
-        with pytest.raises(SignInThrottled):
-            service.sign_in(olga, "olga", "wrong", source="10.0.21.50")
+    guess_wrong(olga, "olga", spread("10.0.21", 5), match="wrong name")
+    guess_wrong(olga, "olga", ["10.0.21.50"] * 10, refused=SignInThrottled)
     for _ in range(10):
         service.sign_in(olga, "eve", PASSWORD, source="10.0.21.50")
 
