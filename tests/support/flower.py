@@ -10,12 +10,12 @@ from contextlib import contextmanager
 
 import httpx
 
-from tests.support.live import LiveStack, free_port, wait_until
+from tests.support.live import CELERY, JOBSYS, LiveStack, free_port, wait_until
 
 #: ``jobsys flower``: Flower with the jobsys app and its settings.
-JOBSYS_CLI = (sys.executable, "-m", "jobsys.cli", "flower")
+JOBSYS_CLI = (*JOBSYS, "flower")
 #: Flower as Celery's own CLI starts it, against the same app.
-CELERY_CLI = (sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "flower")
+CELERY_CLI = (*CELERY, "flower")
 #: The Flower the web app's /flower proxy talks to (give it ``url_prefix="flower"``).
 BEHIND_PROXY = (sys.executable, "-m", "jobsys.flower")
 
