@@ -34,6 +34,7 @@ from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.context import Context
 from jobsys.store.models import Token
+from tests.support.auth import bearer_of
 from tests.support.examples import EXAMPLES
 from tests.support.fixtures import make_context, make_settings
 from webui import create_app
@@ -65,7 +66,7 @@ class Target:
             session.execute(update(Token).where(Token.id == self.token_id).values(revoked_at=None))
         # identity: werkzeug's test transport hands gzip answers back still packed
         # (HTTP clients unpack them; tests/unit/test_compression.py covers gzip).
-        return {"Authorization": f"Bearer {self.token}", "Accept-Encoding": "identity"}
+        return {**bearer_of(self.token), "Accept-Encoding": "identity"}
 
 
 @pytest.fixture(scope="module")

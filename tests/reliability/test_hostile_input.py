@@ -40,7 +40,7 @@ from jobsys.store.models import (
     Token,
     User,
 )
-from tests.support.auth import csrf_of
+from tests.support.auth import bearer_of, csrf_of
 from tests.support.examples import EXAMPLES
 from tests.support.fixtures import make_context, make_settings
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
@@ -636,7 +636,7 @@ def send(door: Door, case: Case) -> tuple[int, str, bool]:
     headers = dict(case.headers)
     client = door.page if case.auth == "page" else door.app.test_client()
     if case.auth not in (None, "page"):
-        headers.setdefault("Authorization", f"Bearer {door.tokens[case.auth]}")
+        headers = {**bearer_of(door.tokens[case.auth]), **headers}
     kwargs: dict[str, Any] = {"headers": headers}
     if case.raw is not None:
         headers.setdefault("Content-Type", "application/json")
