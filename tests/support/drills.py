@@ -26,8 +26,7 @@ from tests.support.docker import containers_of
 from tests.support.live import (
     LiveStack,
     RedisServer,
-    free_port,
-    start_stack,
+    private_stack,
     wait_until,
     worker_argv,
 )
@@ -117,15 +116,8 @@ class Drill:
 
 def drill_stack(tmp: Path, name: str, **overrides: Any) -> Iterator[Drill]:
     """A stack (web app, one worker ``it-<name>``) on its own redis-server."""
-    server = RedisServer(free_port(), tmp)
-    server.start()
-    try:
-        settings = {**DRILL_SETTINGS, **overrides}
-        db = f"sqlite:///{tmp / 'jobsys.db'}"
-        for stack in start_stack(name, db, server.url, tmp, **settings):
-            yield Drill(stack, server)
-    finally:
-        server.stop()
+    for stack, server in private_stack(tmp, name, **{**DRILL_SETTINGS, **overrides}):
+        yield Drill(stack, server)
 
 
 def containers_created(job_id: str, since: float) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from jobsys import testing
 from jobsys.testing import SECRET, LiveStack, ServiceMissing, free_port, start_stack, wait_until
@@ -17,11 +20,26 @@ __all__ = [
     "LiveStack",
     "RedisServer",
     "free_port",
+    "private_stack",
     "run_in",
     "start_stack",
     "wait_until",
     "worker_argv",
 ]
+
+
+def private_stack(tmp: Path, name: str, **settings: Any) -> Iterator[tuple[LiveStack, RedisServer]]:
+    """A stack (web app, one worker ``it-<name>``) on a SQLite file in ``tmp``
+    and a redis-server of its own on a free port, which a test may stop and
+    start; ``settings`` are Settings fields for every process."""
+    server = RedisServer(free_port(), tmp)
+    server.start()
+    try:
+        db = f"sqlite:///{tmp / 'jobsys.db'}"
+        for stack in start_stack(name, db, server.url, tmp, **settings):
+            yield stack, server
+    finally:
+        server.stop()
 
 
 #: ``jobsys ...`` and ``celery -A jobsys.celery_app ...`` as commands to extend.
