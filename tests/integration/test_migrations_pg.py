@@ -26,6 +26,7 @@ from tests.support.migration_data import (
     at_0001_with_data,
     check_app_works,
     check_rows_kept,
+    from_before_migrations,
 )
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
@@ -93,9 +94,7 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
 def test_a_database_from_before_migrations_is_recognised_and_upgraded(
     settings: Settings, engine: Engine
 ) -> None:
-    before = at_0001_with_data(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE alembic_version"))
+    before = from_before_migrations(engine)
     done = upgrade_schema(engine)
     assert (done.before, done.after, done.adopted) == ("0001", head(), "0001")
     with engine.connect() as conn:

@@ -480,6 +480,15 @@ def at_0001_with_data(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
         return snapshot(conn)
 
 
+def from_before_migrations(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """As ``create_all`` made it at d60a991: the 0001 tables with data and no
+    version table; their snapshot."""
+    before = at_0001_with_data(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+    return before
+
+
 def check_rows_kept(conn: Connection, before: dict[str, list[tuple[Any, ...]]]) -> None:
     """Every 0001 row is as it was, and the later revisions backfilled theirs."""
     assert snapshot(conn) == before

@@ -34,6 +34,7 @@ from tests.support.migration_data import (
     at_0001_with_data,
     check_app_works,
     check_rows_kept,
+    from_before_migrations,
 )
 
 
@@ -79,9 +80,7 @@ def test_a_database_from_before_migrations_is_recognised_and_upgraded(
     settings: Settings, engine: Engine
 ) -> None:
     """Made by ``create_all`` at d60a991: the 0001 tables and no version table."""
-    before = at_0001_with_data(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE alembic_version"))
+    before = from_before_migrations(engine)
     make_session_factory(settings)  # what every service does at start
     assert revision_of(engine) == head()
     with engine.connect() as conn:
