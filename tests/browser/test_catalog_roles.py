@@ -4,7 +4,7 @@ Cancel and gets 403 from the API."""
 
 from __future__ import annotations
 
-import contextlib
+import uuid
 
 import httpx
 import pytest
@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from jobsys.errors import SpecError
+from tests.support.auth import stack_bearer
 from tests.support.browser import screenshot, sign_in_with_password
 from tests.support.live import LiveStack
 from tests.support.services import require_docker
@@ -27,12 +27,13 @@ def test_operator_starts_a_template_and_a_viewer_cannot(
     require_docker()
     expected_console.append("status of 400")  # the start form sent back with its errors
     service.reload_catalog(stack.ctx, SYSTEM)
-    for name, role in (("olive", "operator"), ("victor", "viewer")):
-        with contextlib.suppress(SpecError):  # the session's stack keeps users between tests
-            service.add_user(stack.ctx, SYSTEM, name=name, password=f"{name}-password", role=role)
+    # Names of this test's own: the session's stack keeps users between tests.
+    olive, victor = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("olive", "victor"))
+    for name, role in ((olive, "operator"), (victor, "viewer")):
+        service.add_user(stack.ctx, SYSTEM, name=name, password=f"{name}-password", role=role)
 
     page.context.clear_cookies()  # the fixture signed in with a token; use a password
-    sign_in_with_password(page, stack, "olive", "olive-password")
+    sign_in_with_password(page, stack, olive, f"{olive}-password")
     expect(page.get_by_role("link", name="Submit", exact=True)).to_have_count(
         0
     )  # operators do not submit
@@ -52,7 +53,7 @@ def test_operator_starts_a_template_and_a_viewer_cannot(
 
     viewer = browser.new_context()
     seen = viewer.new_page()
-    sign_in_with_password(seen, stack, "victor", "victor-password")
+    sign_in_with_password(seen, stack, victor, f"{victor}-password")
     seen.goto(f"{stack.url}/catalog")
     expect(seen.locator("table")).to_contain_text("echo")
     expect(seen.get_by_role("link", name="Start echo")).to_have_count(0)
@@ -64,6 +65,6 @@ def test_operator_starts_a_template_and_a_viewer_cannot(
     r = httpx.post(
         f"{stack.url}/api/catalog/echo/start",
         json={"variables": {}},
-        headers={"Authorization": f"Bearer {stack.token('viewer')}"},
+        headers=stack_bearer(stack, "viewer"),
     )
     assert r.status_code == 403 and r.json()["right"] == "start"

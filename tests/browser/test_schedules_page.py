@@ -4,6 +4,7 @@ the field named, a good schedule is created, run now, and disabled."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -28,7 +29,8 @@ def test_create_run_now_and_disable_from_the_page(
     page.get_by_role("link", name="Schedules").click()
     expect(page.get_by_role("heading", name="New schedule")).to_be_visible()
 
-    page.get_by_label("Name", exact=True).fill("browser-made")
+    name = f"browser-made-{uuid.uuid4().hex[:6]}"  # the session's stack keeps schedules
+    page.get_by_label("Name", exact=True).fill(name)
     page.get_by_label("Cron line").fill("every tuesday")
     page.get_by_label("Job spec (JSON)").fill(json.dumps(SPEC))
     page.get_by_role("button", name="Create schedule").click()
@@ -39,7 +41,7 @@ def test_create_run_now_and_disable_from_the_page(
     page.get_by_label("Cron line").fill("")
     page.get_by_label("Interval (seconds)").fill("3600")
     page.get_by_role("button", name="Create schedule").click()
-    expect(page.get_by_role("heading", name="browser-made")).to_be_visible()
+    expect(page.get_by_role("heading", name=name)).to_be_visible()
     expect(page.locator(".facts")).to_contain_text("every 3600 s")
 
     page.get_by_role("button", name="Run now").click()
@@ -51,8 +53,8 @@ def test_create_run_now_and_disable_from_the_page(
     expect(runs.get_by_role("link", name="completed")).to_be_visible()
 
     page.get_by_role("button", name="Disable").click()
-    expect(page.get_by_role("heading", name="browser-made")).to_contain_text("disabled")
+    expect(page.get_by_role("heading", name=name)).to_contain_text("disabled")
     screenshot(page, "schedule-detail")
     page.get_by_role("link", name="Schedules").click()
-    expect(page.locator("table")).to_contain_text("browser-made")
+    expect(page.locator("table")).to_contain_text(name)
     screenshot(page, "schedules")

@@ -4,15 +4,16 @@ does) cancels the job and leaves no container behind; through the web app's
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.support.auth import stack_bearer
 from tests.support.docker import containers_of, finished, step, submit
-from tests.support.live import LiveStack, free_port, wait_until
+from tests.support.flower import JOBSYS_CLI, running_flower
+from tests.support.live import LiveStack, wait_until
 from webui import create_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
@@ -22,26 +23,8 @@ AUTH = ("ops", "flower-test-password")
 
 @pytest.fixture
 def flower(stack: LiveStack) -> Iterator[str]:
-    port = free_port()
-    name = f"flower-{port}"
-    proc = stack.spawn(
-        name,
-        [sys.executable, "-m", "jobsys.cli", "flower", "--address=127.0.0.1", f"--port={port}"],
-        FLOWER_BASIC_AUTH=":".join(AUTH),
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    wait_until(answers, 60, "Flower")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
-    del stack.processes[name]
+    with running_flower(stack, JOBSYS_CLI, FLOWER_BASIC_AUTH=":".join(AUTH)) as url:
+        yield url
 
 
 def revoke_in_flower(url: str, task_id: str, *, terminate: bool) -> None:
@@ -121,7 +104,7 @@ def test_terminate_through_the_proxy_cancels_the_docker_job_as_the_caller(
     answer = client.post(
         f"/flower/api/task/revoke/{task['id']}",
         data={"terminate": "true"},  # as Flower's Terminate button posts it
-        headers={"Authorization": f"Bearer {stack.token('operator')}"},
+        headers=stack_bearer(stack, "operator"),
     )
     assert answer.status_code == 200 and answer.json["job_id"] == job_id
     job = finished(stack, job_id, timeout=30)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,19 +74,18 @@ def test_a_stricter_worker_refuses_what_the_web_app_accepted() -> None:
     assert refused_here(spec, Settings(docker_allow_network=True)) is None
 
 
-#: The same image under a second name, which the web app's list (jobsys/*) allows
-#: and the narrow worker's does not.
-OTHER_NAME = "jobsys/busybox:not-on-the-worker-list"
-
-
 @pytest.fixture
 def other_name() -> Iterator[str]:
+    """The same image under a second name, which the web app's list (jobsys/*)
+    allows and the narrow worker's does not; a tag of this run's own, since the
+    Docker engine is shared and another run removes its tag when it ends."""
+    name = f"jobsys/busybox:not-on-the-worker-list-{uuid.uuid4().hex[:8]}"
     with contextlib.closing(docker.from_env()) as client:
-        client.images.get(BUSYBOX_IMAGE).tag(OTHER_NAME)
+        client.images.get(BUSYBOX_IMAGE).tag(name)
         try:
-            yield OTHER_NAME
+            yield name
         finally:
-            client.images.remove(OTHER_NAME)  # the tag only: the image keeps its own
+            client.images.remove(name)  # the tag only: the image keeps its own
 
 
 @pytest.fixture

@@ -10,27 +10,18 @@ import pytest
 import redis
 
 from tests.support.docker import finished, step, submit
-from tests.support.live import LiveStack, RedisServer, free_port, start_stack
+from tests.support.live import LiveStack, RedisServer, private_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def restartable(tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
+    yield from private_stack(tmp_path, "restart")
 
 
-@pytest.fixture
-def private_stack(own_redis: RedisServer, tmp_path: Path) -> Iterator[LiveStack]:
-    db = f"sqlite:///{tmp_path / 'jobsys.db'}"
-    yield from start_stack("restart", db, own_redis.url, tmp_path)
-
-
-def test_logs_survive_a_redis_restart(private_stack: LiveStack, own_redis: RedisServer) -> None:
-    stack = private_stack
+def test_logs_survive_a_redis_restart(restartable: tuple[LiveStack, RedisServer]) -> None:
+    stack, own_redis = restartable
     job_id = submit(stack, step("for i in 1 2 3; do echo line $i; done; sleep 0.2; echo oops >&2"))
     assert finished(stack, job_id)["status"] == "completed"
 

@@ -5,13 +5,11 @@ than item blobs, and ``control terminate`` of a chunk cancels its job."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.support.live import LiveStack, wait_until
+from tests.support.live import CELERY, LiveStack, run_in, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +22,7 @@ def slow(x: int) -> int:
 
 
 def celery(stack: LiveStack, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", *args],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_in(stack, *CELERY, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -38,7 +30,7 @@ def celery(stack: LiveStack, *args: str) -> str:
 def test_status_inspect_events_and_terminate(stack: LiveStack) -> None:
     events = stack.spawn(
         f"events-{stack.name}",
-        [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "events", "--dump"],
+        [*CELERY, "events", "--dump"],
     )
     assert f"it-{stack.name}@" in celery(stack, "status")
     with stack.client() as c:

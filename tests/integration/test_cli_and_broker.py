@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,29 +11,13 @@ from jobsys import Client, PermissionDenied, service
 from jobsys.auth import SYSTEM
 from jobsys.broker.canvas import RUN_FUNCTION_CHUNK
 from jobsys.states import JobStatus
-from tests.support.live import LiveStack
+from tests.support.live import JOBSYS, LiveStack, run_in
 
 pytestmark = pytest.mark.integration
 
 
 def test_token_create_prints_a_working_token(stack: LiveStack) -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jobsys.cli",
-            "token",
-            "create",
-            "--role",
-            "viewer",
-            "--name",
-            "from-cli",
-        ],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_in(stack, *JOBSYS, "token", "create", "--role", "viewer", "--name", "from-cli")
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     assert token.startswith("jst_")
@@ -43,13 +25,7 @@ def test_token_create_prints_a_working_token(stack: LiveStack) -> None:
         assert viewer.stats()["broker"] == "ok"
         with pytest.raises(PermissionDenied, match="'submit' right"):
             viewer.run_docker("jobsys/busybox:local", ["true"])
-    bad = subprocess.run(
-        [sys.executable, "-m", "jobsys.cli", "token", "create", "--role", "root"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = run_in(stack, *JOBSYS, "token", "create", "--role", "root")
     assert bad.returncode == 2 and "root" in bad.stderr
 
 

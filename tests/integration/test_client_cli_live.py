@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import CancelledError, as_completed
 from pathlib import Path
 
@@ -90,18 +91,19 @@ def test_executor_is_a_drop_in_for_concurrent_futures(stack: LiveStack) -> None:
 def test_cli_reads_with_tables_and_json(stack: LiveStack, tmp_path: Path) -> None:
     items = tmp_path / "items.json"
     items.write_text(json.dumps([1, 4, 9, 16]))
+    tag = f"cli-{uuid.uuid4().hex[:6]}"  # ours alone: the session's stack keeps other jobs
     mapped = jobsys_cli(
-        stack, "map", "math:sqrt", "--items", str(items), "--tag", "cli", "--wait", "--results"
+        stack, "map", "math:sqrt", "--items", str(items), "--tag", tag, "--wait", "--results"
     )
     assert mapped.returncode == 0, mapped.stderr
     assert [json.loads(line) for line in mapped.stdout.splitlines()] == [1.0, 2.0, 3.0, 4.0]
 
-    listed = jobsys_cli(stack, "jobs", "--tag", "cli", "--json")
+    listed = jobsys_cli(stack, "jobs", "--tag", tag, "--json")
     assert listed.returncode == 0, listed.stderr
     found = json.loads(listed.stdout)
-    assert found[0]["name"] == "map math:sqrt" and found[0]["tags"] == ["cli"]
+    assert found[0]["name"] == "map math:sqrt" and found[0]["tags"] == [tag]
     job_id = found[0]["id"]
-    table = jobsys_cli(stack, "jobs", "--tag", "cli", "--limit", "5")
+    table = jobsys_cli(stack, "jobs", "--tag", tag, "--limit", "5")
     assert table.stdout.splitlines()[0].split()[:3] == ["ID", "STATUS", "TASKS"]
     assert job_id[:12] in table.stdout and "completed" in table.stdout
 

@@ -6,9 +6,7 @@ an operator), and a revoke cancels its job as the caller."""
 from __future__ import annotations
 
 import http.client
-import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,68 +15,53 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from flask.testing import FlaskClient
+from flask import Flask
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.context import Context
 from jobsys.stack import flower_basic_auth
-from tests.support.live import LiveStack, free_port, wait_until
+from tests.support.auth import new_token, sign_in, stack_bearer
+from tests.support.examples import EXAMPLES
+from tests.support.flower import BEHIND_PROXY, running_flower
+from tests.support.live import LiveStack, wait_until
 from webui import create_app
-
-EXAMPLES = Path(__file__).parents[2] / "jobs"
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def proxied(stack: LiveStack) -> Iterator[tuple[FlaskClient, str]]:
-    """One Flower per stack for the module (it takes a few seconds to start)."""
-    port = free_port()
-    name = f"flower-proxied-{port}"
-    proc = stack.spawn(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "jobsys.flower",
-            "--address=127.0.0.1",
-            f"--port={port}",
-            "--url_prefix=flower",
-        ],
-        FLOWER_BASIC_AUTH=flower_basic_auth(stack.settings),
-    )
-    direct = f"http://127.0.0.1:{port}/flower"
-    wait_until(
-        lambda: httpx.get(f"{direct}/healthcheck", timeout=2).status_code == 200, 60, "Flower"
-    )
-    settings = replace(stack.settings, flower_port=port)
-    ctx = Context(settings=settings, sessions=stack.ctx.sessions, dispatcher=stack.ctx.dispatcher)
-    yield create_app(context=ctx).test_client(), direct
-    proc.terminate()
-    proc.wait(timeout=15)
-    del stack.processes[name]
-
-
-def bearer(stack: LiveStack, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {stack.token(role)}"}
+def proxied(stack: LiveStack) -> Iterator[tuple[Flask, str]]:
+    """One Flower per stack for the module (it takes a few seconds to start):
+    the web app that proxies to it, and its own address. Each test makes its
+    own client of the app, so no test sees another's session cookie."""
+    basic_auth = flower_basic_auth(stack.settings)
+    with running_flower(
+        stack, BEHIND_PROXY, url_prefix="flower", FLOWER_BASIC_AUTH=basic_auth
+    ) as direct:
+        settings = replace(stack.settings, flower_port=urlsplit(direct).port)
+        ctx = Context(
+            settings=settings, sessions=stack.ctx.sessions, dispatcher=stack.ctx.dispatcher
+        )
+        yield create_app(context=ctx), direct
 
 
 def test_flower_through_the_proxy_follows_roles(
-    stack: LiveStack, proxied: tuple[FlaskClient, str]
+    stack: LiveStack, proxied: tuple[Flask, str]
 ) -> None:
-    client, direct = proxied
+    app, direct = proxied
+    client = app.test_client()
     assert httpx.get(f"{direct}/metrics", timeout=10).status_code == 401  # its own door is shut
     assert client.get("/flower/api/workers").status_code == 302  # to the sign-in page
 
     def workers() -> dict[str, object]:
-        answer = client.get("/flower/api/workers?refresh=1", headers=bearer(stack, "viewer"))
+        answer = client.get("/flower/api/workers?refresh=1", headers=stack_bearer(stack, "viewer"))
         assert answer.status_code == 200
         return answer.json
 
     found = wait_until(workers, 30, "Flower to list the worker")
     assert any(name.startswith(f"it-{stack.name}@") for name in found)
-    metrics = client.get("/flower/metrics", headers=bearer(stack, "viewer"))
+    metrics = client.get("/flower/metrics", headers=stack_bearer(stack, "viewer"))
     assert metrics.status_code == 200 and b"flower_worker_online" in metrics.data
 
     # Flower shows our tasks by job, step and chunk, not as opaque item blobs
@@ -86,28 +69,25 @@ def test_flower_through_the_proxy_follows_roles(
         job = c.map(abs, [-1, -2], chunk_size=1).wait(timeout=60)
 
     def shown() -> bool:
-        tasks = client.get("/flower/api/tasks?limit=200", headers=bearer(stack, "viewer")).json
+        tasks = client.get(
+            "/flower/api/tasks?limit=200", headers=stack_bearer(stack, "viewer")
+        ).json
         return any(f"job={job.id}" in str(t.get("args")) for t in tasks.values())
 
     wait_until(shown, 30, "Flower to list the job's tasks by job id")
 
     # a task that is no jobsys job's: Flower's revoke, for an admin only
     revoke = "/flower/api/task/revoke/0f0f0f0f-0000-0000-0000-000000000000"
-    assert client.post(revoke, headers=bearer(stack, "viewer")).json["right"] == "cancel"
-    assert client.post(revoke, headers=bearer(stack, "operator")).json["right"] == "admin"
-    answer = client.post(revoke, headers=bearer(stack, "admin"))
+    assert client.post(revoke, headers=stack_bearer(stack, "viewer")).json["right"] == "cancel"
+    assert client.post(revoke, headers=stack_bearer(stack, "operator")).json["right"] == "admin"
+    answer = client.post(revoke, headers=stack_bearer(stack, "admin"))
     assert answer.status_code == 200 and "Revoked" in answer.json["message"]
     send = "/flower/api/task/send-task/jobsys.reap_orphans"
-    denied = client.post(send, headers=bearer(stack, "developer"))
+    denied = client.post(send, headers=stack_bearer(stack, "developer"))
     assert denied.status_code == 403 and denied.json["right"] == "admin"
 
     # a signed-in page session sees Flower's own pages
-    token = service.create_token(stack.ctx, SYSTEM, name="flower-viewer", role="viewer").token
-    form = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
-    assert csrf is not None
-    signed_in = client.post("/login", data={"token": token, "csrf_token": csrf.group(1)})
-    assert signed_in.status_code == 302
+    sign_in(client, new_token(stack.ctx, "viewer", name="flower-viewer"))
     page = client.get("/flower/workers")
     assert page.status_code == 200 and b"Flower" in page.data
     # the tasks page asks for its rows by POST, from our own origin: Flower answers;
@@ -134,14 +114,14 @@ def our_worker(stack: LiveStack) -> str:
 
 
 def test_a_path_that_hides_another_route_never_reaches_worker_control(
-    stack: LiveStack, proxied: tuple[FlaskClient, str]
+    stack: LiveStack, proxied: tuple[Flask, str]
 ) -> None:
     """The reported hole: an operator's ``task/revoke/../../worker/pool/grow/...``
     grew the pool (httpx removed the dot segments after the right was decided)."""
-    client, _ = proxied
+    client = proxied[0].test_client()
     worker = our_worker(stack)
     before = pool_size(stack, worker)
-    operator = bearer(stack, "operator")
+    operator = stack_bearer(stack, "operator")
     hidden = [
         f"/flower/api/task/revoke/../../worker/pool/grow/{worker}?n=1",
         f"/flower/api/task/revoke/%2e%2e/%2e%2e/worker/pool/grow/{worker}?n=1",
@@ -169,7 +149,7 @@ def test_a_path_that_hides_another_route_never_reaches_worker_control(
     grow = f"/flower/api/worker/pool/grow/{worker}?n=1"
     denied = client.post(grow, headers=operator)
     assert denied.status_code == 403 and denied.json["right"] == "admin"
-    admin = bearer(stack, "admin")
+    admin = stack_bearer(stack, "admin")
     assert client.post(grow, headers=admin).status_code == 200
     try:
         wait_until(lambda: pool_size(stack, worker) == before + 1, 30, "the pool to grow")
@@ -209,19 +189,19 @@ def cancellers(stack: LiveStack, job_id: str) -> list[str]:
 
 
 def test_a_revoke_through_the_proxy_is_the_jobs_cancel_as_the_caller(
-    stack: LiveStack, proxied: tuple[FlaskClient, str], guarded_catalog: str
+    stack: LiveStack, proxied: tuple[Flask, str], guarded_catalog: str
 ) -> None:
-    client, _ = proxied
+    client = proxied[0].test_client()
     job = service.start_template(stack.ctx, Principal("otto", "operator"), guarded_catalog, {})
     task_id = running_task(stack, job.id)
     terminate = f"/flower/api/task/revoke/{task_id}?terminate=true"
     # the template lets only admins stop its jobs, through Flower as with the Cancel button
-    denied = client.post(terminate, headers=bearer(stack, "operator"))
+    denied = client.post(terminate, headers=stack_bearer(stack, "operator"))
     assert denied.status_code == 403
     assert "lets only the roles admin stop its jobs" in denied.json["message"]
     assert service.get_job(stack.ctx, SYSTEM, job.id).status == "running"
     started = time.monotonic()
-    answer = client.post(terminate, headers=bearer(stack, "admin"))
+    answer = client.post(terminate, headers=stack_bearer(stack, "admin"))
     assert answer.status_code == 200 and answer.json["job_id"] == job.id
     done = service.get_job(stack.ctx, SYSTEM, job.id)
     assert done.status == "cancelled"
@@ -242,7 +222,9 @@ def test_a_revoke_through_the_proxy_is_the_jobs_cancel_as_the_caller(
     with stack.client() as c:
         plain = c.map(time.sleep, [60], chunk_size=1)
     task_id = running_task(stack, plain.id)
-    answer = client.post(f"/flower/api/task/revoke/{task_id}", headers=bearer(stack, "operator"))
+    answer = client.post(
+        f"/flower/api/task/revoke/{task_id}", headers=stack_bearer(stack, "operator")
+    )
     assert answer.status_code == 200
     assert service.get_job(stack.ctx, SYSTEM, plain.id).status == "cancelled"
     assert cancellers(stack, plain.id) == ["test-operator"]

@@ -27,7 +27,8 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.runtime import build_context
 from jobsys.service.leases import TaskLease, task_lease
-from tests.support.services import REDIS_URL, redis_url, require_redis
+from tests.support.fixtures import make_settings
+from tests.support.services import redis_url, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +51,7 @@ def hold(settings: Settings, task_id: str, says: Connection) -> None:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     require_redis()
-    return Settings.from_env(
-        {},
-        redis_url=REDIS_URL,
-        database_url=f"sqlite:///{tmp_path / 'jobsys.db'}",
-        secret_key="lease-test-secret",
-        data_dir=str(tmp_path),
-        task_lease_ttl_s=TTL_S,
-    )
+    return make_settings(tmp_path, redis_url=redis_url("leases"), task_lease_ttl_s=TTL_S)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from tests.support.auth import bearer_of
 from tests.support.live import free_port, wait_until
 from tests.support.services import missing
 
@@ -121,7 +122,7 @@ def test_make_run_starts_a_password_redis_and_stops_everything(tmp_path: Path) -
         def workers_online() -> bool:
             answer = httpx.get(
                 f"http://127.0.0.1:{web_port}/api/workers",
-                headers={"Authorization": f"Bearer {token}"},
+                headers=bearer_of(token),
                 timeout=10,
             )
             online = [w for w in answer.json()["workers"] if w.get("state") == "online"]

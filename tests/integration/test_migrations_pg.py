@@ -21,12 +21,12 @@ from jobsys.context import Context
 from jobsys.store.db import make_engine, make_session_factory
 from jobsys.store.models import Base
 from jobsys.store.schema import Upgrade, current_revision, head, upgrade_schema
+from tests.support.fixtures import make_settings
 from tests.support.migration_data import (
+    at_0001_with_data,
     check_app_works,
-    check_code_owner_backfilled,
-    check_tags_backfilled,
-    seed_0001,
-    snapshot,
+    check_rows_kept,
+    from_before_migrations,
 )
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
@@ -46,12 +46,7 @@ def _drop_schema() -> None:
 def settings(tmp_path: Path) -> Iterator[Settings]:
     require_postgres()
     _drop_schema()
-    yield Settings.from_env(
-        {},
-        data_dir=str(tmp_path),
-        database_url=postgres_schema_url(SCHEMA),
-        secret_key="integration-secret-key-0123456789",
-    )
+    yield make_settings(tmp_path, database_url=postgres_schema_url(SCHEMA))
     _drop_schema()
 
 
@@ -60,13 +55,6 @@ def engine(settings: Settings) -> Iterator[Engine]:
     found = make_engine(settings.database_url)
     yield found
     found.dispose()
-
-
-def at_0001_with_data(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
-    upgrade_schema(engine, "0001")
-    with engine.begin() as conn:
-        seed_0001(conn)
-        return snapshot(conn)
 
 
 def check_at_head(engine: Engine) -> None:
@@ -94,9 +82,7 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
     done = upgrade_schema(engine)
     assert (done.before, done.after) == ("0001", head())
     with engine.connect() as conn:
-        assert snapshot(conn) == before
-        check_tags_backfilled(conn)
-        check_code_owner_backfilled(conn)
+        check_rows_kept(conn, before)
     check_at_head(engine)
     sessions = make_session_factory(settings)
     try:
@@ -108,15 +94,11 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
 def test_a_database_from_before_migrations_is_recognised_and_upgraded(
     settings: Settings, engine: Engine
 ) -> None:
-    before = at_0001_with_data(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE alembic_version"))
+    before = from_before_migrations(engine)
     done = upgrade_schema(engine)
     assert (done.before, done.after, done.adopted) == ("0001", head(), "0001")
     with engine.connect() as conn:
-        assert snapshot(conn) == before
-        check_tags_backfilled(conn)
-        check_code_owner_backfilled(conn)
+        check_rows_kept(conn, before)
     check_at_head(engine)
 
 

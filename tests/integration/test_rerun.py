@@ -12,6 +12,7 @@ from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.stack import web_command
 from jobsys.store.models import Job
+from tests.support.auth import stack_bearer
 from tests.support.live import LiveStack, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def test_a_narrowed_allow_list_refuses_rerun_resume_and_run_now(stack: LiveStack
     narrowed = f"http://127.0.0.1:{port}"
     wait_until(lambda: httpx.get(f"{narrowed}/api/stats").status_code == 401, 30, "the web app")
     before = jobs(stack)
-    headers = {"Authorization": f"Bearer {stack.token('developer')}"}
+    headers = stack_bearer(stack, "developer")
     with httpx.Client(base_url=narrowed, headers=headers, timeout=30) as http:
         for path in (
             f"/api/jobs/{old.id}/rerun",

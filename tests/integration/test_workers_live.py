@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
+import uuid
 
 import pytest
 
-from tests.support.live import LiveStack, wait_until
+from tests.support.live import LiveStack, wait_until, worker_argv
 
 pytestmark = pytest.mark.integration
 
@@ -25,26 +25,8 @@ pytestmark = pytest.mark.integration
 # Heartbeats live in Redis, whatever the database: one stack is enough.
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_a_killed_worker_is_shown_lost(stack: LiveStack) -> None:
-    name = f"extra-{stack.name}"
-    proc = stack.spawn(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "jobsys.celery_app",
-            "worker",
-            "-Q",
-            "python",
-            "-c",
-            "1",
-            "-n",
-            f"{name}@%h",
-            "-l",
-            "INFO",
-        ],
-    )
+    name = f"extra{uuid.uuid4().hex[:6]}-{stack.name}"  # no earlier run's heartbeat
+    proc = stack.spawn(name, worker_argv(f"{name}@%h", queues="python", concurrency=1))
 
     def state_of(prefix: str) -> str | None:
         with stack.client("viewer") as c:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support.live import RedisServer, free_port, start_stack, wait_until
+from tests.support.live import CELERY, private_stack, wait_until
 from tests.support.redis_bounds import census, check_bounded
 from tests.support.services import BUSYBOX_IMAGE
 
@@ -47,23 +47,12 @@ def spec(i: int) -> dict[str, object]:
 
 def main(jobs: int) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="jobsys-soak-"))
-    server = RedisServer(free_port(), tmp)
-    server.start()
-    stack_gen = start_stack(
-        "soak",
-        f"sqlite:///{tmp / 'jobsys.db'}",
-        server.url,
-        tmp,
-        result_ttl_s=TTL_S,
-        events_ttl_s=TTL_S,
-    )
-    stack = next(stack_gen)
+    stack_gen = private_stack(tmp, "soak", result_ttl_s=TTL_S, events_ttl_s=TTL_S)
+    stack, server = next(stack_gen)
     # Beat runs the housekeeping a real deployment has: above all the lost-task
     # sweep, which settles a step whose chord counter expired before its last
     # chunk ran (with 60 s result TTLs and a backlog of minutes, many do).
-    stack.spawn(
-        "beat", [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "beat", "-l", "INFO"]
-    )
+    stack.spawn("beat", [*CELERY, "beat", "-l", "INFO"])
     try:
         client = redis.Redis.from_url(server.url)
         before = census(client)
@@ -91,8 +80,7 @@ def main(jobs: int) -> int:
         wait_until(lambda: not list(client.scan_iter("celery-taskset-meta-*.c")), 330, "claims")
         settled_after = check_bounded(client, workers_seen=1)
     finally:
-        stack_gen.close()
-        server.stop()
+        stack_gen.close()  # stops the stack, then its redis-server
     mib = 1024 * 1024
     print(f"soak: {jobs:,} jobs submitted in {submitted:.0f} s, all ended by {ran:.0f} s: {counts}")
     print(f"  Redis before:            {before.describe()}")

@@ -32,12 +32,11 @@ from sqlalchemy import update
 
 from jobsys import service
 from jobsys.auth import SYSTEM
-from jobsys.broker.dispatch import MemoryDispatcher
-from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.store.db import make_session_factory
 from jobsys.store.models import Token
-from tests.support.examples import EXAMPLES, IMAGES
+from tests.support.auth import bearer_of
+from tests.support.examples import EXAMPLES
+from tests.support.fixtures import make_context, make_settings
 from webui import create_app
 from webui.openapi import document
 
@@ -67,21 +66,15 @@ class Target:
             session.execute(update(Token).where(Token.id == self.token_id).values(revoked_at=None))
         # identity: werkzeug's test transport hands gzip answers back still packed
         # (HTTP clients unpack them; tests/unit/test_compression.py covers gzip).
-        return {"Authorization": f"Bearer {self.token}", "Accept-Encoding": "identity"}
+        return {**bearer_of(self.token), "Accept-Encoding": "identity"}
 
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    settings_ = Settings.from_env(
-        {},
-        data_dir=str(tmp_path_factory.mktemp("fuzz")),
-        secret_key="reliability-secret-key-0123456789",
-        docker_images=IMAGES,
-        catalog_dir=str(EXAMPLES),
-        max_payload_bytes=256 * 1024,
-        outbox_grace_s=0.0,
+    settings_ = make_settings(
+        tmp_path_factory.mktemp("fuzz"), catalog_dir=str(EXAMPLES), max_payload_bytes=256 * 1024
     )
-    ctx = Context(settings_, make_session_factory(settings_), MemoryDispatcher())
+    ctx = make_context(settings_)
     service.reload_catalog(ctx, SYSTEM)
     issued = service.create_token(ctx, SYSTEM, name="fuzzer", role="admin")
     token_id = next(t.id for t in service.list_tokens(ctx, SYSTEM) if t.name == "fuzzer")

@@ -28,10 +28,8 @@ from sqlalchemy import create_engine, func, select, text, update
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.broker.dispatch import MemoryDispatcher
-from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.states import JobStatus
-from jobsys.store.db import make_session_factory
 from jobsys.store.models import (
     CatalogEntry,
     IdempotencyKey,
@@ -42,14 +40,17 @@ from jobsys.store.models import (
     Token,
     User,
 )
-from tests.support.auth import csrf_of
-from tests.support.examples import EXAMPLES, IMAGES
+from tests.support.auth import bearer_of, csrf_of
+from tests.support.examples import EXAMPLES
+from tests.support.fixtures import make_context, make_settings
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 from webui import create_app
 
 LIMIT = 1_000_000  # JOBSYS_MAX_PAYLOAD_BYTES for these cases
 MAX_ITEMS = 1000
-OK_STEP = {"kind": "docker", "image": "jobsys/busybox:local", "command": ["true"]}
+PASSWORD = "long enough pw"
+BUSYBOX = "jobsys/busybox:local"
+OK_STEP = {"kind": "docker", "image": BUSYBOX, "command": ["true"]}
 #: ``"json"`` not given: the case sends no JSON body.
 NO_JSON = object()
 
@@ -102,6 +103,23 @@ def submit(id: str, body: Any, status: int, says: str, **extra: Any) -> Case:
 
 def submit_raw(id: str, raw: bytes, status: int, says: str, **extra: Any) -> Case:
     return Case(id, "POST", "/api/jobs", status, says, raw=raw, **extra)
+
+
+def as_admin(id: str, method: str, path: str, status: int, says: str, **extra: Any) -> Case:
+    return Case(id, method, path, status, says, auth="admin", **extra)
+
+
+def page_form(id: str, path: str, says: str, **form: str) -> Case:
+    """A form posted from the signed-in admin's page session, with its CSRF token."""
+    return Case(id, "POST", path, 400, says, auth="page", csrf=True, form=form or None)
+
+
+def form_without_csrf(id: str, path: str, says: str, **form: str) -> Case:
+    return Case(id, "POST", path, 400, says, auth="page", form=form or None)
+
+
+def new_user(id: str, says: str, **body: Any) -> Case:
+    return Case(id, "POST", "/api/users", 400, says, json=body, auth="admin")
 
 
 def new_schedule(id: str, body: Any, says: str) -> Case:
@@ -186,23 +204,21 @@ CASES = [
         headers={"Content-Encoding": "gzip"},
     ),
     # a route that carries no spec takes 64 KiB (JOBSYS_MAX_JSON_BODY_BYTES), inflated too
-    Case(
+    as_admin(
         "token-body-over-64-kib",
         "POST",
         "/api/tokens",
         413,
         "JOBSYS_MAX_JSON_BODY_BYTES",
         raw=json.dumps({"name": "t", "role": "viewer", "pad": "x" * 70_000}).encode(),
-        auth="admin",
     ),
-    Case(
+    as_admin(
         "user-gzip-over-64-kib",
         "POST",
         "/api/users",
         413,
         "inflated, the request is over 65536 bytes",
         raw=gzip.compress(b" " * 100_000 + b"{}"),
-        auth="admin",
         headers={"Content-Encoding": "gzip"},
     ),
     Case(
@@ -306,14 +322,13 @@ CASES = [
     new_schedule("cron-and-interval", schedule(interval_s=60), "not both"),
     new_schedule("interval-zero", {**schedule(interval_s=0), "cron": None}, "at least 1"),
     new_schedule("interval-huge", {**schedule(interval_s=1e300), "cron": None}, "(a year)"),
-    Case(
+    as_admin(
         "interval-nan",
         "POST",
         "/api/schedules",
         400,
         "whole number of seconds",
         raw=b'{"name": "n", "interval_s": NaN, "spec": {"name": "x", "steps": []}}',
-        auth="admin",
     ),
     new_schedule("timezone-unknown", schedule(timezone="Mars/Olympus"), "unknown time zone"),
     new_schedule("timezone-traversal", schedule(timezone="../../etc/passwd"), "unknown time zone"),
@@ -396,85 +411,41 @@ CASES = [
     Case("audit-per-page", "GET", "/api/audit?per_page=100000", 400, "1 to 500", auth="admin"),
     Case("job-id-nul", "GET", "/api/jobs/%00", 400, "NUL characters"),
     # -- users, tokens, state -------------------------------------------------------
-    Case(
-        "user-unknown-role",
-        "POST",
-        "/api/users",
-        400,
-        "unknown role 'god'",
-        auth="admin",
-        json={"name": "zed", "password": "long enough pw", "role": "god"},
+    new_user("user-unknown-role", "unknown role 'god'", name="zed", password=PASSWORD, role="god"),
+    new_user("user-short-password", "at least 8", name="zed", password="short", role="viewer"),
+    new_user("user-name-null", "give text", name=None, password=PASSWORD, role="viewer"),
+    new_user(
+        "user-exists", "a user named 'ada' exists", name="ada", password=PASSWORD, role="viewer"
     ),
-    Case(
-        "user-short-password",
-        "POST",
-        "/api/users",
-        400,
-        "at least 8",
-        auth="admin",
-        json={"name": "zed", "password": "short", "role": "viewer"},
-    ),
-    Case(
-        "user-name-null",
-        "POST",
-        "/api/users",
-        400,
-        "give text",
-        auth="admin",
-        json={"name": None, "password": "long enough pw", "role": "viewer"},
-    ),
-    Case(
-        "user-exists",
-        "POST",
-        "/api/users",
-        400,
-        "a user named 'ada' exists",
-        auth="admin",
-        json={"name": "ada", "password": "long enough pw", "role": "viewer"},
-    ),
-    Case(
+    as_admin(
         "user-disabled-text",
         "PATCH",
         "/api/users/ada",
         400,
         "true or false",
-        auth="admin",
         json={"disabled": "yes"},
     ),
-    Case(
+    as_admin(
         "user-password-number",
         "PATCH",
         "/api/users/ada",
         400,
         "give text",
-        auth="admin",
         json={"password": 12345678},
     ),
-    Case(
-        "user-unknown",
-        "PATCH",
-        "/api/users/nobody",
-        404,
-        "no user named",
-        auth="admin",
-        json={"role": "viewer"},
+    as_admin(
+        "user-unknown", "PATCH", "/api/users/nobody", 404, "no user named", json={"role": "viewer"}
     ),
-    Case(
+    as_admin(
         "token-unknown-role",
         "POST",
         "/api/tokens",
         400,
         "unknown role 'root'",
-        auth="admin",
         json={"name": "bot", "role": "root"},
     ),
-    Case(
-        "token-id-huge",
-        "POST",
-        "/api/tokens/" + "9" * 25 + "/revoke",
-        404,
-        "no token with id",
-        auth="admin",
+    as_admin(
+        "token-id-huge", "POST", "/api/tokens/" + "9" * 25 + "/revoke", 404, "no token with id"
     ),
     Case("cancel-finished-job", "POST", "/api/jobs/{job}/cancel", 409, "only queued or running"),
     Case("resume-finished-job", "POST", "/api/jobs/{job}/resume", 409, "only failed or cancelled"),
@@ -492,52 +463,24 @@ CASES = [
     Case("method-not-allowed", "PUT", "/api/jobs", 405, "method is not allowed", json={}),
     Case("no-such-route", "GET", "/api/nothing-here", 404, "not found"),
     # -- HTML forms: no CSRF token, and bad fields with one -----------------------
-    Case(
-        "form-submit-no-csrf",
-        "POST",
-        "/jobs/new",
-        400,
-        "CSRF token is missing",
-        auth="page",
-        form={"image": "jobsys/busybox:local", "command": "true"},
+    form_without_csrf(
+        "form-submit-no-csrf", "/jobs/new", "CSRF token is missing", image=BUSYBOX, command="true"
     ),
-    Case(
-        "form-schedule-no-csrf",
-        "POST",
-        "/schedules",
-        400,
-        "CSRF token is missing",
-        auth="page",
-        form={"name": "x", "cron": "* * * * *"},
+    form_without_csrf(
+        "form-schedule-no-csrf", "/schedules", "CSRF token is missing", name="x", cron="* * * * *"
     ),
-    Case(
+    form_without_csrf(
         "form-add-user-no-csrf",
-        "POST",
         "/users",
-        400,
         "CSRF token is missing",
-        auth="page",
-        form={"name": "mallory", "password": "long enough pw", "role": "admin"},
+        name="mallory",
+        password=PASSWORD,
+        role="admin",
     ),
-    Case("form-cancel-no-csrf", "POST", "/jobs/{job}/cancel", 400, "CSRF token", auth="page"),
-    Case("form-revoke-no-csrf", "POST", "/tokens/1/revoke", 400, "CSRF token", auth="page"),
-    Case(
-        "form-delete-schedule-no-csrf",
-        "POST",
-        "/schedules/seeded/delete",
-        400,
-        "CSRF token",
-        auth="page",
-    ),
-    Case(
-        "form-start-template-no-csrf",
-        "POST",
-        "/catalog/echo",
-        400,
-        "CSRF token",
-        auth="page",
-        form={"times": "2"},
-    ),
+    form_without_csrf("form-cancel-no-csrf", "/jobs/{job}/cancel", "CSRF token"),
+    form_without_csrf("form-revoke-no-csrf", "/tokens/1/revoke", "CSRF token"),
+    form_without_csrf("form-delete-schedule-no-csrf", "/schedules/seeded/delete", "CSRF token"),
+    form_without_csrf("form-start-template-no-csrf", "/catalog/echo", "CSRF token", times="2"),
     Case(
         "form-login-no-csrf",
         "POST",
@@ -547,55 +490,33 @@ CASES = [
         auth=None,
         form={"name": "ada", "password": "long enough pw"},
     ),
-    Case(
-        "form-image-not-allowed",
-        "POST",
-        "/jobs/new",
-        400,
-        "not allowed",
-        auth="page",
-        csrf=True,
-        form={"image": "ubuntu", "command": "true"},
-    ),
-    Case(
+    page_form("form-image-not-allowed", "/jobs/new", "not allowed", image="ubuntu", command="true"),
+    page_form(
         "form-env-line",
-        "POST",
         "/jobs/new",
-        400,
         "write NAME=value",
-        auth="page",
-        csrf=True,
-        form={"image": "jobsys/busybox:local", "command": "true", "env": "no equals sign"},
+        image=BUSYBOX,
+        command="true",
+        env="no equals sign",
     ),
-    Case(
-        "form-nul-name",
-        "POST",
-        "/jobs/new",
-        400,
-        "NUL characters",
-        auth="page",
-        csrf=True,
-        form={"name": "a\x00b", "image": "jobsys/busybox:local", "command": "true"},
+    page_form(
+        "form-nul-name", "/jobs/new", "NUL characters", name="a\x00b", image=BUSYBOX, command="true"
     ),
-    Case(
+    page_form(
         "form-schedule-garbage",
-        "POST",
         "/schedules",
-        400,
         "never fires",
-        auth="page",
-        csrf=True,
-        form={"name": "x", "cron": "0 0 30 2 *", "spec": json.dumps(job())},
+        name="x",
+        cron="0 0 30 2 *",
+        spec=json.dumps(job()),
     ),
-    Case(
+    page_form(
         "form-schedule-spec-json",
-        "POST",
         "/schedules",
-        400,
         "not valid JSON",
-        auth="page",
-        csrf=True,
-        form={"name": "x", "cron": "* * * * *", "spec": "{nope"},
+        name="x",
+        cron="* * * * *",
+        spec="{nope",
     ),
 ]
 
@@ -633,19 +554,15 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def door(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Door]:
-    settings = Settings.from_env(
-        {},
+    settings = make_settings(
+        tmp_path_factory.mktemp("hostile"),
         database_url=database_url,
-        data_dir=str(tmp_path_factory.mktemp("hostile")),
-        secret_key="reliability-secret-key-0123456789",
-        docker_images=IMAGES,
         catalog_dir=str(EXAMPLES),
         max_payload_bytes=LIMIT,
         max_items=MAX_ITEMS,
-        outbox_grace_s=0.0,
     )
     dispatcher = MemoryDispatcher()
-    ctx = Context(settings, make_session_factory(settings), dispatcher)
+    ctx = make_context(settings, dispatcher)
     service.reload_catalog(ctx, SYSTEM)
     tokens = {
         role: service.create_token(ctx, SYSTEM, name=role, role=role).token
@@ -719,7 +636,7 @@ def send(door: Door, case: Case) -> tuple[int, str, bool]:
     headers = dict(case.headers)
     client = door.page if case.auth == "page" else door.app.test_client()
     if case.auth not in (None, "page"):
-        headers.setdefault("Authorization", f"Bearer {door.tokens[case.auth]}")
+        headers = {**bearer_of(door.tokens[case.auth]), **headers}
     kwargs: dict[str, Any] = {"headers": headers}
     if case.raw is not None:
         headers.setdefault("Content-Type", "application/json")

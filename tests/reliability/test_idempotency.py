@@ -33,7 +33,8 @@ from jobsys.errors import IdempotencyMismatch
 from jobsys.service import idempotency
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import IdempotencyKey, Job, Step, utcnow
-from tests.support.auth import bearer
+from tests.support.auth import bearer, bearer_of
+from tests.support.fixtures import make_settings
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
 
 SPEC = {
@@ -185,7 +186,7 @@ def test_the_client_and_the_cli_pass_the_key_on(
         client._http = httpx.Client(
             transport=httpx.WSGITransport(app=app),
             base_url="http://jobsys.test",
-            headers={"Authorization": f"Bearer {token}"},
+            headers=bearer_of(token),
         )
         return client
 
@@ -227,13 +228,28 @@ def pg_ctx(tmp_path: Path) -> Iterator[Context]:
 
 
 def service_settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=str(tmp_path),
-        database_url=database_url,
-        secret_key="reliability-secret-key-0123456789",
-        outbox_grace_s=0.0,
-    )
+    return make_settings(tmp_path, database_url=database_url)
+
+
+def submitted_in_threads(ctx: Context, key: str, n: int, *, together: bool = False) -> list[str]:
+    """``n`` threads submit SPEC with one idempotency key (``together``: let go
+    at the same moment); the job ids they were answered with."""
+    dev = Principal("dev", "developer")
+    once = service.Idempotency.of(key, "POST /api/jobs", SPEC)
+    start = threading.Barrier(n, timeout=10)
+    got: list[str] = []
+
+    def submit() -> None:
+        if together:
+            start.wait()
+        got.append(service.submit_job(ctx, dev, SPEC, once=once).id)
+
+    threads = [threading.Thread(target=submit) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return got
 
 
 @pytest.mark.integration
@@ -252,18 +268,7 @@ def test_two_repeats_racing_on_postgresql_make_one_job(
         return found
 
     monkeypatch.setattr(idempotency, "_earlier_job", lookup_then_wait)
-    dev = Principal("dev", "developer")
-    once = service.Idempotency.of("race-1", "POST /api/jobs", SPEC)
-    got: list[str] = []
-
-    def submit() -> None:
-        got.append(service.submit_job(pg_ctx, dev, SPEC, once=once).id)
-
-    threads = [threading.Thread(target=submit) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    got = submitted_in_threads(pg_ctx, "race-1", 2)
     assert len(got) == 2 and got[0] == got[1]
     assert counts(pg_ctx) == (1, 1, 1)
     assert len(pg_ctx.dispatcher.published) == 1  # type: ignore[attr-defined]
@@ -271,19 +276,6 @@ def test_two_repeats_racing_on_postgresql_make_one_job(
 
 @pytest.mark.integration
 def test_many_repeats_at_once_on_postgresql_make_one_job(pg_ctx: Context) -> None:
-    dev = Principal("dev", "developer")
-    once = service.Idempotency.of("race-2", "POST /api/jobs", SPEC)
-    start = threading.Barrier(8, timeout=10)
-    got: list[str] = []
-
-    def submit() -> None:
-        start.wait()
-        got.append(service.submit_job(pg_ctx, dev, SPEC, once=once).id)
-
-    threads = [threading.Thread(target=submit) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    got = submitted_in_threads(pg_ctx, "race-2", 8, together=True)
     assert len(got) == 8 and len(set(got)) == 1
     assert counts(pg_ctx) == (1, 1, 1)

@@ -8,8 +8,6 @@ and Redis is back near where it started."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 import redis
 
 from tests.support.drills import Drill, drill_stack
-from tests.support.live import wait_until
+from tests.support.live import CELERY, run_in, wait_until
 from tests.support.redis_bounds import census, check_bounded
 from tests.support.services import BUSYBOX_IMAGE, require_docker
 
@@ -47,13 +45,7 @@ def test_every_per_job_key_expires(drill: Drill) -> None:
         long.cancel()
         jobs[0].rerun().wait(60)
         jobs[1].resume().wait(60)
-    control = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "inspect", "active"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    control = run_in(stack, *CELERY, "inspect", "active")
     assert control.returncode == 0, control.stderr
     busy = check_bounded(client, workers_seen=1)
     assert busy.families.get("celery-task-meta-*", 0) > 0  # results were kept, with a TTL

@@ -23,7 +23,13 @@ from sqlalchemy import select
 
 from jobsys.store.models import Step, TaskRun
 from tests.support.docker import containers_of
-from tests.support.live import LiveStack, RedisServer, free_port, start_stack, wait_until
+from tests.support.live import (
+    LiveStack,
+    RedisServer,
+    private_stack,
+    wait_until,
+    worker_argv,
+)
 
 #: Settings of every process of a drill stack.
 DRILL_SETTINGS: dict[str, Any] = {
@@ -59,25 +65,8 @@ class Drill:
     def spawn_worker(
         self, process: str, *, queues: str = "python,docker", concurrency: int = 2
     ) -> subprocess.Popen[bytes]:
-        proc = self.stack.spawn(
-            process,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "jobsys.celery_app",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                str(concurrency),
-                "-n",
-                f"{process}-{self.name}@%h",
-                "-l",
-                "INFO",
-            ],
-        )
+        node = f"{process}-{self.name}@%h"
+        proc = self.stack.spawn(process, worker_argv(node, queues=queues, concurrency=concurrency))
         # Its log says so at once; asking the cluster (inspect) takes seconds.
         wait_until(lambda: " ready." in self.stack.log(process), 60, f"worker {process}")
         return proc
@@ -127,15 +116,8 @@ class Drill:
 
 def drill_stack(tmp: Path, name: str, **overrides: Any) -> Iterator[Drill]:
     """A stack (web app, one worker ``it-<name>``) on its own redis-server."""
-    server = RedisServer(free_port(), tmp)
-    server.start()
-    try:
-        settings = {**DRILL_SETTINGS, **overrides}
-        db = f"sqlite:///{tmp / 'jobsys.db'}"
-        for stack in start_stack(name, db, server.url, tmp, **settings):
-            yield Drill(stack, server)
-    finally:
-        server.stop()
+    for stack, server in private_stack(tmp, name, **{**DRILL_SETTINGS, **overrides}):
+        yield Drill(stack, server)
 
 
 def containers_created(job_id: str, since: float) -> int:

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.canvas import StepPlan
 from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.service.progress import LogRecord
 from jobsys.states import JobStatus
 from tests.support.specs import docker_spec
+
+
+def play_docker_step(ctx: Context, sent: StepPlan, exit_code: int = 0) -> None:
+    """Run the Docker step of message ``sent`` as a worker would: start its
+    task, finish it and end the step, exiting with ``exit_code``."""
+    service.start_task(ctx, sent.task_id, "w")
+    error = None if exit_code == 0 else f"exit {exit_code}"
+    service.finish_task(ctx, sent.task_id, ok=exit_code == 0, error=error)
+    status = JobStatus.COMPLETED if exit_code == 0 else JobStatus.FAILED
+    service.complete_step(ctx, sent.step_id, status, error=error, exit_code=exit_code)
 
 
 def run_docker_job(

@@ -90,6 +90,18 @@ def broker(
 
 
 @pytest.fixture
+def fake_redis() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def quick_followers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower of a job's events waits 5 s for news before it looks at the
+    database; with this fixture, 50 ms."""
+    monkeypatch.setattr("jobsys.service.live.WAIT_MS", 50)
+
+
+@pytest.fixture
 def app(ctx: Context) -> Flask:
     """The web app over this test's context (a test module may define its own)."""
     return create_app(context=ctx)

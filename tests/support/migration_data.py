@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Engine, select
 from werkzeug.security import generate_password_hash
 
 from jobsys import service
@@ -21,6 +21,7 @@ from jobsys.auth import SYSTEM, hash_secret
 from jobsys.context import Context
 from jobsys.service.job_list import JobFilter
 from jobsys.store.models import Step
+from jobsys.store.schema import upgrade_schema
 
 #: Stored as the app stored it: naive UTC.
 T0 = datetime(2026, 11, 1, 8, 0, 0)
@@ -469,6 +470,30 @@ def check_code_owner_backfilled(conn: Connection) -> None:
     ]
     schedules = conn.execute(sa.text("SELECT owner, code_owner FROM schedules")).all()
     assert [tuple(r) for r in schedules] == [("ann", "ann")]
+
+
+def at_0001_with_data(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Build the 0001 schema on ``engine``, seed it, and return its snapshot."""
+    upgrade_schema(engine, "0001")
+    with engine.begin() as conn:
+        seed_0001(conn)
+        return snapshot(conn)
+
+
+def from_before_migrations(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """As ``create_all`` made it at d60a991: the 0001 tables with data and no
+    version table; their snapshot."""
+    before = at_0001_with_data(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alembic_version"))
+    return before
+
+
+def check_rows_kept(conn: Connection, before: dict[str, list[tuple[Any, ...]]]) -> None:
+    """Every 0001 row is as it was, and the later revisions backfilled theirs."""
+    assert snapshot(conn) == before
+    check_tags_backfilled(conn)
+    check_code_owner_backfilled(conn)
 
 
 def check_app_works(ctx: Context) -> None:

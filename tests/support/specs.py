@@ -1,4 +1,4 @@
-"""Spec bodies the tests submit: a one-step Docker job and a function map."""
+"""Spec bodies the tests submit: a Docker job of one or two steps and a function map."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ def docker_spec(command: str = "echo hi", **extra: object) -> dict[str, object]:
         **extra,
     }
     return {"name": "hello", "steps": [step]}
+
+
+def two_docker_steps() -> dict[str, object]:
+    """A job of two like Docker steps: the second starts once the first has ended."""
+    spec = docker_spec()
+    step = spec["steps"][0]  # type: ignore[index]
+    return {**spec, "steps": [step, dict(step)]}
 
 
 def function_spec(items: list[object], chunk_size: int = 2, pickled: bool = False) -> dict:

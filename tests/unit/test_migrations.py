@@ -29,35 +29,23 @@ from jobsys.store.schema import (
     revisions,
     upgrade_schema,
 )
+from tests.support.fixtures import make_settings
 from tests.support.migration_data import (
+    at_0001_with_data,
     check_app_works,
-    check_code_owner_backfilled,
-    check_tags_backfilled,
-    seed_0001,
-    snapshot,
+    check_rows_kept,
+    from_before_migrations,
 )
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings.from_env(
-        {},
-        data_dir=str(tmp_path),
-        database_url=f"sqlite:///{tmp_path / 'jobsys.db'}",
-        secret_key="unit-test-secret-key-0123456789",
-    )
+    return make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'jobsys.db'}")
 
 
 @pytest.fixture
 def engine(settings: Settings) -> Engine:
     return make_engine(settings.database_url)
-
-
-def at_0001_with_data(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
-    upgrade_schema(engine, "0001")
-    with engine.begin() as conn:
-        seed_0001(conn)
-        return snapshot(conn)
 
 
 def revision_of(engine: Engine) -> str | None:
@@ -82,9 +70,7 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
     done = upgrade_schema(engine)
     assert (done.before, done.after, done.adopted) == ("0001", "0005", None)
     with engine.connect() as conn:
-        assert snapshot(conn) == before
-        check_tags_backfilled(conn)
-        check_code_owner_backfilled(conn)
+        check_rows_kept(conn, before)
     assert differences(engine) == []
     ctx = Context(settings, make_session_factory(settings), MemoryDispatcher())
     check_app_works(ctx)
@@ -94,15 +80,11 @@ def test_a_database_from_before_migrations_is_recognised_and_upgraded(
     settings: Settings, engine: Engine
 ) -> None:
     """Made by ``create_all`` at d60a991: the 0001 tables and no version table."""
-    before = at_0001_with_data(engine)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE alembic_version"))
+    before = from_before_migrations(engine)
     make_session_factory(settings)  # what every service does at start
     assert revision_of(engine) == head()
     with engine.connect() as conn:
-        assert snapshot(conn) == before
-        check_tags_backfilled(conn)
-        check_code_owner_backfilled(conn)
+        check_rows_kept(conn, before)
     assert differences(engine) == []
 
 

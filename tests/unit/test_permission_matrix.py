@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -37,10 +36,10 @@ from jobsys import service
 from jobsys.auth import SCRYPT, SYSTEM
 from jobsys.broker.events import RedisEventBus
 from jobsys.context import Context
+from tests.support.auth import bearer_of
+from tests.support.examples import EXAMPLES
 from tests.support.specs import docker_spec
 from webui import create_app
-
-EXAMPLES = Path(__file__).parents[2] / "jobs"
 
 #: No credentials needed: the README's sign-in page, sign-out, the OpenAPI
 #: document ("no token needed") and the page assets (the pages load nothing from
@@ -250,7 +249,7 @@ def test_every_role_against_every_route(world: World) -> None:
         for role, rights in README_ROLES.items():
             if route.right == PUBLIC and role != "none":
                 continue  # open to anyone: credentials change nothing there
-            headers = {"Authorization": f"Bearer {world.tokens[role]}"} if role != "none" else {}
+            headers = bearer_of(world.tokens[role]) if role != "none" else {}
             answer = world.app.test_client().open(
                 url, method=route.method, headers=headers, json=body, data=dict(route.form) or None
             )

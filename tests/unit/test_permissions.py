@@ -5,7 +5,6 @@ every role it answers 403 exactly when the role lacks that right."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -13,15 +12,12 @@ from flask.testing import FlaskClient
 from jobsys import service
 from jobsys.auth import ROLE_RIGHTS, SYSTEM, Principal
 from jobsys.context import Context
+from tests.support.auth import bearer_of
+from tests.support.examples import EXAMPLES
 from webui import create_app
 from webui.principal import PUBLIC
 
-EXAMPLES = Path(__file__).parents[2] / "jobs"
 UNDECLARED = object()
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def requests_of(app: object) -> list[tuple[str, str, object]]:
@@ -65,11 +61,7 @@ def test_every_route_checks_the_right_it_declares(ctx: Context) -> None:
             client: FlaskClient = app.test_client()
             # A page's own requests, as a browser marks them (the Flower proxy
             # refuses changes that come from another site).
-            headers = (
-                {"Authorization": f"Bearer {tokens[role]}"}
-                if api
-                else {"Sec-Fetch-Site": "same-origin"}
-            )
+            headers = bearer_of(tokens[role]) if api else {"Sec-Fetch-Site": "same-origin"}
             if not api:
                 with client.session_transaction() as session:
                     session["ref"] = references[role]
@@ -127,24 +119,17 @@ def test_refusals_and_changes_reach_the_audit_api(ctx: Context) -> None:
     dev = service.create_token(ctx, SYSTEM, name="dan", role="developer").token
     admin = service.create_token(ctx, SYSTEM, name="root", role="admin").token
     assert (
-        client.post(
-            "/api/jobs", json=docker_spec(), headers={"Authorization": f"Bearer {viewer}"}
-        ).status_code
-        == 403
+        client.post("/api/jobs", json=docker_spec(), headers=bearer_of(viewer)).status_code == 403
     )
-    assert (
-        client.get("/api/jobs", headers={"Authorization": "Bearer jst_forged"}).status_code == 401
-    )
-    job = client.post(
-        "/api/jobs", json=docker_spec(), headers={"Authorization": f"Bearer {dev}"}
-    ).json
-    audit = client.get("/api/audit?per_page=10", headers={"Authorization": f"Bearer {admin}"}).json
+    assert client.get("/api/jobs", headers=bearer_of("jst_forged")).status_code == 401
+    job = client.post("/api/jobs", json=docker_spec(), headers=bearer_of(dev)).json
+    audit = client.get("/api/audit?per_page=10", headers=bearer_of(admin)).json
     seen = [(e["actor"], e["action"], e["outcome"], e["target"]) for e in audit["entries"]]
     assert ("dan", "job.submit", "ok", job["id"]) in seen
     assert ("vic", "denied", "denied", "POST /api/jobs") in seen
     assert ("anonymous", "denied", "denied", "GET /api/jobs") in seen
-    assert client.get("/api/audit", headers=auth(dev)).status_code == 403
-    bad = client.get("/api/audit?since=yesterday", headers=auth(admin))
+    assert client.get("/api/audit", headers=bearer_of(dev)).status_code == 403
+    bad = client.get("/api/audit?since=yesterday", headers=bearer_of(admin))
     assert bad.status_code == 400 and "since" in bad.json["fields"]
 
 
@@ -172,16 +157,16 @@ def test_admins_list_and_revoke_tokens(ctx: Context) -> None:
     client = app.test_client()
     admin = service.create_token(ctx, SYSTEM, name="root", role="admin").token
     victim = service.create_token(ctx, SYSTEM, name="leaked", role="developer").token
-    listed = client.get("/api/tokens", headers=auth(admin)).json["tokens"]
+    listed = client.get("/api/tokens", headers=bearer_of(admin)).json["tokens"]
     leaked = next(t for t in listed if t["name"] == "leaked")
     assert "token" not in leaked and leaked["key_id"] in victim and not leaked["revoked"]
-    assert client.get("/api/jobs", headers=auth(victim)).status_code == 200
-    r = client.post(f"/api/tokens/{leaked['id']}/revoke", headers=auth(admin))
+    assert client.get("/api/jobs", headers=bearer_of(victim)).status_code == 200
+    r = client.post(f"/api/tokens/{leaked['id']}/revoke", headers=bearer_of(admin))
     assert r.status_code == 204
-    assert client.get("/api/jobs", headers=auth(victim)).status_code == 401
+    assert client.get("/api/jobs", headers=bearer_of(victim)).status_code == 401
     with pytest.raises(Unauthenticated):
         service.authenticate(ctx, victim)
-    assert client.post("/api/tokens/999/revoke", headers=auth(admin)).status_code == 404
+    assert client.post("/api/tokens/999/revoke", headers=bearer_of(admin)).status_code == 404
 
 
 def test_users_page_adds_and_manages_users(ctx: Context) -> None:

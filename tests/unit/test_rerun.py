@@ -11,8 +11,8 @@ from jobsys.auth import Principal
 from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied, StateError
-from jobsys.states import JobStatus
-from tests.support.specs import docker_spec, function_spec
+from tests.support.events import play_docker_step
+from tests.support.specs import docker_spec, function_spec, two_docker_steps
 
 
 def ok(v: Any) -> dict[str, Any]:
@@ -75,17 +75,10 @@ def test_resume_runs_only_failed_items_and_keeps_item_order(
 def test_resume_skips_completed_steps(
     ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
 ) -> None:
-    spec = docker_spec()
-    spec["steps"].append(dict(spec["steps"][0]))  # type: ignore[union-attr]
+    spec = two_docker_steps()
     old = service.submit_job(ctx, developer, spec)
-    first = dispatcher.published[0]
-    service.start_task(ctx, first.task_id, "w")
-    service.finish_task(ctx, first.task_id, ok=True)
-    service.complete_step(ctx, first.step_id, JobStatus.COMPLETED, exit_code=0)
-    second = dispatcher.published[1]
-    service.start_task(ctx, second.task_id, "w")
-    service.finish_task(ctx, second.task_id, ok=False, error="exit 1")
-    service.complete_step(ctx, second.step_id, JobStatus.FAILED, error="exit 1", exit_code=1)
+    play_docker_step(ctx, dispatcher.published[0])
+    play_docker_step(ctx, dispatcher.published[1], exit_code=1)
 
     new = service.resume_job(ctx, developer, old.id)
     assert [s.status for s in new.steps] == ["completed", "queued"]

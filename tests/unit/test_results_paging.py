@@ -12,11 +12,10 @@ from typing import Any
 import httpx
 import pytest
 from flask import Flask, Response
-from flask.testing import FlaskClient
 from sqlalchemy import event, inspect
 
 from jobsys import service
-from jobsys.auth import SYSTEM, Principal
+from jobsys.auth import Principal
 from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.client import http as client_module
 from jobsys.client.http import Client
@@ -25,13 +24,9 @@ from jobsys.envelope import ok
 from jobsys.service import jobs as jobs_module
 from jobsys.signing import Binding, Purpose
 from jobsys.store.models import TaskRun
-from tests.support.auth import csrf_of
+from tests.support.auth import bearer_of, new_token, sign_in
 
 DEV = Principal("dev", "developer")
-
-
-def token_for(ctx: Context, name: str = "dev") -> str:
-    return service.create_token(ctx, SYSTEM, name=name, role="developer").token
 
 
 def finished_job(
@@ -62,7 +57,7 @@ def test_the_api_answers_pages_with_a_default_a_maximum_and_next_offset(
 ) -> None:
     job_id = finished_job(ctx, dispatcher, 2_500, 500)
     http = app.test_client()
-    headers = {"Authorization": f"Bearer {token_for(ctx)}"}
+    headers = bearer_of(new_token(ctx, name="dev"))
 
     first = http.get(f"/api/jobs/{job_id}/results", headers=headers).json
     assert (first["offset"], first["limit"], first["total"], first["next_offset"]) == (
@@ -95,7 +90,9 @@ def test_the_client_follows_next_offset_across_pages(
     def log_request(request: httpx.Request) -> None:
         asked.append(str(request.url.params))
 
-    with Client("http://jobsys.test", token_for(ctx), transport=httpx.WSGITransport(app=app)) as c:
+    with Client(
+        "http://jobsys.test", new_token(ctx, name="dev"), transport=httpx.WSGITransport(app=app)
+    ) as c:
         c._http.event_hooks["request"].append(log_request)
         job = c.job(job_id)
         asked.clear()
@@ -111,7 +108,7 @@ def test_the_job_page_reads_and_verifies_only_what_it_shows(
     may read the outcomes of 2 chunks and check 100 signatures, not all of them."""
     job_id = finished_job(ctx, dispatcher, 5_000, 50, pickled=True)
     http = app.test_client()
-    http.post("/login", data={"token": token_for(ctx), "csrf_token": csrf_of(login(http))})
+    sign_in(http, new_token(ctx, name="dev"))
 
     chunks_read: list[int] = []
 
@@ -141,10 +138,6 @@ def test_the_job_page_reads_and_verifies_only_what_it_shows(
     assert "First 100 of 5000 shown" in html
 
 
-def login(http: FlaskClient) -> str:
-    return http.get("/login").get_data(as_text=True)
-
-
 def test_the_download_is_streamed_a_page_at_a_time_and_complete(
     ctx: Context, dispatcher: MemoryDispatcher, app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,7 +150,7 @@ def test_the_download_is_streamed_a_page_at_a_time_and_complete(
         return response
 
     http = app.test_client()
-    http.post("/login", data={"token": token_for(ctx), "csrf_token": csrf_of(login(http))})
+    sign_in(http, new_token(ctx, name="dev"))
 
     pages_read = 0
     real_outcomes = jobs_module._outcomes

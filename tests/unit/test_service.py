@@ -13,7 +13,7 @@ from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError, StateError, Unauthenticated
 from jobsys.states import JobStatus
 from jobsys.store.models import Job, Step, TaskRun
-from tests.support.specs import docker_spec, function_spec
+from tests.support.specs import docker_spec, function_spec, two_docker_steps
 
 
 def count(ctx: Context, model: type) -> int:
@@ -92,8 +92,7 @@ def run_step(ctx: Context, plan_tasks: list[str], *, ok: bool = True) -> None:
 def test_steps_run_in_order_and_the_job_completes(
     ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
 ) -> None:
-    spec = docker_spec()
-    spec["steps"].append(dict(spec["steps"][0]))  # type: ignore[union-attr]
+    spec = two_docker_steps()
     job = service.submit_job(ctx, developer, spec)
     assert len(dispatcher.published) == 1  # only the first step until it ends
     first = dispatcher.published[0]
@@ -112,8 +111,7 @@ def test_steps_run_in_order_and_the_job_completes(
 def test_a_failed_step_fails_the_job_and_later_steps_never_start(
     ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
 ) -> None:
-    spec = docker_spec()
-    spec["steps"].append(dict(spec["steps"][0]))  # type: ignore[union-attr]
+    spec = two_docker_steps()
     job = service.submit_job(ctx, developer, spec)
     first = dispatcher.published[0]
     run_step(ctx, [first.task_id], ok=False)

@@ -6,7 +6,6 @@ signing in is a path on this site only."""
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import WebSession, utcnow
+from tests.support.auth import csrf_of
 from webui import create_app
 from webui.views import _local
 
@@ -30,16 +30,13 @@ ADMIN = Principal("ada", "admin", "test")
 PASSWORD = "correct horse"
 
 
-def csrf_of(client: FlaskClient, **kwargs: Any) -> str:
-    page = client.get("/login", **kwargs).get_data(as_text=True)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match
-    return match.group(1)
+def login_csrf(client: FlaskClient, **kwargs: Any) -> str:
+    return csrf_of(client.get("/login", **kwargs).get_data(as_text=True))
 
 
 def sign_in(client: FlaskClient, next_: str | None = None, **form: str) -> Any:
     url = "/login" if next_ is None else "/login?" + next_
-    return client.post(url, data={**form, "csrf_token": csrf_of(client)})
+    return client.post(url, data={**form, "csrf_token": login_csrf(client)})
 
 
 def signed_in(client: FlaskClient) -> bool:
@@ -145,7 +142,7 @@ def test_sign_out_ends_the_session_everywhere(app: Flask) -> None:
     copy = copy_of(app, client)
     assert signed_in(copy)
     page = client.get("/jobs").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    csrf = csrf_of(page)
     assert client.post("/logout", data={"csrf_token": csrf}).status_code == 302
     assert not signed_in(client) and not signed_in(copy)
 
@@ -216,7 +213,7 @@ def app_with(settings: Settings, **changes: Any) -> Flask:
 
 def login_cookie(app: Flask, **kwargs: Any) -> str:
     client = app.test_client()
-    csrf = csrf_of(client, **kwargs)
+    csrf = login_csrf(client, **kwargs)
     # Over https Flask-WTF also checks that the form came from this site, as a
     # browser's Referer shows.
     headers = kwargs.setdefault("headers", {})
@@ -251,7 +248,7 @@ def test_a_trusted_proxy_gives_the_clients_address(settings: Settings) -> None:
     count the client's, from X-Forwarded-For."""
     app = app_with(settings, trust_proxy=True)
     client = app.test_client()
-    csrf = csrf_of(client)
+    csrf = login_csrf(client)
     client.post(
         "/login",
         data={"name": "olga", "password": "wrong", "csrf_token": csrf},

@@ -5,9 +5,9 @@ bounded, and CSRF tokens expire."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from jobsys.service.sign_in_throttle import (
 )
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import User
+from tests.support.auth import csrf_of
 from tests.support.services import redis_url, require_redis
 from webui import create_app
 
@@ -49,22 +50,59 @@ def context_of(settings: Settings, events: Any = None, **changes: Any) -> Contex
     )
 
 
-def csrf_of(client: FlaskClient) -> str:
-    page = client.get("/login").get_data(as_text=True)
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert match
-    return match.group(1)
+def login_csrf(client: FlaskClient) -> str:
+    return csrf_of(client.get("/login").get_data(as_text=True))
 
 
 def post_login(client: FlaskClient, name: str, password: str, address: str = "10.0.0.1") -> Any:
     environ = {"REMOTE_ADDR": address}
     page = client.get("/login", environ_base=environ).get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
     return client.post(
         "/login",
-        data={"name": name, "password": password, "csrf_token": csrf},
+        data={"name": name, "password": password, "csrf_token": csrf_of(page)},
         environ_base=environ,
     )
+
+
+def spread(prefix: str, n: int) -> list[str]:
+    """``n`` addresses in the network ``prefix``: ``prefix.0`` and on."""
+    return [f"{prefix}.{i}" for i in range(n)]
+
+
+def guess_wrong(
+    ctx: Context,
+    name: str,
+    sources: list[str],
+    refused: type[Exception] = Unauthenticated,
+    match: str | None = None,
+) -> None:
+    """A wrong password for ``name`` from each source in turn, each one refused."""
+    for source in sources:
+        with pytest.raises(refused, match=match):
+            service.sign_in(ctx, name, "wrong", source=source)
+
+
+def refusals_at_once(n: int, attempt: Callable[[int], object]) -> list[str]:
+    """Run ``attempt(i)`` in ``n`` threads let go at the same moment; each one's
+    refusal, "401" (wrong) or "429" (throttled)."""
+    start = threading.Barrier(n)
+    outcomes: list[str] = []
+
+    def run(i: int) -> None:
+        start.wait(10)
+        try:
+            attempt(i)
+        except SignInThrottled:
+            outcomes.append("429")
+        except Unauthenticated:
+            outcomes.append("401")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
 
 
 @pytest.fixture
@@ -139,17 +177,11 @@ def test_success_clears_the_names_counter_but_not_the_addresss(olga: Context) ->
     """Decided: a right password clears its name's count (the person got it), not
     the address's, or one account of their own would let an attacker go on
     guessing at others' from the same address."""
-    for i in range(4):
-        with pytest.raises(Unauthenticated):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.3.{i}")
+    guess_wrong(olga, "olga", spread("10.0.3", 4))
     service.sign_in(olga, "olga", PASSWORD, source="10.0.3.9")
-    for i in range(4):
-        with pytest.raises(Unauthenticated, match="wrong name"):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.4.{i}")
+    guess_wrong(olga, "olga", spread("10.0.4", 4), match="wrong name")
 
-    for _ in range(4):
-        with pytest.raises(Unauthenticated):
-            service.sign_in(olga, "root", "wrong", source="10.0.5.1")
+    guess_wrong(olga, "root", ["10.0.5.1"] * 4)
     service.sign_in(olga, "eve", PASSWORD, source="10.0.5.1")
     with pytest.raises(Unauthenticated, match="wrong name"):
         service.sign_in(olga, "root", "wrong", source="10.0.5.1")
@@ -158,9 +190,7 @@ def test_success_clears_the_names_counter_but_not_the_addresss(olga: Context) ->
 
 
 def test_a_new_password_from_an_admin_clears_the_names_counter(olga: Context) -> None:
-    for i in range(5):
-        with pytest.raises(Unauthenticated):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.11.{i}")
+    guess_wrong(olga, "olga", spread("10.0.11", 5))
     with pytest.raises(SignInThrottled, match="ask an admin to set a new password"):
         service.sign_in(olga, "olga", PASSWORD, source="10.0.11.9")
     service.update_user(olga, ADMIN, "olga", password="a new password")
@@ -240,9 +270,7 @@ def test_counters_are_shared_through_redis(settings: Settings) -> None:
 def test_redis_down_counts_in_the_process(settings: Settings) -> None:
     ctx = context_of(settings, events=RedisEventBus.from_url("redis://127.0.0.1:1/0"))
     service.add_user(ctx, ADMIN, name="olga", password=PASSWORD, role="operator")
-    for i in range(5):
-        with pytest.raises(Unauthenticated, match="wrong name"):
-            service.sign_in(ctx, "olga", "wrong", source=f"10.0.10.{i}")
+    guess_wrong(ctx, "olga", spread("10.0.10", 5), match="wrong name")
     with pytest.raises(SignInThrottled):
         service.sign_in(ctx, "olga", PASSWORD, source="10.0.10.9")
 
@@ -253,7 +281,7 @@ def test_an_expired_csrf_token_is_refused_with_the_error_page(
     assert ctx.settings.csrf_time_limit_s == 4 * 3600  # on by default
     service.add_user(ctx, ADMIN, name="olga", password=PASSWORD, role="operator")
     client = create_app(context=ctx).test_client()
-    csrf = csrf_of(client)
+    csrf = login_csrf(client)
     import itsdangerous.timed
 
     later = time.time() + ctx.settings.csrf_time_limit_s + 60
@@ -304,23 +332,11 @@ def test_concurrent_wrong_passwords_check_at_most_the_limit(
 
     monkeypatch.setattr("jobsys.service.users.check_password_hash", slow_wrong)
     threads_n = 12
-    start = threading.Barrier(threads_n)
-    outcomes: list[str] = []
 
     def guess(i: int) -> None:
-        start.wait(10)
-        try:
-            service.sign_in(contexts[i % 2], "olga", f"wrong {i}", source=f"10.0.20.{i}")
-        except SignInThrottled:
-            outcomes.append("429")
-        except Unauthenticated:
-            outcomes.append("401")
+        service.sign_in(contexts[i % 2], "olga", f"wrong {i}", source=f"10.0.20.{i}")
 
-    threads = [threading.Thread(target=guess, args=(i,)) for i in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = refusals_at_once(threads_n, guess)
     try:
         assert len(hashes) <= 5, f"{len(hashes)} passwords checked for one name"
         assert sorted(outcomes) == ["401"] * len(hashes) + ["429"] * (threads_n - len(hashes))
@@ -337,12 +353,8 @@ def test_a_refused_attempt_is_not_counted_and_a_success_not_against_the_address(
     """A reservation refused (name over its limit) is undone, so it does not count
     against the address; and a right password does not count against the
     address either (an office behind one NAT signs in all day)."""
-    for i in range(5):
-        with pytest.raises(Unauthenticated, match="wrong name"):
-            service.sign_in(olga, "olga", "wrong", source=f"10.0.21.{i}")
-    for _ in range(10):
-        with pytest.raises(SignInThrottled):
-            service.sign_in(olga, "olga", "wrong", source="10.0.21.50")
+    guess_wrong(olga, "olga", spread("10.0.21", 5), match="wrong name")
+    guess_wrong(olga, "olga", ["10.0.21.50"] * 10, refused=SignInThrottled)
     for _ in range(10):
         service.sign_in(olga, "eve", PASSWORD, source="10.0.21.50")
 
@@ -384,22 +396,9 @@ def test_concurrent_tokens_pasted_from_one_address_check_at_most_the_limit(
         return real_verify(*args, **kwargs)
 
     monkeypatch.setattr(web_sessions, "verify_token", slow_verify)
-    threads_n = 12
-    start = threading.Barrier(threads_n)
-    outcomes: list[str] = []
 
     def paste(i: int) -> None:
-        start.wait(10)
-        try:
-            service.start_web_session(olga, token=f"jst_00000000000{i % 10}.no", source="10.0.7.1")
-        except SignInThrottled:
-            outcomes.append("429")
-        except Unauthenticated:
-            outcomes.append("401")
+        service.start_web_session(olga, token=f"jst_00000000000{i % 10}.no", source="10.0.7.1")
 
-    threads = [threading.Thread(target=paste, args=(i,)) for i in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    outcomes = refusals_at_once(12, paste)
     assert len(checked) == 5 and sorted(outcomes) == ["401"] * 5 + ["429"] * 7

@@ -37,16 +37,7 @@ from tests.support.events import run_docker_job, sse_events
 from tests.support.specs import docker_spec
 from webui import create_app
 
-
-@pytest.fixture(autouse=True)
-def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A follower waits 5 s for news before it looks at the database; here 50 ms."""
-    monkeypatch.setattr("jobsys.service.live.WAIT_MS", 50)
-
-
-@pytest.fixture
-def redis_client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
+pytestmark = pytest.mark.usefixtures("quick_followers")
 
 
 def with_bus(ctx: Context, client: redis.Redis, **settings: Any) -> Context:
@@ -60,8 +51,8 @@ def with_bus(ctx: Context, client: redis.Redis, **settings: Any) -> Context:
 
 
 @pytest.fixture
-def live(ctx: Context, redis_client: fakeredis.FakeRedis) -> Context:
-    return with_bus(ctx, redis_client)
+def live(ctx: Context, fake_redis: fakeredis.FakeRedis) -> Context:
+    return with_bus(ctx, fake_redis)
 
 
 def running_job(ctx: Context, developer: Principal) -> str:
@@ -284,12 +275,12 @@ def test_the_client_raises_too_many_streams_on_its_first_connection(
 
 
 def test_the_total_is_counted_across_web_processes(
-    ctx: Context, developer: Principal, redis_client: fakeredis.FakeRedis
+    ctx: Context, developer: Principal, fake_redis: fakeredis.FakeRedis
 ) -> None:
     """Two web processes (two contexts, each with its own per-process count) on
     one Redis share the deployment's total."""
-    first = with_bus(ctx, redis_client, streams_total=3)
-    second = with_bus(ctx, redis_client, streams_total=3)
+    first = with_bus(ctx, fake_redis, streams_total=3)
+    second = with_bus(ctx, fake_redis, streams_total=3)
     job_id = running_job(first, developer)
     a = create_app(context=first).test_client()
     b = create_app(context=second).test_client()
@@ -301,7 +292,7 @@ def test_the_total_is_counted_across_web_processes(
         assert r.json is not None and "JOBSYS_STREAMS_TOTAL" in r.json["message"]
     finally:
         close_all(opened)
-    assert redis_client.zcard("jobsys:slots:live:all") == 0
+    assert fake_redis.zcard("jobsys:slots:live:all") == 0
 
 
 def test_one_web_process_keeps_threads_for_pages(live: Context, developer: Principal) -> None:

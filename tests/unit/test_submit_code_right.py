@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from jobsys import service
 from jobsys.auth import ROLE_RIGHTS, SYSTEM, Right
 from jobsys.context import Context
+from tests.support.auth import bearer
 from webui import create_app
 
 
@@ -42,11 +43,6 @@ class Point:
 def client(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> FlaskClient:
     monkeypatch.setitem(ROLE_RIGHTS, "submitter", frozenset({Right.VIEW, Right.SUBMIT}))
     return create_app(context=ctx).test_client()
-
-
-def bearer(ctx: Context, role: str) -> dict[str, str]:
-    token = service.create_token(ctx, SYSTEM, name=role, role=role).token
-    return {"Authorization": f"Bearer {token}"}
 
 
 def jobs_stored(ctx: Context) -> int:

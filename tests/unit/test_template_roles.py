@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from jobsys import service
 from jobsys.auth import Principal
@@ -73,14 +74,19 @@ def api(guarded: Context) -> FlaskClient:
     return create_app(context=guarded).test_client()
 
 
+def refused_naming_the_roles(answer: TestResponse, right: str, action: str) -> None:
+    """403 for the right, saying that the template lets only admins ``action``."""
+    assert answer.status_code == 403, answer.json
+    assert answer.json["right"] == right
+    assert f"lets only the roles admin {action} its jobs" in answer.json["message"]
+
+
 def test_the_api_refuses_an_operators_start_with_403_naming_the_roles(
     api: FlaskClient, guarded: Context
 ) -> None:
     operator, admin = bearer(guarded, "operator"), bearer(guarded, "admin")
     refused = api.post("/api/catalog/start-guarded/start", json={}, headers=operator)
-    assert refused.status_code == 403, refused.json
-    assert refused.json["right"] == "start"
-    assert "lets only the roles admin start its jobs" in refused.json["message"]
+    refused_naming_the_roles(refused, "start", "start")
     assert api.get("/api/jobs", headers=admin).json["total"] == 0
     started = api.post("/api/catalog/start-guarded/start", json={}, headers=admin)
     assert started.status_code == 202, started.json
@@ -96,9 +102,7 @@ def test_the_api_refuses_an_operators_cancel_with_403_naming_the_roles(
     assert started.status_code == 202, started.json
     job_id = started.json["id"]
     refused = api.post(f"/api/jobs/{job_id}/cancel", headers=operator)
-    assert refused.status_code == 403, refused.json
-    assert refused.json["right"] == "cancel"
-    assert "lets only the roles admin stop its jobs" in refused.json["message"]
+    refused_naming_the_roles(refused, "cancel", "stop")
     assert status_of(guarded, job_id) == "queued"
     cancelled = api.post(f"/api/jobs/{job_id}/cancel", headers=admin)
     assert cancelled.status_code == 200, cancelled.json

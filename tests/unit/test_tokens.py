@@ -20,13 +20,10 @@ from jobsys.cli.main import main
 from jobsys.context import Context
 from jobsys.errors import SpecError, Unauthenticated
 from jobsys.store.models import utcnow
+from tests.support.auth import bearer_of
 from tests.support.specs import docker_spec
 
 ADMIN = Principal("ada", "admin", "test")
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def cli(ctx: Context, *args: str) -> Any:
@@ -45,12 +42,12 @@ def test_a_demoted_users_token_loses_the_rights_at_once(ctx: Context, client: Fl
     token still submitted (202)."""
     service.add_user(ctx, ADMIN, name="dana", password="correct horse", role="developer")
     token = service.create_token(ctx, ADMIN, name="x", role="developer", user="dana").token
-    assert client.post("/api/jobs", json=docker_spec(), headers=bearer(token)).status_code == 202
+    assert client.post("/api/jobs", json=docker_spec(), headers=bearer_of(token)).status_code == 202
     result = cli(ctx, "users", "set-role", "dana", "viewer")
     assert result.exit_code == 0, result.output
-    refused = client.post("/api/jobs", json=docker_spec(), headers=bearer(token))
+    refused = client.post("/api/jobs", json=docker_spec(), headers=bearer_of(token))
     assert refused.status_code == 403 and refused.json["right"] == "submit"
-    assert client.get("/api/jobs", headers=bearer(token)).status_code == 200  # still a viewer
+    assert client.get("/api/jobs", headers=bearer_of(token)).status_code == 200  # still a viewer
 
 
 def test_a_token_for_a_user_is_at_most_their_role_now_and_after_a_demotion(ctx: Context) -> None:
@@ -82,9 +79,9 @@ def test_an_expired_token_is_401_naming_why(
 ) -> None:
     issued = service.create_token(ctx, ADMIN, name="short", role="viewer", expires_in_s=3600)
     assert issued.expires_at is not None
-    assert client.get("/api/jobs", headers=bearer(issued.token)).status_code == 200
+    assert client.get("/api/jobs", headers=bearer_of(issued.token)).status_code == 200
     later(monkeypatch, 3601)
-    answer = client.get("/api/jobs", headers=bearer(issued.token))
+    answer = client.get("/api/jobs", headers=bearer_of(issued.token))
     key_id = issued.token[4:16]
     assert answer.status_code == 401
     assert (
@@ -100,7 +97,7 @@ def test_an_expired_token_is_401_naming_why(
 
 
 def test_tokens_expire_over_the_api(ctx: Context, client: FlaskClient) -> None:
-    admin = bearer(service.create_token(ctx, SYSTEM, name="root", role="admin").token)
+    admin = bearer_of(service.create_token(ctx, SYSTEM, name="root", role="admin").token)
     made = client.post(
         "/api/tokens",
         json={"name": "ci", "role": "viewer", "expires_in_s": 90 * 86400},
@@ -116,7 +113,7 @@ def test_tokens_expire_over_the_api(ctx: Context, client: FlaskClient) -> None:
             "/api/tokens", json={"name": "x", "role": "viewer", "expires_in_s": bad}, headers=admin
         )
         assert answer.status_code == 400 and "expires_in_s" in answer.json["fields"], bad
-    client.get("/api/jobs", headers=bearer(made.json["token"]))
+    client.get("/api/jobs", headers=bearer_of(made.json["token"]))
     listed = {t["name"]: t for t in client.get("/api/tokens", headers=admin).json["tokens"]}
     assert listed["ci"]["expires_at"] == expires and listed["ci"]["expired"] is False
     assert listed["ci"]["last_used_at"] is not None and listed["x"]["last_used_at"] is None
@@ -201,20 +198,20 @@ def test_wrong_secrets_for_one_key_id_are_bounded_then_429(
     before keeps working, another key id is not affected."""
     real = service.create_token(ctx, ADMIN, name="ci", role="viewer").token
     other = service.create_token(ctx, ADMIN, name="other", role="viewer").token
-    assert client.get("/api/jobs", headers=bearer(real)).status_code == 200  # accepted once
+    assert client.get("/api/jobs", headers=bearer_of(real)).status_code == 200  # accepted once
     checked = counted_secret_checks(monkeypatch)
     key = real.partition(".")[0]
     statuses = [
-        client.get("/api/jobs", headers=bearer(f"{key}.guess{i}")).status_code for i in range(30)
+        client.get("/api/jobs", headers=bearer_of(f"{key}.guess{i}")).status_code for i in range(30)
     ]
     assert len(checked) == 20, f"{len(checked)} secrets hashed for one key id"
     assert statuses == [401] * 20 + [429] * 10
-    refused = client.get("/api/jobs", headers=bearer(f"{key}.again"))
+    refused = client.get("/api/jobs", headers=bearer_of(f"{key}.again"))
     assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 15 * 60
     assert "too many wrong secrets" in refused.json["message"]
     assert len(checked) == 20
-    assert client.get("/api/jobs", headers=bearer(real)).status_code == 200  # from the cache
-    assert client.get("/api/jobs", headers=bearer(other)).status_code == 200
+    assert client.get("/api/jobs", headers=bearer_of(real)).status_code == 200  # from the cache
+    assert client.get("/api/jobs", headers=bearer_of(other)).status_code == 200
     assert len(checked) == 21  # the other token's first check
 
 
@@ -289,7 +286,7 @@ def test_a_token_check_without_a_free_hash_slot_is_429_at_once(
         thread.start()
     try:
         holding.wait(5)
-        busy = client.get("/api/jobs", headers=bearer(real))
+        busy = client.get("/api/jobs", headers=bearer_of(real))
         assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
         assert "tokens are being checked at once" in busy.json["message"]
         assert checked == []
@@ -297,7 +294,7 @@ def test_a_token_check_without_a_free_hash_slot_is_429_at_once(
         release.set()
         for thread in holders:
             thread.join()
-    assert client.get("/api/jobs", headers=bearer(real)).status_code == 200
+    assert client.get("/api/jobs", headers=bearer_of(real)).status_code == 200
 
 
 def test_a_name_is_one_identity_across_users_and_service_tokens(ctx: Context) -> None:
