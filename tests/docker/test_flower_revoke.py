@@ -90,6 +90,8 @@ def test_revoking_a_chunk_from_flower_cancels_the_function_job(
         assert done.error == f"cancelled: task {pending['id']} was revoked in Celery"
 
 
+# Flower and the proxy do not touch the database; the cancel is the service's.
+@pytest.mark.parametrize("stack", ["postgresql"], indirect=True)
 def test_terminate_through_the_proxy_cancels_the_docker_job_as_the_caller(
     stack: LiveStack,
 ) -> None:

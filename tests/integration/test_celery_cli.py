@@ -27,6 +27,8 @@ def celery(stack: LiveStack, *args: str) -> str:
     return done.stdout
 
 
+# Celery's own CLI talks to the broker and the workers, not the database.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_status_inspect_events_and_terminate(stack: LiveStack) -> None:
     events = stack.spawn(
         f"events-{stack.name}",

@@ -113,6 +113,8 @@ def our_worker(stack: LiveStack) -> str:
     return name
 
 
+# A path refusal never reaches the database.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_a_path_that_hides_another_route_never_reaches_worker_control(
     stack: LiveStack, proxied: tuple[Flask, str]
 ) -> None:

@@ -56,6 +56,8 @@ def test_client_crud_and_run_now(stack: LiveStack) -> None:
             admin.schedule(name)
 
 
+# The CLI speaks HTTP: the database behind it is the other tests' business.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_cli(stack: LiveStack, tmp_path: Path) -> None:
     name = f"cli-{stack.name}"
     spec_file = tmp_path / "spec.json"
