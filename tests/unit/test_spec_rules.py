@@ -608,3 +608,34 @@ def test_form_env_lines(settings: Settings) -> None:
     with pytest.raises(SpecError) as info:
         docker_step_from_form({"env": "A=1\n\nno equals"})
     assert info.value.fields == {"env": "line 3: write NAME=value, one per line"}
+
+
+def test_an_image_reference_of_512_characters_is_the_longest(settings: Settings) -> None:
+    wide = replace(settings, docker_images=("*",))
+    longest = "a/" + "b" * 510
+    assert docker(wide, image=longest).image == longest
+    assert "steps[0].image" in docker_errors(wide, image=longest + "b")
+
+
+def test_a_bad_read_only_flag_is_named(settings: Settings) -> None:
+    roots = replace(settings, docker_mount_roots=("/srv/data",))
+    assert docker_errors(
+        roots, mounts=[{"source": "/srv/data", "target": "/d", "read_only": 0}]
+    ) == {"steps[0].mounts[0].read_only": "use true or false"}
+
+
+def test_a_sibling_of_a_root_is_outside_it(settings: Settings) -> None:
+    """Prefixes are compared folder by folder: /exports/BO is not below /exports/BOX."""
+    roots = replace(settings, docker_mount_roots=("/exports/BOX",))
+    assert docker(roots, mounts=[{"source": "/exports/BOX/in", "target": "/d"}]).mounts
+    assert docker_errors(roots, mounts=[{"source": "/exports/BO/in", "target": "/d"}]) == {
+        "steps[0].mounts[0].source": (
+            "'/exports/BO/in' is outside the folders the operator allows: /exports/BOX"
+        )
+    }
+
+
+def test_the_forms_job_name_is_trimmed(settings: Settings) -> None:
+    data = docker_step_from_form({"name": " nightly ", "image": "jobsys/x", "command": "true"})
+    assert data["name"] == "nightly"
+    assert parse_job_spec(data, settings).name == "nightly"
