@@ -237,3 +237,24 @@ def test_the_reaper_learns_which_known_jobs_ended(
     }
     asked = [queued, running, completed, failed, cancelled, "another-jobsys"]
     assert service.ended_job_ids(ctx, asked) == {completed, failed, cancelled}
+
+
+def test_the_refusal_for_a_foreign_task_says_what_to_do_instead(
+    ctx: Context, developer: Principal
+) -> None:
+    with pytest.raises(PermissionDenied) as info:
+        service.cancel_job_of_task(ctx, developer, "t-1")
+    assert info.value.message == (
+        "task 't-1' belongs to no jobsys job; revoking a task outside jobsys needs the "
+        "'admin' right (cancel a jobsys job by its own tasks, or with its Cancel button)"
+    )
+
+
+def test_the_reaper_hears_only_about_the_jobs_it_asked_about(
+    ctx: Context, developer: Principal
+) -> None:
+    asked = service.submit_job(ctx, developer, docker_spec()).id
+    other = service.submit_job(ctx, developer, docker_spec()).id
+    for job_id in (asked, other):
+        service.cancel_job(ctx, developer, job_id)
+    assert service.ended_job_ids(ctx, [asked, "another-jobsys"]) == {asked}
