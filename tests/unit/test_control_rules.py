@@ -258,3 +258,19 @@ def test_the_reaper_hears_only_about_the_jobs_it_asked_about(
     for job_id in (asked, other):
         service.cancel_job(ctx, developer, job_id)
     assert service.ended_job_ids(ctx, [asked, "another-jobsys"]) == {asked}
+
+
+def test_cancelling_one_job_leaves_the_others_alone(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    mine = service.submit_job(ctx, developer, function_spec([1, 2], chunk_size=1)).id
+    theirs = service.submit_job(ctx, developer, function_spec([3, 4], chunk_size=1)).id
+    their_chunks = [c.task_id for c in dispatcher.published[1].chunks]
+    service.start_task(ctx, their_chunks[0], "w")
+    service.cancel_job(ctx, developer, mine)
+    other = service.get_job(ctx, developer, theirs)
+    assert other.status == "running" and [s.status for s in other.steps] == ["running"]
+    states = [t.state for t in service.job_tasks(ctx, developer, theirs)]
+    assert states == ["running", "pending"]
+    assert not set(their_chunks) & set(dispatcher.revoked)
+    assert sorted(dispatcher.revoked) == sorted(c.task_id for c in dispatcher.published[0].chunks)
