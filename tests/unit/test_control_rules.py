@@ -5,6 +5,8 @@ workers and the reaper make."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from jobsys import service
@@ -76,6 +78,7 @@ def test_a_reason_becomes_the_jobs_error_and_is_audited(ctx: Context, developer:
     assert service.cancel_job(ctx, OPERATOR, plain).error == "cancelled by op"
     entries, _ = service.list_audit(ctx, ADMIN, action="job.cancel")
     by_job = {e.target: e for e in entries}
+    assert {e.action for e in entries} == {"job.cancel"}
     assert by_job[with_reason].detail == {"reason": "wrong input file"}
     assert by_job[with_reason].actor == "op"
     assert by_job[plain].detail is None
@@ -274,3 +277,18 @@ def test_cancelling_one_job_leaves_the_others_alone(
     assert states == ["running", "pending"]
     assert not set(their_chunks) & set(dispatcher.revoked)
     assert sorted(dispatcher.revoked) == sorted(c.task_id for c in dispatcher.published[0].chunks)
+
+
+def test_a_cancel_the_broker_missed_is_logged_for_the_operator(
+    ctx: Context,
+    dispatcher: MemoryDispatcher,
+    developer: Principal,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = service.submit_job(ctx, developer, docker_spec()).id
+    dispatcher.down = True
+    with caplog.at_level(logging.WARNING, logger="jobsys.service.control"):
+        assert service.cancel_job(ctx, developer, job).status == "cancelled"
+    assert [r.getMessage() for r in caplog.records if r.name == "jobsys.service.control"] == [
+        f"cancel of {job} not mirrored to the broker: the broker is unreachable: simulated outage"
+    ]
