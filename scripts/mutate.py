@@ -91,7 +91,10 @@ def generate(work: Path) -> None:
         "copy_src_dir(); copy_also_copy_files(); setup_source_paths()\n"
         "store_lines_covered_by_tests(); create_mutants(1)\n"
     )
-    subprocess.check_call([sys.executable, "-c", code], cwd=work, env=env)
+    with open(work / "generate.log", "w") as log:
+        subprocess.check_call(
+            [sys.executable, "-c", code], cwd=work, env=env, stdout=log, stderr=log
+        )
 
 
 def results(work: Path, module: str) -> dict[str, int | None]:
@@ -137,6 +140,7 @@ def main() -> int:
             total = len(every)
             if spec["sample"] < total:
                 names = sorted(random.Random(seed).sample(every, spec["sample"]))
+                print(f"   sampled {len(names)} of its {total} mutants (seed {seed})")
         started = time.monotonic()
         code = mutmut(work, "run", "--max-children", str(args.max_children), *names)
         minutes = (time.monotonic() - started) / 60
