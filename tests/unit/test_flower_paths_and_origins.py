@@ -292,6 +292,9 @@ def recorder() -> Iterator[Recorder]:
             self.send_header("Content-Type", "application/json")
             self.send_header("X-Flower-Says", "hello")
             self.send_header("Keep-Alive", "timeout=5")
+            self.send_header("Connection", "close")
+            self.send_header("Upgrade", "h2c")
+            self.send_header("Trailer", "X-Checksum")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -315,6 +318,8 @@ class Proxy:
     client: FlaskClient
     settings: Settings
     admin: dict[str, str]
+    ctx: Context
+    dispatcher: MemoryDispatcher
 
 
 def _proxy(tmp: Path, flower: str) -> Proxy:
@@ -326,12 +331,11 @@ def _proxy(tmp: Path, flower: str) -> Proxy:
         outbox_grace_s=0.0,
         flower_url=flower,
     )
-    ctx = Context(
-        settings=settings, sessions=make_session_factory(settings), dispatcher=MemoryDispatcher()
-    )
+    dispatcher = MemoryDispatcher()
+    ctx = Context(settings=settings, sessions=make_session_factory(settings), dispatcher=dispatcher)
     token = service.create_token(ctx, Principal("ada", "admin"), name="ada", role="admin").token
     client = create_app(context=ctx).test_client()
-    return Proxy(client, settings, {"Authorization": f"Bearer {token}"})
+    return Proxy(client, settings, {"Authorization": f"Bearer {token}"}, ctx, dispatcher)
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +376,67 @@ def test_flower_gets_its_credentials_and_the_callers_name_not_ours(
     assert answer.status_code == 418
     assert answer.get_json() == {"from": "flower"}
     assert answer.headers["X-Flower-Says"] == "hello"
-    assert "Keep-Alive" not in answer.headers
+    for hop in ("Keep-Alive", "Connection", "Upgrade", "Trailer"):
+        assert hop not in answer.headers
+
+
+def test_hop_by_hop_headers_stop_at_the_proxy(proxy: Proxy, recorder: Recorder) -> None:
+    """Headers that belong to one connection are not passed on: a client's
+    'Connection: X-Forwarded-User' must not get the caller's name stripped
+    downstream, nor proxy credentials reach Flower."""
+    recorder.requests.clear()
+    hops = {
+        "Connection": "X-Forwarded-User",
+        "Keep-Alive": "timeout=99",
+        "Upgrade": "websocket",
+        "TE": "trailers",
+        "Trailer": "X-Checksum",
+        "Proxy-Authorization": "Basic cHJveHk6c2VjcmV0",
+    }
+    proxy.client.get("/flower/api/workers", headers={**proxy.admin, **hops})
+    (sent,) = recorder.requests
+    headers = sent["headers"]
+    assert isinstance(headers, dict)
+    for name, value in hops.items():
+        assert headers.get(name.lower()) != value, name
+
+
+@pytest.mark.parametrize(
+    ("form", "did"),
+    [
+        ({}, "Revoked"),
+        ({"terminate": "true"}, "Terminated"),
+        ({"terminate": "TRUE"}, "Terminated"),
+        ({"terminate": "1"}, "Terminated"),
+        ({"terminate": "yes"}, "Terminated"),
+        ({"terminate": "on"}, "Terminated"),
+        ({"terminate": "false"}, "Revoked"),
+        ({"terminate": "0"}, "Revoked"),
+    ],
+)
+def test_a_revoke_says_whether_it_terminated(
+    proxy: Proxy, recorder: Recorder, form: dict[str, str], did: str
+) -> None:
+    """Flower's API takes terminate as any of its true words; the answer and the
+    job's reason say which it was."""
+    spec = {
+        "name": "hello",
+        "steps": [{"kind": "docker", "image": "jobsys/busybox:local", "command": ["sleep", "60"]}],
+    }
+    job = service.submit_job(proxy.ctx, Principal("dev", "developer"), spec)
+    task_id = proxy.dispatcher.published[-1].task_id
+    recorder.requests.clear()
+    answer = proxy.client.post(f"/flower/api/task/revoke/{task_id}", data=form, headers=proxy.admin)
+    assert answer.status_code == 200, answer.text
+    assert answer.get_json() == {
+        "message": f"{did} '{task_id}': its job {job.id} was cancelled as its Cancel button "
+        "does (running containers and chunks are ended)",
+        "job_id": job.id,
+        "status": "cancelled",
+    }
+    reason = service.get_job(proxy.ctx, Principal("ada", "admin"), job.id).error
+    assert reason == f"cancelled by ada: task {task_id} {did.lower()} through Flower"
+    assert recorder.requests == []
 
 
 def test_only_the_first_of_several_flower_users_is_sent(
