@@ -144,7 +144,16 @@ def test_a_hash_stored_by_an_earlier_process_still_verifies() -> None:
 
 @pytest.mark.parametrize(
     "stored",
-    ["", "scrypt", "scrypt$", "scrypt$00ff", "scrypt$$00ff", "bcrypt$00ff$00ff", "plain"],
+    [
+        "",
+        "scrypt",
+        "scrypt$",
+        "scrypt$00ff",
+        "scrypt$$00ff",
+        "bcrypt$00ff$00ff",
+        "plain",
+        "scrypt$00ff$00ff$00ff",  # a '$' too many: the digest is what follows the salt
+    ],
 )
 def test_a_malformed_stored_hash_verifies_nothing(stored: str) -> None:
     assert verify_secret("anything", stored) is False
