@@ -7,6 +7,7 @@ headers left out, Flower's status and headers returned)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import socket
 import threading
@@ -290,6 +291,9 @@ def recorder() -> Iterator[Recorder]:
             body = json.dumps({"from": "flower"}).encode()
             self.send_response(418)
             self.send_header("Content-Type", "application/json")
+            if self.path.endswith("/api/task/types"):  # as tornado's compress_response does
+                body = gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
             self.send_header("X-Flower-Says", "hello")
             self.send_header("Keep-Alive", "timeout=5")
             self.send_header("Connection", "close")
@@ -378,6 +382,15 @@ def test_flower_gets_its_credentials_and_the_callers_name_not_ours(
     assert answer.headers["X-Flower-Says"] == "hello"
     for hop in ("Keep-Alive", "Connection", "Upgrade", "Trailer"):
         assert hop not in answer.headers
+
+
+def test_a_compressed_answer_from_flower_arrives_readable(proxy: Proxy) -> None:
+    """httpx decodes Flower's gzip; passing its Content-Encoding on would make
+    the browser decode the plain body once more and fail."""
+    answer = proxy.client.get("/flower/api/task/types", headers=proxy.admin)
+    assert answer.status_code == 418
+    assert "Content-Encoding" not in answer.headers
+    assert answer.get_json() == {"from": "flower"}
 
 
 def test_hop_by_hop_headers_stop_at_the_proxy(proxy: Proxy, recorder: Recorder) -> None:
