@@ -94,6 +94,17 @@ def test_a_change_claiming_another_origin_is_refused_and_told_why(
     )
 
 
+@pytest.mark.parametrize(
+    ("claimed", "host_url"),
+    [
+        ("http://localhost:8080", "http://localhost:8000/"),  # two ports, neither the default
+        ("http://[::1]:8000", "http://[::1:8000]/"),  # an IPv6 host is not host:port
+    ],
+)
+def test_an_origin_that_only_looks_like_ours_is_refused(claimed: str, host_url: str) -> None:
+    assert cross_site_problem("POST", {"Origin": claimed}, host_url) is not None
+
+
 def test_an_origin_check_needs_a_host_of_our_own_too() -> None:
     assert cross_site_problem("POST", {"Origin": "http://localhost"}, "not a url") is not None
 
@@ -148,6 +159,8 @@ def test_basic_credentials_are_asked_like_a_cookie() -> None:
         # only the decoded path: a '%' in it can only be a literal one
         ({"PATH_INFO": "/flower/api/task/info/a%2e"}, "/flower/api/task/info/a%252e"),
         ({"PATH_INFO": "/flower/caf\xc3\xa9"}, "/flower/café"),  # WSGI's latin-1 of UTF-8
+        ({"PATH_INFO": "/flower/\xff"}, "/flower/\ufffd"),  # not UTF-8: refused later, not a 500
+        ({"SCRIPT_NAME": "/flower"}, "/flower"),  # PEP 3333: PATH_INFO may be absent
     ],
 )
 def test_the_raw_path_is_the_request_target(environ: dict[str, str], raw: str) -> None:
@@ -171,6 +184,7 @@ def test_a_plain_path_is_sent(raw: str) -> None:
 def test_only_flowers_main_page_may_end_in_a_slash() -> None:
     assert path_problem("/flower/", root=True) is None
     assert path_problem("/flower/tasks/", root=True) is None  # root: only the last is its name
+    assert path_problem("/flower/api/../", root=True) is not None
     assert path_problem("/flower/tasks/") == (
         "the path has an empty segment ('//' or a trailing '/'); remove it"
     )
