@@ -11,6 +11,7 @@ a fixed seed (the same sample every time), and says so.
     python scripts/mutate.py                      # every module
     python scripts/mutate.py jobsys/auth.py       # one
     python scripts/mutate.py --max-children 2 --root /path/to/other/checkout
+    python scripts/mutate.py --all jobsys/specs.py   # no sampling
 
 It prints, per module: mutants (or sampled/total), killed, survived,
 timeout, suspicious (and no tests), and the percentage killed; the surviving
@@ -110,6 +111,7 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=HERE / "pyproject.toml")
     parser.add_argument("--out", type=Path, default=None, help="default: ROOT/test-artifacts")
     parser.add_argument("--keep", action="store_true", help="reuse earlier results")
+    parser.add_argument("--all", action="store_true", help="every mutant, even if sampled")
     args = parser.parse_args()
 
     from mutmut.stats import status_by_exit_code
@@ -134,7 +136,7 @@ def main() -> int:
         print(f"== {module}: tests {' '.join(tests)}", flush=True)
         names: list[str] = []
         total = None
-        if spec.get("sample"):
+        if spec.get("sample") and not args.all:
             generate(work)
             every = sorted(results(work, module))
             total = len(every)
