@@ -19,6 +19,7 @@ from typing import TypeVar
 import httpx
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from jobsys import service
 from jobsys.auth import Principal
@@ -535,18 +536,26 @@ def pages(world: World) -> dict[str, FlaskClient]:
     return {role: signed_in(world, role) for role in ("operator", "admin")}
 
 
+@pytest.fixture
+def from_page(
+    pages: dict[str, FlaskClient], running: tuple[str, str], where: dict[str, str]
+) -> tuple[str, TestResponse]:
+    """The operator's page session posts a revoke of a running job's task, with
+    the headers ``where`` (the test's parameter) says it came from."""
+    job_id, task_id = running
+    return job_id, pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+
+
 @pytest.mark.parametrize("where", ELSEWHERE)
 def test_a_revoke_from_another_site_with_the_session_cookie_is_refused(
-    pages: dict[str, FlaskClient],
+    from_page: tuple[str, TestResponse],
     proxied: Context,
     dispatcher: MemoryDispatcher,
     flower: FakeFlower,
-    where: dict[str, str],
 ) -> None:
     """Flower's blueprint takes no CSRF token, and a revoke is answered by us,
     not Flower: it once cancelled the job of whoever's page was open."""
-    job_id, task_id = started(proxied, dispatcher)
-    answer = pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+    job_id, answer = from_page
     assert answer.status_code == 403, answer.text
     message = answer.get_data(as_text=True)  # the error page (a page session gets HTML)
     assert "from a page of this site" in message and "bearer token" in message
@@ -567,14 +576,9 @@ def test_a_forwarded_change_from_another_site_is_refused_too(
 
 @pytest.mark.parametrize("where", OURS)
 def test_a_revoke_from_a_page_of_this_site_cancels_the_job(
-    pages: dict[str, FlaskClient],
-    proxied: Context,
-    dispatcher: MemoryDispatcher,
-    flower: FakeFlower,
-    where: dict[str, str],
+    from_page: tuple[str, TestResponse], proxied: Context
 ) -> None:
-    job_id, task_id = started(proxied, dispatcher)
-    answer = pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+    job_id, answer = from_page
     assert answer.status_code == 200, answer.text
     assert service.get_job(proxied, ADMIN, job_id).status == "cancelled"
 
