@@ -11,7 +11,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,13 +30,15 @@ from jobsys.scheduler import LEADER_KEY, DatabaseScheduler
 from jobsys.stack import child_env
 from jobsys.store.models import Job, ScheduleRun, utcnow
 from jobsys.testing import fresh_database
-from tests.support.live import SECRET, wait_until
+from tests.support.fixtures import make_settings
+from tests.support.live import CELERY, SECRET, wait_until
 from tests.support.services import (
     postgres_schema_url,
     redis_url,
     require_postgres,
     require_redis,
 )
+from tests.support.specs import docker_spec
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +50,8 @@ LONG_LOCK_TTL_S = 30.0
 #: A clean stop hands over within this (SIGTERM, beat's shutdown, a 0.5 s stand-by poll).
 HANDOVER_S = 6.0
 INTERVAL_S = 2
-SPEC = {
-    "name": "tick",
-    "steps": [{"kind": "docker", "image": "jobsys/busybox:local", "command": ["true"]}],
-}
+#: never run: no worker takes the jobs the beats start
+SPEC = {**docker_spec("true"), "name": "tick"}
 
 
 @dataclass
@@ -63,7 +62,7 @@ class Beats:
     procs: dict[str, subprocess.Popen[bytes]]
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "beat", "-l", "INFO"]
+        argv = [*CELERY, "beat", "-l", "INFO"]
         argv += ["-S", "jobsys.scheduler:DatabaseScheduler"]
         log = (self.log_dir / f"beat-{name}.log").open("wb")
         proc = subprocess.Popen(
@@ -104,12 +103,11 @@ def beats(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Beats]:
     require_redis()
     require_postgres()
     database_url = postgres_schema_url("beat_test")
-    settings = Settings.from_env(
-        {},
+    settings = make_settings(
+        tmp_path,
         redis_url=redis_url("beat"),
         database_url=database_url,
         secret_key=SECRET,
-        data_dir=str(tmp_path),
         docker_images=("jobsys/*",),
         beat_lock_ttl_s=getattr(request, "param", LOCK_TTL_S),
     )

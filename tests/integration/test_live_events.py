@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,10 @@ from werkzeug.serving import make_server
 
 from jobsys import Client, service
 from jobsys.auth import SYSTEM
-from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.broker.events import RedisEventBus
-from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.store.db import make_session_factory
-from tests.support.live import LiveStack
+from tests.support.fixtures import make_context, make_settings
+from tests.support.live import SECRET, LiveStack
 from tests.support.services import redis_url, require_redis
 from tests.support.specs import docker_spec
 from webui import create_app
@@ -58,19 +57,10 @@ def short_lived_streams(tmp_path: Path) -> Iterator[tuple[Context, str, list[str
     ending after half a second (JOBSYS_STREAM_MAX_S); with the Last-Event-ID
     of every stream opened."""
     require_redis()
-    settings = Settings.from_env(
-        {},
-        data_dir=str(tmp_path),
-        secret_key="integration-test-secret-0123456789",
-        redis_url=redis_url("live-events"),
-        stream_max_s=0.5,
+    settings = make_settings(
+        tmp_path, secret_key=SECRET, redis_url=redis_url("live-events"), stream_max_s=0.5
     )
-    ctx = Context(
-        settings=settings,
-        sessions=make_session_factory(settings),
-        dispatcher=MemoryDispatcher(),
-        events=RedisEventBus.from_url(settings.redis_url),
-    )
+    ctx = replace(make_context(settings), events=RedisEventBus.from_url(settings.redis_url))
     app = create_app(context=ctx)
     opened: list[str | None] = []
     inner = app.wsgi_app

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobsys.celery_app import make_celery
+from tests.support.auth import stack_bearer
 from tests.support.live import LiveStack
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def scrape(stack: LiveStack) -> Samples:
     answer = httpx.get(
         f"{stack.url}/metrics",
-        headers={"Authorization": f"Bearer {stack.token('viewer')}"},
+        headers=stack_bearer(stack, "viewer"),
         timeout=30,
     )
     assert answer.status_code == 200, answer.text
@@ -106,7 +107,7 @@ def test_metrics_move_by_what_our_jobs_did(stack: LiveStack) -> None:
 def test_job_page_details_and_results_download(stack: LiveStack) -> None:
     with stack.client() as c:
         job = c.map(int, ["1", "x", "3"], chunk_size=1, tolerate_failures=True).wait(timeout=60)
-    headers = {"Authorization": f"Bearer {stack.token('viewer')}"}
+    headers = stack_bearer(stack, "viewer")
     page = httpx.get(f"{stack.url}/jobs/{job.id}", headers=headers).text
     assert "download JSON" in page and "/flower/task/" in page and " s</td>" in page
     assert "ValueError" in page and "traceback" in page

@@ -4,8 +4,6 @@ the celery CLI and Flower against the same app."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +19,17 @@ from jobsys.broker.dispatch import CeleryDispatcher
 from jobsys.celery_app import make_celery
 from jobsys.context import Context
 from jobsys.store.models import Step
-from tests.support.live import LiveStack, RedisServer, free_port, start_stack, wait_until
+from tests.support.auth import csrf_of, stack_bearer
+from tests.support.flower import CELERY_CLI, running_flower
+from tests.support.live import (
+    CELERY,
+    LiveStack,
+    RedisServer,
+    free_port,
+    private_stack,
+    run_in,
+    wait_until,
+)
 from webui import create_app
 
 pytestmark = pytest.mark.integration
@@ -37,7 +45,7 @@ def test_submit_while_redis_is_unreachable_is_not_lost(stack: LiveStack) -> None
         dispatcher=CeleryDispatcher(make_celery(dead, publisher=True)),
     )
     web = create_app(context=cut_off).test_client()
-    headers = {"Authorization": f"Bearer {stack.token()}"}
+    headers = stack_bearer(stack)
     spec = {
         "name": "outbox",
         "steps": [{"kind": "function", "function": "math:sqrt", "items": [4, 16]}],
@@ -62,23 +70,23 @@ def test_submit_while_redis_is_unreachable_is_not_lost(stack: LiveStack) -> None
 
 
 @pytest.fixture
-def redis_to_stop(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(free_port(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def outbox_beat(tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
+    """Web app, worker and a real ``celery beat`` on a redis-server of their own."""
+    # A short leader lock: the beat that lost Redis leads again soon after it is back.
+    for stack, server in private_stack(tmp_path, "outbox-beat", beat_lock_ttl_s=3.0):
+        stack.spawn("beat", [*CELERY, "beat", "-l", "INFO"])
+        wait_until(lambda s=stack: "now the leader" in s.log("beat"), 60, "beat to lead")
+        yield stack, server
 
 
 @pytest.fixture
-def beat_stack(redis_to_stop: RedisServer, tmp_path: Path) -> Iterator[LiveStack]:
-    """Web app, worker and a real ``celery beat`` on a redis-server of their own."""
-    db = f"sqlite:///{tmp_path / 'jobsys.db'}"
-    # A short leader lock: the beat that lost Redis leads again soon after it is back.
-    for stack in start_stack("outbox-beat", db, redis_to_stop.url, tmp_path, beat_lock_ttl_s=3.0):
-        argv = [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "beat", "-l", "INFO"]
-        stack.spawn("beat", argv)
-        wait_until(lambda s=stack: "now the leader" in s.log("beat"), 60, "beat to lead")
-        yield stack
+def beat_stack(outbox_beat: tuple[LiveStack, RedisServer]) -> LiveStack:
+    return outbox_beat[0]
+
+
+@pytest.fixture
+def redis_to_stop(outbox_beat: tuple[LiveStack, RedisServer]) -> RedisServer:
+    return outbox_beat[1]
 
 
 def sweeps_done(stack: LiveStack) -> bool:
@@ -166,71 +174,39 @@ def test_workers_api_and_celery_cli(stack: LiveStack) -> None:
         assert any(n.startswith(f"it-{stack.name}@") for n in names)
         worker = next(w for w in c.workers() if w["name"].startswith(f"it-{stack.name}@"))
         assert set(worker["queues"]) == {"python", "docker"} and worker["concurrency"] == 4
-    ping = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "jobsys.celery_app",
-            "inspect",
-            "ping",
-            "--timeout",
-            "5",
-        ],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ping = run_in(stack, *CELERY, "inspect", "ping", "--timeout", "5")
     assert ping.returncode == 0, ping.stderr
     assert f"it-{stack.name}@" in ping.stdout and "pong" in ping.stdout
 
 
 def test_flower_sees_our_workers_and_tasks(stack: LiveStack) -> None:
-    port = free_port()
-    stack.spawn(
-        "flower",
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "jobsys.celery_app",
-            "flower",
-            "--address=127.0.0.1",
-            f"--port={port}",
-        ],
-        FLOWER_UNAUTHENTICATED_API="true",
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{base}/healthcheck").status_code == 200, 30, "Flower")
-    workers = wait_until(
-        lambda: httpx.get(f"{base}/api/workers", timeout=10).json(), 30, "Flower's worker list"
-    )
-    assert any(name.startswith(f"it-{stack.name}@") for name in workers)
-    with stack.client() as c:
-        job = c.map(str, range(3), chunk_size=1).wait(timeout=60)
-        task_ids = {t["id"] for t in job.tasks()}
+    with running_flower(stack, CELERY_CLI, FLOWER_UNAUTHENTICATED_API="true") as base:
+        workers = wait_until(
+            lambda: httpx.get(f"{base}/api/workers", timeout=10).json(), 30, "Flower's worker list"
+        )
+        assert any(name.startswith(f"it-{stack.name}@") for name in workers)
+        with stack.client() as c:
+            job = c.map(str, range(3), chunk_size=1).wait(timeout=60)
+            task_ids = {t["id"] for t in job.tasks()}
 
-    def seen() -> bool:
-        tasks = httpx.get(f"{base}/api/tasks", timeout=10).json()
-        return task_ids <= set(tasks)
+        def seen() -> bool:
+            tasks = httpx.get(f"{base}/api/tasks", timeout=10).json()
+            return task_ids <= set(tasks)
 
-    wait_until(seen, 30, "Flower's task list")
-    one = httpx.get(f"{base}/api/task/info/{sorted(task_ids)[0]}", timeout=10).json()
-    assert one["name"] == "jobsys.run_function_chunk" and job.id in one["args"]
+        wait_until(seen, 30, "Flower's task list")
+        one = httpx.get(f"{base}/api/task/info/{sorted(task_ids)[0]}", timeout=10).json()
+        assert one["name"] == "jobsys.run_function_chunk" and job.id in one["args"]
 
 
 def test_pages_over_http(stack: LiveStack) -> None:
     """Sign in, submit the form, see the job complete: the browser's path, over HTTP."""
     with httpx.Client(base_url=stack.url, timeout=30) as web:
         page = web.get("/login").text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        csrf = csrf_of(page)
         r = web.post("/login", data={"token": stack.token(), "csrf_token": csrf})
         assert r.status_code == 302
         form = web.get("/jobs/new").text
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        csrf = csrf_of(form)
         r = web.post(
             "/jobs/new",
             data={

@@ -34,17 +34,17 @@ from jobsys.context import Context
 from jobsys.errors import DatabaseUnavailable
 from jobsys.store.db import make_session_factory
 from jobsys.store.models import IdempotencyKey, Job, Step
+from tests.support.auth import bearer_of, csrf_of
 from tests.support.examples import EXAMPLES
 from tests.support.services import POSTGRES_URL, postgres_schema_url, require_postgres
+from tests.support.specs import docker_spec
 from tests.support.tcp_proxy import TcpProxy
 from webui import create_app
 
 pytestmark = pytest.mark.integration
 
-SPEC = {
-    "name": "survives",
-    "steps": [{"kind": "docker", "image": "jobsys/busybox:local", "command": ["true"]}],
-}
+#: never run: the dispatcher only records what it was given
+SPEC = {**docker_spec("true"), "name": "survives"}
 
 
 @dataclass
@@ -120,10 +120,10 @@ def test_database_down_at_submit_is_503_and_nothing_is_half_written(web: Web) ->
     accepted: set[str] = set()
     with web.client() as client:
         accepted.add(client.submit_spec(SPEC).id)
-    auth = {"Authorization": f"Bearer {web.token}"}
+    auth = bearer_of(web.token)
     http = httpx.Client(base_url=web.url, timeout=10)
     page = sign_in(http, web.token)
-    form_csrf = csrf_of(page, "/jobs/new")
+    form_csrf = csrf_of(page.get("/jobs/new").text)
 
     web.proxy.stop()
     started = time.monotonic()
@@ -174,7 +174,7 @@ def test_the_database_dropping_inside_the_submit_transaction_leaves_nothing(web:
             web.proxy.stop()
 
     before = stored(web)
-    auth = {"Authorization": f"Bearer {web.token}"}
+    auth = bearer_of(web.token)
     with httpx.Client(base_url=web.url, timeout=10) as http:
         for headers in (auth, {**auth, "Idempotency-Key": "mid-commit"}):
             armed.set()
@@ -192,18 +192,13 @@ def test_the_database_dropping_inside_the_submit_transaction_leaves_nothing(web:
 
 
 def sign_in(http: httpx.Client, token: str) -> httpx.Client:
-    """A browser-like client signed in to the pages with the token."""
+    """A browser-like client over real HTTP signed in to the pages with the
+    token (support.auth.sign_in signs in a Flask test client)."""
     page = httpx.Client(base_url=str(http.base_url), timeout=10)
-    csrf = csrf_of(page, "/login")
+    csrf = csrf_of(page.get("/login").text)
     r = page.post("/login", data={"token": token, "csrf_token": csrf})
     assert r.status_code == 302, r.text
     return page
-
-
-def csrf_of(page: httpx.Client, path: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', page.get(path).text)
-    assert match, f"{path} carries a CSRF token"
-    return match.group(1)
 
 
 # -- every route, on SQLite as well as PostgreSQL ------------------------------
@@ -342,10 +337,10 @@ def test_every_route_answers_503_while_the_database_is_down(outage: Outage) -> N
         ),
         key=lambda route: (route[1] == "/logout", route),
     )
-    auth = {"Authorization": f"Bearer {outage.token}"}
+    auth = bearer_of(outage.token)
     api = httpx.Client(base_url=outage.url, timeout=10, headers=auth)
     browser = sign_in(api, outage.token)
-    csrf = csrf_of(browser, "/jobs/new")
+    csrf = csrf_of(browser.get("/jobs/new").text)
     assert browser.get("/jobs").status_code == 200
 
     def call(method: str, rule: str) -> httpx.Response:

@@ -11,16 +11,15 @@ from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, StateError
 from jobsys.states import JobStatus
-from tests.support.specs import docker_spec, function_spec
+from tests.support.auth import bearer_of, csrf_of
+from tests.support.specs import docker_spec, function_spec, two_docker_steps
 from webui import create_app
 
 
 def test_cancel_a_queued_job(
     ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
 ) -> None:
-    spec = docker_spec()
-    spec["steps"].append(dict(spec["steps"][0]))  # type: ignore[union-attr]
-    job = service.submit_job(ctx, developer, spec)
+    job = service.submit_job(ctx, developer, two_docker_steps())
     done = service.cancel_job(ctx, Principal("op", "operator"), job.id)
     assert done.status == "cancelled" and done.error == "cancelled by op"
     assert done.finished_at is not None
@@ -85,11 +84,9 @@ def test_cancel_holds_when_the_broker_is_down(
 
 
 def test_cancel_over_the_api_and_the_page(ctx: Context, dispatcher: MemoryDispatcher) -> None:
-    import re
-
     client: FlaskClient = create_app(context=ctx).test_client()
     token = service.create_token(ctx, SYSTEM, name="op", role="developer").token
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = bearer_of(token)
     first = client.post("/api/jobs", json=docker_spec(), headers=headers).json["id"]
     r = client.post(f"/api/jobs/{first}/cancel", headers=headers)
     assert r.status_code == 200 and r.json["status"] == "cancelled"
@@ -98,11 +95,11 @@ def test_cancel_over_the_api_and_the_page(ctx: Context, dispatcher: MemoryDispat
 
     second = client.post("/api/jobs", json=docker_spec(), headers=headers).json["id"]
     page = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    csrf = csrf_of(page)
     client.post("/login", data={"token": token, "csrf_token": csrf})
     listing = client.get("/jobs").get_data(as_text=True)
     assert f"/jobs/{second}/cancel" in listing and f"/jobs/{first}/cancel" not in listing
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', listing).group(1)  # new session
+    csrf = csrf_of(listing)  # new session
     r = client.post(f"/jobs/{second}/cancel", data={"csrf_token": csrf, "next": "/jobs"})
     assert r.status_code == 302 and r.headers["Location"] == "/jobs"
     assert service.get_job(ctx, SYSTEM, second).status == "cancelled"

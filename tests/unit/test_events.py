@@ -21,25 +21,17 @@ from tests.support.specs import docker_spec
 from webui import create_app
 from workers.function_step import captured_output
 
-
-@pytest.fixture(autouse=True)
-def short_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A follower waits 5 s for news before it looks at the database; here 50 ms."""
-    monkeypatch.setattr("jobsys.service.live.WAIT_MS", 50)
+#: a follower looks at the database after 50 ms without news, not 5 s
+pytestmark = pytest.mark.usefixtures("quick_followers")
 
 
 @pytest.fixture
-def redis_client() -> fakeredis.FakeRedis:
-    return fakeredis.FakeRedis()
-
-
-@pytest.fixture
-def ctx(ctx: Context, redis_client: fakeredis.FakeRedis) -> Context:
+def ctx(ctx: Context, fake_redis: fakeredis.FakeRedis) -> Context:
     return Context(
         settings=ctx.settings,
         sessions=ctx.sessions,
         dispatcher=ctx.dispatcher,
-        events=RedisEventBus(redis_client),
+        events=RedisEventBus(fake_redis),
     )
 
 
@@ -47,7 +39,7 @@ def test_a_job_publishes_status_progress_and_lines_in_order(
     ctx: Context,
     dispatcher: MemoryDispatcher,
     developer: Principal,
-    redis_client: fakeredis.FakeRedis,
+    fake_redis: fakeredis.FakeRedis,
 ) -> None:
     job_id = run_docker_job(ctx, dispatcher, developer, ["one", "two"])
     events = ctx.events.read(job_id, "0", block_ms=0)
@@ -62,16 +54,16 @@ def test_a_job_publishes_status_progress_and_lines_in_order(
     assert events[3].data["progress"] == {"done": 1, "total": 1}
     assert events[-1].data["steps"] == [{"position": 0, "status": "completed"}]
     # the dashboard's global stream carries the changes, not the lines
-    assert [json.loads(f[b"data"])["status"] for _, f in redis_client.xrange(GLOBAL_STREAM)] == [
+    assert [json.loads(f[b"data"])["status"] for _, f in fake_redis.xrange(GLOBAL_STREAM)] == [
         "running",
         "running",
         "completed",
     ]
     # a finished job's stream expires after the finished-job TTL (a day by default),
     # shorter than the week every live stream gets, and a late line does not extend it
-    assert 0 < redis_client.ttl(job_stream(job_id)) <= 24 * 3600 < LIVE_STREAM_TTL_S
+    assert 0 < fake_redis.ttl(job_stream(job_id)) <= 24 * 3600 < LIVE_STREAM_TTL_S
     ctx.events.publish(job_id, "log", {"line": "late"})
-    assert redis_client.ttl(job_stream(job_id)) <= 24 * 3600
+    assert fake_redis.ttl(job_stream(job_id)) <= 24 * 3600
 
 
 def test_follow_replays_exactly_what_came_after_the_given_id(
@@ -90,10 +82,10 @@ def test_follow_ends_from_the_database_when_the_stream_is_gone(
     ctx: Context,
     dispatcher: MemoryDispatcher,
     developer: Principal,
-    redis_client: fakeredis.FakeRedis,
+    fake_redis: fakeredis.FakeRedis,
 ) -> None:
     job_id = run_docker_job(ctx, dispatcher, developer, ["one"])
-    redis_client.delete(job_stream(job_id))  # trimmed, or lost in a Redis restart
+    fake_redis.delete(job_stream(job_id))  # trimmed, or lost in a Redis restart
     (last,) = list(service.follow_job(ctx, developer, job_id))
     assert last is not None and last.type == "status" and last.data["status"] == "completed"
     # and the stored logs are still there
@@ -167,8 +159,8 @@ def test_a_revoke_from_celery_cancels_the_job(
 
 
 def test_every_stream_has_a_ttl_from_its_first_event(
-    ctx: Context, redis_client: fakeredis.FakeRedis
+    ctx: Context, fake_redis: fakeredis.FakeRedis
 ) -> None:
     """A job that never ends (lost, or its end event lost) still leaves no key for ever."""
     ctx.events.publish("never-ends", "status", {"status": "running"})
-    assert 24 * 3600 < redis_client.ttl(job_stream("never-ends")) <= LIVE_STREAM_TTL_S
+    assert 24 * 3600 < fake_redis.ttl(job_stream("never-ends")) <= LIVE_STREAM_TTL_S

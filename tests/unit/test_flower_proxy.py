@@ -10,23 +10,24 @@ which are refused before anything is sent."""
 from __future__ import annotations
 
 import json
-import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 import httpx
 import pytest
 from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
 
 from jobsys import service
 from jobsys.auth import Principal
 from jobsys.broker.dispatch import MemoryDispatcher
-from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied, SpecError
-from jobsys.store.db import make_session_factory
+from tests.support.auth import bearer_of, csrf_of, sign_in
+from tests.support.fixtures import make_context, make_settings
 from tests.support.specs import docker_spec
 from webui import create_app, flower_proxy
 from webui.flower_proxy import ROUTES, right_for, upstream_url
@@ -34,6 +35,7 @@ from webui.flower_proxy import ROUTES, right_for, upstream_url
 ROLES = ("viewer", "operator", "developer", "admin")
 ADMIN = Principal("ada", "admin")
 WORKER = "python@host"
+T = TypeVar("T")
 
 
 @dataclass
@@ -95,16 +97,9 @@ class World:
 @pytest.fixture(scope="module")
 def world(fake_flower: FakeFlower, tmp_path_factory: pytest.TempPathFactory) -> World:
     tmp = tmp_path_factory.mktemp("flower-proxy")
-    settings = Settings.from_env(
-        {},
-        data_dir=str(tmp),
-        secret_key="unit-test-secret-key-0123456789",
-        docker_images=("jobsys/*",),
-        outbox_grace_s=0.0,
-        flower_url=fake_flower.url,
-    )
+    settings = make_settings(tmp, docker_images=("jobsys/*",), flower_url=fake_flower.url)
     dispatcher = MemoryDispatcher()
-    ctx = Context(settings=settings, sessions=make_session_factory(settings), dispatcher=dispatcher)
+    ctx = make_context(settings, dispatcher)
     # a catalog with a template whose jobs only an admin may stop, and an open one
     folder = tmp / "catalog"
     for name, roles in (("guarded", "roles: {stop: [admin]}\n"), ("open", "")):
@@ -116,7 +111,7 @@ def world(fake_flower: FakeFlower, tmp_path_factory: pytest.TempPathFactory) -> 
     tokens = {}
     for role in ROLES:
         token = service.create_token(ctx, ADMIN, name=f"{role}-token", role=role).token
-        tokens[role] = {"Authorization": f"Bearer {token}"}
+        tokens[role] = bearer_of(token)
     return World(ctx, dispatcher, create_app(context=ctx).test_client(), tokens)
 
 
@@ -157,6 +152,31 @@ def send(client: FlaskClient, method: str, path: str, headers: dict[str, str]) -
     """Through the test client, with the path exactly as given (no client-side clean-up)."""
     answer = client.open(path, method=method, headers=headers)
     return httpx.Response(answer.status_code, headers=dict(answer.headers), content=answer.data)
+
+
+def each_role_sends(requests: list[tuple[str, str]]) -> Callable[[T], T]:
+    """Run a test once for each role and each (method, path) of ``requests``; its
+    ``answer`` fixture is what the proxy answered that role's request."""
+
+    def mark(test: T) -> T:
+        return pytest.mark.parametrize("role", ROLES)(
+            pytest.mark.parametrize(("method", "path"), requests)(test)
+        )
+
+    return mark
+
+
+@pytest.fixture
+def answer(
+    client: FlaskClient,
+    tokens: dict[str, dict[str, str]],
+    flower: FakeFlower,
+    role: str,
+    method: str,
+    path: str,
+) -> httpx.Response:
+    """``role``'s ``method`` on ``path``, sent once Flower's record is cleared."""
+    return send(client, method, path, tokens[role])
 
 
 # ---- the path: refused unless it names one route plainly --------------------------------
@@ -262,17 +282,10 @@ READING = [
 ]
 
 
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize(("method", "path"), READING)
+@each_role_sends(READING)
 def test_every_role_reads_flower(
-    client: FlaskClient,
-    tokens: dict[str, dict[str, str]],
-    flower: FakeFlower,
-    role: str,
-    method: str,
-    path: str,
+    answer: httpx.Response, flower: FakeFlower, method: str, path: str
 ) -> None:
-    answer = send(client, method, path, tokens[role])
     assert answer.status_code == 200, answer.text
     assert answer.json()["flower"] is True
     # Flower received exactly the path whose right was checked
@@ -301,17 +314,10 @@ CHANGING = [
 ]
 
 
-@pytest.mark.parametrize("role", ROLES)
-@pytest.mark.parametrize(("method", "path"), CHANGING)
+@each_role_sends(CHANGING)
 def test_everything_else_needs_admin(
-    client: FlaskClient,
-    tokens: dict[str, dict[str, str]],
-    flower: FakeFlower,
-    role: str,
-    method: str,
-    path: str,
+    answer: httpx.Response, flower: FakeFlower, role: str, method: str, path: str
 ) -> None:
-    answer = send(client, method, path, tokens[role])
     if role == "admin":
         assert answer.status_code == 200, answer.text
         assert flower.seen == [(method, path)]
@@ -333,6 +339,33 @@ def started(ctx: Context, dispatcher: MemoryDispatcher, template: str | None = N
     return job.id, dispatcher.published[-1].task_id
 
 
+@pytest.fixture
+def running(proxied: Context, dispatcher: MemoryDispatcher, flower: FakeFlower) -> tuple[str, str]:
+    """A job of no template, once Flower's record is cleared: ``started``."""
+    return started(proxied, dispatcher)
+
+
+#: (role, template, path with ``{task}``) -> (job id, task id, the proxy's answer)
+Revoke = Callable[[str, str, str], tuple[str, str, httpx.Response]]
+
+
+@pytest.fixture
+def revoke(
+    client: FlaskClient,
+    tokens: dict[str, dict[str, str]],
+    flower: FakeFlower,
+    guarded: Context,
+    dispatcher: MemoryDispatcher,
+) -> Revoke:
+    """Start a job of a template, then post ``path`` for its running task as ``role``."""
+
+    def as_role(role: str, template: str, path: str) -> tuple[str, str, httpx.Response]:
+        job_id, task_id = started(guarded, dispatcher, template)
+        return job_id, task_id, send(client, "POST", path.format(task=task_id), tokens[role])
+
+    return as_role
+
+
 CANCELLING = [
     "/flower/api/task/revoke/{task}",
     "/flower/api/task/revoke/{task}?terminate=true",
@@ -344,16 +377,14 @@ CANCELLING = [
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("how", CANCELLING)
 def test_a_revoke_cancels_the_job_as_its_cancel_button_does(
-    client: FlaskClient,
-    tokens: dict[str, dict[str, str]],
+    revoke: Revoke,
     flower: FakeFlower,
     guarded: Context,
     dispatcher: MemoryDispatcher,
     role: str,
     how: str,
 ) -> None:
-    job_id, task_id = started(guarded, dispatcher, "open")
-    answer = send(client, "POST", how.format(task=task_id), tokens[role])
+    job_id, task_id, answer = revoke(role, "open", how)
     job = service.get_job(guarded, ADMIN, job_id)
     if role == "viewer":
         assert answer.status_code == 403 and answer.json()["right"] == "cancel"
@@ -375,15 +406,9 @@ def test_a_revoke_cancels_the_job_as_its_cancel_button_does(
 
 @pytest.mark.parametrize("role", ROLES)
 def test_a_template_that_narrows_stop_applies_to_a_revoke(
-    client: FlaskClient,
-    tokens: dict[str, dict[str, str]],
-    flower: FakeFlower,
-    guarded: Context,
-    dispatcher: MemoryDispatcher,
-    role: str,
+    revoke: Revoke, flower: FakeFlower, guarded: Context, role: str
 ) -> None:
-    job_id, task_id = started(guarded, dispatcher, "guarded")
-    answer = send(client, "POST", f"/flower/api/task/revoke/{task_id}", tokens[role])
+    job_id, _, answer = revoke(role, "guarded", "/flower/api/task/revoke/{task}")
     status = service.get_job(guarded, ADMIN, job_id).status
     if role == "admin":
         assert answer.status_code == 200 and status == "cancelled"
@@ -399,10 +424,10 @@ def test_a_revoke_of_a_finished_job_is_409(
     client: FlaskClient,
     tokens: dict[str, dict[str, str]],
     proxied: Context,
-    dispatcher: MemoryDispatcher,
     flower: FakeFlower,
+    running: tuple[str, str],
 ) -> None:
-    job_id, task_id = started(proxied, dispatcher)
+    job_id, task_id = running
     service.cancel_job(proxied, ADMIN, job_id)
     answer = send(client, "POST", f"/flower/api/task/revoke/{task_id}", tokens["operator"])
     assert answer.status_code == 409 and "cancelled" in answer.json()["message"]
@@ -425,14 +450,10 @@ def test_a_task_outside_jobsys_needs_admin_and_goes_to_flower(
 
 
 def test_a_revoke_from_flowers_own_page_reads_its_form(
-    client: FlaskClient,
-    tokens: dict[str, dict[str, str]],
-    proxied: Context,
-    dispatcher: MemoryDispatcher,
-    flower: FakeFlower,
+    client: FlaskClient, tokens: dict[str, dict[str, str]], running: tuple[str, str]
 ) -> None:
     """Flower's Terminate button posts ``terminate=true`` as a form, not in the query."""
-    job_id, task_id = started(proxied, dispatcher)
+    job_id, task_id = running
     answer = client.post(
         f"/flower/api/task/revoke/{task_id}",
         data={"terminate": "true"},
@@ -507,13 +528,7 @@ def signed_in(world: World, role: str) -> FlaskClient:
     """A page client (the session cookie, no bearer token) of ``role``."""
     page: FlaskClient = world.client.application.test_client()
     token = service.create_token(world.ctx, ADMIN, name=f"page-{role}", role=role).token
-    form = page.get("/login").get_data(as_text=True)
-    found = re.search(r'name="csrf_token" value="([^"]+)"', form)
-    assert found is not None
-    assert (
-        page.post("/login", data={"token": token, "csrf_token": found.group(1)}).status_code == 302
-    )
-    return page
+    return sign_in(page, token)
 
 
 @pytest.fixture(scope="module")
@@ -521,18 +536,26 @@ def pages(world: World) -> dict[str, FlaskClient]:
     return {role: signed_in(world, role) for role in ("operator", "admin")}
 
 
+@pytest.fixture
+def from_page(
+    pages: dict[str, FlaskClient], running: tuple[str, str], where: dict[str, str]
+) -> tuple[str, TestResponse]:
+    """The operator's page session posts a revoke of a running job's task, with
+    the headers ``where`` (the test's parameter) says it came from."""
+    job_id, task_id = running
+    return job_id, pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+
+
 @pytest.mark.parametrize("where", ELSEWHERE)
 def test_a_revoke_from_another_site_with_the_session_cookie_is_refused(
-    pages: dict[str, FlaskClient],
+    from_page: tuple[str, TestResponse],
     proxied: Context,
     dispatcher: MemoryDispatcher,
     flower: FakeFlower,
-    where: dict[str, str],
 ) -> None:
     """Flower's blueprint takes no CSRF token, and a revoke is answered by us,
     not Flower: it once cancelled the job of whoever's page was open."""
-    job_id, task_id = started(proxied, dispatcher)
-    answer = pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+    job_id, answer = from_page
     assert answer.status_code == 403, answer.text
     message = answer.get_data(as_text=True)  # the error page (a page session gets HTML)
     assert "from a page of this site" in message and "bearer token" in message
@@ -553,14 +576,9 @@ def test_a_forwarded_change_from_another_site_is_refused_too(
 
 @pytest.mark.parametrize("where", OURS)
 def test_a_revoke_from_a_page_of_this_site_cancels_the_job(
-    pages: dict[str, FlaskClient],
-    proxied: Context,
-    dispatcher: MemoryDispatcher,
-    flower: FakeFlower,
-    where: dict[str, str],
+    from_page: tuple[str, TestResponse], proxied: Context
 ) -> None:
-    job_id, task_id = started(proxied, dispatcher)
-    answer = pages["operator"].post(f"/flower/api/task/revoke/{task_id}", headers=where)
+    job_id, answer = from_page
     assert answer.status_code == 200, answer.text
     assert service.get_job(proxied, ADMIN, job_id).status == "cancelled"
 
@@ -610,11 +628,9 @@ def test_behind_a_trusted_proxy_the_origin_is_the_one_the_browser_used(
     )
     token = service.create_token(proxied, ADMIN, name="page-behind", role="operator").token
     form = page.get("/login").get_data(as_text=True)
-    found = re.search(r'name="csrf_token" value="([^"]+)"', form)
-    assert found is not None
     login = page.post(
         "/login",
-        data={"token": token, "csrf_token": found.group(1)},
+        data={"token": token, "csrf_token": csrf_of(form)},
         headers={"Referer": "https://jobs.example.com/login"},
     )
     assert login.status_code == 302, login.text
