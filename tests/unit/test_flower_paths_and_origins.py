@@ -10,10 +10,9 @@ import base64
 import gzip
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from jobsys.context import Context
 from jobsys.errors import SpecError
 from jobsys.stack import flower_basic_auth
 from jobsys.store.db import make_session_factory
+from tests.support.http_server import serving
 from webui import create_app
 from webui.flower_proxy import (
     cross_site_problem,
@@ -322,13 +322,9 @@ def recorder() -> Iterator[Recorder]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    seen.url = f"http://127.0.0.1:{server.server_address[1]}/flower"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield seen
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as base:
+        seen.url = f"{base}/flower"
+        yield seen
 
 
 @dataclass

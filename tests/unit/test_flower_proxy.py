@@ -10,10 +10,9 @@ which are refused before anything is sent."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TypeVar
 
 import httpx
@@ -28,6 +27,7 @@ from jobsys.context import Context
 from jobsys.errors import PermissionDenied, SpecError
 from tests.support.auth import bearer_of, csrf_of, sign_in
 from tests.support.fixtures import make_context, make_settings
+from tests.support.http_server import serving
 from tests.support.specs import docker_spec
 from webui import create_app, flower_proxy
 from webui.flower_proxy import ROUTES, right_for, upstream_url
@@ -74,13 +74,9 @@ def fake_flower() -> Iterator[FakeFlower]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/flower"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as base:
+        fake.url = f"{base}/flower"
+        yield fake
 
 
 @dataclass
