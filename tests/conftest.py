@@ -3,7 +3,6 @@ plugin) and the live stack, once per database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from tests.support.live import LiveStack, start_stack
 from tests.support.services import (
     POSTGRES_URL,
-    missing_services,
     redis_url,
+    report_missing_services,
     require_postgres,
     require_redis,
 )
@@ -36,19 +35,4 @@ def stack(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Outside CI a missing service skips its tests (in CI it fails them): say
-    at the end how many each one skipped, so a green run that ran nothing real
-    is visible."""
-    if os.environ.get("CI"):
-        return
-    reasons = [
-        report.longrepr[2]
-        for report in terminalreporter.stats.get("skipped", [])
-        if isinstance(report.longrepr, tuple)
-    ]
-    counts = missing_services(reasons)
-    if counts:
-        terminalreporter.section("skipped for a missing service")
-        for what, n in counts.items():
-            terminalreporter.line(f"{n:5d} skipped: {what}")
-        terminalreporter.line(f"{sum(counts.values()):5d} in all; CI runs them (it fails instead)")
+    report_missing_services(terminalreporter)

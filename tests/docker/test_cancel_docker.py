@@ -124,14 +124,17 @@ def test_reaper_removes_containers_of_ended_jobs(stack: LiveStack) -> None:
     assert finished(stack, job_id)["status"] == "completed"
     # And one of a job this database does not know: another jobsys on the same engine.
     foreign = f"other-{uuid.uuid4().hex}"
-    for labelled in (job_id, foreign):
-        label = f"jobsys.job={labelled}"
-        run = ["docker", "run", "-d", "--network", "none", "--label", label, BUSYBOX_IMAGE]
-        subprocess.run([*run, "sleep", "60"], check=True, capture_output=True)
-    assert containers_of(job_id) and containers_of(foreign)
-    ran = stack.ctx.dispatcher.app.send_task("jobsys.reap_orphans", queue="docker")
-    assert ran.get(timeout=30) >= 1
-    assert containers_of(job_id) == []
-    left = containers_of(foreign)
-    assert left, "the reaper removed a container of a job it does not know"
-    subprocess.run(["docker", "rm", "-f", *left], check=True, capture_output=True)
+    try:
+        for labelled in (job_id, foreign):
+            label = f"jobsys.job={labelled}"
+            run = ["docker", "run", "-d", "--network", "none", "--label", label, BUSYBOX_IMAGE]
+            subprocess.run([*run, "sleep", "60"], check=True, capture_output=True)
+        assert containers_of(job_id) and containers_of(foreign)
+        ran = stack.ctx.dispatcher.app.send_task("jobsys.reap_orphans", queue="docker")
+        assert ran.get(timeout=30) >= 1
+        assert containers_of(job_id) == []
+        assert containers_of(foreign), "the reaper removed a container of a job it does not know"
+    finally:  # nothing of ours left on the engine, whatever failed
+        left = containers_of(job_id) + containers_of(foreign)
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True)

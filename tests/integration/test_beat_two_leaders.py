@@ -29,7 +29,7 @@ from jobsys.auth import Principal
 from jobsys.celery_app import make_celery
 from jobsys.config import Settings
 from jobsys.scheduler import DatabaseScheduler
-from jobsys.service import create_schedule, firing
+from jobsys.service import create_schedule, firing, update_schedule
 from jobsys.store.models import Job, ScheduleRun, utcnow
 from jobsys.testing import fresh_database
 from tests.support.live import SECRET
@@ -151,12 +151,13 @@ def test_two_leaders_firing_one_tick_at_once_start_one_job(
 
     raced = 0
     for round_ in range(ROUNDS):
-        # Due now: its next tick is the last hour boundary, already passed.
+        # Due now: its next tick is an hour boundary at least 5 s past (made as
+        # if an hour and 5 s ago, so not the one about to come)
         schedule = create_schedule(
             ctx,
             ADMIN,
             {"name": f"race-{round_}", "interval_s": INTERVAL_S, "spec": SPEC, "overlap": "allow"},
-            now=utcnow() - timedelta(seconds=INTERVAL_S - 1),
+            now=utcnow() - timedelta(seconds=INTERVAL_S + 5),
         )
         assert schedule.next_fire_at is not None and schedule.next_fire_at <= utcnow()
         fire_at_once(a, b)
@@ -168,6 +169,8 @@ def test_two_leaders_firing_one_tick_at_once_start_one_job(
         assert [(r.tick, r.outcome) for r in runs] == [(schedule.next_fire_at, "submitted")], (
             f"round {round_}: {len(runs)} runs for one tick"
         )
+        # done with it: an hour boundary passed in a later round must not fire it again
+        update_schedule(ctx, ADMIN, schedule.id, {"enabled": False})
 
     # Every job has its run and every run its job: no job whose run was refused.
     with ctx.sessions() as s:

@@ -23,7 +23,7 @@ def unreachable() -> redis.Redis:
 @pytest.fixture
 def client() -> redis.Redis:
     require_redis()
-    found = redis.Redis.from_url(redis_url("beat"))
+    found = redis.Redis.from_url(redis_url("leader-lock"))
     found.delete(KEY)
     return found
 

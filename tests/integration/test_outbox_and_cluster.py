@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,10 +74,13 @@ def test_submit_while_redis_is_unreachable_is_not_lost(stack: LiveStack) -> None
 def outbox_beat(tmp_path: Path) -> Iterator[tuple[LiveStack, RedisServer]]:
     """Web app, worker and a real ``celery beat`` on a redis-server of their own."""
     # A short leader lock: the beat that lost Redis leads again soon after it is back.
-    for stack, server in private_stack(tmp_path, "outbox-beat", beat_lock_ttl_s=3.0):
-        stack.spawn("beat", [*CELERY, "beat", "-l", "INFO"])
-        wait_until(lambda s=stack: "now the leader" in s.log("beat"), 60, "beat to lead")
-        yield stack, server
+    # closing: the stack stops at once if beat never leads, not when the
+    # traceback is freed
+    with closing(private_stack(tmp_path, "outbox-beat", beat_lock_ttl_s=3.0)) as stacks:
+        for stack, server in stacks:
+            stack.spawn("beat", [*CELERY, "beat", "-l", "INFO"])
+            wait_until(lambda s=stack: "now the leader" in s.log("beat"), 60, "beat to lead")
+            yield stack, server
 
 
 @pytest.fixture

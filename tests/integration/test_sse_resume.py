@@ -24,7 +24,7 @@ ITEMS = 20
 
 def chatty(x: int) -> int:
     print(f"working on {x}")
-    time.sleep(0.25)
+    time.sleep(0.5)
     return x
 
 
@@ -52,7 +52,7 @@ def lines_of(events: list[dict[str, Any]]) -> list[str]:
 
 def test_a_follower_resumes_after_its_last_event_while_the_job_runs(stack: LiveStack) -> None:
     with stack.client() as c, stack.http(role="viewer") as http:
-        job = c.map(chatty, range(ITEMS), chunk_size=ITEMS)  # one chunk: lines 0.25 s apart
+        job = c.map(chatty, range(ITEMS), chunk_size=ITEMS)  # one chunk: lines 0.5 s apart
         path = f"/api/jobs/{job.id}/events"
 
         before: list[dict[str, Any]] = []

@@ -35,16 +35,21 @@ def test_a_killed_worker_is_shown_lost(stack: LiveStack) -> None:
                     return str(w["state"])
         return None
 
-    wait_until(lambda: state_of(f"{name}@") == "online", 60, "the extra worker online")
-    with stack.client("viewer") as c:
-        extra = next(w for w in c.workers() if w["name"].startswith(f"{name}@"))
-        main = next(w for w in c.workers() if w["name"].startswith(f"it-{stack.name}@"))
-    assert (extra["queues"], extra["concurrency"]) == (["python"], 1)
-    assert (main["queues"], main["concurrency"]) == (["docker", "python"], 4)
-    assert state_of(f"{name}@") == "online"  # still, just before the kill
-    killed = time.monotonic()
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_until(lambda: state_of(f"{name}@") == "online", 60, "the extra worker online")
+        with stack.client("viewer") as c:
+            extra = next(w for w in c.workers() if w["name"].startswith(f"{name}@"))
+            main = next(w for w in c.workers() if w["name"].startswith(f"it-{stack.name}@"))
+        assert (extra["queues"], extra["concurrency"]) == (["python"], 1)
+        assert (main["queues"], main["concurrency"]) == (["docker", "python"], 4)
+        assert state_of(f"{name}@") == "online"  # still, just before the kill
+        killed = time.monotonic()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:  # on a failure before the kill too: it would take the stack's python tasks
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     wait_until(lambda: state_of(f"{name}@") == "lost", 15, "the killed worker shown lost")
     assert time.monotonic() - killed < 15
     assert state_of(f"it-{stack.name}@") == "online"

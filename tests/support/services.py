@@ -22,6 +22,7 @@ BUSYBOX_IMAGE = "jobsys/busybox:local"
 #: a test that flushed their database would pull queued tasks from under them.
 REDIS_DATABASES = {
     "leases": 0,
+    "leader-lock": 1,
     "event-cap": 9,
     "beat": 10,
     "live-events": 11,
@@ -107,3 +108,22 @@ def missing_services(reasons: list[str]) -> dict[str, int]:
         if found:
             counts[what] = counts.get(what, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def report_missing_services(terminalreporter: pytest.TerminalReporter) -> None:
+    """Outside CI a missing service skips its tests (in CI it fails them): say
+    at the end of the run how many each one skipped, so a green run that ran
+    nothing real is visible (tests/conftest.py's terminal summary)."""
+    if os.environ.get("CI"):
+        return
+    reasons = [
+        report.longrepr[2]
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple)
+    ]
+    counts = missing_services(reasons)
+    if counts:
+        terminalreporter.section("skipped for a missing service")
+        for what, n in counts.items():
+            terminalreporter.line(f"{n:5d} skipped: {what}")
+        terminalreporter.line(f"{sum(counts.values()):5d} in all; CI runs them (it fails instead)")

@@ -14,6 +14,12 @@ from tests.support.services import REDIS_DATABASES, missing_services
 
 ROOT = Path(__file__).parents[2]
 
+SUMMARY = """
+from tests.support.services import report_missing_services
+
+def pytest_terminal_summary(terminalreporter):
+    report_missing_services(terminalreporter)
+"""
 PLAIN = """
 import pytest
 from tests.support.services import missing
@@ -40,7 +46,7 @@ def test_the_summary_counts_skips_per_missing_service(
 ) -> None:
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    pytester.makeconftest("from tests.conftest import pytest_terminal_summary  # noqa: F401\n")
+    pytester.makeconftest(SUMMARY)
     pytester.makepyfile(PLAIN)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, skipped=4)
@@ -62,7 +68,7 @@ def test_in_ci_a_missing_service_fails_and_there_is_no_summary(
 ) -> None:
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    pytester.makeconftest("from tests.conftest import pytest_terminal_summary  # noqa: F401\n")
+    pytester.makeconftest(SUMMARY)
     pytester.makepyfile(PLAIN)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=3, skipped=1)
