@@ -639,3 +639,26 @@ def test_the_forms_job_name_is_trimmed(settings: Settings) -> None:
     data = docker_step_from_form({"name": " nightly ", "image": "jobsys/x", "command": "true"})
     assert data["name"] == "nightly"
     assert parse_job_spec(data, settings).name == "nightly"
+
+
+def test_a_bare_byte_count_from_the_form_stays_a_size(settings: Settings) -> None:
+    """The form's memory limit is text even when it is all digits ("268435456"
+    bytes): made a number, the parser would refuse it as not a size."""
+    step = docker_step_from_form({"image": "jobsys/x", "mem_limit": "268435456"})["steps"][0]
+    assert step["mem_limit"] == "268435456"
+    parsed = parse_job_spec({"name": "j", "steps": [{**step, "command": ["true"]}]}, settings)
+    assert parsed.steps[0].mem_limit == "268435456"
+
+
+def test_a_root_of_slash_allows_every_folder(settings: Settings) -> None:
+    everything = replace(settings, docker_mount_roots=("/",))
+    (mount,) = docker(everything, mounts=[{"source": "/var/lib/x", "target": "/x"}]).mounts
+    assert mount.source == "/var/lib/x"
+
+
+def test_a_mount_outside_every_root_lists_them_all(settings: Settings) -> None:
+    roots = replace(settings, docker_mount_roots=("/srv/data", "/scratch"))
+    assert docker_errors(roots, mounts=[{"source": "/etc", "target": "/e"}]) == {
+        "steps[0].mounts[0].source": "'/etc' is outside the folders the operator allows: "
+        "/srv/data, /scratch"
+    }
