@@ -142,7 +142,9 @@ class RedisEventBus:
             log.warning("event for job %s not published: %s", job_id, exc)
 
     def read(self, job_id: str, after: str, block_ms: int) -> list[Event]:
-        found = self.client.xread({job_stream(job_id): after}, count=500, block=block_ms)
+        # Redis reads BLOCK 0 as "wait for ever"; here 0 means "do not wait"
+        block = block_ms if block_ms > 0 else None
+        found = self.client.xread({job_stream(job_id): after}, count=500, block=block)
         events = []
         for _stream, entries in found or []:
             for entry_id, fields in entries:

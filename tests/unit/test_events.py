@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import fakeredis
 import pytest
@@ -164,3 +165,15 @@ def test_every_stream_has_a_ttl_from_its_first_event(
     """A job that never ends (lost, or its end event lost) still leaves no key for ever."""
     ctx.events.publish("never-ends", "status", {"status": "running"})
     assert 24 * 3600 < fake_redis.ttl(job_stream("never-ends")) <= LIVE_STREAM_TTL_S
+
+
+def test_a_read_that_may_not_wait_answers_at_once(ctx: Context) -> None:
+    """block_ms=0 is "do not wait" (Redis's BLOCK 0 would wait for ever)."""
+    answers: list[object] = []
+    reader = threading.Thread(
+        target=lambda: answers.append(ctx.events.read("no-such-job", "0", block_ms=0)),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(timeout=5)
+    assert answers == [[]], "the read waited for an event that never came"
