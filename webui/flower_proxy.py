@@ -54,6 +54,7 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -364,10 +365,16 @@ _CLIENT_LOCK = threading.Lock()
 
 def _client() -> httpx.Client:
     """One pooled client per web process: a fresh one per request would build an
-    SSL context and a connection every time (a few hundred ms on a busy box)."""
+    SSL context and a connection every time (a few hundred ms on a busy box).
+
+    It keeps no cookies: the client is shared by every caller, so a cookie
+    Flower set in one caller's answer (its ``_xsrf``, say) would otherwise go
+    out with everyone's later requests. Flower's Set-Cookie still reaches the
+    caller's browser, which sends it back itself."""
     with _CLIENT_LOCK:
         if not _CLIENT:
-            _CLIENT.append(httpx.Client(timeout=30))
+            keeps_none = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+            _CLIENT.append(httpx.Client(timeout=30, cookies=keeps_none))
         return _CLIENT[0]
 
 

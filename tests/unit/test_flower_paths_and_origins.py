@@ -309,6 +309,8 @@ def recorder() -> Iterator[Recorder]:
                 body = gzip.compress(body)
                 self.send_header("Content-Encoding", "gzip")
             self.send_header("X-Flower-Says", "hello")
+            if self.path.endswith("/api/hand-out-a-cookie"):  # as Flower's _xsrf cookie
+                self.send_header("Set-Cookie", "_xsrf=2|flowers; Path=/flower")
             self.send_header("Keep-Alive", "timeout=5")
             self.send_header("Connection", "close")
             self.send_header("Upgrade", "h2c")
@@ -355,6 +357,20 @@ def _proxy(tmp: Path, flower: str) -> Proxy:
 @pytest.fixture(scope="module")
 def proxy(recorder: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Proxy:
     return _proxy(tmp_path_factory.mktemp("flower-forward"), recorder.url)
+
+
+def test_a_cookie_flower_sets_reaches_its_caller_and_no_one_else(
+    proxy: Proxy, recorder: Recorder
+) -> None:
+    """The proxy's pooled client is every caller's: it must not keep Flower's
+    cookies and hand them on with the next caller's requests."""
+    handed = proxy.client.get("/flower/api/hand-out-a-cookie", headers=proxy.admin)
+    assert "_xsrf=2|flowers" in handed.headers.get("Set-Cookie", "")  # to the caller
+    recorder.requests.clear()
+    someone_else = create_app(context=proxy.ctx).test_client()
+    someone_else.get("/flower/api/workers", headers=proxy.admin)
+    (sent,) = recorder.requests
+    assert "cookie" not in sent["headers"]  # type: ignore[operator]
 
 
 def test_flower_gets_its_credentials_and_the_callers_name_not_ours(
