@@ -14,20 +14,10 @@ import sys
 import time
 
 from bench.stack import bench_stack
-from jobsys.testing import LiveStack, wait_until
+from jobsys.testing import LiveStack, containers_of, wait_until
 
 TRIES = 20
 IMAGE = "jobsys/busybox:local"
-
-
-def labelled(job_id: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=jobsys.job={job_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
 
 
 def baseline() -> float:
@@ -58,10 +48,10 @@ def through_jobsys(stack: LiveStack) -> float:
     }
     with stack.http() as http:
         job_id = http.post("/api/jobs", json=spec).json()["id"]
-        wait_until(lambda: labelled(job_id), 30, "the container")
+        wait_until(lambda: containers_of(job_id), 30, "the container")
         started = time.perf_counter()
         assert http.post(f"/api/jobs/{job_id}/cancel").status_code == 200
-        while labelled(job_id):
+        while containers_of(job_id):
             time.sleep(0.02)
         return time.perf_counter() - started
 

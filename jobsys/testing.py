@@ -45,6 +45,17 @@ class ServiceMissing(RuntimeError):
         self.what, self.how = what, how
 
 
+def containers_of(job_id: str) -> list[str]:
+    """The ids of the Docker containers labelled with this job, running or not."""
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=jobsys.job={job_id}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.split()
+
+
 def fresh_database(url: str) -> None:
     """Drop every jobsys table and the migration stamp, so the first process to
     start builds the newest schema (a stamp left behind from an older revision

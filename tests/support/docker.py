@@ -3,11 +3,13 @@ the containers by the job's label."""
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
+from jobsys.testing import containers_of
 from tests.support.live import LiveStack
 from tests.support.services import BUSYBOX_IMAGE
+
+__all__ = ["containers_of", "finished", "lines", "step", "submit"]
 
 
 def submit(stack: LiveStack, *steps: dict[str, Any], name: str = "docker") -> str:
@@ -36,13 +38,3 @@ def lines(stack: LiveStack, job_id: str, stream: str | None = None) -> list[str]
     with stack.http() as http:
         logs = http.get(f"/api/jobs/{job_id}/logs").json()["logs"]
     return [e["line"] for e in logs if stream is None or e["stream"] == stream]
-
-
-def containers_of(job_id: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=jobsys.job={job_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()

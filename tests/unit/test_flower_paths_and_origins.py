@@ -25,7 +25,7 @@ from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.errors import SpecError
 from jobsys.stack import flower_basic_auth
-from jobsys.store.db import make_session_factory
+from tests.support.fixtures import make_context, make_settings
 from tests.support.http_server import serving
 from webui import create_app
 from webui.flower_proxy import (
@@ -339,16 +339,9 @@ class Proxy:
 
 
 def _proxy(tmp: Path, flower: str) -> Proxy:
-    settings = Settings.from_env(
-        {},
-        data_dir=str(tmp),
-        secret_key="unit-test-secret-key-0123456789",
-        docker_images=("jobsys/*",),
-        outbox_grace_s=0.0,
-        flower_url=flower,
-    )
+    settings = make_settings(tmp, docker_images=("jobsys/*",), flower_url=flower)
     dispatcher = MemoryDispatcher()
-    ctx = Context(settings=settings, sessions=make_session_factory(settings), dispatcher=dispatcher)
+    ctx = make_context(settings, dispatcher)
     token = service.create_token(ctx, Principal("ada", "admin"), name="ada", role="admin").token
     client = create_app(context=ctx).test_client()
     return Proxy(client, settings, {"Authorization": f"Bearer {token}"}, ctx, dispatcher)
