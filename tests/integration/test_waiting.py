@@ -61,11 +61,16 @@ class Late:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[Context]:
+def live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
+    """The service on real Redis, each blocking read lasting up to the whole
+    wait: an end the events failed to announce would then be found only at the
+    timeout (not at the next read, every 5 s), after the ``Late`` flag."""
     require_redis()
     settings = make_settings(tmp_path, redis_url=redis_url("waiting"))
-    ctx = replace(make_context(settings), events=RedisEventBus.from_url(settings.redis_url))
     client = redis.Redis.from_url(settings.redis_url)
+    reader = redis.Redis.from_url(settings.redis_url, socket_timeout=LONG_WAIT_S + 10)
+    ctx = replace(make_context(settings), events=RedisEventBus(client, wait_client=reader))
+    monkeypatch.setattr(waiting, "WAIT_BLOCK_MS", int(LONG_WAIT_S * 1000))
     client.flushdb()
     yield ctx
     client.flushdb()
