@@ -6,16 +6,17 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request, url_for
+from flask import Blueprint, Response, jsonify, make_response, request, url_for
 
 from jobsys import service
 from jobsys.auth import Right
-from jobsys.errors import SpecError
+from jobsys.errors import SpecError, TooManyStreams
 from jobsys.service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from jobsys.service.jobs import RESULTS_PAGE
 from jobsys.storable import check_json
 from webui import openapi
 from webui.compression import request_body
+from webui.errors import error_response
 from webui.principal import PUBLIC, api_principal, context, needs
 from webui.stream import event_response
 
@@ -102,10 +103,52 @@ def list_jobs() -> Response:
     return jsonify(page.to_dict())
 
 
+#: Says that the server held the answer for ``?wait=`` (a server that predates
+#: it ignores the parameter): the client then needs no sleep of its own.
+WAIT_HEADER = "Jobsys-Wait"
+
+
 @bp.get("/jobs/<job_id>")
 @needs(Right.VIEW)
 def get_job(job_id: str) -> Response:
-    return jsonify(service.get_job(context(), api_principal(), job_id).to_dict())
+    """With ``wait=S`` (0 < S <= 60), answers as soon as the job has ended, or
+    after S seconds with its current state."""
+    wait = request.args.get("wait")
+    if wait is None:
+        return jsonify(service.get_job(context(), api_principal(), job_id).to_dict())
+    try:
+        job = service.wait_for_job(context(), api_principal(), job_id, wait)
+    except TooManyStreams as exc:
+        return _too_many(exc)
+    response = jsonify(job.to_dict())
+    response.headers[WAIT_HEADER] = "1"
+    return response
+
+
+@bp.post("/jobs/wait")
+@needs(Right.VIEW)
+def wait_for_jobs() -> Response:
+    """``{"ids": [...up to 1,000], "timeout_s": S}``: answers as soon as one of
+    them has ended (or after S seconds) with ``ended`` (jobs), ``open`` and
+    ``missing`` (ids no job has)."""
+    body = json_body()
+    if not isinstance(body, dict):
+        raise SpecError({"body": 'send a JSON object: {"ids": [...], "timeout_s": 30}'})
+    try:
+        waited = service.wait_for_jobs(
+            context(), api_principal(), body.get("ids"), body.get("timeout_s", 30)
+        )
+    except TooManyStreams as exc:
+        return _too_many(exc)
+    return jsonify(waited.to_dict())
+
+
+def _too_many(exc: TooManyStreams) -> Response:
+    """429 with ``Retry-After``, as a refused event stream answers."""
+    body, status = error_response(exc)
+    refused = make_response(body, status)
+    refused.headers["Retry-After"] = str(exc.retry_after_s)
+    return refused
 
 
 @bp.post("/jobs/<job_id>/cancel")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +34,12 @@ GLOBAL_STREAM_MAXLEN = 10_000
 #: (a job swept as lost, a Redis that lost the end event): no key lives forever.
 LIVE_STREAM_TTL_S = 7 * 24 * 3600
 
+
+#: The longest one ``read_many`` of a waiter blocks (it renews its slot and looks
+#: at the database between reads).
+WAIT_BLOCK_MS = 5_000
+#: How long ``NullEventBus.read_many`` sleeps: how often its waiters read the database.
+NULL_BUS_NAP_MS = 200
 
 #: Where a reader starts when it has seen nothing: before every event.
 START = "0-0"
@@ -90,6 +98,15 @@ class EventBus(Protocol):
 
     def expire(self, job_id: str) -> None: ...
 
+    def last_ids(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Each job's newest event id (``START`` for a job with no stream yet): where
+        a waiter starts reading so that nothing published after this call is missed."""
+
+    def read_many(self, after: dict[str, str], block_ms: int) -> list[tuple[str, Event]]:
+        """``(job_id, event)`` for events after each job's id in ``after``, from all
+        those streams in one read, waiting up to ``block_ms`` for the first (at most:
+        a bus without live events returns sooner, and its waiters read the database)."""
+
 
 class RedisEventBus:
     def __init__(
@@ -98,8 +115,12 @@ class RedisEventBus:
         finished_ttl_s: int = 24 * 3600,
         *,
         slots_client: redis.Redis | None = None,
+        wait_client: redis.Redis | None = None,
     ) -> None:
         self.client = client
+        #: For waiters (``last_ids``, ``read_many``): they fall back to the database
+        #: while Redis is away, so a failed call must fail at once, not after retries.
+        self.wait_client = wait_client or client
         #: How long a finished job's stream is kept for late readers.
         self.finished_ttl_s = finished_ttl_s
         self.slots = Slots(shared=RedisSlots(slots_client or client))
@@ -113,7 +134,14 @@ class RedisEventBus:
         slots_client = redis.Redis.from_url(
             url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
         )
-        return cls(client, finished_ttl_s, slots_client=slots_client)
+        # Reads block up to WAIT_BLOCK_MS: the socket timeout leaves room for that.
+        wait_client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=1,
+            socket_timeout=WAIT_BLOCK_MS / 1000 + 5,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(client, finished_ttl_s, slots_client=slots_client, wait_client=wait_client)
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         self.publish_many(job_id, type_, [data])
@@ -145,17 +173,30 @@ class RedisEventBus:
         # Redis reads BLOCK 0 as "wait for ever"; here 0 means "do not wait"
         block = block_ms if block_ms > 0 else None
         found = self.client.xread({job_stream(job_id): after}, count=500, block=block)
-        events = []
-        for _stream, entries in found or []:
-            for entry_id, fields in entries:
-                events.append(
-                    Event(
-                        id=_text(entry_id),
-                        type=_text(fields[b"type"]),
-                        data=json.loads(fields[b"data"]),
-                    )
-                )
-        return events
+        return [event for _stream, entries in found or [] for event in _events(entries)]
+
+    def last_ids(self, job_ids: Sequence[str]) -> dict[str, str]:
+        pipe = self.wait_client.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.xrevrange(job_stream(job_id), count=1)
+        newest = pipe.execute()
+        return {
+            job_id: _text(entries[0][0]) if entries else START
+            for job_id, entries in zip(job_ids, newest, strict=True)
+        }
+
+    def read_many(self, after: dict[str, str], block_ms: int) -> list[tuple[str, Event]]:
+        if not after:
+            return []
+        block = block_ms if block_ms > 0 else None
+        streams = {job_stream(job_id): cursor for job_id, cursor in after.items()}
+        found = self.wait_client.xread(streams, count=500, block=block)  # type: ignore[arg-type]
+        prefix = len(job_stream(""))
+        return [
+            (_text(stream)[prefix:], event)
+            for stream, entries in found or []
+            for event in _events(entries)
+        ]
 
     def expire(self, job_id: str) -> None:
         try:
@@ -181,6 +222,21 @@ class NullEventBus:
 
     def expire(self, job_id: str) -> None:
         pass
+
+    def last_ids(self, job_ids: Sequence[str]) -> dict[str, str]:
+        return dict.fromkeys(job_ids, START)
+
+    def read_many(self, after: dict[str, str], block_ms: int) -> list[tuple[str, Event]]:
+        # No event will ever come: a short nap, and the waiter reads the database again.
+        time.sleep(min(block_ms, NULL_BUS_NAP_MS) / 1000)
+        return []
+
+
+def _events(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Event]:
+    return [
+        Event(id=_text(entry_id), type=_text(fields[b"type"]), data=json.loads(fields[b"data"]))
+        for entry_id, fields in entries
+    ]
 
 
 def _text(value: bytes | str) -> str:

@@ -17,7 +17,7 @@ import yaml
 
 from jobsys.client.http import Client, Job, UntrustedResult
 from jobsys.errors import SpecError
-from jobsys.states import FINISHED, JobStatus
+from jobsys.states import JobStatus
 
 
 def finish(job: Job, *, wait: bool, as_json: bool, timeout: float | None = None) -> None:
@@ -42,16 +42,25 @@ def wait_with_progress(job: Job, timeout: float | None = None) -> Job:
         show_pos=True,
         show_eta=True,
     ) as bar:
-        while JobStatus(job.refresh().status) not in FINISHED:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                # Returns the moment the job ends; a short wait only to move the bar.
+                job.wait(PROGRESS_S if left is None else max(0.0, min(PROGRESS_S, left)))
+                break
+            except TimeoutError:
+                if left is not None and left <= PROGRESS_S:
+                    raise SystemExit(f"job {job.id} still {job.status} after {timeout} s") from None
             now_done, total = job.progress
             bar.length = max(1, total)
             bar.update(now_done - done)
             done = now_done
-            if deadline is not None and time.monotonic() >= deadline:
-                raise SystemExit(f"job {job.id} still {job.status} after {timeout} s")
-            time.sleep(0.3)
         bar.update(job.progress[0] - done)
     return job
+
+
+#: Seconds between progress bar updates while ``--wait`` waits.
+PROGRESS_S = 1.0
 
 
 def _table(rows: list[list[str]], headers: list[str]) -> str:

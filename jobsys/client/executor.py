@@ -10,6 +10,12 @@ the line that makes the executor:
 than one job per item, and yields results in order, raising an item's error
 when the iteration reaches it, as the standard executors do. A failed item
 raises ``RemoteError`` carrying the remote type name, message and traceback.
+
+Every open future is followed by one background thread, with one request at
+a time: ``POST /api/jobs/wait`` over all their jobs, which the server answers
+as soon as one of them ends. A future submitted while that request is out
+joins the next one, which starts when a followed job ends or at the latest
+``poll_s`` seconds later (the length of each wait).
 """
 
 from __future__ import annotations
@@ -24,8 +30,14 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 from jobsys.client.http import Client, Job
-from jobsys.errors import JobsysError
-from jobsys.states import FINISHED, JobStatus
+from jobsys.errors import DispatchError, JobsysError, NotFoundError, TooManyStreams
+from jobsys.states import JobStatus
+
+#: The most jobs one wait request may name (the server's limit); more are
+#: followed in turns.
+WAIT_BATCH = 1_000
+#: Seconds the follower pauses after the server could not be reached or was busy (429).
+RETRY_S = 1.0
 
 
 class RemoteError(JobsysError):
@@ -50,11 +62,15 @@ class Executor(_Executor):
         *,
         client: Client | None = None,
         chunk_size: int | None = None,
-        poll_s: float = 0.2,
+        poll_s: float = 1.0,
         trust: bool = False,
     ) -> None:
         """``url`` and ``token`` default to ``JOBSYS_URL`` and ``JOBSYS_TOKEN``;
-        ``chunk_size`` is how many items of a ``map`` one worker task takes.
+        ``chunk_size`` is how many items of a ``map`` one worker task takes;
+        ``poll_s`` is how long each of the follower's waits lasts at most (so
+        how late a future submitted during one may join; a future whose job
+        ends is settled at once), and the pause between reads on a server that
+        predates ``POST /api/jobs/wait``.
 
         Results come back unpickled when the server says you supplied the code
         (always so for jobs this executor submitted under your own name); any other
@@ -68,6 +84,8 @@ class Executor(_Executor):
         self._lock = threading.Lock()
         self._closed = False
         self._wake = threading.Event()
+        self._turn = 0  # which window of the open futures the next wait names
+        self._legacy = False  # the server has no POST /api/jobs/wait
         self._watcher = threading.Thread(target=self._watch, name="jobsys-executor", daemon=True)
         self._watcher.start()
 
@@ -124,10 +142,10 @@ class Executor(_Executor):
     # -- behind the scenes -------------------------------------------------------
 
     def _results(self, job: Job, deadline: float | None) -> Iterator[Any]:
-        while JobStatus(job.refresh().status) not in FINISHED:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise FuturesTimeout(f"job {job.id} still {job.status}")
-            time.sleep(self._poll_s)
+        try:
+            job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            raise FuturesTimeout(f"job {job.id} still {job.status}") from exc
         outcomes = self._outcomes(job)
         for ok, value in outcomes:
             if not ok:
@@ -144,32 +162,80 @@ class Executor(_Executor):
         return [(ok, value if ok else RemoteError(value)) for ok, value in found]
 
     def _watch(self) -> None:
+        """The one follower: waits on every open future's job until shutdown."""
         while True:
-            with self._lock:
-                pending = [(i, f) for i, f in self._futures.items() if not f.done()]
-                closed = self._closed
-            if not pending and closed:
-                return
-            for job_id, future in pending:
-                self._check(job_id, future)
+            self._wake.clear()  # before looking: a submit after this wakes the wait below
             with self._lock:
                 self._futures = {i: f for i, f in self._futures.items() if not f.done()}
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+                pending = list(self._futures)
+                closed = self._closed
+            if not pending:
+                if closed:
+                    return
+                self._wake.wait()
+                continue
+            if self._legacy:
+                for job_id in pending:
+                    self._check(job_id)
+                self._wake.wait(self._poll_s)
+                continue
+            self._follow(self._window(pending))
 
-    def _check(self, job_id: str, future: Future[Any]) -> None:
+    def _window(self, pending: list[str]) -> list[str]:
+        """The open jobs the next wait names: all of them, or in turns of WAIT_BATCH."""
+        if len(pending) <= WAIT_BATCH:
+            return pending
+        start = (self._turn * WAIT_BATCH) % len(pending)
+        self._turn += 1
+        return (pending[start:] + pending[:start])[:WAIT_BATCH]
+
+    def _follow(self, job_ids: list[str]) -> None:
+        """One wait on ``job_ids``; settles the futures of those that ended."""
+        body = {"ids": job_ids, "timeout_s": min(60.0, max(0.001, self._poll_s))}
+        try:
+            waited = self._client.request(
+                "POST", "/api/jobs/wait", json=body, timeout=self._poll_s + 30
+            )
+        except (DispatchError, TooManyStreams):
+            self._wake.wait(RETRY_S)  # the jobs go on; so does the follower, later
+            return
+        except JobsysError as exc:
+            if getattr(exc, "status_code", None) == 405:  # a server without the route
+                self._legacy = True
+                return
+            for job_id in job_ids:  # e.g. the token was revoked: as each read would fail
+                self._settle_id(job_id, False, exc)
+            return
+        for data in waited["ended"]:
+            self._settle_ended(Job(self._client, data))
+        for job_id in waited["missing"]:
+            self._settle_id(job_id, False, NotFoundError(f"no job with id {job_id!r}"))
+
+    def _check(self, job_id: str) -> None:
+        """One plain read of the job, for a server without ``POST /api/jobs/wait``."""
         try:
             job = self._client.job(job_id)
-            status = JobStatus(job.status)
-            if status not in FINISHED:
-                return
-            if status is JobStatus.CANCELLED:
-                ok, value = False, CancelledError(f"job {job_id} was cancelled")
-            else:
-                ok, value = self._outcomes(job)[0]
+        except JobsysError as exc:
+            self._settle_id(job_id, False, exc)
+            return
+        if JobStatus(job.status).finished:
+            self._settle_ended(job)
+
+    def _settle_ended(self, job: Job) -> None:
+        if JobStatus(job.status) is JobStatus.CANCELLED:
+            self._settle_id(job.id, False, CancelledError(f"job {job.id} was cancelled"))
+            return
+        try:
+            ok, value = self._outcomes(job)[0]
         except JobsysError as exc:
             ok, value = False, exc
-        self._settle(future, ok, value)
+        self._settle_id(job.id, ok, value)
+
+    def _settle_id(self, job_id: str, ok: bool, value: Any) -> None:
+        with self._lock:
+            future = self._futures.get(job_id)
+        if future is not None:
+            self._settle(future, ok, value)
 
     def _settle(self, future: Future[Any], ok: bool, value: Any) -> None:
         """Give ``future`` its outcome unless another thread already did."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -304,15 +305,52 @@ class Job:
         return self.data.get("error")
 
     def wait(self, timeout: float | None = None, *, poll: float = 0.1) -> Job:
-        """Block until the job ends; TimeoutError after ``timeout`` seconds."""
+        """Block until the job ends; TimeoutError after ``timeout`` seconds.
+
+        Each request is a long-poll (``?wait=``, at most ``WAIT_ROUND_S``) that the
+        server answers the moment the job ends: no sleeping in between. ``poll``
+        is only for a server that predates ``wait`` (or refuses it, 429): then
+        this sleeps ``poll`` seconds, growing to 1, between plain reads."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
-        while JobStatus(self.refresh().status) not in FINISHED:
-            if deadline is not None and time.monotonic() >= deadline:
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.refresh()
+                if JobStatus(self.status) in FINISHED:
+                    return self
                 raise TimeoutError(f"job {self.id} still {self.status} after {timeout} s")
-            time.sleep(delay)
-            delay = min(1.0, delay * 1.5)
-        return self
+            held = self._wait_round(WAIT_ROUND_S if left is None else min(WAIT_ROUND_S, left))
+            if JobStatus(self.status) in FINISHED:
+                return self
+            if not held:
+                until_deadline = math.inf if deadline is None else deadline - time.monotonic()
+                time.sleep(max(0.0, min(delay, until_deadline)))
+                delay = min(1.0, delay * 1.5)
+
+    def _wait_round(self, seconds: float) -> bool:
+        """Re-read the job, letting the server hold the answer up to ``seconds``
+        until it ends; whether it did hold it (False: an old server, or 429)."""
+        base = self.client._http.timeout
+        # The server answers within ``seconds``: reading the answer may take that long.
+        timeout = httpx.Timeout(
+            connect=base.connect, read=seconds + 30, write=base.write, pool=base.pool
+        )
+        try:
+            response = self.client._http.get(
+                f"/api/jobs/{self.id}", params={"wait": _seconds(seconds)}, timeout=timeout
+            )
+        except httpx.TransportError as exc:
+            raise DispatchError(
+                f"cannot reach the jobsys server at {self.client.url}: {exc}"
+            ) from exc
+        if response.status_code == 429:
+            self.refresh()
+            return False
+        if not response.is_success:
+            raise _error_from(response)
+        self.data = response.json()
+        return WAIT_HEADER in response.headers
 
     def results(self, errors: str = "raise", *, trust: bool = False) -> list[Any]:
         """Each item's value in item order.
@@ -455,6 +493,12 @@ class Job:
                         event[name] = value
 
 
+#: The longest one ``Job.wait`` request asks the server to hold its answer (the
+#: server's maximum is 60 s; less keeps clear of proxies' idle timeouts).
+WAIT_ROUND_S = 30.0
+#: The header of an answer the server held for ``?wait=`` (``webui.api.WAIT_HEADER``).
+WAIT_HEADER = "Jobsys-Wait"
+
 #: Seconds ``Job.events()`` waits before it reconnects after a dropped stream.
 STREAM_RETRY_S = 0.5
 
@@ -552,6 +596,11 @@ class _Call:
     def __call__(self, packed: Sequence[Any]) -> Any:
         args, kwargs = packed
         return self.fn(*args, **kwargs)
+
+
+def _seconds(value: float) -> str:
+    """Seconds for ``wait`` or ``timeout_s``: never 0, which the server refuses."""
+    return f"{max(0.001, value):.3f}"
 
 
 def _name_of(fn: Callable[..., Any]) -> str:

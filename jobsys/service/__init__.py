@@ -79,6 +79,7 @@ from jobsys.service.users import (
     sign_in,
     update_user,
 )
+from jobsys.service.waiting import Waited, parse_wait_s, wait_for_job, wait_for_jobs
 from jobsys.service.web_sessions import (
     StartedSession,
     end_web_session,
@@ -109,6 +110,7 @@ __all__ = [
     "TaskStart",
     "TokenInfo",
     "UserInfo",
+    "Waited",
     "abandon_task",
     "add_user",
     "announce",
@@ -149,6 +151,7 @@ __all__ = [
     "list_workers",
     "metrics_snapshot",
     "next_fire_time",
+    "parse_wait_s",
     "publish_logs",
     "purge_history",
     "record",
@@ -175,4 +178,6 @@ __all__ = [
     "task_lease",
     "update_schedule",
     "update_user",
+    "wait_for_job",
+    "wait_for_jobs",
 ]

@@ -33,6 +33,7 @@ from sqlalchemy import update
 from jobsys import service
 from jobsys.auth import SYSTEM
 from jobsys.context import Context
+from jobsys.service import waiting
 from jobsys.store.models import Token
 from tests.support.auth import bearer_of
 from tests.support.examples import EXAMPLES
@@ -92,7 +93,14 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         "ref": ["nightly"],
         "name": ["echo", "squares", "ada"],
     }
-    yield Target(create_app(context=ctx), ctx, issued.token, token_id, real)
+    # A generated ``wait`` or ``timeout_s`` may be 60 s on a job that never ends:
+    # waits are cut to a moment here (tests/integration/test_waiting.py covers them).
+    real_wait = waiting._wait
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            waiting, "_wait", lambda c, p, ids, s, look: real_wait(c, p, ids, min(s, 0.01), look)
+        )
+        yield Target(create_app(context=ctx), ctx, issued.token, token_id, real)
 
 
 def fuzzed_schema() -> Any:

@@ -23,6 +23,7 @@ BUSYBOX_IMAGE = "jobsys/busybox:local"
 REDIS_DATABASES = {
     "leases": 0,
     "leader-lock": 1,
+    "waiting": 2,
     "event-cap": 9,
     "beat": 10,
     "live-events": 11,

@@ -91,6 +91,7 @@ ROUTES: list[Route] = [
     Route("GET", "/metrics", "view"),  # "to a token with the view right"
     Route("GET", "/api/jobs", "view"),
     Route("GET", "/api/jobs/<job_id>", "view"),
+    Route("POST", "/api/jobs/wait", "view"),  # waits for jobs to end, reads only
     Route("GET", "/api/jobs/<job_id>/tasks", "view"),
     Route("GET", "/api/jobs/<job_id>/logs", "view"),
     Route("GET", "/api/jobs/<job_id>/events", "view"),
