@@ -24,3 +24,14 @@ def test_items_encode_like_the_stdlib() -> None:
     spec = {"name": "m", "tags": []}
     body = b"".join(_spec_with_items(spec, {"kind": "function"}, range(2500)))
     assert json.loads(body)["steps"][0]["items"] == list(range(2500))
+
+
+def test_plain_scalars_travel_as_themselves_and_nan_pickled() -> None:
+    """The scalar fast path of ``_json_faithful`` keeps its rule: what JSON
+    cannot bring back unchanged (NaN, infinities) is pickled."""
+    from jobsys.envelope import is_pickled, to_wire
+
+    for value in (0, 2**70, -1, True, None, "x", 1.25):
+        assert to_wire(value) == value and not is_pickled(to_wire(value))
+    for value in (float("nan"), float("inf"), (1, 2)):
+        assert is_pickled(to_wire(value))
