@@ -9,6 +9,7 @@ a row backwards or count a task twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,13 +223,35 @@ def finish_task(
         )
         _insert_logs(session, run.job_id, run.step_id, logs)
         end = _settle_function_step(session, run.step_id) if settle else None
-        news = _status_of(session, run.job_id)
+        # A step's end is always told; one more chunk done, at most every
+        # _PROGRESS_EVERY_S per job and process (readers get the whole picture
+        # each time, and the step's end brings the final count).
+        news = _status_of(session, run.job_id) if end or _progress_due(run.job_id) else None
     if not logs_published:
         publish_logs(ctx, run.job_id, run.step_id, logs)
     if news is not None:
         _publish_status(ctx, news)
     if end is not None:
         _after_step_end(ctx, end)
+    return True
+
+
+#: Least seconds between two progress events of one job from one process.
+_PROGRESS_EVERY_S = 0.1
+_last_progress: dict[str, float] = {}
+
+
+def _progress_due(job_id: str) -> bool:
+    """Whether a chunk's end should publish the job's progress now. A thousand
+    chunks need not send a thousand events (each one a query and a Redis write
+    in the worker, and a message to every follower)."""
+    now = time.monotonic()
+    last = _last_progress.get(job_id)
+    if last is not None and now - last < _PROGRESS_EVERY_S:
+        return False
+    if len(_last_progress) > 1024:
+        _last_progress.clear()
+    _last_progress[job_id] = now
     return True
 
 
