@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import case, insert, select, update
 
@@ -222,7 +222,7 @@ def finish_task(
             .values(done_tasks=Step.done_tasks + 1, failed_items=Step.failed_items + failed_items)
         )
         _insert_logs(session, run.job_id, run.step_id, logs)
-        end = _settle_function_step(session, run.step_id) if settle else None
+        end = _settle_function_step(session, run.job_id, run.step_id) if settle else None
         # A step's end is always told; one more chunk done, at most every
         # _PROGRESS_EVERY_S per job and process (readers get the whole picture
         # each time, and the step's end brings the final count).
@@ -376,21 +376,34 @@ def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
     return status
 
 
-def _settle_function_step(session: Any, step_id: str) -> _StepEnd | None:
+def _settle_function_step(session: Any, job_id: str, step_id: str) -> _StepEnd | None:
     """End the step in the caller's transaction (which holds its job's lock) if
     every one of its tasks has ended; None while one has still to report."""
-    unended = session.scalar(
-        select(TaskRun.id).where(TaskRun.step_id == step_id, TaskRun.state.in_(_UNENDED)).limit(1)
-    )
-    if unended is not None:
+    judged = _judge_function_step(session, step_id, wait_for_unended=True)
+    if judged is None:
         return None
-    job_id = session.scalar(select(Step.job_id).where(Step.id == step_id))
-    status, error = _judge_function_step(session, step_id)
+    status, error = judged
     return _end_step(session, step_id, job_id, status, error=error)
 
 
-def _judge_function_step(session: Any, step_id: str) -> tuple[JobStatus, str | None]:
-    """How the step ends, from its chunks' states and failure counts."""
+@overload
+def _judge_function_step(
+    session: Any, step_id: str, *, wait_for_unended: Literal[False] = False
+) -> tuple[JobStatus, str | None]: ...
+
+
+@overload
+def _judge_function_step(
+    session: Any, step_id: str, *, wait_for_unended: Literal[True]
+) -> tuple[JobStatus, str | None] | None: ...
+
+
+def _judge_function_step(
+    session: Any, step_id: str, *, wait_for_unended: bool = False
+) -> tuple[JobStatus, str | None] | None:
+    """How the step ends, from its chunks' states and failure counts; with
+    ``wait_for_unended``, None while a chunk has still to report (a chord's
+    callback judges a chunk that never reported as broken)."""
     failed_items, total_items, tolerate = session.execute(
         select(Step.failed_items, Step.total_items, Step.spec["tolerate_failures"]).where(
             Step.id == step_id
@@ -401,6 +414,8 @@ def _judge_function_step(session: Any, step_id: str) -> tuple[JobStatus, str | N
         .where(TaskRun.step_id == step_id)
         .order_by(TaskRun.item_start)
     ).all()
+    if wait_for_unended and any(r.state in _UNENDED for r in runs):
+        return None
     broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
     if broken:
         first_broken = broken[0]
@@ -450,7 +465,7 @@ def _end_step(
     moved = _move(session, Step, step_id, status, error=error, exit_code=exit_code, finished_at=now)
     if not moved:
         return _StepEnd(job_id=job_id, moved=False)
-    position = session.scalar(select(Step.position).where(Step.id == step_id))
+    position = select(Step.position).where(Step.id == step_id).scalar_subquery()
     next_id = None
     if status is JobStatus.COMPLETED:
         next_id = session.scalar(
@@ -459,7 +474,8 @@ def _end_step(
     if next_id is None:
         job_error = None
         if status is not JobStatus.COMPLETED:
-            job_error = f"step {position + 1} {status.value}: {error}"
+            number = session.scalar(select(Step.position).where(Step.id == step_id)) + 1
+            job_error = f"step {number} {status.value}: {error}"
         _move(session, Job, job_id, status, error=job_error, finished_at=now)
     return _StepEnd(job_id=job_id, moved=True, next_id=next_id)
 
