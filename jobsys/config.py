@@ -47,6 +47,9 @@ class Settings:
     max_items: int = 1_000_000
     #: Largest chunk the automatic chunk size picks; a caller may still ask for more.
     max_chunk_size: int = 1000
+    #: Smallest chunk the automatic chunk size picks (unless the step has fewer
+    #: items): below it a chunk's own round trips cost more than its items.
+    min_chunk_size: int = 20
     #: How many chunks run at once across the cluster, used to size chunks automatically.
     parallelism: int = 8
     #: Tasks ``jobsys run`` lets each queue's worker run at once (its ``-c``):

@@ -10,6 +10,7 @@ travels as itself. Anything else (tuples, sets, objects, NaN) travels as
 from __future__ import annotations
 
 import json
+import math
 import traceback
 from typing import Any
 
@@ -21,7 +22,19 @@ from jobsys.signing import Binding, Signer, b64decode, b64encode
 PICKLE_KEY = "$pickle"
 
 
+#: Exact types whose every value survives JSON unchanged (a subclass, an IntEnum
+#: say, still takes the round trip, which finds it comes back as something else).
+_PLAIN = (str, int, bool, type(None))
+
+
 def _json_faithful(value: Any) -> bool:
+    # The common scalars without the round trip: it was most of a no-op item's
+    # cost in the worker (each result) and the client (each item).
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is float:
+        return math.isfinite(value)
     if isinstance(value, dict) and PICKLE_KEY in value:
         return False  # would be read back as an envelope
     try:

@@ -177,20 +177,36 @@ def _hard_time_limit(
 
 @shared_task(name=RUN_FUNCTION_CHUNK, bind=True)
 def run_function_chunk(
-    self: Any, job_id: str, step_id: str, chunk_index: int, start: int, items: list[Any]
+    self: Any,
+    job_id: str,
+    step_id: str,
+    chunk_index: int,
+    start: int,
+    items: list[Any],
+    sole: bool = False,
 ) -> dict[str, Any]:
+    """One chunk of a function step. ``sole``: the step's only chunk, sent with
+    no chord callback, so this task ends its step itself: in the transaction
+    that records its outcome, or (a redelivery after that, a chunk that failed
+    or gave up) by settling the step from its records afterwards."""
     ctx = worker_context()
     with exclusive_run(self, ctx) as begun:
         if begun is None:
+            if sole:
+                # Its outcome was recorded by an earlier delivery that died before
+                # the step ended, or the job is over: end the step if it is due.
+                _settle(ctx, self.request.id)
             return {"chunk": chunk_index, "skipped": True}
         given_up = gives_up(ctx, begun)
         if given_up is not None:
             # Recorded here, and the return still counts in the chord, so the
             # step ends with each of these items failed for that reason.
             service.abandon_task(ctx, self.request.id, given_up)
+            if sole:
+                service.settle_step(ctx, begun.step_id)
             return {"chunk": chunk_index, "failed": len(items)}
         try:
-            return _run_chunk_task(ctx, self.request.id, begun, chunk_index, start, items)
+            return _run_chunk_task(ctx, self.request.id, begun, chunk_index, start, items, sole)
         except Exception as exc:
             # A chunk that raises must still end, or its chord never calls back
             # (celery/celery#4207); its items fail with the reason.
@@ -198,7 +214,15 @@ def run_function_chunk(
             failure = envelope.error(exc)
             reason = f"the chunk failed: {type(exc).__name__}: {exc}"
             service.abandon_task(ctx, self.request.id, reason, outcome=failure)
+            if sole:
+                service.settle_step(ctx, begun.step_id)
             return {"chunk": chunk_index, "failed": len(items)}
+
+
+def _settle(ctx: Context, task_id: str) -> None:
+    step_id = service.step_of_task(ctx, task_id)
+    if step_id is not None:
+        service.settle_step(ctx, step_id)
 
 
 def _run_chunk_task(
@@ -208,6 +232,7 @@ def _run_chunk_task(
     chunk_index: int,
     start: int,
     items: list[Any],
+    sole: bool = False,
 ) -> dict[str, Any]:
     job_id, step_id = begun.job_id, begun.step_id
     tag = f"[items {start}-{start + len(items) - 1}]"
@@ -236,6 +261,7 @@ def _run_chunk_task(
             failed_items=len(items),
             logs=logs,
             logs_published=True,
+            settle=sole,
         )
         return {"chunk": chunk_index, "failed": len(items)}
     failed = sum(1 for o in outcomes if not o["ok"])
@@ -247,6 +273,7 @@ def _run_chunk_task(
         failed_items=failed,
         logs=logs,
         logs_published=True,
+        settle=sole,
     )
     return {"chunk": chunk_index, "failed": failed}
 

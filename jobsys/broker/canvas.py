@@ -67,7 +67,12 @@ def priority_lists(queue: str) -> list[str]:
 
 
 def step_signature(plan: StepPlan, app: Any = None) -> Signature:
-    """The step as one signature; ``app`` binds it (None: Celery's current app)."""
+    """The step as one signature; ``app`` binds it (None: Celery's current app).
+
+    A step of one chunk (every one-call job) is that chunk's task alone, told to
+    end its step itself (``sole=True``): a chord would add a result write, a
+    counter and a second task to what is one round of work. Its return value is
+    not stored, since no callback reads it."""
     if plan.kind == "docker":
         return signature(
             RUN_DOCKER_STEP,
@@ -81,10 +86,12 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
             immutable=True,
             app=app,
         )
+    sole = len(plan.chunks) == 1
     header = [
         signature(
             RUN_FUNCTION_CHUNK,
             args=(plan.job_id, plan.step_id, c.index, c.start, list(c.items)),
+            kwargs={"sole": True} if sole else {},
             # Flower, `celery inspect` and events show this instead of the item blobs.
             options={
                 "queue": PYTHON_QUEUE,
@@ -95,12 +102,15 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
                     f"items={c.start}-{c.start + len(c.items) - 1}"
                 ),
                 **_limits(plan),
+                **({"ignore_result": True} if sole else {}),
             },
             immutable=True,
             app=app,
         )
         for c in plan.chunks
     ]
+    if sole:
+        return header[0]
     # Chunks record their own results in the database and never raise for an
     # item's error, so the callback runs even when items fail.
     body = signature(

@@ -120,8 +120,11 @@ class TaskLease:
                 )
                 return False
             time.sleep(poll)
-        with contextlib.suppress(DispatchError):
-            self._refresh()
+        # The lease was just set with its full TTL: only the message's visibility
+        # clock needs resetting (it started when the worker prefetched it).
+        if self.delivery_tag:
+            with contextlib.suppress(DispatchError):
+                self._inflight.hide_delivery(self.delivery_tag)
         return True
 
     def _refresh(self) -> None:

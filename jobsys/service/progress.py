@@ -9,10 +9,11 @@ a row backwards or count a task twice.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 from sqlalchemy import case, insert, select, update
 
@@ -51,17 +52,39 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
     A task found ``running`` was started by a delivery whose worker died: the
     caller holds the task's execution lease (``service.leases``), so no other
     run of it is alive, and this delivery takes over.
+
+    One transaction of at most five statements: every chunk of a map pays it,
+    so what can be read at once (the job's lock and status, the task's row, the
+    step's status and function) is, and a step or job already running is not
+    written again.
     """
     now = utcnow()
     with ctx.sessions.begin() as session:
         # A task of a job that ended (cancelled, or failed elsewhere) is dropped
-        # untouched, whichever worker picks it up and however late.
-        job_status = _lock_job_of(session, task_id)
-        if job_status is None or JobStatus(job_status).finished:
+        # untouched, whichever worker picks it up and however late. The job row
+        # is locked first, as everywhere (see _lock_job_of).
+        row = session.execute(
+            select(
+                Job.status.label("job_status"),
+                TaskRun.state,
+                TaskRun.worker,
+                TaskRun.attempt,
+                TaskRun.job_id,
+                TaskRun.step_id,
+                Step.kind,
+                Step.status.label("step_status"),
+                Step.spec["function"].label("function"),
+            )
+            .select_from(TaskRun)
+            .join(Job, Job.id == TaskRun.job_id)
+            .join(Step, Step.id == TaskRun.step_id)
+            .where(TaskRun.id == task_id)
+            .with_for_update(of=Job)
+        ).one_or_none()
+        if row is None or JobStatus(row.job_status).finished:
             return None
-        previous = session.execute(
-            select(TaskRun.state, TaskRun.worker).where(TaskRun.id == task_id)
-        ).one()
+        if row.state not in (TaskState.PENDING.value, TaskState.RUNNING.value):
+            return None  # a duplicate delivery of a task that already ended
         moved = session.execute(
             update(TaskRun)
             .where(
@@ -76,32 +99,31 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             )
         ).rowcount
         if not moved:
-            return None  # a duplicate delivery of a task that already ended
-        run = session.get_one(TaskRun, task_id)
-        step_began = _move(session, Step, run.step_id, JobStatus.RUNNING, started_at=now)
-        _move(session, Job, run.job_id, JobStatus.RUNNING, started_at=now)
+            return None
+        step_began = row.step_status != JobStatus.RUNNING.value and _move(
+            session, Step, row.step_id, JobStatus.RUNNING, started_at=now
+        )
+        if row.job_status != JobStatus.RUNNING.value:
+            _move(session, Job, row.job_id, JobStatus.RUNNING, started_at=now)
+        if row.kind == "function":
+            # A chunk needs only the function: its items came in its message, and
+            # reading (and parsing) the whole item list for each of a million-item
+            # step's thousand chunks took most of the step's time.
+            spec: dict[str, Any] = {"function": row.function}
+        else:
+            spec = dict(session.scalar(select(Step.spec).where(Step.id == row.step_id)))
         begun = TaskStart(
-            job_id=run.job_id,
-            step_id=run.step_id,
-            step_spec=_spec_for_task(session, run.step_id),
-            attempt=run.attempt,
-            previous_worker=previous.worker if previous.state == TaskState.RUNNING.value else None,
+            job_id=row.job_id,
+            step_id=row.step_id,
+            step_spec=spec,
+            attempt=row.attempt + 1,
+            previous_worker=row.worker if row.state == TaskState.RUNNING.value else None,
         )
         # The start of one more chunk changes no status and no progress count.
-        news = _status_of(session, run.job_id) if step_began else None
+        news = _status_of(session, row.job_id) if step_began else None
     if news is not None:
         _publish_status(ctx, news)
     return begun
-
-
-def _spec_for_task(session: Any, step_id: str) -> dict[str, Any]:
-    """What a task needs of its step's spec. A chunk needs only the function: its
-    items came in its message, and reading (and parsing) the whole item list for
-    each of a million-item step's thousand chunks took most of the step's time."""
-    kind = session.scalar(select(Step.kind).where(Step.id == step_id))
-    if kind == "function":
-        return {"function": session.scalar(select(Step.spec["function"]).where(Step.id == step_id))}
-    return dict(session.scalar(select(Step.spec).where(Step.id == step_id)))
 
 
 def _lock_job_of(session: Any, task_id: str) -> str | None:
@@ -147,6 +169,7 @@ def finish_task(
     failed_items: int = 0,
     logs: Sequence[LogRecord] = (),
     logs_published: bool = False,
+    settle: bool = False,
 ) -> bool:
     """Record a task's end, its results and its logs in one transaction.
 
@@ -155,10 +178,22 @@ def finish_task(
 
     Counts the task towards its step's progress only if this call is the one
     that ended it; a second report of the same task changes nothing.
+
+    ``settle``: the task is its step's only one (a one-call job, a small map),
+    sent without a chord callback. Once every task of the step has ended, the
+    step is judged and ended in this same transaction (and the job with it when
+    it was the last step), so such a job ends in one transaction and one event.
     """
     state = TaskState.COMPLETED if ok else TaskState.FAILED
     with ctx.sessions.begin() as session:
-        _lock_job_of(session, task_id)
+        run = session.execute(
+            select(TaskRun.job_id, TaskRun.step_id)
+            .join(Job, Job.id == TaskRun.job_id)
+            .where(TaskRun.id == task_id)
+            .with_for_update(of=Job)
+        ).one_or_none()
+        if run is None:
+            return False
         ended = session.execute(
             update(TaskRun)
             .where(
@@ -181,18 +216,42 @@ def finish_task(
         ).rowcount
         if not ended:
             return False
-        run = session.get_one(TaskRun, task_id)
         session.execute(
             update(Step)
             .where(Step.id == run.step_id)
             .values(done_tasks=Step.done_tasks + 1, failed_items=Step.failed_items + failed_items)
         )
         _insert_logs(session, run.job_id, run.step_id, logs)
-        news = _status_of(session, run.job_id)
+        end = _settle_function_step(session, run.job_id, run.step_id) if settle else None
+        # A step's end is always told; one more chunk done, at most every
+        # _PROGRESS_EVERY_S per job and process (readers get the whole picture
+        # each time, and the step's end brings the final count).
+        news = _status_of(session, run.job_id) if end or _progress_due(run.job_id) else None
     if not logs_published:
         publish_logs(ctx, run.job_id, run.step_id, logs)
     if news is not None:
         _publish_status(ctx, news)
+    if end is not None:
+        _after_step_end(ctx, end)
+    return True
+
+
+#: Least seconds between two progress events of one job from one process.
+_PROGRESS_EVERY_S = 0.1
+_last_progress: dict[str, float] = {}
+
+
+def _progress_due(job_id: str) -> bool:
+    """Whether a chunk's end should publish the job's progress now. A thousand
+    chunks need not send a thousand events (each one a query and a Redis write
+    in the worker, and a message to every follower)."""
+    now = time.monotonic()
+    last = _last_progress.get(job_id)
+    if last is not None and now - last < _PROGRESS_EVERY_S:
+        return False
+    if len(_last_progress) > 1024:
+        _last_progress.clear()
+    _last_progress[job_id] = now
     return True
 
 
@@ -226,20 +285,27 @@ def announce(ctx: Context, job_id: str) -> None:
 
 
 def _status_of(session: Any, job_id: str) -> dict[str, Any] | None:
-    job = session.get(Job, job_id)
-    if job is None:
-        return None
-    steps = list(
-        session.execute(
-            select(Step.position, Step.status, Step.done_tasks, Step.total_tasks)
-            .where(Step.job_id == job_id)
-            .order_by(Step.position)
+    rows = session.execute(
+        select(
+            Job.status.label("job_status"),
+            Job.error,
+            Step.position,
+            Step.status,
+            Step.done_tasks,
+            Step.total_tasks,
         )
-    )
+        .select_from(Job)
+        .outerjoin(Step, Step.job_id == Job.id)
+        .where(Job.id == job_id)
+        .order_by(Step.position)
+    ).all()
+    if not rows:
+        return None
+    steps = [r for r in rows if r.position is not None]
     return {
         "job_id": job_id,
-        "status": job.status,
-        "error": job.error,
+        "status": rows[0].job_status,
+        "error": rows[0].error,
         "progress": {
             "done": sum(s.done_tasks for s in steps),
             "total": sum(s.total_tasks for s in steps),
@@ -275,43 +341,100 @@ def _insert_logs(session: Any, job_id: str, step_id: str | None, logs: Iterable[
         session.execute(insert(LogLine), rows)
 
 
+#: Task states that will still change: the task has not reported.
+_UNENDED = (TaskState.PENDING.value, TaskState.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class _StepEnd:
+    """What ending a step did, for the work that follows its commit."""
+
+    job_id: str
+    #: False when the step had ended already (a duplicate or a late report).
+    moved: bool
+    #: The step to publish next (the ended one completed and one follows it).
+    next_id: str | None = None
+
+
 def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
-    """The chord callback's work: judge the step from every chunk's record.
+    """The chord callback's work: judge the step from every chunk's record and
+    end it (and its job, after the last step), in one transaction.
 
     It reads the chunks' states, not their results: a million items' results
     would fill the worker's memory to learn what the counters already say."""
-    with ctx.sessions() as session:
-        failed_items, total_items, tolerate = session.execute(
-            select(Step.failed_items, Step.total_items, Step.spec["tolerate_failures"]).where(
-                Step.id == step_id
-            )
-        ).one()
-        runs = session.execute(
-            select(TaskRun.chunk_index, TaskRun.state, TaskRun.error)
-            .where(TaskRun.step_id == step_id)
-            .order_by(TaskRun.item_start)
-        ).all()
-        broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
-        first_error = None
-        if not broken and failed_items and not tolerate:
-            first = session.scalars(
-                select(TaskRun)
-                .where(TaskRun.step_id == step_id, TaskRun.failed_items > 0)
-                .order_by(TaskRun.item_start)
-                .limit(1)
-            ).first()
-            first_error = _first_item_error(first) if first else "unknown"
+    with ctx.sessions.begin() as session:
+        job_id = session.scalar(select(Step.job_id).where(Step.id == step_id))
+        _lock_job(session, job_id)
+        status, error = _judge_function_step(session, step_id)
+        end = _end_step(session, step_id, job_id, status, error=error)
+        if not end.moved:
+            return JobStatus(session.scalar(select(Step.status).where(Step.id == step_id)))
+        news = _status_of(session, job_id)
+    if news is not None:
+        _publish_status(ctx, news)
+    _after_step_end(ctx, end)
+    return status
+
+
+def _settle_function_step(session: Any, job_id: str, step_id: str) -> _StepEnd | None:
+    """End the step in the caller's transaction (which holds its job's lock) if
+    every one of its tasks has ended; None while one has still to report."""
+    judged = _judge_function_step(session, step_id, wait_for_unended=True)
+    if judged is None:
+        return None
+    status, error = judged
+    return _end_step(session, step_id, job_id, status, error=error)
+
+
+@overload
+def _judge_function_step(
+    session: Any, step_id: str, *, wait_for_unended: Literal[False] = False
+) -> tuple[JobStatus, str | None]: ...
+
+
+@overload
+def _judge_function_step(
+    session: Any, step_id: str, *, wait_for_unended: Literal[True]
+) -> tuple[JobStatus, str | None] | None: ...
+
+
+def _judge_function_step(
+    session: Any, step_id: str, *, wait_for_unended: bool = False
+) -> tuple[JobStatus, str | None] | None:
+    """How the step ends, from its chunks' states and failure counts; with
+    ``wait_for_unended``, None while a chunk has still to report (a chord's
+    callback judges a chunk that never reported as broken)."""
+    failed_items, total_items, tolerate = session.execute(
+        select(Step.failed_items, Step.total_items, Step.spec["tolerate_failures"]).where(
+            Step.id == step_id
+        )
+    ).one()
+    runs = session.execute(
+        select(TaskRun.chunk_index, TaskRun.state, TaskRun.error)
+        .where(TaskRun.step_id == step_id)
+        .order_by(TaskRun.item_start)
+    ).all()
+    if wait_for_unended and any(r.state in _UNENDED for r in runs):
+        return None
+    broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
     if broken:
         first_broken = broken[0]
         error = (
             f"{len(broken)} of {len(runs)} chunks did not complete; chunk "
             f"{first_broken.chunk_index}: {first_broken.error or first_broken.state}"
         )
-        return complete_step(ctx, step_id, JobStatus.FAILED, error=error)
-    if first_error is not None:
+        return JobStatus.FAILED, error
+    if failed_items and not tolerate:
+        first = session.scalars(
+            select(TaskRun)
+            .where(TaskRun.step_id == step_id, TaskRun.failed_items > 0)
+            .order_by(TaskRun.item_start)
+            .limit(1)
+        ).first()
+        first_error = _first_item_error(first) if first else "unknown"
         error = f"{failed_items} of {total_items} items failed (first: {first_error})"
-        return complete_step(ctx, step_id, JobStatus.FAILED, error=error)
-    return complete_step(ctx, step_id, JobStatus.COMPLETED)
+        return JobStatus.FAILED, error
+    return JobStatus.COMPLETED, None
 
 
 def _first_item_error(run: TaskRun) -> str:
@@ -322,6 +445,52 @@ def _first_item_error(run: TaskRun) -> str:
     return "unknown"
 
 
+def _lock_job(session: Any, job_id: str) -> None:
+    """Take the job row's lock first, as every writer of its rows does (see _lock_job_of)."""
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+
+
+def _end_step(
+    session: Any,
+    step_id: str,
+    job_id: str,
+    status: JobStatus,
+    *,
+    error: str | None = None,
+    exit_code: int | None = None,
+) -> _StepEnd:
+    """End the step in the caller's transaction (holding the job's lock); when no
+    step follows, or this one did not complete, end the job in it too."""
+    now = utcnow()
+    moved = _move(session, Step, step_id, status, error=error, exit_code=exit_code, finished_at=now)
+    if not moved:
+        return _StepEnd(job_id=job_id, moved=False)
+    position = select(Step.position).where(Step.id == step_id).scalar_subquery()
+    next_id = None
+    if status is JobStatus.COMPLETED:
+        next_id = session.scalar(
+            select(Step.id).where(Step.job_id == job_id, Step.position == position + 1)
+        )
+    if next_id is None:
+        job_error = None
+        if status is not JobStatus.COMPLETED:
+            number = session.scalar(select(Step.position).where(Step.id == step_id)) + 1
+            job_error = f"step {number} {status.value}: {error}"
+        _move(session, Job, job_id, status, error=job_error, finished_at=now)
+    return _StepEnd(job_id=job_id, moved=True, next_id=next_id)
+
+
+def _after_step_end(ctx: Context, end: _StepEnd) -> None:
+    """After the commit: publish the next step, and say so."""
+    if end.next_id is None:
+        return
+    try:
+        dispatch_step(ctx, end.next_id)
+    except DispatchError as exc:
+        log.warning("step %s waits in the outbox: %s", end.next_id, exc)
+    announce(ctx, end.job_id)
+
+
 def complete_step(
     ctx: Context,
     step_id: str,
@@ -330,28 +499,18 @@ def complete_step(
     error: str | None = None,
     exit_code: int | None = None,
 ) -> JobStatus:
-    """End a step and move its job on: publish the next step, or end the job."""
+    """End a step and move its job on: publish the next step, or end the job
+    (in the step's own transaction)."""
     with ctx.sessions.begin() as session:
-        moved = _move(
-            session, Step, step_id, status, error=error, exit_code=exit_code, finished_at=utcnow()
-        )
-        step = session.get_one(Step, step_id)
-        job_id, position = step.job_id, step.position
-        next_id = session.scalar(
-            select(Step.id).where(Step.job_id == job_id, Step.position == position + 1)
-        )
-    if not moved:
-        return JobStatus(step.status)
-    if status is JobStatus.COMPLETED and next_id is not None:
-        try:
-            dispatch_step(ctx, next_id)
-        except DispatchError as exc:
-            log.warning("step %s waits in the outbox: %s", next_id, exc)
-        announce(ctx, job_id)
-    elif status is JobStatus.COMPLETED:
-        finish_job(ctx, job_id, JobStatus.COMPLETED)
-    else:
-        finish_job(ctx, job_id, status, error=f"step {position + 1} {status.value}: {error}")
+        job_id = session.scalar(select(Step.job_id).where(Step.id == step_id))
+        _lock_job(session, job_id)
+        end = _end_step(session, step_id, job_id, status, error=error, exit_code=exit_code)
+        if not end.moved:
+            return JobStatus(session.scalar(select(Step.status).where(Step.id == step_id)))
+        news = _status_of(session, job_id)
+    if news is not None:
+        _publish_status(ctx, news)
+    _after_step_end(ctx, end)
     return status
 
 

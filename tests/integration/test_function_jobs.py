@@ -24,9 +24,9 @@ def test_map_squares_through_the_client(stack: LiveStack) -> None:
         job.wait(timeout=60)
         assert job.status == "completed", job.error
         assert job.results() == [x * x for x in range(1000)]
-        assert job.progress == (32, 32)  # 1000 items in automatic chunks of 32
+        assert job.progress == (16, 16)  # 1000 items in automatic chunks of 63 (2 per slot)
         tasks = job.tasks()
-        assert [t["items"] for t in tasks][:2] == [[0, 32], [32, 64]]
+        assert [t["items"] for t in tasks][:2] == [[0, 63], [63, 126]]
         assert {t["state"] for t in tasks} == {"completed"}
         assert all(t["worker"].startswith(f"it-{stack.name}@") for t in tasks)
 

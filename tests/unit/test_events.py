@@ -177,3 +177,31 @@ def test_a_read_that_may_not_wait_answers_at_once(ctx: Context) -> None:
     reader.start()
     reader.join(timeout=5)
     assert answers == [[]], "the read waited for an event that never came"
+
+
+def test_chunk_progress_is_published_at_most_every_interval_and_the_end_always(
+    ctx: Context,
+    dispatcher: MemoryDispatcher,
+    developer: Principal,
+    fake_redis: fakeredis.FakeRedis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thousand chunks need not send a thousand events: within the interval
+    (made an hour here, so no clock decides the test) only the first chunk's end
+    is told, and the step's end, with the final count, still is."""
+    from jobsys.service import progress
+    from tests.support.specs import function_spec
+
+    monkeypatch.setattr(progress, "_PROGRESS_EVERY_S", 3600.0)
+    job = service.submit_job(ctx, developer, function_spec([1, 2, 3], chunk_size=1))
+    plan = dispatcher.published[0]
+    for chunk in plan.chunks:
+        service.start_task(ctx, chunk.task_id, "w")
+        service.finish_task(ctx, chunk.task_id, ok=True, results=[{"ok": True, "value": 1}])
+    service.gather_function_step(ctx, plan.step_id)
+    statuses = [e.data for e in ctx.events.read(job.id, "0", block_ms=0) if e.type == "status"]
+    assert [(s["status"], s["progress"]["done"]) for s in statuses] == [
+        ("running", 0),  # the step began
+        ("running", 1),  # the first chunk done; the next two within the interval
+        ("completed", 3),
+    ]

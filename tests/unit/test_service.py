@@ -229,3 +229,50 @@ def test_bootstrap_token_only_on_an_empty_database(ctx: Context, tmp_path) -> No
     assert issued is not None and path.read_text().strip() == issued.token
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert service.bootstrap_token(ctx, tmp_path / "again") is None
+
+
+def test_a_sole_chunk_ends_its_step_and_job_in_its_own_report(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    """A one-chunk step has no chord callback: ``finish_task(settle=True)`` judges
+    the step and ends the job."""
+    job = service.submit_job(ctx, developer, function_spec([-3], chunk_size=5))
+    (chunk,) = dispatcher.published[0].chunks
+    service.start_task(ctx, chunk.task_id, "w")
+    assert service.finish_task(
+        ctx, chunk.task_id, ok=True, results=[{"ok": True, "value": 3}], settle=True
+    )
+    info = service.get_job(ctx, developer, job.id)
+    assert info.status == "completed" and info.steps[0].status == "completed"
+    assert info.steps[0].done_tasks == 1
+    # a second report changes nothing and ends nothing twice
+    assert service.finish_task(ctx, chunk.task_id, ok=True, settle=True) is False
+
+
+def test_a_sole_chunk_with_a_failed_item_fails_the_job(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    job = service.submit_job(ctx, developer, function_spec([1], chunk_size=5))
+    (chunk,) = dispatcher.published[0].chunks
+    service.start_task(ctx, chunk.task_id, "w")
+    boom = {"ok": False, "error": {"type": "ValueError", "message": "no", "traceback": ""}}
+    service.finish_task(ctx, chunk.task_id, ok=True, results=[boom], failed_items=1, settle=True)
+    info = service.get_job(ctx, developer, job.id)
+    assert info.status == "failed"
+    assert "1 of 1 items failed (first: item 0: ValueError: no)" in (info.error or "")
+
+
+def test_a_sole_chunk_publishes_the_next_step(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    spec = function_spec([1], chunk_size=5)
+    spec["steps"].append(docker_spec()["steps"][0])
+    job = service.submit_job(ctx, developer, spec)
+    (chunk,) = dispatcher.published[0].chunks
+    service.start_task(ctx, chunk.task_id, "w")
+    service.finish_task(
+        ctx, chunk.task_id, ok=True, results=[{"ok": True, "value": 1}], settle=True
+    )
+    info = service.get_job(ctx, developer, job.id)
+    assert info.status == "running" and info.steps[0].status == "completed"
+    assert [p.step_id for p in dispatcher.published] == [s.id for s in info.steps]

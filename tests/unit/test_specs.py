@@ -111,11 +111,14 @@ def test_automatic_chunk_size(settings: Settings) -> None:
     def step(n: int, size: int | None = None) -> FunctionStep:
         return FunctionStep(function="m:f", items=tuple(range(n)), chunk_size=size)
 
-    # about four chunks per worker slot (parallelism 8 -> 32 chunks), capped
-    assert chunk_size_for(step(1000), settings) == 32
-    assert chunk_size_for(step(10), settings) == 1
+    # about two chunks per worker slot (parallelism 8 -> 16 chunks), capped
+    assert chunk_size_for(step(10_000), settings) == 625
     assert chunk_size_for(step(10_000_000), settings) == settings.max_chunk_size
     assert chunk_size_for(step(1000, 7), settings) == 7
+    # never finer than min_chunk_size: a chunk's round trips outweigh two items
+    assert chunk_size_for(step(50), settings) == settings.min_chunk_size == 20
+    assert len(chunk_bounds(50, chunk_size_for(step(50), settings))) == 3
+    assert chunk_size_for(step(10), settings) == 20  # one chunk of all ten
 
 
 def test_chunk_bounds_cover_every_item_once() -> None:
