@@ -241,8 +241,9 @@ class Bench:
         def pg_side() -> Row:
             # Its web app and python worker, on their own Redis database; in the
             # full run up for this row only.
-            if self.pg is None:
-                pg.start(queues=("python",))
+            if self.pg is not None:  # up since the start (quick run); stopped with the rest
+                return calls.throughput_row("PostgreSQL", base, pg, p.submits, p.reps, p.timeout)
+            pg.start(queues=("python",))
             try:
                 return calls.throughput_row("PostgreSQL", base, pg, p.submits, p.reps, p.timeout)
             finally:
