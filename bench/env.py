@@ -98,7 +98,9 @@ class Processes:
                 proc.wait()
 
     def stop_all(self) -> None:
-        self.stop(*reversed(list(self.procs)))
+        """Everything at once, then Redis: workers shutting down warm still talk to it."""
+        self.stop(*[n for n in reversed(list(self.procs)) if n != "redis"])
+        self.stop("redis")
 
 
 def start_redis(procs: Processes, workdir: Path) -> str:
