@@ -190,7 +190,8 @@ def large_map_rows(
     peaks: dict[str, list[float]] = {"client": [], "web": [], "python worker": []}
     fresh = True
     for _ in range(reps):
-        fresh = reset_peaks(web) and reset_peaks(worker) and fresh
+        reset = [reset_peaks(web), reset_peaks(worker)]  # both, whatever the first says
+        fresh = fresh and all(reset)
         got = client_map(stack.url, stack.token(), n, timeout)
         times.append(got["seconds"])
         peaks["client"].append(got["peak_mib"])
