@@ -139,14 +139,18 @@ class Bench:
             "sqlite", self.procs, f"sqlite:///{self.tmp / 'jobsys.db'}", f"{redis_url}/0", self.tmp
         )
         sqlite.launch()
+        raw = RawWorker(self.procs, f"{redis_url}/3", self.tmp, keep=p.keep_up)
+        if p.keep_up:  # up for the whole quick run, idle while jobsys is measured
+            raw.launch()
         self.pg = self.pg_stack(redis_url) if p.keep_up and self.wanted("throughput") else None
         if self.pg is not None:
             self.pg.launch(queues=("python",))
         sqlite.ready()
         if self.pg is not None:
             self.pg.ready()
+        if p.keep_up:
+            raw.ready()
         print(f"bench: stack up after {time.monotonic() - self.started:.1f} s", file=sys.stderr)
-        raw = RawWorker(self.procs, f"{redis_url}/3", self.tmp, keep=p.keep_up)
         *small, (big_n, big_target) = p.maps
         for n, target in small:
             self.measure(

@@ -284,6 +284,11 @@ class RawWorker:
         return proc is not None and proc.poll() is None
 
     def up(self) -> None:
+        self.launch()
+        self.ready()
+
+    def launch(self) -> None:
+        """Start the worker without waiting for it (``ready`` does)."""
         if self.running:
             return
         self.procs.spawn(
@@ -310,6 +315,7 @@ class RawWorker:
             Path.cwd(),
         )
 
+    def ready(self) -> None:
         def answers() -> bool:
             self.procs.check(self.NAME)
             replies = self.app.control.ping(timeout=0.5) or []
