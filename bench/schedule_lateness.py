@@ -1,104 +1,86 @@
-"""make bench: how late a scheduled run starts after its tick.
+"""How late a scheduled run's task is done after its tick.
 
-Starts the live test stack plus one ``celery beat`` on the jobsys scheduler
-(which also renews its leader lock each pass), then for TICKS one-second ticks:
+- baseline: a hand-written loop that sleeps until each whole second and
+  sends the raw app's no-op task (no database, no lock, no schedule table):
+  tick -> task done on the raw worker (the result's ``date_done``);
+- jobsys: a schedule with ``interval_s`` 1 mapping ``builtins:abs`` over one
+  item, run by ``celery beat`` on the jobsys scheduler (started for this row
+  only): tick -> its task's ``finished_at``.
 
-- baseline: a hand-written loop in this process that sleeps until each whole
-  second and sends Celery's built-in ``celery.accumulate`` task (no database,
-  no lock, no schedule table): tick -> task finished on the worker;
-- jobsys: a schedule with ``interval_s`` 1 that maps ``builtins:abs`` over one
-  item: tick -> ScheduleRun and job committed ("fired"), and tick -> its task
-  finished on the worker.
-
-Prints median and worst in milliseconds and the ratio of the medians.
+The ticks are cut into ``reps`` equal groups; each group's median is a rep.
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from datetime import UTC, datetime
 
-from bench.stack import bench_stack
-from jobsys import service
-from jobsys.auth import SYSTEM
-from jobsys.celery_app import make_celery
-from jobsys.testing import LiveStack, wait_until
+from bench.env import JobsysStack, RawWorker
+from bench.results import Row
+from jobsys.testing import wait_until
 
-TICKS = 20
 SPEC = {"name": "tick", "steps": [{"kind": "function", "function": "builtins:abs", "items": [-1]}]}
 
 
-def baseline(stack: LiveStack) -> list[float]:
-    app = make_celery(stack.settings)
-    sent = []
-    for _ in range(TICKS):
-        tick = int(time.time()) + 1
-        time.sleep(max(0.0, tick - time.time()))
-        sent.append((tick, app.send_task("celery.accumulate", args=(1,), queue="python")))
-    lateness = []
-    for tick, result in sent:
-        result.get(timeout=30)
-        done: datetime = result.date_done
-        lateness.append(done.replace(tzinfo=done.tzinfo or UTC).timestamp() - tick)
+def groups(values: list[float], reps: int) -> list[float]:
+    """The medians of ``reps`` consecutive equal groups of ``values``."""
+    size = max(1, len(values) // reps)
+    return [statistics.median(values[i * size : (i + 1) * size]) for i in range(reps)]
+
+
+def by_hand(raw: RawWorker, ticks: int) -> list[float]:
+    from bench.raw_app import noop
+
+    with raw.measuring():
+        noop.delay(0).get(timeout=30)
+        sent = []
+        for _ in range(ticks):
+            tick = int(time.time()) + 1
+            time.sleep(max(0.0, tick - time.time()))
+            sent.append((tick, noop.apply_async((1,))))
+        lateness = []
+        for tick, result in sent:
+            result.get(timeout=30)
+            done: datetime = result.date_done
+            lateness.append((done.replace(tzinfo=done.tzinfo or UTC).timestamp() - tick) * 1000)
     return lateness
 
 
-def through_jobsys(stack: LiveStack) -> tuple[list[float], list[float]]:
-    ctx = stack.ctx
-    body = {"name": "lateness", "interval_s": 1, "spec": SPEC, "overlap": "allow"}
-    service.create_schedule(ctx, SYSTEM, body)
-    wait_until(
-        lambda: len(service.schedule_runs(ctx, SYSTEM, "lateness")) >= TICKS + 1,
-        TICKS + 30,
-        "the schedule's runs",
-    )
-    service.update_schedule(ctx, SYSTEM, "lateness", {"enabled": False})
-    # The first run may be a late tick from before beat had settled; skip it.
-    runs = sorted(service.schedule_runs(ctx, SYSTEM, "lateness", limit=500), key=lambda r: r.tick)
-    runs = runs[1 : TICKS + 1]
-    fired = [r.lateness_s for r in runs]
-    finished = []
-    for run in runs:
-        assert run.job_id, run.note
-        job = service.get_job(ctx, SYSTEM, run.job_id)
-        if job.status != "completed":
+def through_jobsys(stack: JobsysStack, ticks: int) -> list[float]:
+    with stack.beat(), stack.client("admin") as client:
+        name = f"lateness-{int(time.time())}"
+        client.create_schedule(name, SPEC, interval_s=1, overlap="allow")
+        try:
             wait_until(
-                lambda job_id=run.job_id: (
-                    service.get_job(ctx, SYSTEM, job_id).status == "completed"
-                ),
-                30,
-                "the job",
+                lambda: len(client.schedule_runs(name, limit=500)) >= ticks + 1,
+                ticks + 60,
+                "the schedule's runs",
             )
-        task = service.job_tasks(ctx, SYSTEM, run.job_id)[0]
-        assert task.finished_at is not None
-        finished.append(task.finished_at.timestamp() - run.tick.timestamp())
-    return fired, finished
+        finally:
+            client.update_schedule(name, enabled=False)
+        runs = sorted(client.schedule_runs(name, limit=500), key=lambda r: r["tick"])
+        # The first run may be a late tick from before beat had settled; skip it.
+        lateness = []
+        for run in runs[1 : ticks + 1]:
+            if not run["job_id"]:
+                raise AssertionError(f"a run made no job: {run['note']}")
+            job = client.job(run["job_id"]).wait(timeout=60)
+            finished = job.tasks()[0]["finished_at"]
+            tick = datetime.fromisoformat(run["tick"]).timestamp()
+            lateness.append((datetime.fromisoformat(finished).timestamp() - tick) * 1000)
+    return lateness
 
 
-def line(name: str, values: list[float]) -> str:
-    ms = [v * 1000 for v in values]
-    return f"{name:<34} {statistics.median(ms):>9.1f} {max(ms):>9.1f}"
-
-
-def main() -> int:
-    with bench_stack() as stack:
-        stack.spawn(
-            "beat",
-            [sys.executable, "-m", "celery", "-A", "jobsys.celery_app", "beat", "-l", "INFO"],
-        )
-        base = baseline(stack)
-        fired, finished = through_jobsys(stack)
-        print(f"{TICKS} one-second ticks")
-        print(f"{'ms after the tick':<34} {'median':>9} {'worst':>9}")
-        print(line("baseline: sleep+send, task done", base))
-        print(line("jobsys: run fired (job committed)", fired))
-        print(line("jobsys: task done on the worker", finished))
-        ratio = statistics.median(finished) / statistics.median(base)
-        print(f"ratio (task done, medians) {ratio:.2f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def schedule_row(stack: JobsysStack, raw: RawWorker, ticks: int, reps: int) -> Row:
+    base = groups(by_hand(raw, ticks), reps)
+    ours = groups(through_jobsys(stack, ticks), reps)
+    return Row(
+        "schedule tick to task done",
+        "ms",
+        2.0,
+        base,
+        ours,
+        f"interval 1 s, {ticks} ticks in {reps} groups; baseline = sleep-and-send loop "
+        "on raw Celery",
+    )
