@@ -97,6 +97,29 @@ def _wait(container: Any, step: DockerStep, should_stop: Callable[[], bool]) -> 
             continue
 
 
+_shared: tuple[int, docker.DockerClient] | None = None
+
+
+def shared_docker_client() -> docker.DockerClient:
+    """This process's client, made (and pinged) on first use and kept: a new
+    client per step paid for a connection and a ping each time. Per process id,
+    since a forked pool child must not talk over its parent's connections;
+    ``forget_docker_client`` drops it after an error, so the next step reconnects."""
+    global _shared
+    pid = os.getpid()
+    if _shared is None or _shared[0] != pid:
+        _shared = (pid, docker_client())
+    return _shared[1]
+
+
+def forget_docker_client() -> None:
+    global _shared
+    found, _shared = _shared, None
+    if found is not None and found[0] == os.getpid():
+        with contextlib.suppress(Exception):
+            found[1].close()
+
+
 def docker_client() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=30)
@@ -117,8 +140,15 @@ def run_container(
     mount_roots: Sequence[str] = (),
     should_stop: Callable[[], bool] = _never,
     on_output: Callable[[LogRecord], None] | None = None,
+    leftovers: list[Any] | None = None,
 ) -> ContainerResult:
     """Run the step's container to its end (or its timeout), save its output, remove it.
+
+    With ``leftovers``, a container that ran to its end and whose output was read
+    is put there instead of removed, for the caller to remove once it has
+    reported the step (removing takes tens of milliseconds that nobody waiting
+    for the step needs to wait for); on any error it is removed here, at once.
+    If the worker dies before removing it, the orphan reaper does.
 
     ``mount_roots`` are this worker's ``JOBSYS_DOCKER_MOUNT_ROOTS``: every mount
     source is walked below them right before the container is created, and the
@@ -169,9 +199,23 @@ def run_container(
             follower.join(timeout=5)
         # auto_remove would make the logs unreadable after exit: read, then remove.
         logs = read_logs(container, limits.logs, seen)
-    finally:
+    except BaseException:
         _remove(container)
+        raise
+    if leftovers is None:
+        _remove(container)
+    else:
+        leftovers.append(container)
     return ContainerResult(exit_code=exit_code, ending=ending, logs=logs)
+
+
+def remove_containers(containers: Sequence[Any]) -> None:
+    """Remove what ``run_container`` left; a failure is logged (the reaper retries)."""
+    for container in containers:
+        try:
+            _remove(container)
+        except Exception as exc:
+            log.warning("could not remove container %s: %s", container.short_id, exc)
 
 
 def resolve_mounts(mounts: Sequence[MountSpec], roots: Sequence[str]) -> list[str]:

@@ -30,8 +30,11 @@ from workers.containers import (
     Limits,
     MountRefused,
     docker_client,
+    forget_docker_client,
+    remove_containers,
     remove_task_containers,
     run_container,
+    shared_docker_client,
 )
 from workers.context import worker_context
 from workers.execution import exclusive_run, gives_up
@@ -120,6 +123,17 @@ def _remove_leftovers(ctx: Context, task_id: str, begun: TaskStart) -> None:
 
 
 def _run_step(ctx: Context, task_id: str, start: TaskStart) -> dict[str, Any]:
+    # The step's containers are removed once it is reported, not before.
+    leftovers: list[Any] = []
+    try:
+        return _run_and_report(ctx, task_id, start, leftovers)
+    finally:
+        remove_containers(leftovers)
+
+
+def _run_and_report(
+    ctx: Context, task_id: str, start: TaskStart, leftovers: list[Any]
+) -> dict[str, Any]:
     job_id, step_id = start.job_id, start.step_id
     refused = refused_here(start.step_spec, ctx.settings)
     if refused is not None:
@@ -149,22 +163,24 @@ def _run_step(ctx: Context, task_id: str, start: TaskStart) -> dict[str, Any]:
             break
         service.record_attempt(ctx, step_id)
         try:
-            with contextlib.closing(docker_client()) as client:
-                result = run_container(
-                    client,
-                    step,
-                    labels=labels,
-                    limits=limits,
-                    mount_roots=ctx.settings.docker_mount_roots,
-                    should_stop=should_stop,
-                    on_output=live,
-                )
+            result = run_container(
+                shared_docker_client(),
+                step,
+                labels=labels,
+                limits=limits,
+                mount_roots=ctx.settings.docker_mount_roots,
+                should_stop=should_stop,
+                on_output=live,
+                leftovers=leftovers,
+            )
         except (ImageError, MountRefused) as exc:
             error = exc
             break  # retrying cannot make a missing image appear or a link go away
         except StepError as exc:
+            forget_docker_client()  # the engine may have gone: reconnect next time
             error = exc
         except Exception as exc:
+            forget_docker_client()
             # Anything unforeseen still ends the step: a step left "running"
             # with no task behind it would hang its job.
             log.exception("Docker step %s failed unexpectedly", step_id)

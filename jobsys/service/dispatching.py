@@ -12,6 +12,7 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from jobsys.broker.canvas import ChunkPlan, StepPlan
 from jobsys.context import Context
@@ -50,15 +51,41 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
         )
         plan = _plan(step, first_index=carried or 0)
         session.add_all(_task_rows(step, plan))
+    _publish(ctx, plan)
+    return True
+
+
+def claim_new_step(session: Session, step: Step) -> StepPlan:
+    """Claim a first step stored in ``session``'s own transaction, with its task
+    rows, so the caller need not commit twice (the scheduler, whose tick's job
+    is late by every transaction it waits for). Once the transaction has
+    committed, ``publish_claimed`` sends it."""
+    step.dispatched_at = utcnow()
+    plan = _plan(step)
+    session.add_all(_task_rows(step, plan))
+    return plan
+
+
+def publish_claimed(ctx: Context, plan: StepPlan) -> bool:
+    """Send a step claimed by ``claim_new_step``; False when the broker refused
+    it, and then the outbox sweep has it (its claim undone)."""
+    try:
+        _publish(ctx, plan)
+    except DispatchError as exc:
+        log.warning("step %s stays queued until the broker is back: %s", plan.step_id, exc)
+        return False
+    return True
+
+
+def _publish(ctx: Context, plan: StepPlan) -> None:
     try:
         ctx.dispatcher.publish(plan)
     except Exception:
         # Whatever went wrong, the claim must not outlive it, or the step
         # would sit claimed but unsent where the outbox sweep never looks.
         with ctx.sessions.begin() as session:
-            session.execute(update(Step).where(Step.id == step_id).values(dispatched_at=None))
+            session.execute(update(Step).where(Step.id == plan.step_id).values(dispatched_at=None))
         raise
-    return True
 
 
 def _plan(step: Step, first_index: int = 0) -> StepPlan:

@@ -5,7 +5,9 @@ tick, stores one ``ScheduleRun`` per tick together with the job it starts, and
 moves the next tick on. The unique (schedule, tick) pair makes a second firing
 of a tick fail as a whole, so even two schedulers that both think they lead
 (a network partition, a paused process) cannot start a tick's job twice. Jobs
-are published after the commit; if the broker is down they wait in the outbox.
+are claimed for publishing in that same transaction (one commit, not two,
+between the tick and the broker) and published after the commit; if the broker
+is down they wait in the outbox.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobsys.broker.canvas import StepPlan
 from jobsys.context import Context
 from jobsys.errors import JobsysError
 from jobsys.schedule_spec import Overlap
-from jobsys.service.jobs import publish_job
+from jobsys.service.dispatching import claim_new_step, publish_claimed
 from jobsys.service.schedules import schedule_job, timing_of
 from jobsys.states import JobStatus
 from jobsys.store.models import Job, Schedule, ScheduleRun, utcnow
@@ -45,7 +48,8 @@ class Fired:
     outcome: str
     job_id: str | None
     fired_at: datetime
-    first_step_id: str | None = field(default=None, repr=False)
+    #: The job's first step, claimed in the firing transaction, to publish after it.
+    plan: StepPlan | None = field(default=None, repr=False)
 
 
 def fire_due_schedules(ctx: Context, now: datetime | None = None) -> list[Fired]:
@@ -70,8 +74,8 @@ def fire_due_schedules(ctx: Context, now: datetime | None = None) -> list[Fired]
         except IntegrityError:
             log.warning("schedule %s: tick already fired by another scheduler", schedule_id)
     for run in fired:
-        if run.first_step_id:
-            publish_job(ctx, run.first_step_id)
+        if run.plan is not None:
+            publish_claimed(ctx, run.plan)
     return fired
 
 
@@ -114,7 +118,7 @@ def _fire_tick(
 ) -> Fired:
     run = ScheduleRun(schedule_id=row.id, tick=tick, trigger=trigger, fired_at=utcnow())
     busy = _unfinished_job(session, row.id) if row.overlap == Overlap.SKIP else None
-    first_step_id = None
+    job = None
     if busy is not None:
         run.outcome = "skipped"
         run.note = f"skipped: the previous run, job {busy}, has not finished (overlap: skip)"
@@ -128,10 +132,10 @@ def _fire_tick(
         else:
             session.add(job)
             run.outcome, run.job_id = "submitted", job.id
-            first_step_id = job.steps[0].id
     session.add(run)
     session.flush()
-    return Fired(row.name, tick, trigger, run.outcome, run.job_id, run.fired_at, first_step_id)
+    plan = claim_new_step(session, job.steps[0]) if job is not None else None
+    return Fired(row.name, tick, trigger, run.outcome, run.job_id, run.fired_at, plan)
 
 
 def _unfinished_job(session: Session, schedule_id: str) -> str | None:

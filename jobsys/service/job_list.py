@@ -4,6 +4,12 @@ so it stays fast with hundreds of thousands of jobs.
 Every filter is a range or equality on an indexed column, combined with the
 ``created_at`` order: the search ``q`` matches a job id or the start of a job
 name (a range scan on ``name``), not ``%q%``, which would read every row.
+
+The total is counted exactly up to ``COUNT_CAP`` matches (or to the end of the
+page asked for, when that is further) and reported as "more than" past it, as
+Elasticsearch's ``track_total_hits`` and Airflow's "1k+" do: an exact count of
+100,000 matching rows costs more than the page itself (PostgreSQL reads every
+row to count it), on every page, for a number nobody reads digit by digit.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
 from jobsys.auth import Principal, Right, require
@@ -23,6 +29,9 @@ from jobsys.states import JobStatus
 from jobsys.store.models import Job, JobTag
 
 MAX_PER_PAGE = 500
+#: Matches counted exactly; past this (and past the page asked for) the total is
+#: "more than": counting is then bounded by the page's own offset.
+COUNT_CAP = 10_000
 SORTS = {
     "-created": (Job.created_at.desc(), Job.id.desc()),
     "created": (Job.created_at.asc(), Job.id.asc()),
@@ -126,21 +135,64 @@ def list_jobs(
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise SpecError({"per_page": f"give a number from 1 to {MAX_PER_PAGE}"})
     query = page_query(where, page, per_page).options(selectinload(Job.steps))
-    count = where.apply(select(func.count()).select_from(Job))
+    limit = max(COUNT_CAP, page * per_page)
     with ctx.sessions() as session:
-        jobs = tuple(JobInfo.of(j) for j in session.scalars(query))
-        total = session.scalar(count) or 0
-    return Page(items=jobs, total=total, page=page, per_page=per_page)
+        counted = session.scalar(count_query(where, limit + 1)) or 0
+        # A page past the last match is empty: no need to look for it.
+        found = session.scalars(query) if counted > (page - 1) * per_page else ()
+        jobs = tuple(JobInfo.of(j) for j in found)
+    exact = counted <= limit
+    return Page(
+        items=jobs, total=min(counted, limit), page=page, per_page=per_page, total_exact=exact
+    )
+
+
+def count_query(where: JobFilter, limit: int) -> Select[Any]:
+    """How many jobs match, counting no further than ``limit``.
+
+    A tag filter with nothing but a time range counts the tag's index rows alone:
+    each stands for one job (the foreign key deletes it with its job), so the
+    join to ``jobs`` that the page needs would only slow the count down.
+    """
+    if where.tag and not (where.status or where.owner or where.template or where.q):
+        matches = select(literal(1)).select_from(JobTag).where(JobTag.tag == where.tag)
+        if where.since:
+            matches = matches.where(JobTag.created_at >= where.since)
+        if where.until:
+            matches = matches.where(JobTag.created_at < where.until)
+    else:
+        matches = where.apply(select(literal(1)).select_from(Job))
+    return select(func.count()).select_from(matches.limit(limit).subquery())
 
 
 def page_query(where: JobFilter, page: int, per_page: int) -> Select[Any]:
     """The query for one page (the query-plan test reads its plan)."""
+    if where.q and where.sort != "name":
+        return _searched_page(where, page, per_page)
     return (
         where.apply(select(Job))
         .order_by(*where.order())
         .offset((page - 1) * per_page)
         .limit(per_page)
     )
+
+
+def _searched_page(where: JobFilter, page: int, per_page: int) -> Select[Any]:
+    """A name search's page, newest (or oldest, or last finished) first.
+
+    The names that start with ``q`` come out of the name index in name order, so
+    their page needs a sort. Sorting whole rows read every match from the table
+    (SQLite: 7,400 rows for ``etl-4``, 25 ms); the page's ids are picked first,
+    from the (name, created_at, id) index alone, and only their 50 rows read.
+    """
+    ids = (
+        where.apply(select(Job.id))
+        .order_by(*where.order())
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+    )
+    # The page's rows in the same order (a tag's created_at is its job's).
+    return select(Job).where(Job.id.in_(ids)).order_by(*SORTS[where.sort])
 
 
 def _moment(raw: Any, name: str, problems: dict[str, str]) -> datetime | None:

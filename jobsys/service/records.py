@@ -266,14 +266,22 @@ class Page:
     total: int
     page: int
     per_page: int
+    #: False when more than ``total`` jobs match (the count stopped there:
+    #: ``jobsys.service.job_list.COUNT_CAP``); ``pages`` then counts one page more.
+    total_exact: bool = True
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page)) + (0 if self.total_exact else 1)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "jobs": [j.to_dict(with_spec=False) for j in self.items],
             "total": self.total,
+            "total_exact": self.total_exact,
             "page": self.page,
             "per_page": self.per_page,
-            "pages": max(1, -(-self.total // self.per_page)),
+            "pages": self.pages,
         }
 
 

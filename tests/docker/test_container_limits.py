@@ -19,13 +19,21 @@ import docker
 import pytest
 
 from jobsys.config import Settings
+from jobsys.errors import StepFailed
 from jobsys.specs import DockerStep
 from tests.support.docker import containers_of, finished, submit
 from tests.support.docker import step as docker_step
 from tests.support.live import LiveStack, wait_until
 from tests.support.services import BUSYBOX_IMAGE
 from workers.container_logs import MAX_LOG_LINES, LogLimits, Seen, read_logs
-from workers.containers import LABEL_JOB, LABEL_STEP, LABEL_TASK, Limits, run_container
+from workers.containers import (
+    LABEL_JOB,
+    LABEL_STEP,
+    LABEL_TASK,
+    Limits,
+    remove_containers,
+    run_container,
+)
 from workers.docker_step import limits_of
 
 
@@ -199,3 +207,33 @@ def test_a_step_that_sets_no_limits_gets_the_documented_defaults(stack: LiveStac
     (step_id,) = [s["id"] for s in job["steps"]]
     labels = {k: v for k, v in seen["Config"]["Labels"].items() if k.startswith("jobsys.")}
     assert labels == {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task["id"]}
+
+
+@pytest.mark.docker
+def test_a_container_left_for_later_has_its_output_read_and_goes_when_removed() -> None:
+    """With ``leftovers`` the container outlives run_container (its removal waits
+    until the step is reported) with its output already read; on an error it is
+    removed at once."""
+    job = f"later-{uuid.uuid4().hex[:8]}"
+    step = DockerStep(image=BUSYBOX_IMAGE, command=("sh", "-c", "echo done"), timeout_s=60)
+    limits = Limits("512m", 1.0)
+    left: list[Any] = []
+    with contextlib.closing(docker.from_env()) as client:
+        try:
+            result = run_container(
+                client, step, labels={LABEL_JOB: job}, limits=limits, leftovers=left
+            )
+            assert [r.line for r in result.logs] == ["done"] and result.exit_code == 0
+            assert [c.id for c in left] and containers_of(job) == [c.short_id for c in left]
+            remove_containers(left)
+            assert containers_of(job) == []
+            bad = DockerStep(image=BUSYBOX_IMAGE, command=("/no/such/program",), timeout_s=60)
+            with pytest.raises(StepFailed):
+                run_container(client, bad, labels={LABEL_JOB: job}, limits=limits, leftovers=left)
+            assert len(left) == 1 and containers_of(job) == []
+        finally:
+            subprocess.run(
+                f"docker ps -aq --filter label={LABEL_JOB}={job} | xargs -r docker rm -f",
+                shell=True,
+                capture_output=True,
+            )

@@ -7,10 +7,15 @@ import time
 import pytest
 
 from tests.support.docker import containers_of, finished, lines, step, submit
-from tests.support.live import LiveStack
+from tests.support.live import LiveStack, wait_until
 from tests.support.services import BUSYBOX_IMAGE
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def gone(job_id: str) -> None:
+    """The step's container goes: right after the step is reported, not before."""
+    wait_until(lambda: not containers_of(job_id), 15, "the container to go")
 
 
 def test_hello_runs_and_its_container_is_removed(stack: LiveStack) -> None:
@@ -20,7 +25,7 @@ def test_hello_runs_and_its_container_is_removed(stack: LiveStack) -> None:
     assert job["steps"][0]["exit_code"] == 0 and job["steps"][0]["attempts"] == 1
     assert lines(stack, job_id, "stdout") == ["hi"]
     assert lines(stack, job_id, "stderr") == ["oops"]
-    assert containers_of(job_id) == []
+    gone(job_id)
     with stack.http() as http:
         tail = http.get(f"/api/jobs/{job_id}/logs?tail=1").json()["logs"]
         assert len(tail) == 1
@@ -53,7 +58,7 @@ def test_nonzero_exit_fails_after_retries_with_backoff(stack: LiveStack) -> None
     out = lines(stack, job_id)
     assert out.count("try") == 3
     assert sum("retrying in" in line for line in out) == 2
-    assert containers_of(job_id) == []
+    gone(job_id)
 
 
 def test_timeout_kills_the_container(stack: LiveStack) -> None:
@@ -63,7 +68,7 @@ def test_timeout_kills_the_container(stack: LiveStack) -> None:
     assert time.monotonic() - started < 20
     assert job["status"] == "failed" and "StepTimeout: timed out after 1 s" in job["error"]
     assert lines(stack, job_id, "stdout") == ["start"]
-    assert containers_of(job_id) == []
+    gone(job_id)
 
 
 def test_missing_image_fails_without_retrying(stack: LiveStack) -> None:
@@ -82,7 +87,7 @@ def test_a_command_that_cannot_start_fails_the_step(stack: LiveStack) -> None:
     )
     job = finished(stack, job_id)
     assert job["status"] == "failed" and "could not start" in job["error"]
-    assert containers_of(job_id) == []
+    gone(job_id)
 
 
 def test_steps_chain_in_order(stack: LiveStack) -> None:

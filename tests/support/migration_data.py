@@ -512,6 +512,9 @@ def check_app_works(ctx: Context) -> None:
 
     by_tag = service.list_jobs(ctx, SYSTEM, where=JobFilter.parse({"tag": "etl"}))
     assert [j.id for j in by_tag.items] == ["j1" * 16]
+    # 0006's (name, created_at, id) index serves the name search, newest first.
+    searched = service.list_jobs(ctx, SYSTEM, where=JobFilter.parse({"q": "ad"}))
+    assert [j.id for j in searched.items] == ["j3" * 16, "j2" * 16] and searched.total_exact
     fresh = service.submit_job(
         ctx, SYSTEM, {"name": "tagged", "steps": [DOCKER], "tags": ["etl", "new"]}
     )

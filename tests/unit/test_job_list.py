@@ -12,8 +12,10 @@ from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.context import Context
 from jobsys.errors import SpecError
+from jobsys.service import job_list
 from jobsys.service.job_list import JobFilter, page_query
-from jobsys.store.models import Job
+from jobsys.service.records import Page
+from jobsys.store.models import Job, JobTag
 from tests.support.specs import docker_spec
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -60,6 +62,55 @@ def test_filters_search_and_sort(ctx: Context, seeded: list[str]) -> None:
     assert set(caught.value.fields) == {"since", "sort", "status"}
     page = service.list_jobs(ctx, SYSTEM, where=JobFilter.parse({"q": "nightly"}), per_page=1)
     assert page.total == 2 and len(page.items) == 1
+
+
+def test_the_total_is_exact_up_to_the_cap_then_more_than(
+    ctx: Context, seeded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past COUNT_CAP (or the page asked for) the count stops: "more than"."""
+    monkeypatch.setattr(job_list, "COUNT_CAP", 2)
+
+    def page(number: int, **args: str) -> Page:
+        where = JobFilter.parse(args)
+        return service.list_jobs(ctx, SYSTEM, where=where, page=number, per_page=1)
+
+    first = page(1)
+    assert (first.total, first.total_exact, first.pages) == (2, False, 3)
+    assert first.to_dict()["total_exact"] is False and [j.name for j in first.items] == ["backfill"]
+    third = page(3)  # counted to the end of the page asked for, and one past it
+    assert (third.total, third.total_exact, [j.name for j in third.items]) == (
+        3,
+        False,
+        ["nightly-report"],
+    )
+    last = page(4)
+    assert (last.total, last.total_exact, last.pages) == (4, True, 4)
+    assert [j.name for j in last.items] == ["nightly-etl"]
+    past = page(5)
+    assert (past.total, past.total_exact, past.items) == (4, True, ())
+    assert (page(1, owner="ann").total, page(1, owner="ann").total_exact) == (2, True)
+
+
+def test_a_tag_count_counts_only_that_tag_and_time(ctx: Context) -> None:
+    """The tag's own index rows are counted, without the jobs table."""
+    dev = Principal("dev", "developer")
+    for tags in (["nightly"], ["nightly", "team=data"], ["team=data"], []):
+        service.submit_job(ctx, dev, {**docker_spec(), "tags": tags})
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).values(created_at=T0))
+        s.execute(update(JobTag).values(created_at=T0))
+    later = service.submit_job(ctx, dev, {**docker_spec(), "tags": ["nightly"]})
+
+    def total(**args: str) -> int:
+        return service.list_jobs(ctx, SYSTEM, where=JobFilter.parse(args)).total
+
+    assert (total(tag="nightly"), total(tag="team=data"), total(tag="none")) == (3, 2, 0)
+    assert total(tag="nightly", since="2026-01-02") == 1
+    assert total(tag="nightly", until="2026-01-02") == 2
+    assert total(tag="nightly", status="queued") == 3
+    with ctx.sessions.begin() as s:
+        s.execute(update(Job).where(Job.id == later.id).values(status="failed"))
+    assert total(tag="nightly", status="queued") == 2
 
 
 def test_every_filter_uses_an_index(ctx: Context) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from jobsys import service
 from jobsys.auth import SYSTEM, Principal
@@ -110,6 +110,41 @@ def test_fires_each_tick_once_and_moves_on(ctx: Context, dispatcher: MemoryDispa
     assert info.next_fire_at == T0 + timedelta(seconds=20)
     assert info.last_run is not None and info.last_run.job_id == fired[0].job_id
     assert service.get_job(ctx, ADMIN, fired[0].job_id or "").owner == "ada"
+
+
+def test_a_fired_job_is_claimed_in_the_firing_commit_and_kept_when_the_broker_is_down(
+    ctx: Context, dispatcher: MemoryDispatcher
+) -> None:
+    """One commit between the tick and the broker (each one made the tick's job
+    later); with the broker down the claim is undone, so the outbox sends it."""
+    service.create_schedule(ctx, ADMIN, every(10, overlap="allow"), now=T0)
+    commits: list[object] = []
+
+    def committed(conn: object) -> None:
+        commits.append(conn)
+
+    engine = ctx.sessions.kw["bind"]
+    event.listen(engine, "commit", committed)
+    try:
+        (fired,) = service.fire_due_schedules(ctx, T0 + timedelta(seconds=10))
+    finally:
+        event.remove(engine, "commit", committed)
+    assert len(commits) == 1
+    (plan,) = dispatcher.published
+    job = service.get_job(ctx, ADMIN, fired.job_id or "")
+    assert plan.job_id == job.id and plan.step_id == job.steps[0].id
+    assert [t.id for t in service.job_tasks(ctx, ADMIN, job.id)] == [plan.task_id]
+
+    dispatcher.down = True
+    (late,) = service.fire_due_schedules(ctx, T0 + timedelta(seconds=20))
+    with ctx.sessions() as s:
+        step = s.scalars(select(Step).where(Step.job_id == late.job_id)).one()
+        assert step.dispatched_at is None and step.status == "queued"
+    dispatcher.down = False
+    with ctx.sessions.begin() as s:  # past the outbox's grace period
+        s.execute(update(Job).values(created_at=T0))
+    assert service.sweep_outbox(ctx) == 1
+    assert [p.job_id for p in dispatcher.published] == [job.id, late.job_id]
 
 
 @pytest.mark.parametrize(
