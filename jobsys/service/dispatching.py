@@ -12,6 +12,7 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from jobsys.broker.canvas import ChunkPlan, StepPlan
 from jobsys.context import Context
@@ -50,6 +51,25 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
         )
         plan = _plan(step, first_index=carried or 0)
         session.add_all(_task_rows(step, plan))
+    publish_claimed(ctx, step_id, plan)
+    return True
+
+
+def claim_new_step(session: Session, step: Step) -> StepPlan:
+    """Claim a step being stored in ``session``'s transaction (a new job's first
+    step) and add its task rows, so that one commit stores the job and its claim;
+    then ``publish_claimed`` sends the plan. A new step has no earlier rows to
+    replace, so this needs none of ``dispatch_step``'s reads."""
+    step.dispatched_at = utcnow()
+    session.flush()  # the step's row and job_id first: the task rows refer to them
+    plan = _plan(step)
+    session.add_all(_task_rows(step, plan))
+    return plan
+
+
+def publish_claimed(ctx: Context, step_id: str, plan: StepPlan) -> None:
+    """Publish a claimed step's plan; when that fails, undo the claim (the outbox
+    then has the step) and raise."""
     try:
         ctx.dispatcher.publish(plan)
     except Exception:
@@ -58,7 +78,6 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
         with ctx.sessions.begin() as session:
             session.execute(update(Step).where(Step.id == step_id).values(dispatched_at=None))
         raise
-    return True
 
 
 def _plan(step: Step, first_index: int = 0) -> StepPlan:
