@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from beat_schedule import BEAT_SCHEDULE
 from jobsys.broker.canvas import (
@@ -37,6 +38,40 @@ class JobsysCelery(Celery):
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__("jobsys", **kwargs)
         self.settings = settings
+
+
+class PublisherRedisBackend(RedisBackend):
+    """The Redis result backend of a process that sends work and never waits on
+    a Celery result (the web app, CLI, scheduler read outcomes from the database).
+
+    Celery's own subscribes the sending process to each task's result channel
+    (one SUBSCRIBE per task, and an UNSUBSCRIBE when we drop it: celery/celery#3812,
+    #4824), two Redis round trips per task that nobody here listens to. Results
+    and chord counters are still stored as usual; only following them is gone.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+    def add_pending_result(
+        self, result: Any, weak: bool = False, start_drainer: bool = True
+    ) -> Any:
+        return result
+
+    def add_pending_results(self, results: Any, weak: bool = False) -> Any:
+        return list(results)
+
+    def remove_pending_result(self, result: Any) -> Any:
+        return result
+
+    def on_result_fulfilled(self, result: Any) -> None:
+        return None
+
+    def wait_for_pending(self, result: Any, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(
+            "this Celery app only publishes (make_celery(publisher=True)): it follows no "
+            "results, so AsyncResult.get() would never return; read the job from the database"
+        )
 
 
 #: How a publisher (web app, CLI) retries an unreachable Redis: briefly, since
@@ -129,6 +164,10 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
     )
     if publisher:
         app.conf.result_backend_transport_options = {"retry_policy": PUBLISHER_RETRY}
+        # Celery's `override_backends` setting, which the loader keeps (it reads it
+        # only from config_from_object): redis:// and rediss:// results, not followed.
+        publisher_backend = f"{__name__}:{PublisherRedisBackend.__name__}"
+        app.loader.override_backends = {"redis": publisher_backend, "rediss": publisher_backend}
     return app
 
 

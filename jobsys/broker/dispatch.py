@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+import redis
 from kombu.exceptions import OperationalError
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from jobsys.broker.canvas import QUEUES, StepPlan, priority_lists, step_signature
 from jobsys.broker.inflight import InFlight, MemoryInFlight, RedisInFlight
@@ -97,6 +100,7 @@ class CeleryDispatcher:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.inflight = RedisInFlight(app)
+        self._redis: redis.Redis | None = None
         # Register the task modules here too, so chords can be built by name.
         app.loader.import_default_modules()
 
@@ -129,12 +133,29 @@ class CeleryDispatcher:
                 # channel must go even so.
                 backend.on_result_fulfilled(res)
 
+    @property
+    def redis(self) -> redis.Redis:
+        """One client on the broker's Redis for this dispatcher (a connection pool,
+        safe across threads and forks), made on first use.
+
+        A kombu connection per call cost a connect, a channel and a new client
+        on every request that asked Redis anything (``/api/stats`` asked 20 times).
+        A pooled socket that went stale (Redis restarted) fails its command once
+        and the one immediate retry reconnects; an unreachable Redis fails fast.
+        """
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.app.conf.broker_url,
+                socket_connect_timeout=2,
+                socket_timeout=10,
+                retry=Retry(NoBackoff(), 1),
+            )
+        return self._redis
+
     def _with_redis(self, use: Callable[[Any], T]) -> T:
-        """Run ``use`` with the broker's own Redis client (kombu's channel)."""
+        """Run ``use`` with the broker's Redis; DispatchError when it is unreachable."""
         try:
-            with self.app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1)
-                return use(conn.default_channel.client)
+            return use(self.redis)
         except (OperationalError, RedisError, OSError) as exc:
             raise DispatchError(f"the broker is unreachable: {exc}") from exc
 
@@ -176,10 +197,16 @@ class CeleryDispatcher:
         return result
 
     def queue_lengths(self) -> dict[str, int]:
-        # A queue is one Redis list per priority level: count them all.
-        return self._with_redis(
-            lambda r: {q: sum(int(r.llen(name)) for name in priority_lists(q)) for q in QUEUES}
-        )
+        # A queue is one Redis list per priority level: count them all, in one round trip.
+        def count(r: redis.Redis) -> dict[str, int]:
+            pipe = r.pipeline(transaction=False)
+            for q in QUEUES:
+                for name in priority_lists(q):
+                    pipe.llen(name)
+            lengths = iter(pipe.execute())
+            return {q: sum(int(next(lengths)) for _ in priority_lists(q)) for q in QUEUES}
+
+        return self._with_redis(count)
 
     def record_heartbeat(self, name: str, data: dict[str, Any]) -> None:
         self._with_redis(lambda r: r.hset(HEARTBEATS_KEY, name, json.dumps(data)))

@@ -1,6 +1,7 @@
 """The audit trail: who did what, when, from where, and whether it was allowed.
 
-Service functions record their change after it commits; refusals (a wrong
+Service functions record their change after it commits (or, with
+``audit_entry``, in the same transaction); refusals (a wrong
 password or token, a missing right) are recorded by the door that refused.
 Only admins read it.
 """
@@ -61,18 +62,40 @@ def record(
     """Write one entry; ``principal`` None for someone not signed in (give ``actor``)."""
     with ctx.sessions.begin() as session:
         session.add(
-            AuditEntry(
-                actor=(actor or (principal.name if principal else "anonymous"))[:200],
-                role=principal.role if principal else "",
-                action=action,
-                target=target[:255],
+            audit_entry(
+                principal,
+                action,
+                target,
                 outcome=outcome,
-                source=(source if source is not None else principal.source if principal else "")[
-                    :255
-                ],
                 detail=detail,
+                actor=actor,
+                source=source,
             )
         )
+
+
+def audit_entry(
+    principal: Principal | None,
+    action: str,
+    target: str = "",
+    *,
+    outcome: str = "ok",
+    detail: dict[str, Any] | None = None,
+    actor: str | None = None,
+    source: str | None = None,
+) -> AuditEntry:
+    """``record``'s entry as an unsaved row, for a change that adds it to its own
+    transaction: the entry then commits exactly when the change does, and the
+    change pays for one commit instead of two (a submit does this)."""
+    return AuditEntry(
+        actor=(actor or (principal.name if principal else "anonymous"))[:200],
+        role=principal.role if principal else "",
+        action=action,
+        target=target[:255],
+        outcome=outcome,
+        source=(source if source is not None else principal.source if principal else "")[:255],
+        detail=detail,
+    )
 
 
 def list_audit(

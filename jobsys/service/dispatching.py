@@ -56,11 +56,14 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
 
 
 def claim_new_step(session: Session, step: Step) -> StepPlan:
-    """Claim a first step stored in ``session``'s own transaction, with its task
-    rows, so the caller need not commit twice (the scheduler, whose tick's job
-    is late by every transaction it waits for). Once the transaction has
-    committed, ``publish_claimed`` sends it."""
+    """Claim a step being stored in ``session``'s transaction (a new job's first
+    step, or a schedule's fired job) with its task rows, so one commit stores the
+    job and its claim: every commit is a turn at SQLite's write lock, and a tick's
+    job is late by each one. Once the transaction has committed,
+    ``publish_claimed`` sends the plan. A new step has no earlier rows to replace,
+    so this needs none of ``dispatch_step``'s reads."""
     step.dispatched_at = utcnow()
+    session.flush()  # the step's row and job_id first: the task rows refer to them
     plan = _plan(step)
     session.add_all(_task_rows(step, plan))
     return plan

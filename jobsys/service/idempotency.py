@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -60,13 +61,26 @@ def fingerprint(target: str, body: Any) -> str:
     return hashlib.sha256(f"{target}\n{canonical}".encode()).hexdigest()
 
 
-def store_job(ctx: Context, principal: Principal, job: Job, once: Idempotency | None) -> str | None:
+def store_job(
+    ctx: Context,
+    principal: Principal,
+    job: Job,
+    once: Idempotency | None,
+    *,
+    alongside: Callable[[Session], None] | None = None,
+) -> str | None:
     """Commit a new job, with ``once``'s key when given; None when it was stored.
     For a repeat of an earlier request nothing is stored, and the id of the job
-    that request made is returned instead."""
+    that request made is returned instead.
+
+    ``alongside`` adds more rows to the job's transaction (its audit entry, its
+    first step's claim): they commit with the job, or not at all when it is a
+    repeat."""
     if once is None:
         with ctx.sessions.begin() as session:
             session.add(job)
+            if alongside is not None:
+                alongside(session)
         return None
     try:
         with ctx.sessions.begin() as session:
@@ -84,6 +98,8 @@ def store_job(ctx: Context, principal: Principal, job: Job, once: Idempotency | 
                     created_at=utcnow(),
                 )
             )
+            if alongside is not None:
+                alongside(session)
     except IntegrityError:
         # A repeat running alongside committed first. Only PostgreSQL gets here:
         # SQLite's BEGIN IMMEDIATE queues the two, and the second finds the row.

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import defer, selectinload
+from sqlalchemy.orm import Session, defer, joinedload
 
 from jobsys.auth import Principal, Right, require
+from jobsys.broker.canvas import StepPlan
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
-from jobsys.service.audit import record
-from jobsys.service.dispatching import dispatch_step
+from jobsys.service.audit import audit_entry
+from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_claimed
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, TaskInfo
 from jobsys.signing import Binding, Purpose
@@ -47,12 +49,21 @@ def submit_job(
     With ``once`` (an Idempotency-Key), a repeat of an earlier request gets that
     request's job back, marked ``replayed``, and nothing new is stored or sent."""
     job = new_job(ctx, principal, data)
-    earlier = store_job(ctx, principal, job, once)
+    first = job.steps[0]
+    plans: list[StepPlan] = []
+
+    def audit_and_claim(session: Session) -> None:
+        # One commit for the job, its audit entry and its first step's claim:
+        # every commit is a turn at SQLite's write lock (and a round trip).
+        session.add(audit_entry(principal, "job.submit", job.id, detail={"name": job.name}))
+        plans.append(claim_new_step(session, first))
+
+    earlier = store_job(ctx, principal, job, once, alongside=audit_and_claim)
     if earlier is not None:
         return replace(get_job(ctx, principal, earlier), replayed=True)
-    record(ctx, principal, "job.submit", job.id, detail={"name": job.name})
-    publish_job(ctx, job.steps[0].id)
-    return get_job(ctx, principal, job.id)
+    publish_claimed(ctx, plans[0])  # refused: logged, and the outbox has the step
+    # The rows just committed are the job as stored: no need to read them back.
+    return JobInfo.of(job)
 
 
 def new_job(
@@ -92,7 +103,12 @@ def build_job(ctx: Context, owner: str, data: Any) -> Job:
 def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str) -> Job:
     job = with_tags(
         Job(
-            id=new_id(), name=spec.name, owner=owner, code_owner=code_owner, spec=_public_spec(spec)
+            id=new_id(),
+            name=spec.name,
+            owner=owner,
+            code_owner=code_owner,
+            status=JobStatus.QUEUED.value,
+            spec=_public_spec(spec),
         )
     )
     # Ids first: the caller publishes by them, and each pickle is signed for its step.
@@ -124,14 +140,17 @@ def _carries_code(spec: JobSpec) -> bool:
 
 
 def _public_spec(spec: JobSpec) -> dict[str, Any]:
-    """The spec as shown to readers: pickles and long item lists summarised."""
+    """The spec as shown to readers: pickles and long item lists summarised, and
+    in the JSON shapes the database hands back (lists, not tuples), so the job a
+    submit returns equals the job a read returns."""
     data = spec.to_dict()
     for step in data["steps"]:
         if step["kind"] == "function":
             if is_pickled(step["function"]):
                 step["function"] = "<pickled callable>"
             step["items"] = f"<{len(step['items'])} items>"
-    return data
+    normal: dict[str, Any] = json.loads(json.dumps(data))
+    return normal
 
 
 def _step_row(
@@ -166,8 +185,13 @@ def _step_row(
 
 def get_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     require(principal, Right.VIEW)
-    with ctx.sessions() as session:
-        job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.steps)))
+    with ctx.sessions.reading() as session:
+        # One query: the job's few steps joined in (a second SELECT cost more than the join).
+        job = (
+            session.execute(select(Job).where(Job.id == job_id).options(joinedload(Job.steps)))
+            .unique()
+            .scalar_one_or_none()
+        )
         if job is None:
             raise NotFoundError(f"no job with id {job_id!r}")
         return JobInfo.of(job)
@@ -180,7 +204,7 @@ def _require_job(session: Any, job_id: str) -> None:
 
 def job_tasks(ctx: Context, principal: Principal, job_id: str) -> list[TaskInfo]:
     require(principal, Right.VIEW)
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         _require_job(session, job_id)
         rows = session.scalars(
             select(TaskRun)
@@ -199,7 +223,7 @@ def job_logs(
     require(principal, Right.VIEW)
     if tail is not None and not 1 <= tail <= MAX_LOG_TAIL:
         raise SpecError({"tail": f"give a number from 1 to {MAX_LOG_TAIL}"})
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         _require_job(session, job_id)
         query = select(LogLine).where(LogLine.job_id == job_id)
         if tail:
@@ -233,7 +257,7 @@ def job_results(
         raise SpecError({"offset": "give a number from 0 up"})
     if not 1 <= limit <= MAX_RESULTS_PAGE:
         raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE:,} (the maximum)"})
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         job, step = _results_step(session, job_id)
         stop = min(step.total_items, offset + limit)
         results = _outcomes(ctx, session, step, offset, stop)
@@ -353,7 +377,7 @@ def _missing(run: TaskRun) -> dict[str, Any]:
 
 def job_stats(ctx: Context, principal: Principal) -> dict[str, Any]:
     require(principal, Right.VIEW)
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     stats: dict[str, Any] = {
         "jobs": {s.value: counts.get(s.value, 0) for s in JobStatus},

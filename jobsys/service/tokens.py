@@ -216,11 +216,14 @@ def verify_token(ctx: Context, token: str | None, *, source: str = "") -> tuple[
     parts = split_token(token)
     if parts is None:
         raise Unauthenticated("malformed token: tokens look like jst_<12 hex>.<secret>")
-    with ctx.sessions() as session:
-        row = session.scalar(
-            select(Token).where(Token.key_id == parts[0], Token.revoked_at.is_(None))
-        )
-        owner = session.get(User, row.user_id) if row and row.user_id is not None else None
+    # One read, in a session that takes no write lock: every request pays it.
+    with ctx.sessions.reading() as session:
+        found = session.execute(
+            select(Token, User)
+            .outerjoin(User, User.id == Token.user_id)
+            .where(Token.key_id == parts[0], Token.revoked_at.is_(None))
+        ).first()
+    row, owner = found if found is not None else (None, None)
     # Verified outside any transaction: on SQLite a transaction holds the write lock.
     if row is None or not _verified(ctx, token, row):
         raise Unauthenticated("unknown or revoked token")

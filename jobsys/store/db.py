@@ -2,9 +2,13 @@
 
 SQLite is tuned for several writer processes (web app, workers): WAL so
 readers never wait, a busy timeout, and ``BEGIN IMMEDIATE`` for every
-transaction. A deferred transaction that reads and then writes can fail at
-once with "database is locked" when another process wrote in between; an
-immediate one waits its turn instead.
+transaction that may write. A deferred transaction that reads and then writes
+can fail at once with "database is locked" when another process wrote in
+between; an immediate one waits its turn instead. But an immediate transaction
+holds the one write lock, also while it only reads: sessions from
+``SessionFactory.reading()`` (the reads every request makes: the token, the job)
+begin deferred instead, so they neither wait for writers nor make them wait
+(SQLite's busy wait sleeps in steps of milliseconds).
 """
 
 from __future__ import annotations
@@ -19,7 +23,19 @@ from jobsys.config import Settings
 from jobsys.datadir import private_file, sqlite_path
 from jobsys.store.schema import upgrade_schema
 
-SessionFactory = sessionmaker[Session]
+#: The connection execution option that marks a read-only session's transactions.
+READ_ONLY = "jobsys_read_only"
+
+
+class SessionFactory(sessionmaker[Session]):
+    """Sessions for the database; ``reading()`` for a unit of work that only reads."""
+
+    def reading(self) -> Session:
+        """A session that must not write: on SQLite its transaction begins
+        deferred, taking no write lock (a write in it fails: "attempt to write
+        a readonly database"); elsewhere it is an ordinary session."""
+        bind = self.kw["bind"]
+        return self(bind=bind.execution_options(**{READ_ONLY: True}))
 
 
 def make_engine(url: str) -> Engine:
@@ -54,7 +70,14 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = bool(conn.get_execution_options().get(READ_ONLY))
+        if conn.info.get(READ_ONLY, False) != read_only:
+            # query_only makes a slip (a write in a reading session) fail loudly
+            # rather than take the lock in the middle of a deferred transaction.
+            # ``info`` lives as long as the SQLite connection, which keeps the pragma.
+            conn.exec_driver_sql(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
+            conn.info[READ_ONLY] = read_only
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -65,4 +88,4 @@ def make_session_factory(settings: Settings, *, create: bool = True) -> SessionF
     engine = make_engine(settings.database_url)
     if create:
         upgrade_schema(engine)
-    return sessionmaker(engine, expire_on_commit=False)
+    return SessionFactory(engine, expire_on_commit=False)

@@ -215,6 +215,8 @@ class Outage:
     restore: Callable[[], None]
     #: What the 503's message must name as the cause.
     reason: str
+    #: Whether reads go on during it (a foreign writer's lock: WAL readers never wait).
+    reads_work: bool = False
 
 
 def sqlite_web(tmp_path: Path) -> tuple[str, Context, str, Callable[[], None]]:
@@ -243,10 +245,12 @@ def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
 
     - postgresql: the server stops answering (the proxy in front of it is cut).
     - sqlite-locked: another process holds the file's write lock (a backup, a
-      stuck ``sqlite3`` shell). Every jobsys transaction is ``BEGIN IMMEDIATE``,
-      so even a read waits out the busy timeout and then fails "database is
-      locked"; the test shortens the web app's busy timeout from 30 s to 0.05 s
-      (an event on its engine), the path is the same.
+      stuck ``sqlite3`` shell). Every jobsys transaction that may write is
+      ``BEGIN IMMEDIATE``, so it waits out the busy timeout and then fails
+      "database is locked"; the test shortens the web app's busy timeout from
+      30 s to 0.05 s (an event on its engine), the path is the same. Reads in
+      reading sessions (WAL) go on, so only the routes that change something
+      are called.
     - sqlite-gone: the folder holding the file is gone (a volume unmounted or
       moved). A connection opened since (a new web process, the pool's next
       connection; the test empties the pool to get one) cannot open the file.
@@ -290,7 +294,7 @@ def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
 
         reason = "unable to open database file"
     try:
-        yield Outage(url, ctx, token, cut, restore, reason)
+        yield Outage(url, ctx, token, cut, restore, reason, request.param == "sqlite-locked")
     finally:
         for other in holder:
             other.close()
@@ -355,7 +359,13 @@ def test_every_route_answers_503_while_the_database_is_down(outage: Outage) -> N
     try:
         started = time.monotonic()
         for method, rule in routes:
+            if outage.reads_work and method == "GET":
+                continue
             r = call(method, rule)
+            if outage.reads_work and (
+                400 <= r.status_code < 500 or (r.status_code == 503 and "DispatchError" in r.text)
+            ):
+                continue  # refused (bad body) or forwarded (Flower) before any write
             if (method, rule) in NO_DATABASE:
                 if r.status_code != 200:
                     problems.append(f"{method} {rule}: {r.status_code}, needs no database")
