@@ -25,6 +25,7 @@ from typing import Any
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import _create_container_args
 from docker.types import Mount
 
 from jobsys.errors import ImageError, StepError, StepFailed
@@ -159,9 +160,10 @@ def run_container(
         for m, source in zip(step.mounts, resolve_mounts(step.mounts, mount_roots), strict=True)
     ]
     try:
-        container = client.containers.create(
-            step.image,
-            list(step.command),
+        container = _create(
+            client,
+            image=step.image,
+            command=list(step.command),
             environment=dict(step.env),
             labels=dict(labels),
             # No network, mounts or privileges unless the operator allowed the
@@ -207,6 +209,16 @@ def run_container(
     else:
         leftovers.append(container)
     return ContainerResult(exit_code=exit_code, ending=ending, logs=logs)
+
+
+def _create(client: docker.DockerClient, **options: Any) -> Any:
+    """``client.containers.create`` without the inspect it makes of the new
+    container to fill its model: everything here (start, wait, logs, stop,
+    remove) needs its id only, and that inspect is one more round trip to the
+    engine on every step. The options are translated exactly as ``create`` does."""
+    options["version"] = client.api._version
+    created = client.api.create_container(**_create_container_args(options))
+    return client.containers.prepare_model({"Id": created["Id"]})
 
 
 def remove_containers(containers: Sequence[Any]) -> None:
