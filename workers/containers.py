@@ -32,7 +32,14 @@ from jobsys.errors import ImageError, StepError, StepFailed
 from jobsys.service.progress import LogRecord
 from jobsys.specs import DockerStep
 from jobsys.specs import Mount as MountSpec
-from workers.container_logs import STREAMS, LogLimits, Seen, read_logs, start_follower
+from workers.container_logs import (
+    STREAMS,
+    LogLimits,
+    Seen,
+    followed_logs,
+    read_logs,
+    start_follower,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +206,11 @@ def run_container(
         exit_code, ending = _wait(container, step, should_stop)
         for follower in followers:
             follower.join(timeout=5)
-        # auto_remove would make the logs unreadable after exit: read, then remove.
-        logs = read_logs(container, limits.logs, seen)
+        # What the followers kept is the log, if they read it to its end; else it
+        # is read again (auto_remove would make that impossible: read, then remove).
+        logs = None if any(f.is_alive() for f in followers) else followed_logs(seen, limits.logs)
+        if logs is None:
+            logs = read_logs(container, limits.logs, seen)
     except BaseException:
         _remove(container)
         raise
