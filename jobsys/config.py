@@ -50,8 +50,13 @@ class Settings:
     #: Smallest chunk the automatic chunk size picks (unless the step has fewer
     #: items): below it a chunk's own round trips cost more than its items.
     min_chunk_size: int = 20
-    #: How many chunks run at once across the cluster, used to size chunks automatically.
-    parallelism: int = 8
+    #: How many chunks run at once across the cluster, used to size chunks
+    #: automatically. 0 (the default): the python workers' total ``-c`` as their
+    #: heartbeats report it, or ``fallback_parallelism`` while none reports.
+    parallelism: int = 0
+    fallback_parallelism: int = 8
+    #: Seconds a web process reuses the slot count it read from the heartbeats.
+    slots_cache_s: float = 5.0
     #: Tasks ``jobsys run`` lets each queue's worker run at once (its ``-c``):
     #: the per-queue concurrency limit on one machine.
     python_concurrency: int = 2

@@ -5,7 +5,7 @@ last ``JOBSYS_DOCKER_MAX_LOG_BYTES`` (and ``MAX_LOG_LINES`` lines) of its
 output, after one line saying how much was not stored. Docker's own json-file
 log of the container is bounded too (``LogLimits.docker_log``), since the
 engine otherwise keeps everything a container writes on the host's disk.
-Nothing here holds more than about one limit's worth of output in memory.
+Nothing here holds more than about one limit's worth of output per stream in memory.
 """
 
 from __future__ import annotations
@@ -56,11 +56,13 @@ TS_ROOM = 64
 
 @dataclass
 class Seen:
-    """Lines and bytes of one stream a reader went through (``done``: to its end)."""
+    """Lines and bytes of one stream a reader went through (``done``: to its end),
+    and (a follower's) the last of them within the limits, to store."""
 
     lines: int = 0
     bytes: int = 0
     done: bool = False
+    kept: _Tail | None = None
 
 
 def start_follower(
@@ -74,24 +76,23 @@ def start_follower(
     and count every line written: Docker's rotation may drop the oldest before the
     stored copy is read, and its cut-off marker says how many lines are missing.
 
-    The stored copy is read again after exit (``read_logs``), in order, so a
-    hiccup here costs the live view (and the marker's exact count) only.
+    The follower keeps the last ``limits.total_bytes`` of its stream too: when
+    both followers read to the end, that is the stored copy (``followed_logs``),
+    with no more requests after exit. Otherwise the stored copy is read again
+    (``read_logs``), in order, so a hiccup here costs the live view (and the
+    marker's exact count) only.
     """
+    kept = seen.kept = _Tail(limits.total_bytes, MAX_LOG_LINES)
 
     def follow() -> None:
         try:
-            chunks = container.logs(
-                stdout=stream == "stdout",
-                stderr=stream == "stderr",
-                stream=True,
-                follow=True,
-                timestamps=True,
-            )
-            for record, _, full in _records(chunks, stream, limits):
+            chunks = log_stream(container, stream, follow=True)
+            for entry in _records(chunks, stream, limits):
                 seen.lines += 1
-                seen.bytes += full
+                seen.bytes += entry[2]
+                kept.add(*entry)
                 if on_output is not None:
-                    on_output(record)
+                    on_output(entry[0])
             seen.done = True
         except Exception as exc:  # the container went away under us: nothing to lose
             log.debug("log follower for %s stopped: %s", stream, exc)
@@ -111,16 +112,7 @@ def read_logs(
     Read as a stream, so memory stays near the limit however much was written;
     ``seen`` (the followers' counts) adds the lines Docker itself rotated away.
     """
-    readers = {
-        stream: container.logs(
-            stdout=stream == "stdout",
-            stderr=stream == "stderr",
-            stream=True,
-            follow=False,
-            timestamps=True,
-        )
-        for stream in STREAMS
-    }
+    readers = {stream: log_stream(container, stream, follow=False) for stream in STREAMS}
     read = {stream: Seen() for stream in STREAMS}
     tail = _Tail(limits.total_bytes, MAX_LOG_LINES)
     try:
@@ -135,12 +127,38 @@ def read_logs(
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-    kept = [entry[0] for entry in tail.lines]
     cut_lines, cut_bytes, exact = tail.cut_lines, tail.cut_bytes, True
     for stream, counted in (seen or {}).items():
         cut_lines += max(0, counted.lines - read[stream].lines)
         cut_bytes += max(0, counted.bytes - read[stream].bytes)
         exact = exact and counted.done
+    return _stored(tail, cut_lines, cut_bytes, exact, limits)
+
+
+def followed_logs(seen: Mapping[str, Seen], limits: LogLimits) -> tuple[LogRecord, ...] | None:
+    """The stored log from what the followers kept, exactly as ``read_logs``
+    would read it after exit, or None unless every follower read its stream to
+    the end (then only reading it again gives the whole log)."""
+    tails = [s.kept for s in seen.values()]
+    if not all(s.done for s in seen.values()) or any(t is None for t in tails):
+        return None
+    tail = _Tail(limits.total_bytes, MAX_LOG_LINES)
+    merged = heapq.merge(
+        *(t.lines for t in tails if t is not None),
+        key=lambda entry: entry[0].ts or datetime.min.replace(tzinfo=UTC),
+    )
+    for record, stored, full in merged:
+        tail.add(record, stored, full)
+    cut_lines = tail.cut_lines + sum(t.cut_lines for t in tails if t is not None)
+    cut_bytes = tail.cut_bytes + sum(t.cut_bytes for t in tails if t is not None)
+    return _stored(tail, cut_lines, cut_bytes, True, limits)
+
+
+def _stored(
+    tail: _Tail, cut_lines: int, cut_bytes: int, exact: bool, limits: LogLimits
+) -> tuple[LogRecord, ...]:
+    """The kept lines, after one saying how many were not stored (if any were)."""
+    kept = [entry[0] for entry in tail.lines]
     if cut_lines:
         at_least = "" if exact else "at least "
         kept.insert(
@@ -156,6 +174,37 @@ def read_logs(
             ),
         )
     return tuple(kept)
+
+
+def log_stream(container: Any, stream: str, *, follow: bool) -> Iterator[bytes]:
+    """One stream of the container's log, with Docker's timestamps, as it arrives.
+
+    ``container.logs`` inspects the container first on every call, only to learn
+    whether it has a TTY; ours never do (``run_container`` creates them without),
+    so the log is asked for directly: four inspects fewer per step, each a round
+    trip to the engine. Anything that is not an SDK container (no ``client.api``)
+    still goes through ``logs``.
+    """
+    api = getattr(getattr(container, "client", None), "api", None)
+    if api is None:
+        chunks: Iterator[bytes] = container.logs(
+            stdout=stream == "stdout",
+            stderr=stream == "stderr",
+            stream=True,
+            follow=follow,
+            timestamps=True,
+        )
+        return chunks
+    params = {
+        "stdout": int(stream == "stdout"),
+        "stderr": int(stream == "stderr"),
+        "timestamps": 1,
+        "follow": int(follow),
+        "tail": "all",
+    }
+    response = api._get(api._url("/containers/{0}/logs", container.id), params=params, stream=True)
+    frames: Iterator[bytes] = api._get_result_tty(True, response, False)
+    return frames
 
 
 class _Tail:

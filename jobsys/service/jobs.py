@@ -20,6 +20,7 @@ from jobsys.service.audit import audit_entry
 from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_claimed
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, TaskInfo
+from jobsys.service.worker_slots import function_slots
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import (
     DockerStep,
@@ -170,7 +171,7 @@ def _step_row(
     items = [
         sign_wire(item, ctx.signer, f"{path}.items", for_items) for item in stored.pop("items")
     ]
-    stored["chunk_size"] = chunk_size_for(step, ctx.settings)
+    stored["chunk_size"] = chunk_size_for(step, ctx.settings, function_slots(ctx))
     n_chunks = len(chunk_bounds(len(step.items), stored["chunk_size"]))
     return Step(
         id=step_id,

@@ -25,7 +25,15 @@ from tests.support.docker import containers_of, finished, submit
 from tests.support.docker import step as docker_step
 from tests.support.live import LiveStack, wait_until
 from tests.support.services import BUSYBOX_IMAGE
-from workers.container_logs import MAX_LOG_LINES, LogLimits, Seen, read_logs
+from workers.container_logs import (
+    MAX_LOG_LINES,
+    STREAMS,
+    LogLimits,
+    Seen,
+    followed_logs,
+    read_logs,
+    start_follower,
+)
 from workers.containers import (
     LABEL_JOB,
     LABEL_STEP,
@@ -94,6 +102,27 @@ def test_the_marker_counts_lines_docker_rotated_away() -> None:
     assert [r.line for r in logs[1:]] == ["kept"] * 10
     unsure = read_logs(Logged([(1, b"a")]), LogLimits(), {"stdout": Seen(lines=5, bytes=5)})
     assert unsure[0].line.startswith("[jobsys: at least 4 earlier lines")
+
+
+def test_what_the_followers_kept_is_the_log_read_after_exit() -> None:
+    """The stored copy comes from the followers when both read to the end: the
+    same lines, order and marker that reading the log again would give."""
+    out = [(2 * n, f"out {n:04d}".encode() + b"x" * 92) for n in range(1000)]
+    err = [(2 * n + 1, f"err {n:04d}".encode() + b"y" * 92) for n in range(300)]
+    container, limits = Logged(out, err), LogLimits(line_bytes=50, total_bytes=10_000)
+    seen = {stream: Seen() for stream in STREAMS}
+    live: list[str] = []
+    for follower in [
+        start_follower(container, s, limits, seen[s], lambda r: live.append(r.line))
+        for s in STREAMS
+    ]:
+        follower.join(timeout=30)
+    followed = followed_logs(seen, limits)
+    assert followed is not None and len(live) == 1300
+    assert followed == read_logs(container, limits, seen)
+    assert followed[0].line.startswith("[jobsys: 1,100 earlier lines")
+    seen["stderr"].done = False  # a follower that stopped early: read the log again
+    assert followed_logs(seen, limits) is None
 
 
 def test_a_line_without_end_costs_only_the_line_limit() -> None:

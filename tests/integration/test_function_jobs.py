@@ -24,9 +24,10 @@ def test_map_squares_through_the_client(stack: LiveStack) -> None:
         job.wait(timeout=60)
         assert job.status == "completed", job.error
         assert job.results() == [x * x for x in range(1000)]
-        assert job.progress == (16, 16)  # 1000 items in automatic chunks of 63 (2 per slot)
+        # 1000 items in automatic chunks, one per slot of the stack's worker (-c 4)
+        assert job.progress == (4, 4)
         tasks = job.tasks()
-        assert [t["items"] for t in tasks][:2] == [[0, 63], [63, 126]]
+        assert [t["items"] for t in tasks][:2] == [[0, 250], [250, 500]]
         assert {t["state"] for t in tasks} == {"completed"}
         assert all(t["worker"].startswith(f"it-{stack.name}@") for t in tasks)
 

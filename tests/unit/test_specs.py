@@ -111,14 +111,27 @@ def test_automatic_chunk_size(settings: Settings) -> None:
     def step(n: int, size: int | None = None) -> FunctionStep:
         return FunctionStep(function="m:f", items=tuple(range(n)), chunk_size=size)
 
-    # about two chunks per worker slot (parallelism 8 -> 16 chunks), capped
-    assert chunk_size_for(step(10_000), settings) == 625
-    assert chunk_size_for(step(10_000_000), settings) == settings.max_chunk_size
-    assert chunk_size_for(step(1000, 7), settings) == 7
+    def count(n: int, slots: int | None = None) -> int:
+        return len(chunk_bounds(n, chunk_size_for(step(n), settings, slots)))
+
+    # the fewest chunks of up to 1,000 items, their count a multiple of the slots
+    assert chunk_size_for(step(10_000), settings, 2) == 1000
+    assert count(10_000, 2) == 10
+    assert chunk_size_for(step(10_000), settings, 8) == 625
+    assert count(10_000, 8) == 16
+    assert count(10_000, 3) == 12  # 4 rounds of 3, 834 items a chunk
+    assert count(1000, 2) == 2
+    assert count(100_000, 2) == 100
+    assert chunk_size_for(step(10_000_000), settings, 2) == settings.max_chunk_size
+    assert chunk_size_for(step(1000, 7), settings, 2) == 7
+    # no slots given: the setting's (8 here)
+    assert count(10_000) == 16
     # never finer than min_chunk_size: a chunk's round trips outweigh two items
-    assert chunk_size_for(step(50), settings) == settings.min_chunk_size == 20
-    assert len(chunk_bounds(50, chunk_size_for(step(50), settings))) == 3
-    assert chunk_size_for(step(10), settings) == 20  # one chunk of all ten
+    assert chunk_size_for(step(50), settings, 8) == settings.min_chunk_size == 20
+    assert count(50, 8) == 3
+    assert count(10, 8) == 1  # one chunk of all ten
+    assert count(1, 8) == 1
+    assert count(0, 8) == 1
 
 
 def test_chunk_bounds_cover_every_item_once() -> None:
