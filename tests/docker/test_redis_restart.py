@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.support.docker import finished, step, submit
-from tests.support.live import LiveStack, RedisServer, private_stack
+from tests.support.live import LiveStack, RedisServer, private_stack, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -24,6 +24,14 @@ def test_logs_survive_a_redis_restart(restartable: tuple[LiveStack, RedisServer]
     stack, own_redis = restartable
     job_id = submit(stack, step("for i in 1 2 3; do echo line $i; done; sleep 0.2; echo oops >&2"))
     assert finished(stack, job_id)["status"] == "completed"
+    # The worker reports the step before it removes the container and acknowledges
+    # the message: restart only once nothing is held, or the restart would drop a
+    # task in the worker's hands (a kombu failure that stops the worker, issue 22).
+    wait_until(
+        lambda: redis.Redis.from_url(own_redis.url).hlen("unacked") == 0,
+        30,
+        "the worker to acknowledge the step's message",
+    )
 
     own_redis.stop()  # no persistence: every stream and key is gone
     own_redis.start()
