@@ -96,9 +96,13 @@ class TaskLease:
         deadline = time.monotonic() + self.ttl_s * 4 / 3
         poll = min(0.25, self.ttl_s / 10)
         me = str(self.holder)
+        # The first try also restarts our message's visibility clock (it started
+        # when the worker prefetched it), in the same round trip.
+        hide = self.delivery_tag
         while True:
             try:
-                current = self._inflight.acquire_lease(self.task_id, me, self.ttl_s)
+                current = self._inflight.acquire_lease(self.task_id, me, self.ttl_s, hide=hide)
+                hide = None
                 if current is None:
                     break
                 dead = Holder.parse(current)
@@ -120,11 +124,6 @@ class TaskLease:
                 )
                 return False
             time.sleep(poll)
-        # The lease was just set with its full TTL: only the message's visibility
-        # clock needs resetting (it started when the worker prefetched it).
-        if self.delivery_tag:
-            with contextlib.suppress(DispatchError):
-                self._inflight.hide_delivery(self.delivery_tag)
         return True
 
     def _refresh(self) -> None:

@@ -45,6 +45,7 @@ class LogRecord:
     stream: str = "stdout"
     ts: datetime | None = None
 
+
 # The statements every task runs, built once. A statement object memoizes its
 # cache key, and run on the session's connection (Core) it skips the ORM's
 # bulk-update bookkeeping (synchronize_session evaluating the WHERE clause
@@ -380,9 +381,8 @@ def _status_of(session: Any, job_id: str) -> dict[str, Any] | None:
 
 
 def _publish_status(ctx: Context, news: dict[str, Any]) -> None:
-    ctx.events.publish(news["job_id"], "status", news)
-    if JobStatus(news["status"]).finished:
-        ctx.events.expire(news["job_id"])
+    # A finished job's stream gets its shorter TTL in the event's own round trip.
+    ctx.events.publish(news["job_id"], "status", news, final=JobStatus(news["status"]).finished)
 
 
 def append_logs(ctx: Context, job_id: str, step_id: str | None, logs: Iterable[LogRecord]) -> None:
