@@ -117,6 +117,7 @@ _COUNT_DONE = (
         done_tasks=Step.done_tasks + 1,
         failed_items=Step.failed_items + bindparam("b_failed"),
     )
+    .returning(Step.kind, Step.done_tasks, Step.total_tasks)
 )
 _INSERT_LOGS = insert(LogLine.__table__)
 _STATUS_ROWS = (
@@ -275,10 +276,15 @@ def finish_task(
     Counts the task towards its step's progress only if this call is the one
     that ended it; a second report of the same task changes nothing.
 
-    ``settle``: the task is its step's only one (a one-call job, a small map),
-    sent without a chord callback. Once every task of the step has ended, the
-    step is judged and ended in this same transaction (and the job with it when
-    it was the last step), so such a job ends in one transaction and one event.
+    The report that brings a function step's count of ended tasks to its total
+    judges and ends the step in this same transaction (and the job with it when
+    it was the last step): a one-call job ends in one transaction and one event,
+    and a map's step ends with its last chunk instead of a Celery round later
+    (its chord's callback then finds the step ended). The count only says when
+    to look: the step ends only if every one of its tasks has ended.
+
+    ``settle``: the task is its step's only one, sent without a chord callback;
+    look even if the count says otherwise.
     """
     state = TaskState.COMPLETED if ok else TaskState.FAILED
     with ctx.sessions.begin() as session:
@@ -299,9 +305,10 @@ def finish_task(
         ).rowcount
         if not ended:
             return False
-        db.execute(_COUNT_DONE, {"b_step": run.step_id, "b_failed": failed_items})
+        counts = db.execute(_COUNT_DONE, {"b_step": run.step_id, "b_failed": failed_items}).one()
         _insert_logs(session, run.job_id, run.step_id, logs)
-        end = _settle_function_step(session, run.job_id, run.step_id) if settle else None
+        last = counts.kind == "function" and counts.done_tasks >= counts.total_tasks
+        end = _settle_function_step(session, run.job_id, run.step_id) if settle or last else None
         # A step's end is always told; one more chunk done, at most every
         # _PROGRESS_EVERY_S per job and process (readers get the whole picture
         # each time, and the step's end brings the final count).
@@ -430,6 +437,10 @@ def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
     with ctx.sessions.begin() as session:
         job_id = session.scalar(select(Step.job_id).where(Step.id == step_id))
         _lock_job(session, job_id)
+        ended = session.scalar(select(Step.status).where(Step.id == step_id))
+        if JobStatus(ended).finished:
+            # Its last chunk ended it (see finish_task): nothing to read through.
+            return JobStatus(ended)
         status, error = _judge_function_step(session, step_id)
         end = _end_step(session, step_id, job_id, status, error=error)
         if not end.moved:
