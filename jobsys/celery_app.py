@@ -145,8 +145,12 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_track_started=True,
+        # Workers send task events (Flower's task pages live on them). The
+        # publisher's "task-sent" event is not sent: a PUBLISH per task (per
+        # chunk of a map) in the submitting request that nothing here reads;
+        # Flower lists a task from its "task-received" on.
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         result_expires=settings.result_ttl_s,
         result_extended=True,
         # Publishing while Redis is down must fail fast: the job waits in the

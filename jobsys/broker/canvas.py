@@ -82,6 +82,9 @@ def step_signature(plan: StepPlan, app: Any = None) -> Signature:
                 "task_id": plan.task_id,
                 "priority": broker_priority(plan.priority),
                 "argsrepr": f"job={plan.job_id} step={plan.step_id}",
+                # It reports to the database; no chord or caller reads a Celery
+                # result, so neither its STARTED state nor its return is stored.
+                "ignore_result": True,
             },
             immutable=True,
             app=app,

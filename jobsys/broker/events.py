@@ -88,10 +88,16 @@ class EventBus(Protocol):
     #: wait for a job), on the same Redis as the events; see ``jobsys.broker.slots``.
     slots: Slots
 
-    def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
-        """Append one event; never raises (a live view is not worth failing a job)."""
+    def publish(
+        self, job_id: str, type_: str, data: dict[str, Any], *, final: bool = False
+    ) -> None:
+        """Append one event; never raises (a live view is not worth failing a job).
+        ``final``: the job's last status, so its stream gets the finished job's
+        TTL (what ``expire`` does) in the same round trip."""
 
-    def publish_many(self, job_id: str, type_: str, items: list[dict[str, Any]]) -> None: ...
+    def publish_many(
+        self, job_id: str, type_: str, items: list[dict[str, Any]], *, final: bool = False
+    ) -> None: ...
 
     def read(self, job_id: str, after: str, block_ms: int) -> list[Event]:
         """Events after ``after`` ("0" for all), waiting up to ``block_ms`` for the first."""
@@ -143,10 +149,14 @@ class RedisEventBus:
         )
         return cls(client, finished_ttl_s, slots_client=slots_client, wait_client=wait_client)
 
-    def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
-        self.publish_many(job_id, type_, [data])
+    def publish(
+        self, job_id: str, type_: str, data: dict[str, Any], *, final: bool = False
+    ) -> None:
+        self.publish_many(job_id, type_, [data], final=final)
 
-    def publish_many(self, job_id: str, type_: str, items: list[dict[str, Any]]) -> None:
+    def publish_many(
+        self, job_id: str, type_: str, items: list[dict[str, Any]], *, final: bool = False
+    ) -> None:
         if not items:
             return
         try:
@@ -163,8 +173,11 @@ class RedisEventBus:
                         maxlen=GLOBAL_STREAM_MAXLEN,
                         approximate=True,
                     )
-            # Only where no TTL is set yet: the shorter one set at the job's end stays.
-            pipe.expire(job_stream(job_id), LIVE_STREAM_TTL_S, nx=True)
+            if final:
+                pipe.expire(job_stream(job_id), self.finished_ttl_s)
+            else:
+                # Only where no TTL is set yet: the shorter one set at the job's end stays.
+                pipe.expire(job_stream(job_id), LIVE_STREAM_TTL_S, nx=True)
             pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("event for job %s not published: %s", job_id, exc)
@@ -211,10 +224,14 @@ class NullEventBus:
     def __init__(self) -> None:
         self.slots = Slots()
 
-    def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+    def publish(
+        self, job_id: str, type_: str, data: dict[str, Any], *, final: bool = False
+    ) -> None:
         pass
 
-    def publish_many(self, job_id: str, type_: str, items: list[dict[str, Any]]) -> None:
+    def publish_many(
+        self, job_id: str, type_: str, items: list[dict[str, Any]], *, final: bool = False
+    ) -> None:
         pass
 
     def read(self, job_id: str, after: str, block_ms: int) -> list[Event]:

@@ -87,8 +87,12 @@ def _text(value: Any) -> str:
 
 
 class InFlight(Protocol):
-    def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
-        """Take the task's lease: None when taken, else who holds it now."""
+    def acquire_lease(
+        self, task_id: str, holder: str, ttl_s: float, *, hide: str | None = None
+    ) -> str | None:
+        """Take the task's lease: None when taken, else who holds it now. ``hide``:
+        a delivery tag whose visibility clock to restart in the same round trip
+        (see ``hide_delivery``), taken or not: the delivery is ours either way."""
 
     def take_over_lease(self, task_id: str, dead: str, holder: str, ttl_s: float) -> bool:
         """Take the lease from ``dead``, a holder known to be gone, if it still has it."""
@@ -186,12 +190,25 @@ class RedisInFlight:
     def _eval(self, script: str, key: str, *args: Any) -> int:
         return int(self._call(lambda r: r.eval(script, 1, key, *args)))
 
-    def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
+    def acquire_lease(
+        self, task_id: str, holder: str, ttl_s: float, *, hide: str | None = None
+    ) -> str | None:
+        # One round trip at each task's start: the take, who holds it if that
+        # failed, and the delivery's visibility clock.
+        index = self.keys().unacked_index if hide else None
+
         def take(r: redis.Redis) -> str | None:
-            if r.set(lease_key(task_id), holder, nx=True, px=_ms(ttl_s)):
+            key = lease_key(task_id)
+            pipe = r.pipeline(transaction=False)
+            pipe.set(key, holder, nx=True, px=_ms(ttl_s))
+            pipe.get(key)
+            if index is not None and hide is not None:
+                # XX: never re-add a message that was acknowledged (or restored) meanwhile.
+                pipe.zadd(index, {hide: time.time()}, xx=True)
+            taken, current = pipe.execute()[:2]
+            if taken:
                 return None
-            current = r.get(lease_key(task_id))
-            # It ran out between the two calls: try once more next time round.
+            # It ran out between the two commands: try once more next time round.
             return _text(current) if current is not None else ""
 
         return self._call(take)
@@ -282,7 +299,11 @@ class MemoryInFlight:
     #: Seconds added to the clock, so a test can let time pass.
     clock_offset_s: float = 0.0
 
-    def acquire_lease(self, task_id: str, holder: str, ttl_s: float) -> str | None:
+    def acquire_lease(
+        self, task_id: str, holder: str, ttl_s: float, *, hide: str | None = None
+    ) -> str | None:
+        if hide is not None:
+            self.hidden.append(hide)
         if task_id in self.leases:
             return self.leases[task_id]
         self.leases[task_id] = holder

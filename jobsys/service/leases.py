@@ -82,8 +82,11 @@ class TaskLease:
         self.ttl_s = ctx.settings.task_lease_ttl_s
         #: Set if another run took the lease from under us (we stalled past the TTL).
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        #: Held by a renewal in progress; ``release`` takes it, so that no
+        #: renewal (which re-creates a vanished lease) runs after it.
+        self._renewing = threading.Lock()
+        self._released = False
+        self._failing = False
 
     @property
     def _inflight(self) -> InFlight:
@@ -96,9 +99,13 @@ class TaskLease:
         deadline = time.monotonic() + self.ttl_s * 4 / 3
         poll = min(0.25, self.ttl_s / 10)
         me = str(self.holder)
+        # The first try also restarts our message's visibility clock (it started
+        # when the worker prefetched it), in the same round trip.
+        hide = self.delivery_tag
         while True:
             try:
-                current = self._inflight.acquire_lease(self.task_id, me, self.ttl_s)
+                current = self._inflight.acquire_lease(self.task_id, me, self.ttl_s, hide=hide)
+                hide = None
                 if current is None:
                     break
                 dead = Holder.parse(current)
@@ -120,11 +127,6 @@ class TaskLease:
                 )
                 return False
             time.sleep(poll)
-        # The lease was just set with its full TTL: only the message's visibility
-        # clock needs resetting (it started when the worker prefetched it).
-        if self.delivery_tag:
-            with contextlib.suppress(DispatchError):
-                self._inflight.hide_delivery(self.delivery_tag)
         return True
 
     def _refresh(self) -> None:
@@ -140,29 +142,79 @@ class TaskLease:
             self._inflight.hide_delivery(self.delivery_tag)
 
     def start_renewing(self) -> None:
-        self._thread = threading.Thread(
-            target=self._renew_until_stopped, name=f"lease-{self.task_id}", daemon=True
-        )
-        self._thread.start()
+        _RENEWER.add(self)
 
-    def _renew_until_stopped(self) -> None:
-        failing = False
-        while not self._stop.wait(self.ttl_s / 3):
+    def _renew_once(self) -> None:
+        with self._renewing:
+            if self._released:
+                return
             try:
                 self._refresh()
             except DispatchError as exc:
-                if not failing:
+                if not self._failing:
                     log.warning("task %s: lease not renewed: %s", self.task_id, exc)
-                failing = True
+                self._failing = True
             else:
-                failing = False
+                self._failing = False
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.ttl_s)
+        _RENEWER.remove(self)
+        with self._renewing:  # waits for a renewal in progress
+            self._released = True
         with contextlib.suppress(DispatchError):  # it runs out by itself
             self._inflight.release_lease(self.task_id, str(self.holder))
+
+
+class _Renewer:
+    """One thread per process renews every lease the process holds, each every
+    third of its TTL. A thread started and joined per task cost each task about
+    0.2 ms, and a pool child holds one lease at a time (a thread pool a few).
+
+    A forked child (a prefork pool process) inherits no thread: it starts its own."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._guard = threading.Lock()
+        self._pid: int | None = None
+        self._wake = threading.Condition()
+        self._due: dict[TaskLease, float] = {}
+
+    def _ensure_thread(self) -> None:
+        with self._guard:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            threading.Thread(target=self._run, name="lease-renewer", daemon=True).start()
+
+    def add(self, lease: TaskLease) -> None:
+        self._ensure_thread()
+        with self._wake:
+            self._due[lease] = time.monotonic() + lease.ttl_s / 3
+            self._wake.notify()
+
+    def remove(self, lease: TaskLease) -> None:
+        with self._wake:
+            self._due.pop(lease, None)
+
+    def _run(self) -> None:
+        wake, due = self._wake, self._due
+        while True:
+            with wake:
+                now = time.monotonic()
+                ready = [lease for lease, at in due.items() if at <= now]
+                for lease in ready:
+                    due[lease] = now + lease.ttl_s / 3
+                if not ready:
+                    wake.wait(timeout=min(due.values(), default=now + 60) - now)
+                    continue
+            for lease in ready:  # outside the condition: a renewal is a Redis call
+                lease._renew_once()
+
+
+_RENEWER = _Renewer()
+os.register_at_fork(after_in_child=_RENEWER._reset)
 
 
 @contextlib.contextmanager

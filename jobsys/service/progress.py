@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, overload
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 
 from jobsys.context import Context
 from jobsys.errors import DispatchError
@@ -46,6 +46,117 @@ class LogRecord:
     ts: datetime | None = None
 
 
+# The statements every task runs, built once. A statement object memoizes its
+# cache key, and run on the session's connection (Core) it skips the ORM's
+# bulk-update bookkeeping (synchronize_session evaluating the WHERE clause
+# against the identity map, which holds nothing here): together most of the
+# Python time a chunk spent in SQLAlchemy. Bound values are named b_* because
+# SQLAlchemy reserves a column's own name in a SET clause.
+_START_ROW = (
+    select(
+        Job.status.label("job_status"),
+        TaskRun.state,
+        TaskRun.worker,
+        TaskRun.attempt,
+        TaskRun.job_id,
+        TaskRun.step_id,
+        Step.kind,
+        Step.status.label("step_status"),
+        Step.spec["function"].label("function"),
+    )
+    .select_from(TaskRun)
+    .join(Job, Job.id == TaskRun.job_id)
+    .join(Step, Step.id == TaskRun.step_id)
+    .where(TaskRun.id == bindparam("b_task"))
+    .with_for_update(of=Job)
+)
+_START_RUN = (
+    update(TaskRun)
+    .where(
+        TaskRun.id == bindparam("b_task"),
+        TaskRun.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
+    )
+    .values(
+        state=TaskState.RUNNING.value,
+        worker=bindparam("b_worker"),
+        started_at=bindparam("b_now"),
+        attempt=TaskRun.attempt + 1,
+    )
+)
+_STEP_SPEC = select(Step.spec).where(Step.id == bindparam("b_step"))
+_FINISH_ROW = (
+    select(TaskRun.job_id, TaskRun.step_id)
+    .join(Job, Job.id == TaskRun.job_id)
+    .where(TaskRun.id == bindparam("b_task"))
+    .with_for_update(of=Job)
+)
+_END_RUN = (
+    update(TaskRun)
+    .where(
+        TaskRun.id == bindparam("b_task"),
+        # A task whose job was cancelled while it ran still reports its
+        # results and logs once; it keeps the state "cancelled".
+        TaskRun.state.in_([TaskState.RUNNING.value, TaskState.CANCELLED.value]),
+        TaskRun.finished_at.is_(None),
+    )
+    .values(
+        state=case(
+            (TaskRun.state == TaskState.CANCELLED.value, TaskState.CANCELLED.value),
+            else_=bindparam("b_state"),
+        ),
+        error=bindparam("b_error", type_=TaskRun.error.type),
+        results=bindparam("b_results", type_=TaskRun.results.type),
+        failed_items=bindparam("b_failed"),
+        finished_at=bindparam("b_now", type_=TaskRun.finished_at.type),
+    )
+)
+_COUNT_DONE = (
+    update(Step)
+    .where(Step.id == bindparam("b_step"))
+    .values(
+        done_tasks=Step.done_tasks + 1,
+        failed_items=Step.failed_items + bindparam("b_failed"),
+    )
+    .returning(Step.kind, Step.done_tasks, Step.total_tasks)
+)
+_INSERT_LOGS = insert(LogLine.__table__)
+_STATUS_ROWS = (
+    select(
+        Job.status.label("job_status"),
+        Job.error,
+        Step.position,
+        Step.status,
+        Step.done_tasks,
+        Step.total_tasks,
+    )
+    .select_from(Job)
+    .outerjoin(Step, Step.job_id == Job.id)
+    .where(Job.id == bindparam("b_job"))
+    .order_by(Step.position)
+)
+_STEP_COUNTS = select(Step.failed_items, Step.total_items, Step.spec["tolerate_failures"]).where(
+    Step.id == bindparam("b_step")
+)
+_STEP_RUNS = (
+    select(TaskRun.chunk_index, TaskRun.state, TaskRun.error)
+    .where(TaskRun.step_id == bindparam("b_step"))
+    .order_by(TaskRun.item_start)
+)
+_NEXT_STEP = select(Step.id).where(
+    Step.job_id == bindparam("b_job"),
+    Step.position
+    == select(Step.position).where(Step.id == bindparam("b_step")).scalar_subquery() + 1,
+)
+_LOCK_JOB = select(Job.id).where(Job.id == bindparam("b_job")).with_for_update()
+#: (table, target status, columns set) -> its UPDATE; see _move.
+_MOVES: dict[tuple[str, JobStatus, tuple[str, ...]], Any] = {}
+
+
+def _core(session: Any) -> Any:
+    """The session's connection, in its transaction: for the statements above."""
+    return session.connection()
+
+
 def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
     """Mark a task running; None when it must not run (job over, task already done).
 
@@ -63,40 +174,14 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
         # A task of a job that ended (cancelled, or failed elsewhere) is dropped
         # untouched, whichever worker picks it up and however late. The job row
         # is locked first, as everywhere (see _lock_job_of).
-        row = session.execute(
-            select(
-                Job.status.label("job_status"),
-                TaskRun.state,
-                TaskRun.worker,
-                TaskRun.attempt,
-                TaskRun.job_id,
-                TaskRun.step_id,
-                Step.kind,
-                Step.status.label("step_status"),
-                Step.spec["function"].label("function"),
-            )
-            .select_from(TaskRun)
-            .join(Job, Job.id == TaskRun.job_id)
-            .join(Step, Step.id == TaskRun.step_id)
-            .where(TaskRun.id == task_id)
-            .with_for_update(of=Job)
-        ).one_or_none()
+        db = _core(session)
+        row = db.execute(_START_ROW, {"b_task": task_id}).one_or_none()
         if row is None or JobStatus(row.job_status).finished:
             return None
         if row.state not in (TaskState.PENDING.value, TaskState.RUNNING.value):
             return None  # a duplicate delivery of a task that already ended
-        moved = session.execute(
-            update(TaskRun)
-            .where(
-                TaskRun.id == task_id,
-                TaskRun.state.in_([TaskState.PENDING.value, TaskState.RUNNING.value]),
-            )
-            .values(
-                state=TaskState.RUNNING.value,
-                worker=worker,
-                started_at=now,
-                attempt=TaskRun.attempt + 1,
-            )
+        moved = db.execute(
+            _START_RUN, {"b_task": task_id, "b_worker": worker, "b_now": now}
         ).rowcount
         if not moved:
             return None
@@ -111,7 +196,7 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             # step's thousand chunks took most of the step's time.
             spec: dict[str, Any] = {"function": row.function}
         else:
-            spec = dict(session.scalar(select(Step.spec).where(Step.id == row.step_id)))
+            spec = dict(db.scalar(_STEP_SPEC, {"b_step": row.step_id}))
         begun = TaskStart(
             job_id=row.job_id,
             step_id=row.step_id,
@@ -146,12 +231,24 @@ def _lock_job_of(session: Any, task_id: str) -> str | None:
 def _move(
     session: Any, model: type[Job] | type[Step], row_id: str, target: JobStatus, **values: Any
 ) -> bool:
-    result = session.execute(
-        update(model)
-        .where(model.id == row_id, model.status.in_(sources_of(target)))
-        .values(status=target.value, **values)
-    )
-    return bool(result.rowcount)
+    """Move one job or step row to ``target`` if its status allows (one cached
+    statement per table, target and set of columns)."""
+    key = (model.__tablename__, target, tuple(sorted(values)))
+    stmt = _MOVES.get(key)
+    if stmt is None:
+        table = model.__table__
+        stmt = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.status.in_(sources_of(target)))
+            .values(
+                status=target.value,
+                **{k: bindparam(f"b_{k}", type_=table.c[k].type) for k in key[2]},
+            )
+        )
+        _MOVES[key] = stmt
+    params = {f"b_{k}": v for k, v in values.items()}
+    params["b_id"] = row_id
+    return bool(_core(session).execute(stmt, params).rowcount)
 
 
 def record_attempt(ctx: Context, step_id: str) -> None:
@@ -179,50 +276,39 @@ def finish_task(
     Counts the task towards its step's progress only if this call is the one
     that ended it; a second report of the same task changes nothing.
 
-    ``settle``: the task is its step's only one (a one-call job, a small map),
-    sent without a chord callback. Once every task of the step has ended, the
-    step is judged and ended in this same transaction (and the job with it when
-    it was the last step), so such a job ends in one transaction and one event.
+    The report that brings a function step's count of ended tasks to its total
+    judges and ends the step in this same transaction (and the job with it when
+    it was the last step): a one-call job ends in one transaction and one event,
+    and a map's step ends with its last chunk instead of a Celery round later
+    (its chord's callback then finds the step ended). The count only says when
+    to look: the step ends only if every one of its tasks has ended.
+
+    ``settle``: the task is its step's only one, sent without a chord callback;
+    look even if the count says otherwise.
     """
     state = TaskState.COMPLETED if ok else TaskState.FAILED
     with ctx.sessions.begin() as session:
-        run = session.execute(
-            select(TaskRun.job_id, TaskRun.step_id)
-            .join(Job, Job.id == TaskRun.job_id)
-            .where(TaskRun.id == task_id)
-            .with_for_update(of=Job)
-        ).one_or_none()
+        db = _core(session)
+        run = db.execute(_FINISH_ROW, {"b_task": task_id}).one_or_none()
         if run is None:
             return False
-        ended = session.execute(
-            update(TaskRun)
-            .where(
-                TaskRun.id == task_id,
-                # A task whose job was cancelled while it ran still reports its
-                # results and logs once; it keeps the state "cancelled".
-                TaskRun.state.in_([TaskState.RUNNING.value, TaskState.CANCELLED.value]),
-                TaskRun.finished_at.is_(None),
-            )
-            .values(
-                state=case(
-                    (TaskRun.state == TaskState.CANCELLED.value, TaskState.CANCELLED.value),
-                    else_=state.value,
-                ),
-                error=error,
-                results=results,
-                failed_items=failed_items,
-                finished_at=utcnow(),
-            )
+        ended = db.execute(
+            _END_RUN,
+            {
+                "b_task": task_id,
+                "b_state": state.value,
+                "b_error": error,
+                "b_results": results,
+                "b_failed": failed_items,
+                "b_now": utcnow(),
+            },
         ).rowcount
         if not ended:
             return False
-        session.execute(
-            update(Step)
-            .where(Step.id == run.step_id)
-            .values(done_tasks=Step.done_tasks + 1, failed_items=Step.failed_items + failed_items)
-        )
+        counts = db.execute(_COUNT_DONE, {"b_step": run.step_id, "b_failed": failed_items}).one()
         _insert_logs(session, run.job_id, run.step_id, logs)
-        end = _settle_function_step(session, run.job_id, run.step_id) if settle else None
+        last = counts.kind == "function" and counts.done_tasks >= counts.total_tasks
+        end = _settle_function_step(session, run.job_id, run.step_id) if settle or last else None
         # A step's end is always told; one more chunk done, at most every
         # _PROGRESS_EVERY_S per job and process (readers get the whole picture
         # each time, and the step's end brings the final count).
@@ -285,20 +371,7 @@ def announce(ctx: Context, job_id: str) -> None:
 
 
 def _status_of(session: Any, job_id: str) -> dict[str, Any] | None:
-    rows = session.execute(
-        select(
-            Job.status.label("job_status"),
-            Job.error,
-            Step.position,
-            Step.status,
-            Step.done_tasks,
-            Step.total_tasks,
-        )
-        .select_from(Job)
-        .outerjoin(Step, Step.job_id == Job.id)
-        .where(Job.id == job_id)
-        .order_by(Step.position)
-    ).all()
+    rows = _core(session).execute(_STATUS_ROWS, {"b_job": job_id}).all()
     if not rows:
         return None
     steps = [r for r in rows if r.position is not None]
@@ -315,9 +388,8 @@ def _status_of(session: Any, job_id: str) -> dict[str, Any] | None:
 
 
 def _publish_status(ctx: Context, news: dict[str, Any]) -> None:
-    ctx.events.publish(news["job_id"], "status", news)
-    if JobStatus(news["status"]).finished:
-        ctx.events.expire(news["job_id"])
+    # A finished job's stream gets its shorter TTL in the event's own round trip.
+    ctx.events.publish(news["job_id"], "status", news, final=JobStatus(news["status"]).finished)
 
 
 def append_logs(ctx: Context, job_id: str, step_id: str | None, logs: Iterable[LogRecord]) -> None:
@@ -338,7 +410,7 @@ def _insert_logs(session: Any, job_id: str, step_id: str | None, logs: Iterable[
         for r in logs
     ]
     if rows:
-        session.execute(insert(LogLine), rows)
+        _core(session).execute(_INSERT_LOGS, rows)
 
 
 #: Task states that will still change: the task has not reported.
@@ -365,6 +437,10 @@ def gather_function_step(ctx: Context, step_id: str) -> JobStatus:
     with ctx.sessions.begin() as session:
         job_id = session.scalar(select(Step.job_id).where(Step.id == step_id))
         _lock_job(session, job_id)
+        ended = session.scalar(select(Step.status).where(Step.id == step_id))
+        if JobStatus(ended).finished:
+            # Its last chunk ended it (see finish_task): nothing to read through.
+            return JobStatus(ended)
         status, error = _judge_function_step(session, step_id)
         end = _end_step(session, step_id, job_id, status, error=error)
         if not end.moved:
@@ -404,16 +480,9 @@ def _judge_function_step(
     """How the step ends, from its chunks' states and failure counts; with
     ``wait_for_unended``, None while a chunk has still to report (a chord's
     callback judges a chunk that never reported as broken)."""
-    failed_items, total_items, tolerate = session.execute(
-        select(Step.failed_items, Step.total_items, Step.spec["tolerate_failures"]).where(
-            Step.id == step_id
-        )
-    ).one()
-    runs = session.execute(
-        select(TaskRun.chunk_index, TaskRun.state, TaskRun.error)
-        .where(TaskRun.step_id == step_id)
-        .order_by(TaskRun.item_start)
-    ).all()
+    db = _core(session)
+    failed_items, total_items, tolerate = db.execute(_STEP_COUNTS, {"b_step": step_id}).one()
+    runs = db.execute(_STEP_RUNS, {"b_step": step_id}).all()
     if wait_for_unended and any(r.state in _UNENDED for r in runs):
         return None
     broken = [r for r in runs if r.state != TaskState.COMPLETED.value]
@@ -447,7 +516,7 @@ def _first_item_error(run: TaskRun) -> str:
 
 def _lock_job(session: Any, job_id: str) -> None:
     """Take the job row's lock first, as every writer of its rows does (see _lock_job_of)."""
-    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    _core(session).execute(_LOCK_JOB, {"b_job": job_id})
 
 
 def _end_step(
@@ -465,12 +534,9 @@ def _end_step(
     moved = _move(session, Step, step_id, status, error=error, exit_code=exit_code, finished_at=now)
     if not moved:
         return _StepEnd(job_id=job_id, moved=False)
-    position = select(Step.position).where(Step.id == step_id).scalar_subquery()
     next_id = None
     if status is JobStatus.COMPLETED:
-        next_id = session.scalar(
-            select(Step.id).where(Step.job_id == job_id, Step.position == position + 1)
-        )
+        next_id = _core(session).scalar(_NEXT_STEP, {"b_job": job_id, "b_step": step_id})
     if next_id is None:
         job_error = None
         if status is not JobStatus.COMPLETED:

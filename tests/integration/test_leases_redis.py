@@ -146,3 +146,28 @@ def test_a_stalled_holder_loses_its_lease_after_the_ttl_and_the_next_delivery_ta
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+def test_taking_the_lease_restarts_the_delivery_visibility_clock_in_the_same_call(
+    ctx: Context, client: redis.Redis, task_id: str
+) -> None:
+    """The take and the hiding of the run's own message are one pipeline: the
+    message kombu lists as delivered gets a fresh score, and a message that was
+    acknowledged meanwhile (not in the index) is not added back."""
+    index = ctx.dispatcher.inflight.keys().unacked_index
+    tag, gone = f"tag-{task_id}", f"acked-{task_id}"
+    client.zadd(index, {tag: 1.0})
+    try:
+        lease = TaskLease(ctx, task_id, worker=HOLDER_WORKER, delivery_tag=tag)
+        assert lease.acquire()
+        assert holder_of(client, task_id) == str(lease.holder)
+        score = client.zscore(index, tag)
+        assert score is not None and score > 1.0
+        # A second delivery (its own message) finds the holder, and hides its message too.
+        other = ctx.dispatcher.inflight.acquire_lease(task_id, "someone", TTL_S, hide=gone)
+        assert other == str(lease.holder)
+        assert client.zscore(index, gone) is None
+        lease.release()
+        assert holder_of(client, task_id) is None
+    finally:
+        client.zrem(index, tag, gone)

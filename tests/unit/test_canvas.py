@@ -20,6 +20,7 @@ def test_docker_step_is_one_task_on_the_docker_queue() -> None:
     assert sig.args == ("j", "s")
     assert sig.options["queue"] == DOCKER_QUEUE
     assert sig.options["task_id"] == "t1"
+    assert sig.options["ignore_result"] is True  # it reports to the database
     assert sig.immutable
 
 
