@@ -253,10 +253,7 @@ def job_results(
     through reruns, resumes and firings). Unpickling runs code, and a pickle a
     function of someone else returned can run anything on the reader's machine."""
     require(principal, Right.VIEW)
-    if offset < 0:
-        raise SpecError({"offset": "give a number from 0 up"})
-    if not 1 <= limit <= MAX_RESULTS_PAGE:
-        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE:,} (the maximum)"})
+    check_page(offset, limit)
     with ctx.sessions.reading() as session:
         job, step = _results_step(session, job_id)
         stop = min(step.total_items, offset + limit)
@@ -268,6 +265,14 @@ def job_results(
             "next_offset": stop if stop < step.total_items else None,
             "results": results,
         }
+
+
+def check_page(offset: int, limit: int) -> None:
+    """SpecError unless ``[offset, offset + limit)`` is a page ``job_results`` serves."""
+    if offset < 0:
+        raise SpecError({"offset": "give a number from 0 up"})
+    if not 1 <= limit <= MAX_RESULTS_PAGE:
+        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE:,} (the maximum)"})
 
 
 def stream_job_results(

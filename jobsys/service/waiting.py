@@ -40,6 +40,7 @@ from jobsys.auth import Principal, Right, require
 from jobsys.broker.events import WAIT_BLOCK_MS, Event
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError
+from jobsys.service.jobs import RESULTS_PAGE, check_page, job_results
 from jobsys.service.records import JobInfo
 from jobsys.service.stream_slots import acquire_slot
 from jobsys.states import FINISHED, JobStatus
@@ -118,6 +119,36 @@ def wait_for_job(ctx: Context, principal: Principal, job_id: str, timeout_s: Any
     if not seen:
         raise NotFoundError(f"no job with id {job_id!r}")
     return seen[0]
+
+
+def wait_for_results(
+    ctx: Context,
+    principal: Principal,
+    job_id: str,
+    timeout_s: Any,
+    *,
+    offset: int = 0,
+    limit: int = RESULTS_PAGE,
+) -> dict[str, Any]:
+    """A wait for the job to end and its first page of results in one request.
+
+    Once the job has ended: the page ``job_results`` gives, with ``"ended": true``.
+    At the deadline with the job still open: ``{"job_id", "ended": false, "job"}``,
+    the job as it is now and no ``results`` (ask again). A submit-to-result call
+    then costs one request where ``?wait`` then ``/results`` cost two. The page's
+    bounds are checked before any wait, so bad input is refused at once."""
+    require(principal, Right.VIEW)
+    timeout_s = parse_wait_s(timeout_s, "wait")
+    check_page(offset, limit)
+    statuses = _wait(ctx, principal, [job_id], timeout_s, _statuses)
+    if job_id not in statuses:
+        raise NotFoundError(f"no job with id {job_id!r}")
+    if statuses[job_id] in _ENDED:
+        return {**job_results(ctx, principal, job_id, offset=offset, limit=limit), "ended": True}
+    infos = _job_infos(ctx, [job_id])
+    if not infos:  # purged since the last look
+        raise NotFoundError(f"no job with id {job_id!r}")
+    return {"job_id": job_id, "ended": False, "job": infos[0].to_dict()}
 
 
 def wait_for_jobs(
@@ -239,7 +270,7 @@ def _answered(ids: list[str], statuses: dict[str, str]) -> bool:
 
 def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
             rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(batch)))
@@ -249,7 +280,7 @@ def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
 
 def _job_infos(ctx: Context, ids: list[str]) -> list[JobInfo]:
     infos: list[JobInfo] = []
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
             jobs = session.scalars(
