@@ -297,17 +297,27 @@ def stream_job_results(
     return ResultStream(head=head, pages=pages())
 
 
-def _results_step(session: Any, job_id: str) -> tuple[Job, Step]:
-    """The job and the function step whose outcomes are its results, once it ended."""
-    job = session.get(Job, job_id)
+def _results_step(session: Any, job_id: str) -> tuple[Any, Any]:
+    """The job and the function step whose outcomes are its results, once it
+    ended: rows of the columns a results page needs only. Not the ORM objects:
+    their JSON specs (a function step's holds the signed callable and every
+    item) were most of a small page's time, and grow with the job."""
+    job = session.execute(select(Job.id, Job.code_owner).where(Job.id == job_id)).first()
     if job is None:
         raise NotFoundError(f"no job with id {job_id!r}")
-    step = session.scalar(
-        select(Step)
+    step = session.execute(
+        select(
+            Step.id,
+            Step.job_id,
+            Step.position,
+            Step.status,
+            Step.total_items,
+            Step.failed_items,
+        )
         .where(Step.job_id == job_id, Step.kind == "function")
         .order_by(Step.position.desc())
         .limit(1)
-    )
+    ).first()
     if step is None:
         raise NotFoundError(f"job {job_id} has no function step, so no item results")
     if not JobStatus(step.status).finished:
@@ -315,7 +325,7 @@ def _results_step(session: Any, job_id: str) -> tuple[Job, Step]:
     return job, step
 
 
-def _results_head(principal: Principal, job: Job, step: Step) -> dict[str, Any]:
+def _results_head(principal: Principal, job: Any, step: Any) -> dict[str, Any]:
     return {
         "job_id": job.id,
         "step": step.position,
@@ -328,9 +338,10 @@ def _results_head(principal: Principal, job: Job, step: Step) -> dict[str, Any]:
 
 
 def _outcomes(
-    ctx: Context, session: Any, step: Step, offset: int, stop: int
+    ctx: Context, session: Any, step: Any, offset: int, stop: int
 ) -> list[dict[str, Any]]:
-    """Outcomes ``[offset, stop)`` of ``step``, from the chunks that overlap them only."""
+    """Outcomes ``[offset, stop)`` of ``step`` (anything with its ``id`` and
+    ``job_id``), from the chunks that overlap them only."""
     if offset >= stop:
         return []
     runs = session.scalars(
