@@ -34,13 +34,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from jobsys.auth import Principal, Right, require
 from jobsys.broker.events import WAIT_BLOCK_MS, Event
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError
-from jobsys.service.jobs import RESULTS_PAGE, check_page, job_results
+from jobsys.service.jobs import RESULTS_PAGE, check_page, job_results, read_job_infos
 from jobsys.service.records import JobInfo
 from jobsys.service.stream_slots import acquire_slot
 from jobsys.states import FINISHED, JobStatus
@@ -283,8 +282,5 @@ def _job_infos(ctx: Context, ids: list[str]) -> list[JobInfo]:
     with ctx.sessions.reading() as session:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
-            jobs = session.scalars(
-                select(Job).where(Job.id.in_(batch)).options(selectinload(Job.steps))
-            )
-            infos.extend(JobInfo.of(job) for job in jobs)
+            infos.extend(read_job_infos(session, batch))
     return infos
