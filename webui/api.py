@@ -201,14 +201,30 @@ def job_logs(job_id: str) -> Response:
 @needs(Right.VIEW)
 def job_results(job_id: str) -> Response:
     """A page of item outcomes: ``offset`` (0) and ``limit`` (1,000, at most 20,000);
-    follow ``next_offset`` until it is null."""
-    found = service.job_results(
-        context(),
-        api_principal(),
-        job_id,
-        offset=int_arg("offset", 0) or 0,
-        limit=int_arg("limit", RESULTS_PAGE) or 0,
-    )
+    follow ``next_offset`` until it is null. With ``wait=S`` (0 < S <= 60) it
+    first waits for the job to end, as ``GET /api/jobs/<id>?wait=S`` does: then
+    the page with ``"ended": true``, or after S seconds ``"ended": false`` and
+    the job as it is (no results)."""
+    offset = int_arg("offset", 0) or 0
+    limit = int_arg("limit", RESULTS_PAGE) or 0
+    wait = request.args.get("wait")
+    if wait is None:
+        found = service.job_results(context(), api_principal(), job_id, offset=offset, limit=limit)
+    else:
+        try:
+            found = service.wait_for_results(
+                context(), api_principal(), job_id, wait, offset=offset, limit=limit
+            )
+        except TooManyStreams as exc:
+            return _too_many(exc)
+    response = _json_page(found)
+    if wait is not None:
+        response.headers[WAIT_HEADER] = "1"
+    return response
+
+
+def _json_page(found: dict[str, Any]) -> Response:
+    """``found`` as a JSON answer."""
     # orjson: a page of 20,000 outcomes took the stdlib encoder most of the
     # request's time. It refuses integers past 64 bits, which jsonify still sends.
     try:

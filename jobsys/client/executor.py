@@ -143,21 +143,26 @@ class Executor(_Executor):
 
     def _results(self, job: Job, deadline: float | None) -> Iterator[Any]:
         try:
-            job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            # The results request waits for the end itself: no wait() before it.
+            outcomes = self._outcomes(job, deadline)
         except TimeoutError as exc:
             raise FuturesTimeout(f"job {job.id} still {job.status}") from exc
-        outcomes = self._outcomes(job)
         for ok, value in outcomes:
             if not ok:
                 raise value
             yield value
 
-    def _outcomes(self, job: Job) -> list[tuple[bool, Any]]:
-        """Each item as (ok, value or exception); a job that ended without item
-        results (cancelled, or its step failed) fails every item with its reason."""
+    def _outcomes(self, job: Job, deadline: float | None = None) -> list[tuple[bool, Any]]:
+        """Each item as (ok, value or exception), once the job has ended (by
+        ``deadline``, else TimeoutError); a job that ended without item results
+        (cancelled, or its step failed) fails every item with its reason."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            found = job.outcomes(trust=self._trust)
+            found = list(job.outcomes(trust=self._trust, timeout=timeout))
         except JobsysError as exc:
+            if not JobStatus(job.status).finished:
+                with contextlib.suppress(JobsysError):  # the status for the message only
+                    job.refresh()
             return [(False, JobsysError(f"job {job.id} {job.status}: {job.error or exc.message}"))]
         return [(ok, value if ok else RemoteError(value)) for ok, value in found]
 

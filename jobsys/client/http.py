@@ -355,8 +355,11 @@ class Job:
         self.data = response.json()
         return WAIT_HEADER in response.headers
 
-    def results(self, errors: str = "raise", *, trust: bool = False) -> list[Any]:
-        """Each item's value in item order.
+    def results(
+        self, errors: str = "raise", *, trust: bool = False, timeout: float | None = None
+    ) -> list[Any]:
+        """Each item's value in item order, once the job has ended (waited for
+        up to ``timeout`` seconds, TimeoutError after: see ``outcomes``).
 
         ``errors="raise"`` raises ItemsFailed if any item failed;
         ``errors="return"`` puts each failed item's error dict in its place.
@@ -367,7 +370,7 @@ class Job:
             raise ValueError("errors must be 'raise' or 'return'")
         values: list[Any] = []
         failed: dict[int, dict[str, Any]] = {}
-        for i, (ok, value) in enumerate(self.outcomes(trust=trust)):
+        for i, (ok, value) in enumerate(self.outcomes(trust=trust, timeout=timeout)):
             if not ok:
                 failed[i] = value
             values.append(value)
@@ -375,10 +378,17 @@ class Job:
             raise ItemsFailed(failed, total=len(values))
         return values
 
-    def outcomes(self, *, trust: bool = False) -> Iterator[tuple[bool, Any]]:
+    def outcomes(
+        self, *, trust: bool = False, timeout: float | None = None
+    ) -> Iterator[tuple[bool, Any]]:
         """Each item as ``(True, value)`` or ``(False, {"type", "message", "traceback"})``,
         read page by page (following ``next_offset``) so a million results never sit
         in memory at once.
+
+        A job not known to have ended is waited for first, up to ``timeout``
+        seconds (None: for as long as it takes; TimeoutError after), by the
+        results request itself (``?wait=``): the end and the first page come in
+        one answer, with no separate ``wait()`` request before it.
 
         Unpickling runs code. A value that came back pickled is unpickled only when
         the server says you supplied the job's code (its ``code_owner`` is you: reruns
@@ -388,10 +398,12 @@ class Job:
         # The next page is fetched while this one is decoded and consumed: the
         # server's query and the transfer overlap the caller's work, and at most
         # two pages are held at once.
+        first = None if JobStatus(self.status) in FINISHED else self._first_page(timeout)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobsys-results") as pool:
-            pending = pool.submit(self._results_page, 0)
-            while pending is not None:
-                data = pending.result()
+            pending = pool.submit(self._results_page, 0) if first is None else None
+            while first is not None or pending is not None:
+                data = first if first is not None else pending.result()  # type: ignore[union-attr]
+                first = None
                 offset = data.get("next_offset")
                 pending = pool.submit(self._results_page, offset) if offset is not None else None
                 unpickle = trust or data.get("trusted") is True
@@ -401,6 +413,45 @@ class Job:
                         yield True, _result_value(o["value"], unpickle, self.id, owner)
                     else:
                         yield False, o["error"]
+
+    def _first_page(self, timeout: float | None) -> dict[str, Any] | None:
+        """The first page of results once the job has ended, each request a
+        long-poll of at most ``WAIT_ROUND_S``; None when it must be read by a
+        plain request after ``wait()`` (a server without ``?wait=`` on results,
+        or one that refused the wait with a 429)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                self.wait(timeout=0)  # one last look: raises TimeoutError if still open
+                return None
+            seconds = WAIT_ROUND_S if left is None else min(WAIT_ROUND_S, left)
+            base = self.client._http.timeout
+            read_timeout = httpx.Timeout(
+                connect=base.connect, read=seconds + 30, write=base.write, pool=base.pool
+            )
+            params = {"offset": 0, "limit": RESULTS_PAGE, "wait": _seconds(seconds)}
+            try:
+                response = self.client._http.get(
+                    f"/api/jobs/{self.id}/results", params=params, timeout=read_timeout
+                )
+            except httpx.TransportError as exc:
+                raise DispatchError(
+                    f"cannot reach the jobsys server at {self.client.url}: {exc}"
+                ) from exc
+            if response.status_code in (409, 429):
+                # 429: no slot to wait in. 409: the job ended without results, or
+                # an old server that ignored ``wait`` on an open job: wait() tells.
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                self.wait(left)
+                return None
+            if not response.is_success:
+                raise _error_from(response)
+            data = _loads(response.content)
+            if data.get("ended") is False:
+                self.data = data["job"]
+                continue
+            return data
 
     def _results_page(self, offset: int) -> dict[str, Any]:
         """One page of outcomes, decoded with orjson (a page of 20,000 is most of

@@ -79,7 +79,13 @@ from jobsys.service.users import (
     sign_in,
     update_user,
 )
-from jobsys.service.waiting import Waited, parse_wait_s, wait_for_job, wait_for_jobs
+from jobsys.service.waiting import (
+    Waited,
+    parse_wait_s,
+    wait_for_job,
+    wait_for_jobs,
+    wait_for_results,
+)
 from jobsys.service.web_sessions import (
     StartedSession,
     end_web_session,
@@ -180,4 +186,5 @@ __all__ = [
     "update_user",
     "wait_for_job",
     "wait_for_jobs",
+    "wait_for_results",
 ]

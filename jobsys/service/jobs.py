@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, defer, joinedload
+from sqlalchemy.orm import Session, defer
 
 from jobsys.auth import Principal, Right, require
 from jobsys.broker.canvas import StepPlan
@@ -187,15 +187,47 @@ def _step_row(
 def get_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     require(principal, Right.VIEW)
     with ctx.sessions.reading() as session:
-        # One query: the job's few steps joined in (a second SELECT cost more than the join).
-        job = (
-            session.execute(select(Job).where(Job.id == job_id).options(joinedload(Job.steps)))
-            .unique()
-            .scalar_one_or_none()
-        )
-        if job is None:
-            raise NotFoundError(f"no job with id {job_id!r}")
-        return JobInfo.of(job)
+        found = read_job_infos(session, [job_id])
+    if not found:
+        raise NotFoundError(f"no job with id {job_id!r}")
+    return found[0]
+
+
+#: The columns a JobInfo shows: Core reads of these, not ORM objects, are what
+#: a job read (and each waiter's wake) costs.
+_JOB_COLUMNS = tuple(
+    Job.__table__.c[name]
+    for name in (
+        "id", "name", "status", "owner", "spec", "error", "rerun_of", "created_at",
+        "started_at", "finished_at", "template", "variables", "code_owner",
+    )
+)  # fmt: skip
+_STEP_COLUMNS = tuple(
+    Step.__table__.c[name]
+    for name in (
+        "id", "job_id", "position", "kind", "status", "spec", "total_tasks", "done_tasks",
+        "total_items", "failed_items", "attempts", "exit_code", "error", "started_at",
+        "finished_at",
+    )
+)  # fmt: skip
+
+
+def read_job_infos(session: Any, ids: list[str]) -> list[JobInfo]:
+    """The jobs of ``ids`` (those that exist, in no set order) with their steps,
+    by two Core selects of the columns shown: no ORM object graph."""
+    if not ids:
+        return []
+    jobs = session.execute(select(*_JOB_COLUMNS).where(Job.__table__.c.id.in_(ids))).all()
+    if not jobs:
+        return []
+    steps: dict[str, list[Any]] = {job.id: [] for job in jobs}
+    for step in session.execute(
+        select(*_STEP_COLUMNS)
+        .where(Step.__table__.c.job_id.in_(list(steps)))
+        .order_by(Step.__table__.c.job_id, Step.__table__.c.position)
+    ):
+        steps[step.job_id].append(step)
+    return [JobInfo.of(job, steps[job.id]) for job in jobs]
 
 
 def _require_job(session: Any, job_id: str) -> None:
@@ -254,10 +286,7 @@ def job_results(
     through reruns, resumes and firings). Unpickling runs code, and a pickle a
     function of someone else returned can run anything on the reader's machine."""
     require(principal, Right.VIEW)
-    if offset < 0:
-        raise SpecError({"offset": "give a number from 0 up"})
-    if not 1 <= limit <= MAX_RESULTS_PAGE:
-        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE:,} (the maximum)"})
+    check_page(offset, limit)
     with ctx.sessions.reading() as session:
         job, step = _results_step(session, job_id)
         stop = min(step.total_items, offset + limit)
@@ -269,6 +298,14 @@ def job_results(
             "next_offset": stop if stop < step.total_items else None,
             "results": results,
         }
+
+
+def check_page(offset: int, limit: int) -> None:
+    """SpecError unless ``[offset, offset + limit)`` is a page ``job_results`` serves."""
+    if offset < 0:
+        raise SpecError({"offset": "give a number from 0 up"})
+    if not 1 <= limit <= MAX_RESULTS_PAGE:
+        raise SpecError({"limit": f"give a number from 1 to {MAX_RESULTS_PAGE:,} (the maximum)"})
 
 
 def stream_job_results(
@@ -293,17 +330,27 @@ def stream_job_results(
     return ResultStream(head=head, pages=pages())
 
 
-def _results_step(session: Any, job_id: str) -> tuple[Job, Step]:
-    """The job and the function step whose outcomes are its results, once it ended."""
-    job = session.get(Job, job_id)
+def _results_step(session: Any, job_id: str) -> tuple[Any, Any]:
+    """The job and the function step whose outcomes are its results, once it
+    ended: rows of the columns a results page needs only. Not the ORM objects:
+    their JSON specs (a function step's holds the signed callable and every
+    item) were most of a small page's time, and grow with the job."""
+    job = session.execute(select(Job.id, Job.code_owner).where(Job.id == job_id)).first()
     if job is None:
         raise NotFoundError(f"no job with id {job_id!r}")
-    step = session.scalar(
-        select(Step)
+    step = session.execute(
+        select(
+            Step.id,
+            Step.job_id,
+            Step.position,
+            Step.status,
+            Step.total_items,
+            Step.failed_items,
+        )
         .where(Step.job_id == job_id, Step.kind == "function")
         .order_by(Step.position.desc())
         .limit(1)
-    )
+    ).first()
     if step is None:
         raise NotFoundError(f"job {job_id} has no function step, so no item results")
     if not JobStatus(step.status).finished:
@@ -311,7 +358,7 @@ def _results_step(session: Any, job_id: str) -> tuple[Job, Step]:
     return job, step
 
 
-def _results_head(principal: Principal, job: Job, step: Step) -> dict[str, Any]:
+def _results_head(principal: Principal, job: Any, step: Any) -> dict[str, Any]:
     return {
         "job_id": job.id,
         "step": step.position,
@@ -324,9 +371,10 @@ def _results_head(principal: Principal, job: Job, step: Step) -> dict[str, Any]:
 
 
 def _outcomes(
-    ctx: Context, session: Any, step: Step, offset: int, stop: int
+    ctx: Context, session: Any, step: Any, offset: int, stop: int
 ) -> list[dict[str, Any]]:
-    """Outcomes ``[offset, stop)`` of ``step``, from the chunks that overlap them only."""
+    """Outcomes ``[offset, stop)`` of ``step`` (anything with its ``id`` and
+    ``job_id``), from the chunks that overlap them only."""
     if offset >= stop:
         return []
     runs = session.scalars(

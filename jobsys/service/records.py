@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jobsys.store.models import Job, LogLine, Schedule, ScheduleRun, Step, TaskRun
+from jobsys.store.models import LogLine, Schedule, ScheduleRun, TaskRun
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -41,7 +41,7 @@ class StepInfo:
     summary: str
 
     @classmethod
-    def of(cls, step: Step) -> StepInfo:
+    def of(cls, step: Any) -> StepInfo:
         spec = step.spec
         if step.kind == "docker":
             summary = f"{spec['image']} {' '.join(spec['command'])}"
@@ -114,7 +114,10 @@ class JobInfo:
     replayed: bool = False
 
     @classmethod
-    def of(cls, job: Job) -> JobInfo:
+    def of(cls, job: Any, steps: Any = None) -> JobInfo:
+        """From a Job (ORM) with its steps, or from rows of their columns
+        (``job`` and ``steps`` from ``read_job_infos``)."""
+        steps = job.steps if steps is None else steps
         return cls(
             id=job.id,
             name=job.name,
@@ -126,7 +129,7 @@ class JobInfo:
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            steps=tuple(StepInfo.of(s) for s in job.steps),
+            steps=tuple(StepInfo.of(s) for s in steps),
             template=job.template,
             variables=job.variables,
             tags=tuple(job.spec.get("tags", ())),

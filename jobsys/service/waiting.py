@@ -34,12 +34,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from jobsys.auth import Principal, Right, require
 from jobsys.broker.events import WAIT_BLOCK_MS, Event
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError
+from jobsys.service.jobs import RESULTS_PAGE, check_page, job_results, read_job_infos
 from jobsys.service.records import JobInfo
 from jobsys.service.stream_slots import acquire_slot
 from jobsys.states import FINISHED, JobStatus
@@ -118,6 +118,36 @@ def wait_for_job(ctx: Context, principal: Principal, job_id: str, timeout_s: Any
     if not seen:
         raise NotFoundError(f"no job with id {job_id!r}")
     return seen[0]
+
+
+def wait_for_results(
+    ctx: Context,
+    principal: Principal,
+    job_id: str,
+    timeout_s: Any,
+    *,
+    offset: int = 0,
+    limit: int = RESULTS_PAGE,
+) -> dict[str, Any]:
+    """A wait for the job to end and its first page of results in one request.
+
+    Once the job has ended: the page ``job_results`` gives, with ``"ended": true``.
+    At the deadline with the job still open: ``{"job_id", "ended": false, "job"}``,
+    the job as it is now and no ``results`` (ask again). A submit-to-result call
+    then costs one request where ``?wait`` then ``/results`` cost two. The page's
+    bounds are checked before any wait, so bad input is refused at once."""
+    require(principal, Right.VIEW)
+    timeout_s = parse_wait_s(timeout_s, "wait")
+    check_page(offset, limit)
+    statuses = _wait(ctx, principal, [job_id], timeout_s, _statuses)
+    if job_id not in statuses:
+        raise NotFoundError(f"no job with id {job_id!r}")
+    if statuses[job_id] in _ENDED:
+        return {**job_results(ctx, principal, job_id, offset=offset, limit=limit), "ended": True}
+    infos = _job_infos(ctx, [job_id])
+    if not infos:  # purged since the last look
+        raise NotFoundError(f"no job with id {job_id!r}")
+    return {"job_id": job_id, "ended": False, "job": infos[0].to_dict()}
 
 
 def wait_for_jobs(
@@ -239,7 +269,7 @@ def _answered(ids: list[str], statuses: dict[str, str]) -> bool:
 
 def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
             rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(batch)))
@@ -249,11 +279,8 @@ def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
 
 def _job_infos(ctx: Context, ids: list[str]) -> list[JobInfo]:
     infos: list[JobInfo] = []
-    with ctx.sessions() as session:
+    with ctx.sessions.reading() as session:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
-            jobs = session.scalars(
-                select(Job).where(Job.id.in_(batch)).options(selectinload(Job.steps))
-            )
-            infos.extend(JobInfo.of(job) for job in jobs)
+            infos.extend(read_job_infos(session, batch))
     return infos

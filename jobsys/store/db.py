@@ -34,8 +34,14 @@ class SessionFactory(sessionmaker[Session]):
         """A session that must not write: on SQLite its transaction begins
         deferred, taking no write lock (a write in it fails: "attempt to write
         a readonly database"); elsewhere it is an ordinary session."""
+        # One option engine for the factory's life: making it is a copy of the
+        # engine's options, which every request paid.
         bind = self.kw["bind"]
-        return self(bind=bind.execution_options(**{READ_ONLY: True}))
+        cached = self.__dict__.get("_reader")
+        if cached is None or cached[0] is not bind:
+            cached = (bind, bind.execution_options(**{READ_ONLY: True}))
+            self.__dict__["_reader"] = cached
+        return self(bind=cached[1])
 
 
 def make_engine(url: str) -> Engine:

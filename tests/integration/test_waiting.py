@@ -271,3 +271,31 @@ def test_an_executor_result_comes_when_its_job_ends(stack: LiveStack) -> None:
             with Late() as late:
                 assert ex.submit(short, n).result(timeout=60) == n + 1
                 assert not late.is_set(), "the result came at the follower's timeout"
+
+
+def test_results_of_an_open_job_come_in_one_request(stack: LiveStack) -> None:
+    """submit then results(): the results request waits for the end itself and
+    answers with the first page, with no wait() request before it."""
+    queued = stack.unpublished_job(docker_spec())
+    with stack.client() as c:
+        sent: list[httpx.Request] = []
+        job = c.submit(short, 1)
+        c._http.event_hooks["request"].append(sent.append)
+        with Late() as late:
+            assert job.results() == [2]
+            assert not late.is_set(), "the results came at the wait's timeout"
+        assert [r.url.path for r in sent] == [f"/api/jobs/{job.id}/results"]
+        assert "wait" in sent[0].url.params
+        with pytest.raises(TimeoutError):
+            c.job(queued.id).results(timeout=0.5)
+
+
+def test_executor_map_waits_in_its_results_request(stack: LiveStack) -> None:
+    with stack.client() as c:
+        sent: list[httpx.Request] = []
+        with jobsys.Executor(client=c, poll_s=LONG_WAIT_S) as ex:
+            c._http.event_hooks["request"].append(sent.append)
+            assert list(ex.map(short, [1, 2], timeout=60)) == [2, 3]
+    reads = [r for r in sent if r.method == "GET"]
+    assert len(reads) == 1 and reads[0].url.path.endswith("/results"), [r.url for r in sent]
+    assert "wait" in reads[0].url.params

@@ -12,10 +12,13 @@ from sqlalchemy.exc import OperationalError
 
 from jobsys import service
 from jobsys.auth import Principal
+from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.datadir import sqlite_path
+from jobsys.service.jobs import read_job_infos
+from jobsys.service.records import JobInfo
 from jobsys.store.models import Job
-from tests.support.specs import docker_spec
+from tests.support.specs import docker_spec, function_spec, two_docker_steps
 
 
 def _other_writer_can_lock(ctx: Context) -> bool:
@@ -55,3 +58,21 @@ def test_a_reading_session_cannot_write_and_its_connection_writes_again_after(
     assert service.get_job(ctx, developer, job.id).status == "queued"
     with ctx.sessions.begin() as writing:
         writing.execute(text("DELETE FROM audit"))
+
+
+def test_core_job_reads_equal_the_orm_ones(
+    ctx: Context, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    """get_job and the waiters read jobs by Core selects of the shown columns:
+    the same JobInfo as from the ORM objects, steps in order, unknown ids left out."""
+    ids = [
+        service.submit_job(ctx, developer, two_docker_steps()).id,
+        service.submit_job(ctx, developer, function_spec([1, 2, 3], chunk_size=1)).id,
+    ]
+    service.cancel_job(ctx, developer, ids[0])
+    with ctx.sessions.reading() as session:
+        core = {info.id: info for info in read_job_infos(session, [*ids, "no-such-job"])}
+        orm = {i: JobInfo.of(session.get(Job, i)) for i in ids}
+    assert core == orm and list(orm) == ids
+    assert [s.position for s in core[ids[0]].steps] == [0, 1]
+    assert service.get_job(ctx, developer, ids[1]) == orm[ids[1]]

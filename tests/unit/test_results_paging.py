@@ -23,7 +23,7 @@ from jobsys.context import Context
 from jobsys.envelope import ok
 from jobsys.service import jobs as jobs_module
 from jobsys.signing import Binding, Purpose
-from jobsys.store.models import TaskRun
+from jobsys.store.models import Job, Step, TaskRun
 from tests.support.auth import bearer_of, new_token, sign_in
 
 DEV = Principal("dev", "developer")
@@ -183,3 +183,33 @@ def test_the_download_is_streamed_a_page_at_a_time_and_complete(
     assert [r["value"]["repr"] for r in found["results"][:3]] == ["(0,)", "(1,)", "(2,)"]
     assert found["results"][-1]["value"]["repr"] == "(2499,)"
     assert all(r["ok"] and "$pickle" in r["value"] for r in found["results"])
+
+
+def test_a_page_loads_neither_the_job_nor_the_step_with_its_spec(
+    ctx: Context, dispatcher: MemoryDispatcher
+) -> None:
+    """A function step's spec holds every item: a page of 10 outcomes of a job
+    of 2,000 items must not decode it (nor the job's), only the columns it needs."""
+    job_id = finished_job(ctx, dispatcher, 2_000, 1_000)
+    loaded: list[str] = []
+
+    def on_load(target: Any, _context: Any) -> None:
+        loaded.append(type(target).__name__)
+
+    event.listen(Step, "load", on_load)
+    event.listen(Job, "load", on_load)
+    try:
+        page = service.job_results(ctx, DEV, job_id, offset=0, limit=10)
+    finally:
+        event.remove(Step, "load", on_load)
+        event.remove(Job, "load", on_load)
+    assert [r["value"] for r in page["results"]] == list(range(10))
+    assert page["total"] == 2_000
+    assert loaded == []
+
+
+def test_reading_sessions_share_one_option_engine(ctx: Context) -> None:
+    """Made once per factory, not once per request."""
+    with ctx.sessions.reading() as one, ctx.sessions.reading() as two:
+        assert one.bind is two.bind
+        assert one.bind is not ctx.sessions.kw["bind"]  # still the read-only options

@@ -17,9 +17,10 @@ from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.errors import PermissionDenied, SpecError
 from jobsys.service.stream_slots import acquire_slot
+from jobsys.states import JobStatus
 from tests.support.auth import bearer
 from tests.support.events import play_docker_step
-from tests.support.specs import docker_spec
+from tests.support.specs import docker_spec, function_spec
 from webui import create_app
 
 #: A principal whose role has no rights at all (not even view).
@@ -158,3 +159,94 @@ def test_parse_wait_takes_numbers_and_text() -> None:
     with pytest.raises(SpecError) as refused:
         service.parse_wait_s(None, "timeout_s")
     assert "timeout_s" in refused.value.fields
+
+
+# -- GET /api/jobs/<id>/results?wait=S: the end and the first page in one answer --
+
+
+def ended_function_job(ctx: Context, dispatcher: MemoryDispatcher, developer: Principal) -> str:
+    job = service.submit_job(ctx, developer, function_spec([1, 2, 3], chunk_size=2))
+    plan = dispatcher.published[-1]
+    for chunk in plan.chunks:
+        service.start_task(ctx, chunk.task_id, "w")
+        values = [{"ok": True, "value": v * 10} for v in ([1, 2] if chunk.index == 0 else [3])]
+        service.finish_task(ctx, chunk.task_id, ok=True, results=values, failed_items=0)
+    assert service.gather_function_step(ctx, plan.step_id) is JobStatus.COMPLETED
+    return job.id
+
+
+def test_results_with_wait_of_an_ended_job_are_the_page_at_once(
+    ctx: Context, dispatcher: MemoryDispatcher, client: FlaskClient, developer: Principal
+) -> None:
+    job_id = ended_function_job(ctx, dispatcher, developer)
+    headers = bearer(ctx, "viewer")
+    r = client.get(f"/api/jobs/{job_id}/results?wait=60&limit=2", headers=headers)
+    assert r.status_code == 200, r.json
+    assert r.headers["Jobsys-Wait"] == "1"
+    assert r.json["ended"] is True
+    assert [o["value"] for o in r.json["results"]] == [10, 20]
+    assert r.json["next_offset"] == 2
+    plain = client.get(f"/api/jobs/{job_id}/results?limit=2", headers=headers)
+    assert {**plain.json, "ended": True} == r.json and "Jobsys-Wait" not in plain.headers
+
+
+def test_results_with_wait_of_an_open_job_give_the_job_at_the_deadline(
+    ctx: Context, client: FlaskClient, developer: Principal
+) -> None:
+    """No live events here: the wait reads the database until the deadline, then
+    says the job has not ended, with the job as it is and no results."""
+    queued = service.submit_job(ctx, developer, function_spec([1])).id
+    r = client.get(f"/api/jobs/{queued}/results?wait=0.3", headers=bearer(ctx, "viewer"))
+    assert r.status_code == 200, r.json
+    assert r.json["ended"] is False and "results" not in r.json
+    assert r.json["job_id"] == queued and r.json["job"]["id"] == queued
+    assert r.json["job"]["status"] == "queued"
+    # without wait, the same request is still refused until the job ends
+    plain = client.get(f"/api/jobs/{queued}/results", headers=bearer(ctx, "viewer"))
+    assert plain.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("wait=0", "wait"),
+        ("wait=61", "wait"),
+        ("wait=soon", "wait"),
+        ("wait=60&limit=20001", "limit"),
+    ],
+)
+def test_results_with_a_bad_wait_or_page_are_a_400_at_once(
+    ctx: Context, client: FlaskClient, developer: Principal, query: str, field: str
+) -> None:
+    """Checked before any wait: an open job would otherwise hold the caller 60 s."""
+    queued = service.submit_job(ctx, developer, function_spec([1])).id
+    r = client.get(f"/api/jobs/{queued}/results?{query}", headers=bearer(ctx, "viewer"))
+    assert r.status_code == 400, r.json
+    assert field in r.json["fields"], r.json
+
+
+def test_results_with_wait_check_view_and_find_no_unknown_job(
+    ctx: Context, client: FlaskClient, dispatcher: MemoryDispatcher, developer: Principal
+) -> None:
+    job_id = ended_function_job(ctx, dispatcher, developer)
+    queued = service.submit_job(ctx, developer, function_spec([1])).id
+    for some in (job_id, queued):  # refused whether or not there would be results to read
+        with pytest.raises(PermissionDenied):
+            service.wait_for_results(ctx, NOBODY, some, 0.2)
+    assert client.get(f"/api/jobs/{job_id}/results?wait=1").status_code == 401
+    r = client.get("/api/jobs/no-such-job/results?wait=60", headers=bearer(ctx, "viewer"))
+    assert r.status_code == 404
+
+
+def test_results_with_wait_hold_a_live_slot(ctx: Context, developer: Principal) -> None:
+    capped = replace(ctx, settings=replace(ctx.settings, streams_per_principal=1))
+    client = create_app(context=capped).test_client()
+    headers = bearer(capped, "viewer")
+    reader = service.authenticate(capped, headers["Authorization"].split()[1])
+    queued = service.submit_job(capped, developer, function_spec([1])).id
+    done = ended_function_job(capped, capped.dispatcher, developer)  # type: ignore[arg-type]
+    with acquire_slot(capped, reader):
+        refused = client.get(f"/api/jobs/{queued}/results?wait=5", headers=headers)
+        at_once = client.get(f"/api/jobs/{done}/results?wait=5", headers=headers)
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "10"
+    assert at_once.status_code == 200 and at_once.json["ended"] is True
