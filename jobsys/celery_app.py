@@ -143,6 +143,9 @@ def make_celery(settings: Settings, *, publisher: bool = False) -> JobsysCelery:
         # leaves it on the queue for another worker.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        # Celery's prefork pool, which also notices a dead pool process within
+        # half a second when its event loop misses the death: workers/pool.py.
+        worker_pool="workers.pool:TaskPool",
         worker_prefetch_multiplier=1,
         task_track_started=True,
         # Workers send task events (Flower's task pages live on them). The
