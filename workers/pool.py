@@ -1,4 +1,4 @@
-"""Celery's prefork pool, which also notices a dead pool process within a second.
+"""Celery's prefork pool, which also notices a dead pool process within half a second.
 
 The pool learns that a process died when the process's sentinel pipe becomes
 readable in the worker's event loop, and as a backstop every 5 s. Drills
