@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,35 +114,59 @@ WAIT_HEADER = "Jobsys-Wait"
 @needs(Right.VIEW)
 def get_job(job_id: str) -> Response:
     """With ``wait=S`` (0 < S <= 60), answers as soon as the job has ended, or
-    after S seconds with its current state."""
+    after S seconds with its current state. With ``results=N`` (1 to 100) an
+    ended job comes with its first N outcomes, as ``/results`` gives them."""
     wait = request.args.get("wait")
+    inline = int_arg("results", None)
+    if inline is not None:
+        service.check_inline_results(inline)
     if wait is None:
-        return jsonify(service.get_job(context(), api_principal(), job_id).to_dict())
-    try:
-        job = service.wait_for_job(context(), api_principal(), job_id, wait)
-    except TooManyStreams as exc:
-        return _too_many(exc)
-    response = jsonify(job.to_dict())
-    response.headers[WAIT_HEADER] = "1"
+        job = service.get_job(context(), api_principal(), job_id)
+    else:
+        try:
+            job = service.wait_for_job(context(), api_principal(), job_id, wait)
+        except TooManyStreams as exc:
+            return _too_many(exc)
+    response = _json_page(_with_results([job], inline)[0])
+    if wait is not None:
+        response.headers[WAIT_HEADER] = "1"
     return response
+
+
+def _with_results(jobs: Sequence[service.JobInfo], inline: int | None) -> list[dict[str, Any]]:
+    """Each job as JSON, with ``results`` (its first ``inline`` outcomes) when
+    asked for and it ended with item results."""
+    pages = (
+        service.first_results(context(), api_principal(), jobs, inline)
+        if inline is not None
+        else {}
+    )
+    return [
+        {**job.to_dict(), "results": pages[job.id]} if job.id in pages else job.to_dict()
+        for job in jobs
+    ]
 
 
 @bp.post("/jobs/wait")
 @needs(Right.VIEW)
 def wait_for_jobs() -> Response:
-    """``{"ids": [...up to 1,000], "timeout_s": S}``: answers as soon as one of
-    them has ended (or after S seconds) with ``ended`` (jobs), ``open`` and
-    ``missing`` (ids no job has)."""
+    """``{"ids": [...up to 1,000], "timeout_s": S, "results": N}``: answers as
+    soon as one of them has ended (or after S seconds) with ``ended`` (jobs,
+    each with its first N outcomes when asked), ``open`` and ``missing`` (ids no
+    job has)."""
     body = json_body()
     if not isinstance(body, dict):
         raise SpecError({"body": 'send a JSON object: {"ids": [...], "timeout_s": 30}'})
+    inline = body.get("results")
+    if inline is not None:
+        service.check_inline_results(inline)
     try:
         waited = service.wait_for_jobs(
             context(), api_principal(), body.get("ids"), body.get("timeout_s", 30)
         )
     except TooManyStreams as exc:
         return _too_many(exc)
-    return jsonify(waited.to_dict())
+    return _json_page({**waited.to_dict(), "ended": _with_results(waited.ended, inline)})
 
 
 def _too_many(exc: TooManyStreams) -> Response:

@@ -29,7 +29,7 @@ from concurrent.futures import Executor as _Executor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
-from jobsys.client.http import Client, Job
+from jobsys.client.http import INLINE_RESULTS, Client, Job
 from jobsys.errors import DispatchError, JobsysError, NotFoundError, TooManyStreams
 from jobsys.states import JobStatus
 
@@ -196,7 +196,13 @@ class Executor(_Executor):
 
     def _follow(self, job_ids: list[str]) -> None:
         """One wait on ``job_ids``; settles the futures of those that ended."""
-        body = {"ids": job_ids, "timeout_s": min(60.0, max(0.001, self._poll_s))}
+        # Each ended job comes with its first outcomes: a one-call future is settled
+        # from this answer, without a results request of its own.
+        body = {
+            "ids": job_ids,
+            "timeout_s": min(60.0, max(0.001, self._poll_s)),
+            "results": INLINE_RESULTS,
+        }
         try:
             waited = self._client.request(
                 "POST", "/api/jobs/wait", json=body, timeout=self._poll_s + 30

@@ -284,8 +284,22 @@ class Job:
 
     def __init__(self, client: Client, data: dict[str, Any]) -> None:
         self.client = client
+        #: The first page of outcomes an answer about the job's end carried
+        #: (``results=N``); ``outcomes`` starts from it instead of asking again.
+        self._first_page: dict[str, Any] | None = None
         self.data = data
         self.id: str = data["id"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The job as last read."""
+        return self._data
+
+    @data.setter
+    def data(self, data: dict[str, Any]) -> None:
+        page = data.pop("results", None)
+        self._first_page = page if isinstance(page, dict) and page.get("offset") == 0 else None
+        self._data = data
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.data.get('name')!r} {self.status}>"
@@ -340,9 +354,9 @@ class Job:
             connect=base.connect, read=seconds + 30, write=base.write, pool=base.pool
         )
         try:
-            response = self.client._http.get(
-                f"/api/jobs/{self.id}", params={"wait": _seconds(seconds)}, timeout=timeout
-            )
+            # An ended job's first outcomes come along: results() then asks for no page.
+            params = {"wait": _seconds(seconds), "results": INLINE_RESULTS}
+            response = self.client._http.get(f"/api/jobs/{self.id}", params=params, timeout=timeout)
         except httpx.TransportError as exc:
             raise DispatchError(
                 f"cannot reach the jobsys server at {self.client.url}: {exc}"
@@ -352,7 +366,7 @@ class Job:
             return False
         if not response.is_success:
             raise _error_from(response)
-        self.data = response.json()
+        self.data = _loads(response.content)
         return WAIT_HEADER in response.headers
 
     def results(
@@ -398,7 +412,10 @@ class Job:
         # The next page is fetched while this one is decoded and consumed: the
         # server's query and the transfer overlap the caller's work, and at most
         # two pages are held at once.
-        first = None if JobStatus(self.status) in FINISHED else self._first_page(timeout)
+        if JobStatus(self.status) in FINISHED:
+            first = self._first_page
+        else:
+            first = self._wait_for_first_page(timeout)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobsys-results") as pool:
             pending = pool.submit(self._results_page, 0) if first is None else None
             while first is not None or pending is not None:
@@ -414,7 +431,7 @@ class Job:
                     else:
                         yield False, o["error"]
 
-    def _first_page(self, timeout: float | None) -> dict[str, Any] | None:
+    def _wait_for_first_page(self, timeout: float | None) -> dict[str, Any] | None:
         """The first page of results once the job has ended, each request a
         long-poll of at most ``WAIT_ROUND_S``; None when it must be read by a
         plain request after ``wait()`` (a server without ``?wait=`` on results,
@@ -578,6 +595,9 @@ STREAM_RETRY_S = 0.5
 
 #: Results per request when reading them back (the server's maximum page).
 RESULTS_PAGE = 20_000
+#: Outcomes an answer about a job's end brings along (the server's maximum,
+#: ``jobsys.service.jobs.MAX_INLINE_RESULTS``): all of a small job's.
+INLINE_RESULTS = 100
 #: JSON bodies larger than this are sent gzip-compressed.
 GZIP_ABOVE = 64 * 1024
 

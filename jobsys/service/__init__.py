@@ -25,6 +25,8 @@ from jobsys.service.firing import Fired, fire_due_schedules, next_fire_time
 from jobsys.service.idempotency import Idempotency
 from jobsys.service.job_list import JobFilter, list_jobs
 from jobsys.service.jobs import (
+    check_inline_results,
+    first_results,
     get_job,
     job_logs,
     job_results,
@@ -127,6 +129,7 @@ __all__ = [
     "cancel_job",
     "cancel_job_of_task",
     "cancel_jobs",
+    "check_inline_results",
     "complete_step",
     "create_schedule",
     "create_token",
@@ -138,6 +141,7 @@ __all__ = [
     "finish_job",
     "finish_task",
     "fire_due_schedules",
+    "first_results",
     "follow_job",
     "gather_function_step",
     "get_job",

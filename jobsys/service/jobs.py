@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecErro
 from jobsys.service.audit import audit_entry
 from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_claimed
 from jobsys.service.idempotency import Idempotency, store_job
-from jobsys.service.records import JobInfo, LogEntry, ResultStream, TaskInfo
+from jobsys.service.records import JobInfo, LogEntry, ResultStream, StepInfo, TaskInfo
 from jobsys.service.worker_slots import function_slots
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import (
@@ -40,6 +40,8 @@ MAX_LOG_TAIL = 10_000
 #: Item outcomes per results page: by default, and at most (a page is one answer).
 RESULTS_PAGE = 1_000
 MAX_RESULTS_PAGE = 20_000
+#: The most outcomes an answer about a job's end may carry (``first_results``).
+MAX_INLINE_RESULTS = 100
 
 
 def submit_job(
@@ -289,15 +291,73 @@ def job_results(
     check_page(offset, limit)
     with ctx.sessions.reading() as session:
         job, step = _results_step(session, job_id)
-        stop = min(step.total_items, offset + limit)
-        results = _outcomes(ctx, session, step, offset, stop)
-        return {
-            **_results_head(principal, job, step),
-            "offset": offset,
-            "limit": limit,
-            "next_offset": stop if stop < step.total_items else None,
-            "results": results,
-        }
+        return _page(ctx, principal, session, job, step, offset, limit)
+
+
+def first_results(
+    ctx: Context, principal: Principal, jobs: Sequence[JobInfo], limit: Any
+) -> dict[str, dict[str, Any]]:
+    """The first page (``limit`` outcomes, 1 to ``MAX_INLINE_RESULTS``) of each
+    of ``jobs`` that has ended with item results, by job id, read in one session;
+    a job without (still open, no function step, or purged meanwhile) is left out.
+
+    The answers that tell a caller a job ended (``?wait=`` and ``POST
+    /api/jobs/wait``) carry it on request (``results=N``), so a one-call job
+    costs its submit and one wait, not a third request for a one-item page."""
+    require(principal, Right.VIEW)
+    check_inline_results(limit)
+    # The job as the caller just read it says which step holds the results
+    # and how many: only the outcomes are read, in one query per job.
+    found = [
+        (info, step)
+        for info in jobs
+        if JobStatus(info.status).finished
+        and (step := _results_step_of(info)) is not None
+        and JobStatus(step.status).finished
+    ]
+    pages: dict[str, dict[str, Any]] = {}
+    if not found:
+        return pages
+    with ctx.sessions.reading() as session:
+        for info, step in found:
+            pages[info.id] = _page(ctx, principal, session, info, step, 0, limit)
+    return pages
+
+
+def _results_step_of(info: JobInfo) -> StepInfo | None:
+    """The step whose outcomes are the job's results: its last function step."""
+    return next((s for s in reversed(info.steps) if s.kind == "function"), None)
+
+
+def check_inline_results(limit: Any) -> None:
+    """SpecError unless ``limit`` is a count ``first_results`` serves: callers
+    check it before they wait, so bad input is refused at once."""
+    if (
+        not isinstance(limit, int)
+        or isinstance(limit, bool)
+        or not 1 <= limit <= MAX_INLINE_RESULTS
+    ):
+        raise SpecError(
+            {
+                "results": f"give how many outcomes to include, from 1 to {MAX_INLINE_RESULTS}; "
+                "read more from /api/jobs/<id>/results"
+            }
+        )
+
+
+def _page(
+    ctx: Context, principal: Principal, session: Any, job: Any, step: Any, offset: int, limit: int
+) -> dict[str, Any]:
+    """A results page: ``job`` has the job's ``id`` and ``code_owner``, ``step``
+    the results step's ``id``, ``position``, ``status`` and item counts."""
+    stop = min(step.total_items, offset + limit)
+    return {
+        **_results_head(principal, job, step),
+        "offset": offset,
+        "limit": limit,
+        "next_offset": stop if stop < step.total_items else None,
+        "results": _outcomes(ctx, session, job.id, step.id, offset, stop),
+    }
 
 
 def check_page(offset: int, limit: int) -> None:
@@ -325,7 +385,7 @@ def stream_job_results(
                 found = session.get(Step, step_id)
                 if found is None:  # purged while it was being read
                     raise NotFoundError(f"job {job_id} was deleted while it was read")
-                yield _outcomes(ctx, session, found, offset, min(total, offset + page))
+                yield _outcomes(ctx, session, job_id, step_id, offset, min(total, offset + page))
 
     return ResultStream(head=head, pages=pages())
 
@@ -371,16 +431,23 @@ def _results_head(principal: Principal, job: Any, step: Any) -> dict[str, Any]:
 
 
 def _outcomes(
-    ctx: Context, session: Any, step: Any, offset: int, stop: int
+    ctx: Context, session: Any, job_id: str, step_id: str, offset: int, stop: int
 ) -> list[dict[str, Any]]:
-    """Outcomes ``[offset, stop)`` of ``step`` (anything with its ``id`` and
-    ``job_id``), from the chunks that overlap them only."""
+    """Outcomes ``[offset, stop)`` of the step, from the chunks that overlap them
+    only (the columns a page needs, not whole task rows)."""
     if offset >= stop:
         return []
-    runs = session.scalars(
-        select(TaskRun)
+    runs = session.execute(
+        select(
+            TaskRun.chunk_index,
+            TaskRun.item_start,
+            TaskRun.item_stop,
+            TaskRun.state,
+            TaskRun.error,
+            TaskRun.results,
+        )
         .where(
-            TaskRun.step_id == step.id,
+            TaskRun.step_id == step_id,
             TaskRun.item_stop > offset,
             TaskRun.item_start < stop,
         )
@@ -389,7 +456,7 @@ def _outcomes(
     # A result blob serves only the step it was signed for: one copied in from
     # another job's rows is refused here, before a client that trusts this
     # job's code owner would unpickle it.
-    binding = Binding(Purpose.RESULT, step.job_id, step.id)
+    binding = Binding(Purpose.RESULT, job_id, step_id)
     results: list[dict[str, Any]] = []
     for run in runs:
         outcomes: list[Any] = list(run.results or [])
@@ -419,7 +486,7 @@ def _served(ctx: Context, outcome: dict[str, Any], binding: Binding) -> dict[str
     return {**outcome, "value": value}
 
 
-def _missing(run: TaskRun) -> dict[str, Any]:
+def _missing(run: Any) -> dict[str, Any]:
     message = run.error or f"chunk {run.chunk_index} did not run ({run.state})"
     return {"ok": False, "error": {"type": "ChunkError", "message": message, "traceback": ""}}
 

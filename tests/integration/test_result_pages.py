@@ -1,7 +1,8 @@
 """``Job.iter_results()`` and ``Job.results()`` across more than one 20,000-item
 page (README: they "read them page by page (following ``next_offset``)"; the
 API's page is "at most 20,000"), for a function job run by the live stack's
-worker: every item's value once, in item order, one request per page."""
+worker: every item's value once, in item order, one request per page (the
+first 100 came with the wait's answer)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ pytestmark = pytest.mark.integration
 
 #: The server's maximum page, as the README says it (not imported from the code).
 PAGE = 20_000
-#: Two pages: a full one and a partial last one.
-ITEMS = PAGE + 1_234
+#: What the answer to a wait brings along (README: "its first 100 outcomes").
+INLINE = 100
+#: Two pages after those: a full one and a partial last one.
+ITEMS = INLINE + PAGE + 1_234
 
 
 def triple(x: int) -> int:
@@ -43,8 +46,13 @@ def test_results_and_iter_results_follow_every_page_once_in_order(stack: LiveSta
         job = c.map(triple, range(ITEMS), chunk_size=7_000).wait(timeout=120)
         assert job.status == "completed", job.error
         expected = [3 * x for x in range(ITEMS)]
-        pages = [{"offset": str(offset), "limit": str(PAGE)} for offset in range(0, ITEMS, PAGE)]
+        # The answer that told of the end brought the first INLINE outcomes along;
+        # the pages follow on from there.
+        pages = [
+            {"offset": str(offset), "limit": str(PAGE)} for offset in range(INLINE, ITEMS, PAGE)
+        ]
         assert len(pages) == 2
+        assert transport.pages == []
 
         iterated = job.iter_results()
         assert next(iterated) == 0

@@ -242,13 +242,17 @@ def test_job_wait_long_polls_and_times_out(stack: LiveStack) -> None:
             assert not late.is_set()
         waits = [r for r in sent if r.url.path == f"/api/jobs/{job.id}"]
         assert waits and all("wait" in r.url.params for r in waits)
+        # the answer that told of the end brought the one outcome along
+        asked = len(sent)
+        assert job.results() == [2] and len(sent) == asked
         with pytest.raises(TimeoutError):
             c.job(queued.id).wait(timeout=0.5)
 
 
 def test_the_executor_follows_every_future_with_one_wait(stack: LiveStack) -> None:
     """Twenty open futures: no thread per future, and the follower asks about
-    them all in one ``POST /api/jobs/wait`` instead of reading each job."""
+    them all in one ``POST /api/jobs/wait`` instead of reading each job, whose
+    answers bring each ended job's outcome along."""
     with stack.client() as c:
         sent: list[httpx.Request] = []
         c._http.event_hooks["request"].append(sent.append)
@@ -260,6 +264,8 @@ def test_the_executor_follows_every_future_with_one_wait(stack: LiveStack) -> No
     paths = [r.url.path for r in sent]
     job_reads = [p for p in paths if p.startswith("/api/jobs/") and p.count("/") == 3]
     assert job_reads == ["/api/jobs/wait"] * len(job_reads)  # never GET /api/jobs/<id>
+    # each ended job's outcome came in the wait's answer: no results request
+    assert not [p for p in paths if p.endswith("/results")], paths
     named = [len(json.loads(r.content)["ids"]) for r in sent if r.url.path == "/api/jobs/wait"]
     assert max(named) > 1
 

@@ -250,3 +250,58 @@ def test_results_with_wait_hold_a_live_slot(ctx: Context, developer: Principal) 
         at_once = client.get(f"/api/jobs/{done}/results?wait=5", headers=headers)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "10"
     assert at_once.status_code == 200 and at_once.json["ended"] is True
+
+
+def test_an_ended_job_comes_with_its_first_outcomes_when_asked(
+    ctx: Context, dispatcher: MemoryDispatcher, client: FlaskClient, developer: Principal
+) -> None:
+    """``results=N`` on the job and on the many-jobs wait: the same page
+    ``/results?limit=N`` gives, so a one-call job needs no third request."""
+    job_id = ended_function_job(ctx, dispatcher, developer)
+    headers = bearer(ctx, "viewer")
+    page = client.get(f"/api/jobs/{job_id}/results?limit=2", headers=headers).json
+    one = client.get(f"/api/jobs/{job_id}?wait=60&results=2", headers=headers)
+    assert one.status_code == 200, one.json
+    assert one.json["results"] == page
+    assert [o["value"] for o in page["results"]] == [10, 20] and page["next_offset"] == 2
+    plain = client.get(f"/api/jobs/{job_id}?results=100", headers=headers).json
+    assert [o["value"] for o in plain["results"]["results"]] == [10, 20, 30]
+    assert plain["results"]["next_offset"] is None
+    assert "results" not in client.get(f"/api/jobs/{job_id}", headers=headers).json
+    many = client.post(
+        "/api/jobs/wait", json={"ids": [job_id], "timeout_s": 60, "results": 2}, headers=headers
+    )
+    assert many.status_code == 200, many.json
+    assert many.json["ended"][0]["results"] == page
+
+
+def test_inline_outcomes_are_only_for_ended_jobs_with_results(
+    ctx: Context, dispatcher: MemoryDispatcher, client: FlaskClient, developer: Principal
+) -> None:
+    headers = bearer(ctx, "viewer")
+    docker = ended_job(ctx, dispatcher, developer)
+    queued = service.submit_job(ctx, developer, function_spec([1])).id
+    for job_id in (docker, queued):
+        r = client.get(f"/api/jobs/{job_id}?results=10", headers=headers)
+        assert r.status_code == 200 and "results" not in r.json, r.json
+    many = client.post(
+        "/api/jobs/wait",
+        json={"ids": [docker, queued], "timeout_s": 0.2, "results": 10},
+        headers=headers,
+    )
+    assert [j["id"] for j in many.json["ended"]] == [docker]
+    assert "results" not in many.json["ended"][0]
+
+
+@pytest.mark.parametrize("results", ["0", "101", "-1", "x"])
+def test_a_bad_results_count_is_a_400_before_any_wait(
+    ctx: Context, client: FlaskClient, developer: Principal, results: str
+) -> None:
+    """An open job would otherwise hold the caller for the whole wait first."""
+    queued = service.submit_job(ctx, developer, function_spec([1])).id
+    headers = bearer(ctx, "viewer")
+    r = client.get(f"/api/jobs/{queued}?wait=60&results={results}", headers=headers)
+    assert r.status_code == 400 and "results" in r.json["fields"], r.json
+    body = {"ids": [queued], "timeout_s": 60, "results": int(results) if results != "x" else "x"}
+    many = client.post("/api/jobs/wait", json=body, headers=headers)
+    assert many.status_code == 400 and "results" in many.json["fields"], many.json
