@@ -178,6 +178,8 @@ class TaskRun(Base):
 
     __table_args__ = (
         Index("ix_task_runs_job", "job_id", "step_id", "chunk_index"),
+        # A step's runs in item order: its end and its results pages.
+        Index("ix_task_runs_step", "step_id", "item_start"),
         # The dashboard's running tasks and the last hour's ended ones.
         Index("ix_task_runs_state", "state"),
         Index("ix_task_runs_finished", "finished_at"),
