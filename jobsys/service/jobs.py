@@ -188,8 +188,8 @@ def _step_row(
 
 def get_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     require(principal, Right.VIEW)
-    with ctx.sessions.reading() as session:
-        found = read_job_infos(session, [job_id])
+    with ctx.sessions.reading_connection() as conn:
+        found = read_job_infos(conn, [job_id])
     if not found:
         raise NotFoundError(f"no job with id {job_id!r}")
     return found[0]
@@ -216,7 +216,8 @@ _STEP_COLUMNS = tuple(
 
 def read_job_infos(session: Any, ids: list[str]) -> list[JobInfo]:
     """The jobs of ``ids`` (those that exist, in no set order) with their steps,
-    by two Core selects of the columns shown: no ORM object graph."""
+    by two Core selects of the columns shown: no ORM object graph (``session``
+    may be a bare connection)."""
     if not ids:
         return []
     jobs = session.execute(select(*_JOB_COLUMNS).where(Job.__table__.c.id.in_(ids))).all()
@@ -318,9 +319,9 @@ def first_results(
     pages: dict[str, dict[str, Any]] = {}
     if not found:
         return pages
-    with ctx.sessions.reading() as session:
+    with ctx.sessions.reading_connection() as conn:
         for info, step in found:
-            pages[info.id] = _page(ctx, principal, session, info, step, 0, limit)
+            pages[info.id] = _page(ctx, principal, conn, info, step, 0, limit)
     return pages
 
 

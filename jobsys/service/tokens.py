@@ -219,9 +219,10 @@ def verify_token(ctx: Context, token: str | None, *, source: str = "") -> tuple[
         raise Unauthenticated("malformed token: tokens look like jst_<12 hex>.<secret>")
     # One read, in a session that takes no write lock: every request pays it.
     # Still one row per request (a revoked token stops at once), but a Core
-    # read of a statement built once: no ORM objects, no statement to build.
-    with ctx.sessions.reading() as session:
-        found = session.execute(_TOKEN_READ, {"key_id": parts[0]}).first()
+    # read of a statement built once on a bare connection: no ORM objects, no
+    # statement to build, no session.
+    with ctx.sessions.reading_connection() as conn:
+        found = conn.execute(_TOKEN_READ, {"key_id": parts[0]}).first()
     row: Any = found
     owner: Any = None
     if found is not None and found.owner_id is not None:

@@ -269,18 +269,18 @@ def _answered(ids: list[str], statuses: dict[str, str]) -> bool:
 
 def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    with ctx.sessions.reading() as session:
+    with ctx.sessions.reading_connection() as conn:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
-            rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(batch)))
+            rows = conn.execute(select(Job.id, Job.status).where(Job.id.in_(batch)))
             found.update((row.id, row.status) for row in rows)
     return found
 
 
 def _job_infos(ctx: Context, ids: list[str]) -> list[JobInfo]:
     infos: list[JobInfo] = []
-    with ctx.sessions.reading() as session:
+    with ctx.sessions.reading_connection() as conn:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
-            infos.extend(read_job_infos(session, batch))
+            infos.extend(read_job_infos(conn, batch))
     return infos

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +34,15 @@ class SessionFactory(sessionmaker[Session]):
         """A session that must not write: on SQLite its transaction begins
         deferred, taking no write lock (a write in it fails: "attempt to write
         a readonly database"); elsewhere it is an ordinary session."""
+        return self(bind=self._reading_engine())
+
+    def reading_connection(self) -> Connection:
+        """A bare connection for Core reads, with ``reading()``'s transaction
+        rules: for the one-statement reads every request makes (its token), where
+        a session's bookkeeping cost more than the query."""
+        return self._reading_engine().connect()
+
+    def _reading_engine(self) -> Engine:
         # One option engine for the factory's life: making it is a copy of the
         # engine's options, which every request paid.
         bind = self.kw["bind"]
@@ -41,7 +50,7 @@ class SessionFactory(sessionmaker[Session]):
         if cached is None or cached[0] is not bind:
             cached = (bind, bind.execution_options(**{READ_ONLY: True}))
             self.__dict__["_reader"] = cached
-        return self(bind=cached[1])
+        return cached[1]
 
 
 def make_engine(url: str) -> Engine:

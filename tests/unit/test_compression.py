@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import gzip
 import json
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, inspect
+from sqlalchemy import text as sql
 
 from jobsys import service
 from jobsys.auth import Principal
@@ -19,7 +18,6 @@ from jobsys.client.http import _gzipped, _spec_with_items
 from jobsys.context import Context
 from jobsys.errors import SpecError
 from jobsys.states import JobStatus
-from jobsys.store.models import TaskRun
 from tests.support.auth import bearer
 from webui import create_app
 from webui.compression import MIN_SIZE
@@ -112,28 +110,36 @@ def test_results_in_pages(ctx: Context, dispatcher: MemoryDispatcher) -> None:
         service.finish_task(ctx, chunk.task_id, ok=True, results=values, failed_items=0)
     assert service.gather_function_step(ctx, plan.step_id) is JobStatus.COMPLETED
 
-    chunks_read: list[int] = []
+    with ctx.sessions() as session:
+        stored = dict(
+            session.execute(
+                sql("SELECT chunk_index, results FROM task_runs WHERE step_id = :s"),
+                {"s": plan.step_id},
+            ).all()
+        )
 
-    def on_load(run: TaskRun, _context: Any) -> None:
-        if "results" in inspect(run).dict:  # this row's outcomes came from the database
-            chunks_read.append(run.chunk_index)
-
-    def page(offset: int, limit: int) -> tuple[list[int], list[int]]:
-        """The page's values, and the chunks whose outcomes were read for it."""
-        chunks_read.clear()
-        event.listen(TaskRun, "load", on_load)
-        try:
-            found = service.job_results(ctx, DEV, job.id, offset=offset, limit=limit)
-        finally:
-            event.remove(TaskRun, "load", on_load)
+    def page(offset: int, limit: int, chunks: list[int]) -> list[int]:
+        """The page's values, read while every chunk but ``chunks`` holds
+        outcomes that cannot be decoded: reading one of those fails the page."""
+        with ctx.sessions.begin() as session:
+            for index, raw in stored.items():
+                session.execute(
+                    sql(
+                        "UPDATE task_runs SET results = :r WHERE step_id = :s AND chunk_index = :i"
+                    ),
+                    {"r": raw if index in chunks else "{not json", "s": plan.step_id, "i": index},
+                )
+        found = service.job_results(ctx, DEV, job.id, offset=offset, limit=limit)
         assert found["total"] == 10 and found["offset"] == offset
-        return [r["value"] for r in found["results"]], sorted(chunks_read)
+        return [r["value"] for r in found["results"]]
 
-    assert page(0, 1000) == (list(range(10)), [0, 1, 2, 3])
-    assert page(2, 5) == ([2, 3, 4, 5, 6], [0, 1, 2])  # across three chunks
-    assert page(3, 3) == ([3, 4, 5], [1])  # exactly one chunk
-    assert page(8, 100) == ([8, 9], [2, 3])
-    assert page(10, 5) == ([], [])
+    with pytest.raises(ValueError):  # the decoy works: an undecodable chunk fails its page
+        page(0, 3, [])
+    assert page(0, 1000, [0, 1, 2, 3]) == list(range(10))
+    assert page(2, 5, [0, 1, 2]) == [2, 3, 4, 5, 6]  # across three chunks
+    assert page(3, 3, [1]) == [3, 4, 5]  # exactly one chunk
+    assert page(8, 100, [2, 3]) == [8, 9]
+    assert page(10, 5, []) == []
     for bad in ({"offset": -1, "limit": 10}, {"offset": 0, "limit": 0}):
         with pytest.raises(SpecError):
             service.job_results(ctx, DEV, job.id, **bad)  # type: ignore[arg-type]
