@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import httpx
+
 from bench import calls, docker_steps, job_list, maps, schedule_lateness
 from bench.env import (
     JobsysStack,
@@ -36,6 +38,8 @@ from bench.env import (
     start_redis,
 )
 from bench.results import ERROR, Row, table, write_json
+from jobsys.stack import web_command
+from jobsys.testing import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -232,6 +236,11 @@ class Bench:
         if not base:
             return
         self.measure(
+            "throughput-floor",
+            lambda: self.floor(base),
+            Row("submit throughput floor: bare Flask app", "per_s", 2.0),
+        )
+        self.measure(
             "throughput",
             lambda: calls.throughput_row("SQLite", base, sqlite, p.submits, p.reps, p.timeout),
             Row("submit throughput, SQLite", "per_s", 2.0),
@@ -255,8 +264,33 @@ class Bench:
 
         self.measure("throughput", pg_side, Row(name, "per_s", 2.0))
 
+    def floor(self, base: list[float]) -> Row:
+        """The bare app's row: its gunicorn up for this row only."""
+        port = free_port()
+        name = "bare-web"
+        self.procs.spawn(
+            name, web_command(f"127.0.0.1:{port}", "bench.bare_app:app"), dict(os.environ), REPO
+        )
+        url = f"http://127.0.0.1:{port}"
 
-GROUPS = "map-<n>, map-large, cpu, one-call, throughput, docker, cancel, logs, schedule, job-list"
+        def up() -> bool:
+            self.procs.check(name)
+            try:
+                return httpx.get(f"{url}/", timeout=2).status_code == 404
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_until(up, 60, "the bare Flask app")
+            return calls.floor_row(base, url, self.plan.submits, self.plan.reps)
+        finally:
+            self.procs.stop(name)
+
+
+GROUPS = (
+    "map-<n>, map-large, cpu, one-call, throughput-raw, throughput-floor, throughput, docker, "
+    "cancel, logs, schedule, job-list"
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 from celery import Celery
 
 from bench.env import JobsysStack, RawWorker
@@ -175,6 +176,36 @@ def jobsys_rates(
             for job_id in ids:
                 client.job(job_id).wait(timeout=timeout)
     return rates, len(throttled)
+
+
+def floor_rates(url: str, submits: int, reps: int) -> list[float]:
+    """``jobsys_rates`` against the bare app (bench/bare_app.py): the same
+    requests from the same threads, answered by a server that does nothing."""
+
+    def work(count: int, out: list[Any]) -> None:
+        with httpx.Client(base_url=url, timeout=60, headers={"Authorization": "Bearer -"}) as http:
+            for _ in range(count):
+                r = http.post("/api/jobs", json=ONE_STEP)
+                if r.status_code != 202:
+                    raise AssertionError(f"bare POST /api/jobs: {r.status_code} {r.text[:300]}")
+                out.append(r.json()["id"])
+
+    return [submits / _in_threads(work, submits)[0] for _ in range(reps)]
+
+
+def floor_row(base: list[float], url: str, submits: int, reps: int) -> Row:
+    return Row(
+        "submit throughput floor: bare Flask app",
+        "per_s",
+        2.0,
+        base,
+        floor_rates(url, submits, reps),
+        f"reference, not a target: {submits} POST /api/jobs from {THREADS} threads to a Flask "
+        "app that parses the body and answers 202 (bench/bare_app.py: no token, database or "
+        "broker), under the jobsys web app's gunicorn command; ratio = raw apply_async rate / "
+        "its rate, the best any submit through this web stack could reach here",
+        reference=True,
+    )
 
 
 def throughput_row(

@@ -33,7 +33,7 @@ UNITS = ("s", "ms", "per_s", "MiB")
 #: Units where a larger figure is better.
 RATE_UNITS = ("per_s",)
 
-PASS, FAIL, SKIP, ERROR = "PASS", "FAIL", "SKIP", "ERROR"
+PASS, FAIL, SKIP, ERROR, INFO = "PASS", "FAIL", "SKIP", "ERROR", "INFO"
 
 
 def ratio_of(baseline: float, ours: float, unit: str) -> float:
@@ -76,6 +76,8 @@ class Row:
     absolute: bool = False
     #: SKIP or ERROR when the row could not be measured (the note says why).
     status: str | None = None
+    #: A reference for scale, not a target: its result is INFO, never PASS or FAIL.
+    reference: bool = False
 
     @classmethod
     def absolute_limit(
@@ -113,6 +115,8 @@ class Row:
             return self.status
         if not self.measured:
             return ERROR
+        if self.reference:
+            return INFO
         ratio = self.ratio
         assert ratio is not None
         return verdict(ratio, self.target)
@@ -185,6 +189,7 @@ LEGEND = (
     "ratio = times worse than the baseline (time/baseline time; for per_s, baseline rate/ours);",
     "PASS when ratio <= target. Rows marked * have an absolute target: their baseline",
     "is the limit itself and their target 1.0 (the note gives the raw Celery figure).",
+    "INFO rows are references for scale, not targets (the note says what they measure).",
 )
 
 
@@ -212,7 +217,7 @@ def table(rows: Sequence[Row], cores: int) -> str:
 
     out = [render(HEADER), "  ".join("-" * w for w in widths)]
     out += [render(cells) for cells in lines]
-    counts = {r: sum(row.result == r for row in rows) for r in (PASS, FAIL, SKIP, ERROR)}
+    counts = {r: sum(row.result == r for row in rows) for r in (PASS, FAIL, SKIP, ERROR, INFO)}
     out.append("")
     out.append(
         f"{len(rows)} rows on {cores} cores: "

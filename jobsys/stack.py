@@ -128,9 +128,10 @@ def redacted(url: str) -> str:
 WEB_THREADS = 32
 
 
-def web_command(bind: str) -> list[str]:
-    """gunicorn serving the web app and API: threads, so live views do not
-    starve page requests."""
+def web_command(bind: str, app: str = "webui.wsgi:app") -> list[str]:
+    """gunicorn serving the web app and API (``app``: another WSGI app under the
+    same server, for the bench's floor): threads, so live views do not starve
+    page requests."""
     return [
         sys.executable,
         "-m",
@@ -145,7 +146,7 @@ def web_command(bind: str) -> list[str]:
         str(WEB_THREADS),
         "--access-logfile",
         "-",
-        "webui.wsgi:app",
+        app,
     ]
 
 

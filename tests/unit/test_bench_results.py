@@ -11,6 +11,7 @@ import pytest
 from bench.results import (
     ERROR,
     FAIL,
+    INFO,
     PASS,
     SKIP,
     Row,
@@ -84,6 +85,15 @@ def test_rows_that_were_not_measured_say_so() -> None:
     assert Row.skipped("pg", "per_s", 2.0, "no PostgreSQL").result == SKIP
     assert Row("broken", "s", 1.0, [1.0], []).result == ERROR
     assert Row("broken", "s", 1.0).ratio is None
+
+
+def test_a_reference_row_has_its_ratio_and_no_verdict() -> None:
+    """The bare app's floor: measured like any row, but neither PASS nor FAIL."""
+    floor = Row("floor", "per_s", 2.0, [1000.0], [400.0], reference=True)
+    assert floor.ratio == 2.5 and floor.result == INFO
+    assert Row("floor", "per_s", 2.0, [1000.0], [900.0], reference=True).result == INFO
+    assert Row("floor", "per_s", 2.0, [1000.0], [], reference=True).result == ERROR
+    assert "1 INFO" in table([floor], 2) and floor.to_json(2)["result"] == INFO
 
 
 def test_the_json_is_the_issues_list_of_rows_with_the_core_count() -> None:
