@@ -229,8 +229,6 @@ def large_map_rows(
 
 def _main(argv: list[str]) -> int:
     """The client process of ``client_map``: prints its time and peak as JSON."""
-    import resource
-
     from jobsys import Client
 
     url, token, n, timeout = argv[0], argv[1], int(argv[2]), float(argv[3])
@@ -246,9 +244,24 @@ def _main(argv: list[str]) -> int:
     if count != n or checked != n:
         print(f"{count} results, {checked} right, of {n}", file=sys.stderr)
         return 1
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": took, "peak_mib": peak}))
+    print(json.dumps({"seconds": took, "peak_mib": own_peak_mib()}))
     return 0
+
+
+def own_peak_mib() -> float:
+    """This process's peak resident set since it started, in MiB.
+
+    VmHWM, not ``ru_maxrss``: on Linux a child made by (v)fork and exec keeps
+    its parent's high-water mark in ``ru_maxrss``, so the client reported the
+    bench's own peak (the raw side's million results, 336 MiB) as its own."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource  # not Linux: the best there is
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 if __name__ == "__main__":

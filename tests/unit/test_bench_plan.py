@@ -1,7 +1,11 @@
 """``make bench``'s sizes: the full run is what issue 16 asks for, the quick
-one stays small; and the schedule row's grouping of ticks into repetitions."""
+one stays small; the schedule row's grouping of ticks into repetitions; and
+the client memory row's reading of its own peak."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +31,14 @@ def test_ticks_are_cut_into_equal_groups_of_medians() -> None:
     assert groups([1.0, 2.0, 3.0, 10.0, 20.0, 30.0], 2) == [2.0, 20.0]
     assert groups([5.0, 1.0, 9.0], 3) == [5.0, 1.0, 9.0]
     assert groups([4.0, 6.0, 100.0], 1) == pytest.approx([6.0])
+
+
+def test_the_client_peak_is_its_own_not_its_parents() -> None:
+    """A child's ``ru_maxrss`` starts at its parent's peak (fork and exec keep
+    it): the client's memory row reads VmHWM, which a fresh process starts low."""
+    ballast = bytearray(300 * 1024 * 1024)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident in the parent
+    code = "from bench.maps import own_peak_mib; print(own_peak_mib())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    del ballast
+    assert float(out.stdout) < 200, out.stdout
