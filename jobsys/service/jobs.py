@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, defer
 
 from jobsys.auth import Principal, Right, require
@@ -220,17 +220,24 @@ def read_job_infos(session: Any, ids: list[str]) -> list[JobInfo]:
     may be a bare connection)."""
     if not ids:
         return []
-    jobs = session.execute(select(*_JOB_COLUMNS).where(Job.__table__.c.id.in_(ids))).all()
+    jobs = session.execute(_JOBS_BY_ID, {"b_ids": ids}).all()
     if not jobs:
         return []
     steps: dict[str, list[Any]] = {job.id: [] for job in jobs}
-    for step in session.execute(
-        select(*_STEP_COLUMNS)
-        .where(Step.__table__.c.job_id.in_(list(steps)))
-        .order_by(Step.__table__.c.job_id, Step.__table__.c.position)
-    ):
+    for step in session.execute(_STEPS_OF_JOBS, {"b_jobs": list(steps)}):
         steps[step.job_id].append(step)
     return [JobInfo.of(job, steps[job.id]) for job in jobs]
+
+
+# Built once: building a select and its IN list cost a third of a job read.
+_JOBS_BY_ID = select(*_JOB_COLUMNS).where(
+    Job.__table__.c.id.in_(bindparam("b_ids", expanding=True))
+)
+_STEPS_OF_JOBS = (
+    select(*_STEP_COLUMNS)
+    .where(Step.__table__.c.job_id.in_(bindparam("b_jobs", expanding=True)))
+    .order_by(Step.__table__.c.job_id, Step.__table__.c.position)
+)
 
 
 def _require_job(session: Any, job_id: str) -> None:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from jobsys.auth import Principal, Right, require
 from jobsys.broker.events import WAIT_BLOCK_MS, Event
@@ -267,12 +267,16 @@ def _answered(ids: list[str], statuses: dict[str, str]) -> bool:
     return any(i not in statuses or statuses[i] in _ENDED for i in ids)
 
 
+#: Built once, as ``jobs.read_job_infos``'s reads are: every look runs it.
+_STATUSES = select(Job.id, Job.status).where(Job.id.in_(bindparam("b_ids", expanding=True)))
+
+
 def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     with ctx.sessions.reading_connection() as conn:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
-            rows = conn.execute(select(Job.id, Job.status).where(Job.id.in_(batch)))
+            rows = conn.execute(_STATUSES, {"b_ids": batch})
             found.update((row.id, row.status) for row in rows)
     return found
 
