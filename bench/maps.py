@@ -142,15 +142,19 @@ def reset_peaks(pid: int) -> bool:
 
 def peak_mib(pid: int) -> float:
     """The largest peak resident set (VmHWM) of one process under ``pid``, in MiB."""
-    peaks = []
-    for p in tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
-        except OSError:
-            continue
-    return max(peaks, default=0.0)
+    peaks = [_vm_hwm_mib(Path(f"/proc/{p}/status")) for p in tree(pid)]
+    return max((peak for peak in peaks if peak is not None), default=0.0)
+
+
+def _vm_hwm_mib(status: Path) -> float | None:
+    """VmHWM from a ``/proc/<pid>/status`` file, in MiB; None when it cannot be read."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def client_map(url: str, token: str, n: int, timeout: float) -> dict[str, float]:
@@ -254,11 +258,9 @@ def own_peak_mib() -> float:
     VmHWM, not ``ru_maxrss``: on Linux a child made by (v)fork and exec keeps
     its parent's high-water mark in ``ru_maxrss``, so the client reported the
     bench's own peak (the raw side's million results, 336 MiB) as its own."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+    peak = _vm_hwm_mib(Path("/proc/self/status"))
+    if peak is not None:
+        return peak
     import resource  # not Linux: the best there is
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -445,22 +445,7 @@ def _outcomes(
     only (the columns a page needs, not whole task rows)."""
     if offset >= stop:
         return []
-    runs = session.execute(
-        select(
-            TaskRun.chunk_index,
-            TaskRun.item_start,
-            TaskRun.item_stop,
-            TaskRun.state,
-            TaskRun.error,
-            TaskRun.results,
-        )
-        .where(
-            TaskRun.step_id == step_id,
-            TaskRun.item_stop > offset,
-            TaskRun.item_start < stop,
-        )
-        .order_by(TaskRun.item_start)
-    )
+    runs = session.execute(_PAGE_RUNS, {"b_step": step_id, "b_offset": offset, "b_stop": stop})
     # A result blob serves only the step it was signed for: one copied in from
     # another job's rows is refused here, before a client that trusts this
     # job's code owner would unpickle it.
@@ -476,6 +461,25 @@ def _outcomes(
             for o in outcomes[low - run.item_start : high - run.item_start]
         )
     return results
+
+
+#: Built once, as the job reads are: every results page (and inline page) runs it.
+_PAGE_RUNS = (
+    select(
+        TaskRun.chunk_index,
+        TaskRun.item_start,
+        TaskRun.item_stop,
+        TaskRun.state,
+        TaskRun.error,
+        TaskRun.results,
+    )
+    .where(
+        TaskRun.step_id == bindparam("b_step"),
+        TaskRun.item_stop > bindparam("b_offset"),
+        TaskRun.item_start < bindparam("b_stop"),
+    )
+    .order_by(TaskRun.item_start)
+)
 
 
 def _served(ctx: Context, outcome: dict[str, Any], binding: Binding) -> dict[str, Any]:
