@@ -12,7 +12,6 @@ import uuid
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
 
 from jobsys.broker.canvas import ChunkPlan, StepPlan
 from jobsys.context import Context
@@ -55,18 +54,16 @@ def dispatch_step(ctx: Context, step_id: str) -> bool:
     return True
 
 
-def claim_new_step(session: Session, step: Step) -> StepPlan:
-    """Claim a step being stored in ``session``'s transaction (a new job's first
-    step, or a schedule's fired job) with its task rows, so one commit stores the
-    job and its claim: every commit is a turn at SQLite's write lock, and a tick's
-    job is late by each one. Once the transaction has committed,
-    ``publish_claimed`` sends the plan. A new step has no earlier rows to replace,
-    so this needs none of ``dispatch_step``'s reads."""
+def claim_new_step(step: Step) -> tuple[StepPlan, list[TaskRun]]:
+    """Claim a step not yet stored (a new job's first step, or a schedule's fired
+    job): its plan, and its task rows to store with it, so one commit stores the
+    job and its claim (every commit is a turn at SQLite's write lock, and a
+    tick's job is late by each one). Once that has committed, ``publish_claimed``
+    sends the plan. A new step has no earlier rows to replace, so this needs none
+    of ``dispatch_step``'s reads."""
     step.dispatched_at = utcnow()
-    session.flush()  # the step's row and job_id first: the task rows refer to them
     plan = _plan(step)
-    session.add_all(_task_rows(step, plan))
-    return plan
+    return plan, _task_rows(step, plan)
 
 
 def publish_claimed(ctx: Context, plan: StepPlan) -> bool:

@@ -27,7 +27,8 @@ from jobsys.schedule_spec import Overlap
 from jobsys.service.dispatching import claim_new_step, publish_claimed
 from jobsys.service.schedules import schedule_job, timing_of
 from jobsys.states import JobStatus
-from jobsys.store.models import Job, Schedule, ScheduleRun, utcnow
+from jobsys.store.inserts import insert_rows, job_rows
+from jobsys.store.models import Base, Job, Schedule, ScheduleRun, utcnow
 from jobsys.timing import CatchUp, due_ticks
 
 log = logging.getLogger(__name__)
@@ -109,16 +110,18 @@ def _fire(ctx: Context, schedule_id: str, now: datetime) -> list[Fired]:
         ]
         row.next_fire_at = timing.next_after(now)
         row.last_fire_at = now
-        session.flush()  # a second firing of a tick fails here, with everything rolled back
         return fired
 
 
 def _fire_tick(
     ctx: Context, session: Session, row: Schedule, tick: datetime, trigger: str
 ) -> Fired:
-    run = ScheduleRun(schedule_id=row.id, tick=tick, trigger=trigger, fired_at=utcnow())
+    run = ScheduleRun(
+        schedule_id=row.id, tick=tick, trigger=trigger, fired_at=utcnow(), job_id=None, note=None
+    )
     busy = _unfinished_job(session, row.id) if row.overlap == Overlap.SKIP else None
-    job = None
+    rows: list[Base] = []
+    plan = None
     if busy is not None:
         run.outcome = "skipped"
         run.note = f"skipped: the previous run, job {busy}, has not finished (overlap: skip)"
@@ -130,11 +133,12 @@ def _fire_tick(
             run.note = f"could not start the job: {exc.message}"
             log.warning("schedule %s (%s): %s", row.name, row.id, run.note)
         else:
-            session.add(job)
             run.outcome, run.job_id = "submitted", job.id
-    session.add(run)
-    session.flush()
-    plan = claim_new_step(session, job.steps[0]) if job is not None else None
+            plan, task_rows = claim_new_step(job.steps[0])
+            rows = [*job_rows(job), *task_rows]
+    # The job before its run (the run refers to it); a second firing of the tick
+    # fails on the run's unique (schedule, tick), rolling the job back with it.
+    insert_rows(session, [*rows, run])
     return Fired(row.name, tick, trigger, run.outcome, run.job_id, run.fired_at, plan)
 
 

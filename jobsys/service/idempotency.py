@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,7 +27,8 @@ from sqlalchemy.orm import Session
 from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.errors import IdempotencyMismatch, SpecError
-from jobsys.store.models import IdempotencyKey, Job, utcnow
+from jobsys.store.inserts import insert_rows, job_rows
+from jobsys.store.models import Base, IdempotencyKey, Job, utcnow
 
 HEADER = "Idempotency-Key"
 #: How long a key names its job; older rows are ignored, then swept (``retention``).
@@ -67,39 +68,32 @@ def store_job(
     job: Job,
     once: Idempotency | None,
     *,
-    alongside: Callable[[Session], None] | None = None,
+    alongside: Sequence[Base] = (),
 ) -> str | None:
     """Commit a new job, with ``once``'s key when given; None when it was stored.
     For a repeat of an earlier request nothing is stored, and the id of the job
     that request made is returned instead.
 
-    ``alongside`` adds more rows to the job's transaction (its audit entry, its
-    first step's claim): they commit with the job, or not at all when it is a
-    repeat."""
+    ``alongside`` are more new rows for the job's transaction (its first step's
+    task rows, its audit entry): they commit with the job, or not at all when
+    it is a repeat."""
     if once is None:
         with ctx.sessions.begin() as session:
-            session.add(job)
-            if alongside is not None:
-                alongside(session)
+            insert_rows(session, [*job_rows(job), *alongside])
         return None
     try:
         with ctx.sessions.begin() as session:
             earlier = _earlier_job(session, principal.name, once)
             if earlier is not None:
                 return earlier
-            session.add(job)
-            session.flush()  # the job's row first: the key refers to it
-            session.add(
-                IdempotencyKey(
-                    principal=principal.name,
-                    key=once.key,
-                    fingerprint=once.fingerprint,
-                    job_id=job.id,
-                    created_at=utcnow(),
-                )
+            key = IdempotencyKey(
+                principal=principal.name,
+                key=once.key,
+                fingerprint=once.fingerprint,
+                job_id=job.id,
+                created_at=utcnow(),
             )
-            if alongside is not None:
-                alongside(session)
+            insert_rows(session, [*job_rows(job), key, *alongside])
     except IntegrityError:
         # A repeat running alongside committed first. Only PostgreSQL gets here:
         # SQLite's BEGIN IMMEDIATE queues the two, and the second finds the row.

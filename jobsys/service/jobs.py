@@ -9,10 +9,9 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import defer
 
 from jobsys.auth import Principal, Right, require
-from jobsys.broker.canvas import StepPlan
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
@@ -52,19 +51,14 @@ def submit_job(
     With ``once`` (an Idempotency-Key), a repeat of an earlier request gets that
     request's job back, marked ``replayed``, and nothing new is stored or sent."""
     job = new_job(ctx, principal, data)
-    first = job.steps[0]
-    plans: list[StepPlan] = []
-
-    def audit_and_claim(session: Session) -> None:
-        # One commit for the job, its audit entry and its first step's claim:
-        # every commit is a turn at SQLite's write lock (and a round trip).
-        session.add(audit_entry(principal, "job.submit", job.id, detail={"name": job.name}))
-        plans.append(claim_new_step(session, first))
-
-    earlier = store_job(ctx, principal, job, once, alongside=audit_and_claim)
+    # One commit for the job, its first step's claim and its audit entry: every
+    # commit is a turn at SQLite's write lock (and a round trip).
+    plan, task_rows = claim_new_step(job.steps[0])
+    entry = audit_entry(principal, "job.submit", job.id, detail={"name": job.name})
+    earlier = store_job(ctx, principal, job, once, alongside=[*task_rows, entry])
     if earlier is not None:
         return replace(get_job(ctx, principal, earlier), replayed=True)
-    publish_claimed(ctx, plans[0])  # refused: logged, and the outbox has the step
+    publish_claimed(ctx, plan)  # refused: logged, and the outbox has the step
     # The rows just committed are the job as stored: no need to read them back.
     return JobInfo.of(job)
 
@@ -122,7 +116,9 @@ def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str) -> Job
 def with_tags(job: Job) -> Job:
     """Give a new job row its creation time and the tag rows of its spec's tags."""
     job.created_at = job.created_at or utcnow()
-    job.tag_rows = [JobTag(tag=t, created_at=job.created_at) for t in job.spec.get("tags", [])]
+    job.tag_rows = [
+        JobTag(job_id=job.id, tag=t, created_at=job.created_at) for t in job.spec.get("tags", [])
+    ]
     return job
 
 
@@ -161,7 +157,9 @@ def _step_row(
 ) -> Step:
     stored = step_to_dict(step)
     if isinstance(step, DockerStep):
-        return Step(id=step_id, position=position, kind="docker", spec=stored, total_tasks=1)
+        return Step(
+            id=step_id, job_id=job_id, position=position, kind="docker", spec=stored, total_tasks=1
+        )
     path = f"steps[{position}]"
     stored["function"] = sign_wire(
         step.function,
@@ -177,12 +175,13 @@ def _step_row(
     n_chunks = len(chunk_bounds(len(step.items), stored["chunk_size"]))
     return Step(
         id=step_id,
+        job_id=job_id,
         position=position,
         kind="function",
         spec=stored,
         total_tasks=n_chunks,
         total_items=len(step.items),
-        payload=StepItems(items=items),
+        payload=StepItems(step_id=step_id, items=items),
     )
 
 
