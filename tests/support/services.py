@@ -31,6 +31,7 @@ REDIS_DATABASES = {
     "stack-sqlite": 13,
     "stack-postgresql": 14,
     "two-beats": 15,
+    "beat-wake": 3,
 }
 
 
