@@ -22,7 +22,6 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from jobsys import service
@@ -166,10 +165,11 @@ def test_the_database_dropping_inside_the_submit_transaction_leaves_nothing(web:
     """The proxy is cut right after the job's rows were sent and before COMMIT:
     the server rolls the transaction back, the caller gets a 503."""
     armed = threading.Event()
+    engine = web.ctx.sessions.kw["bind"]
 
-    @event.listens_for(web.ctx.sessions, "after_flush")
-    def cut_after_the_job_is_flushed(session: Session, _context: Any) -> None:
-        if armed.is_set() and any(isinstance(o, Job) for o in session.new):
+    @event.listens_for(engine, "after_cursor_execute")
+    def cut_after_the_job_is_sent(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if armed.is_set() and statement.startswith("INSERT INTO jobs "):
             armed.clear()
             web.proxy.stop()
 
@@ -182,7 +182,7 @@ def test_the_database_dropping_inside_the_submit_transaction_leaves_nothing(web:
             assert not web.proxy.running
             web.proxy.start()
             assert stored(web) == before
-        event.remove(web.ctx.sessions, "after_flush", cut_after_the_job_is_flushed)
+        event.remove(engine, "after_cursor_execute", cut_after_the_job_is_sent)
         r = http.post("/api/jobs", json=SPEC, headers={**auth, "Idempotency-Key": "mid-commit"})
         assert r.status_code == 202 and "Idempotent-Replayed" not in r.headers
     after = stored(web)
