@@ -1,0 +1,347 @@
+"""The function-step sandbox, attacked as a developer would: every test runs
+real user code in a real bubblewrap sandbox (``workers.sandbox``) and checks
+that what it reaches is nothing jobsys would not hand it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+
+from tests.support.services import missing
+from workers.sandbox import launcher
+from workers.sandbox.launcher import ZYGOTE_INSIDE, SandboxUser, code_paths
+from workers.sandbox.runner import ChunkRun, Sandbox, SandboxError
+
+pytestmark = pytest.mark.integration
+
+SECRET = "s3cr3t-key-that-must-not-leak-0123456789"
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox]:
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    # What a worker holds: the key in its environment and in a file of its data folder.
+    monkeypatch.setenv("JOBSYS_SECRET_KEY", SECRET)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / "secret.key").write_text(SECRET)
+    box = Sandbox(SandboxUser.named("nobody"), hide=[str(data)])
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+def call(box: Sandbox, fn: Callable[..., Any], items: list[Any], **extra: Any) -> ChunkRun:
+    request = {
+        "function": {"pickle": base64.b64encode(cloudpickle.dumps(fn)).decode()},
+        "items": [{"json": item} for item in items],
+        **extra,
+    }
+    lines: list[tuple[str, str]] = []
+    run = box.run(request, lambda s, line: lines.append((s, line)), deadline=time.monotonic() + 30)
+    run.lines = lines  # type: ignore[attr-defined]
+    return run
+
+
+def value(run: ChunkRun, i: int = 0) -> Any:
+    outcome = run.outcomes[i]
+    assert outcome["ok"], outcome
+    if "pickle" in outcome:
+        return cloudpickle.loads(base64.b64decode(outcome["pickle"]))
+    return outcome["json"]
+
+
+def test_the_environment_carries_no_jobsys_setting_or_secret(sandbox: Sandbox) -> None:
+    env = value(call(sandbox, lambda _: dict(os.environ), [0]))
+    assert not [k for k in env if k.startswith("JOBSYS_")], env
+    assert SECRET not in repr(env)
+    assert os.environ["JOBSYS_SECRET_KEY"] == SECRET  # the worker did hold it
+
+
+def test_the_workers_processes_and_their_environ_are_out_of_sight(sandbox: Sandbox) -> None:
+    worker = os.getpid()
+
+    def look(pid: int) -> dict[str, Any]:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ: Any = f.read()
+        except OSError as exc:
+            environ = type(exc).__name__
+        pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+        return {"environ": environ, "pids": pids, "me": os.getpid()}
+
+    seen = value(call(sandbox, look, [worker]))
+    assert seen["environ"] == "FileNotFoundError"
+    # Its own PID namespace: bubblewrap's init, the zygote and this chunk.
+    assert len(seen["pids"]) <= 3 and seen["me"] in seen["pids"], seen
+
+
+def test_the_data_folder_is_not_there_even_inside_a_mounted_code_path(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any
+) -> None:
+    # A project folder on the import path that holds the data folder (as
+    # `make run` keeps .jobsys/ in the checkout): mounted, with the data masked.
+    # Not under /tmp, which is the sandbox's own.
+    project = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(project))
+    (project / ".jobsys").mkdir(mode=0o700)
+    (project / ".jobsys" / "secret.key").write_text(SECRET)
+    (project / "helper.py").write_text("X = 1\n")
+    project.chmod(0o755)  # a checkout others may read; its data folder stays 0700
+    monkeypatch.syspath_prepend(str(project))
+    assert str(project) in code_paths()
+    box = Sandbox(SandboxUser.named("nobody"), hide=[str(project / ".jobsys")])
+
+    def read(paths: list[str]) -> list[str]:
+        found = []
+        for path in paths:
+            try:
+                with open(path) as f:
+                    found.append(f.read())
+            except OSError as exc:
+                found.append(type(exc).__name__)
+        return found
+
+    try:
+        seen = value(
+            call(box, read, [[str(project / ".jobsys" / "secret.key"), str(project / "helper.py")]])
+        )
+        elsewhere = value(call(box, read, [[str(tmp_path / "data" / "secret.key")]]))
+    finally:
+        box.close()
+    # Masked by an empty folder (not merely unreadable: a worker that is not
+    # root runs the sandbox as its own uid, outside, which could read it).
+    assert seen == ["FileNotFoundError", "X = 1\n"], seen
+    assert elsewhere == ["FileNotFoundError"]
+
+
+def test_memory_holds_no_key_and_no_engine(sandbox: Sandbox) -> None:
+    def scan(parts: list[str]) -> dict[str, Any]:
+        import gc
+        import sys
+
+        term = "".join(parts)  # built here, so no constant of this code holds it
+        holders = [
+            type(o).__name__
+            for o in gc.get_objects()
+            if isinstance(o, (dict, list, tuple, set)) and term in repr(o)
+        ]
+        loaded = sorted(
+            m for m in sys.modules if m.split(".")[0] in ("jobsys", "sqlalchemy", "redis", "kombu")
+        )
+        return {"holders": holders, "loaded": loaded}
+
+    assert value(call(sandbox, scan, [[SECRET[:10], SECRET[10:]]])) == {"holders": [], "loaded": []}
+
+
+def test_no_network_so_not_the_database_or_redis_on_loopback(sandbox: Sandbox) -> None:
+    def connect(port: int) -> str:
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError as exc:
+            return type(exc).__name__
+        return "connected"
+
+    run = call(sandbox, connect, [5432, 6379])
+    assert [value(run, 0), value(run, 1)] == ["ConnectionRefusedError"] * 2 or all(
+        value(run, i) != "connected" for i in (0, 1)
+    ), run.outcomes
+
+
+def test_it_runs_as_the_sandbox_user_not_as_the_worker(sandbox: Sandbox) -> None:
+    nobody = SandboxUser.named("nobody")
+    assert value(call(sandbox, lambda _: [os.getuid(), os.getgid()], [0])) == [
+        nobody.uid,
+        nobody.gid,
+    ]
+    assert os.getuid() != nobody.uid
+
+
+def test_a_chunk_leaves_nothing_for_the_next(sandbox: Sandbox) -> None:
+    def spoil(_: Any) -> str:
+        import builtins
+        import os
+        import subprocess
+        import threading
+        import time
+
+        builtins.len = lambda _: 42  # type: ignore[assignment]
+        with open("/tmp/left-behind", "w") as f:
+            f.write("x")
+        threading.Thread(target=time.sleep, args=(60,), daemon=False).start()
+        subprocess.Popen(["sleep", "60"], start_new_session=True)
+        return os.getcwd()
+
+    def inspect(_: Any) -> dict[str, Any]:
+        import os
+        import threading
+
+        return {
+            "len": len([1, 2]),
+            "file": os.path.exists("/tmp/left-behind"),
+            "threads": threading.active_count(),
+            "processes": len([p for p in os.listdir("/proc") if p.isdigit()]),
+            "cwd": os.getcwd(),
+        }
+
+    first_cwd = value(call(sandbox, spoil, [0]))
+    seen = value(call(sandbox, inspect, [0]))
+    assert seen["len"] == 2 and not seen["file"] and seen["threads"] == 1, seen
+    assert seen["processes"] <= 3 and seen["cwd"] != first_cwd, seen
+
+
+def test_output_arrives_line_by_line_and_outcomes_in_order(sandbox: Sandbox) -> None:
+    def work(x: int) -> Any:
+        import logging
+        import sys
+
+        print("item", x)
+        logging.getLogger("user").warning("careful with %s", x)
+        sys.stdout.write("no newline")
+        if x == 2:
+            raise ValueError("two is bad")
+        return (x, x) if x == 3 else x * 10
+
+    run = call(sandbox, work, [1, 2, 3])
+    assert [o["i"] for o in run.outcomes] == [0, 1, 2]
+    assert value(run, 0) == 10 and value(run, 2) == (3, 3)
+    assert run.outcomes[2]["repr"] == "(3, 3)"
+    assert run.outcomes[1]["error"]["type"] == "ValueError"
+    lines = run.lines  # type: ignore[attr-defined]
+    assert ("stdout", "item 1") in lines and ("stderr", "careful with 2") in lines, lines
+
+
+def test_a_chunk_past_its_deadline_is_killed_and_the_next_one_runs(sandbox: Sandbox) -> None:
+    def forever(_: Any) -> None:
+        import time
+
+        time.sleep(3600)
+
+    request = {
+        "function": {"pickle": base64.b64encode(cloudpickle.dumps(forever)).decode()},
+        "items": [{"json": 0}],
+    }
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        sandbox.run(request, lambda s, line: None, deadline=time.monotonic() + 1)
+    assert time.monotonic() - started < 10
+    assert value(call(sandbox, lambda x: x + 1, [1])) == 2
+
+
+def test_a_crash_and_a_memory_limit_are_reported_not_hidden(sandbox: Sandbox) -> None:
+    def die(_: Any) -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    crashed = call(sandbox, die, [0, 1])
+    assert crashed.outcomes == [] and crashed.signal == signal.SIGKILL
+
+    def hog(_: Any) -> int:
+        return len(bytearray(400 * 1024 * 1024))
+
+    limited = call(sandbox, hog, [0], memory=200 * 1024 * 1024)
+    assert limited.outcomes[0]["error"]["type"] == "MemoryError", limited.outcomes
+    assert value(call(sandbox, hog, [0])) == 400 * 1024 * 1024
+
+
+def test_a_bad_function_fails_every_item_with_the_reason(sandbox: Sandbox) -> None:
+    run = sandbox.run(
+        {"function": {"import": "no_such_module:f"}, "items": [{"json": 1}, {"json": 2}]},
+        lambda s, line: None,
+        deadline=time.monotonic() + 30,
+    )
+    assert [o["error"]["type"] for o in run.outcomes] == ["ModuleNotFoundError"] * 2
+
+
+def test_the_sandbox_dies_with_the_worker_process(tmp_path: Path) -> None:
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    marker = tmp_path / "started"
+    script = textwrap.dedent(
+        f"""
+        import base64, time, cloudpickle
+        from workers.sandbox.runner import Sandbox
+        from workers.sandbox.launcher import SandboxUser
+
+        def forever(_):
+            import time
+            time.sleep(3600)
+
+        box = Sandbox(SandboxUser.named("nobody"))
+        box.start()
+        open({str(marker)!r}, "w").write(str(box._proc.pid))
+        box.run({{"function": {{"pickle": base64.b64encode(cloudpickle.dumps(forever)).decode()}},
+                 "items": [{{"json": 0}}]}}, lambda s, l: None, deadline=time.monotonic() + 3600)
+        """
+    )
+    worker = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            assert worker.poll() is None, "the stand-in worker died early"
+            time.sleep(0.05)
+        bwrap_pid = int(marker.read_text())
+        time.sleep(0.5)  # the chunk is running
+        assert _sandboxed_pids(), "no sandbox process found while the chunk ran"
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while (_sandboxed_pids() or _alive(bwrap_pid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _sandboxed_pids() and not _alive(bwrap_pid), _sandboxed_pids()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _sandboxed_pids() -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if ZYGOTE_INSIDE.encode() in f.read() and _alive(int(name)):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_sandbox_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    with pytest.raises(ValueError, match="JOBSYS_SANDBOX_USER='no-such-user-here'"):
+        SandboxUser.named("no-such-user-here")
+    monkeypatch.setattr(launcher, "ZYGOTE", Path("/nonexistent/zygote.py"))
+    box = Sandbox(SandboxUser.named("nobody"))
+    with pytest.raises(SandboxError, match=r"did not start.*nonexistent"):
+        box.start()
+    assert not box.alive

@@ -1,0 +1,322 @@
+"""The sandbox's resident process: forks one fresh child per chunk and runs it.
+
+Started by ``workers.sandbox.launcher`` inside bubblewrap, by exec, as a script
+(``python -I zygote.py``): it imports nothing of jobsys, only the standard
+library and cloudpickle, and it never held a jobsys secret. It is the only
+place user pickles are loaded.
+
+Protocol (frames: a 4-byte big-endian length, then UTF-8 JSON):
+
+- stdin, from the worker: one request per chunk (read by the child forked
+  ahead for it), ``{"function": F, "items":
+  [I, ...], "env": {...}, "memory": bytes or null}``, where F is ``{"import":
+  "module:attr"}`` or ``{"pickle": base64}`` and each I is ``{"json": value}``
+  or ``{"pickle": base64}``.
+- the control descriptor (``--control-fd``), from the worker: ``{"kill": n}``
+  ends chunk n (counted from 0), if it is still running.
+- the results descriptor (``--results-fd``), to the worker: one frame per item
+  in order, ``{"i": n, "ok": true, "json": value}``, ``{"i": n, "ok": true,
+  "pickle": base64, "repr": text}`` or ``{"i": n, "ok": false, "error":
+  {"type", "message", "traceback"}}``; ``{"done": n}`` once every outcome
+  and line is out; then ``{"exit": code, "signal": n}`` once the chunk's
+  process is gone (a chunk that crashed says only this).
+- stdout and stderr: the chunk's own output, line by line (the live log).
+
+Nothing of one chunk reaches the next: each runs in a child forked from this
+clean process, in a folder of its own; when it ends, every process it left
+in the sandbox is killed and every file it wrote is removed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import gc
+import importlib
+import itertools
+import json
+import math
+import os
+import resource
+import select
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import traceback
+from typing import Any
+
+import cloudpickle
+
+_HEADER = struct.Struct(">I")
+#: Taken before user code runs: a chunk that replaces ``builtins.len`` still
+#: gets its frames written whole.
+_len = len
+#: The largest request frame accepted (a chunk's items travel in it).
+MAX_FRAME = 1 << 30
+_PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_PLAIN = (str, int, bool, type(None))
+#: A child's exit status when stdin closed before its request came: the zygote stops.
+_STDIN_CLOSED = 75
+
+
+def read_frame(fd: int) -> Any:
+    """The next JSON frame on ``fd``; None at end of file."""
+    raw = read_raw_frame(fd)
+    return None if raw is None else json.loads(raw)
+
+
+def read_raw_frame(fd: int) -> bytes | None:
+    """The next frame's body on ``fd``, unparsed; None at end of file."""
+    head = _read_exactly(fd, _HEADER.size)
+    if head is None:
+        return None
+    (size,) = _HEADER.unpack(head)
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes is over the limit")
+    body = _read_exactly(fd, size)
+    if body is None:
+        raise EOFError("the stream ended inside a frame")
+    return body
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    parts, got = [], 0
+    while got < size:
+        chunk = os.read(fd, size - got)
+        if not chunk:
+            if got == 0:
+                return None
+            raise EOFError("the stream ended inside a frame")
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def write_frame(fd: int, obj: Any) -> None:
+    body = json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+    _write_all(fd, _HEADER.pack(_len(body)) + body)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _json_faithful(value: Any) -> bool:
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if isinstance(value, dict) and "$pickle" in value:
+        return False
+    try:
+        return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:
+        text = f"<unrepresentable {type(value).__name__}: {exc}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _load(ref: dict[str, Any]) -> Any:
+    if "pickle" in ref:
+        return cloudpickle.loads(base64.b64decode(ref["pickle"]))
+    if "import" in ref:
+        module_name, _, attr = ref["import"].partition(":")
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+    return ref["json"]
+
+
+def _outcome(i: int, value: Any) -> dict[str, Any]:
+    if _json_faithful(value):
+        return {"i": i, "ok": True, "json": value}
+    data = base64.b64encode(cloudpickle.dumps(value)).decode()
+    return {"i": i, "ok": True, "pickle": data, "repr": _short_repr(value)}
+
+
+def run_chunk(request: dict[str, Any], results_fd: int) -> None:
+    """In the chunk's own process: each item's outcome, in order, on ``results_fd``."""
+    try:
+        fn = _load(request["function"])
+        if not callable(fn):
+            raise TypeError(f"the step's function is not callable (a {type(fn).__name__})")
+    except BaseException as exc:
+        failure = _error(exc)
+        for i in range(len(request["items"])):
+            write_frame(results_fd, {"i": i, "ok": False, "error": failure, "load": True})
+        return
+    for i, item in enumerate(request["items"]):
+        try:
+            frame = _outcome(i, fn(_load(item)))
+        except BaseException as exc:  # an item that raises does not stop the others
+            frame = {"i": i, "ok": False, "error": _error(exc)}
+        try:
+            write_frame(results_fd, frame)
+        except (TypeError, ValueError) as exc:  # a result JSON cannot carry after all
+            write_frame(results_fd, {"i": i, "ok": False, "error": _error(exc)})
+
+
+def _child(results_fd: int, workdir: str) -> None:
+    """A chunk's process, forked before its request came: it reads the request
+    from stdin, runs it and exits."""
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    request = read_frame(0)
+    if request is None:
+        os._exit(_STDIN_CLOSED)  # the worker is done with this sandbox
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)  # the next request is not this chunk's to read
+    os.close(null)
+    memory = request.get("memory")
+    if memory:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    os.chdir(workdir)
+    os.environ.update(request.get("env") or {})
+    os.environ["HOME"] = os.environ["TMPDIR"] = tempfile.tempdir = workdir
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    code = 0
+    try:
+        run_chunk(request, results_fd)
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    if code == 0:
+        # Output first, then this: the worker goes on without waiting for the exit.
+        write_frame(results_fd, {"done": len(request["items"])})
+    os._exit(code)
+
+
+def _prefork(results_fd: int, control_fd: int, scratch: str) -> int:
+    """The next chunk's process, started ahead so that a chunk does not wait
+    for the fork."""
+    workdir = tempfile.mkdtemp(dir=scratch)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(control_fd)  # the worker's kills are for the zygote to read
+            _child(results_fd, workdir)
+        finally:
+            os._exit(70)
+    return pid
+
+
+def _kill_the_rest() -> None:
+    """Kill every process of the sandbox but its init and this one: whatever a
+    chunk started (a daemon, a double fork) ends with it."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in (1, me):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(name), signal.SIGKILL)
+
+
+def _clear(folder: str) -> None:
+    def writable(func: Any, path: str, _: Any) -> None:
+        os.chmod(os.path.dirname(path), 0o700)
+        os.chmod(path, 0o700)
+        func(path)
+
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, onerror=writable)
+        else:
+            os.unlink(path)
+
+
+def serve(results_fd: int, control_fd: int, scratch: str) -> None:
+    """Run requests from stdin until it closes.
+
+    Each request is read by the child forked ahead for it, straight from
+    stdin (one hop less than through this process); kills come on the
+    control pipe, numbered by the chunk they mean, so a late one never ends
+    the chunk after."""
+    gc.freeze()  # what the zygote holds now stays unscanned: fewer pages copied per fork
+    control = _Control(control_fd)
+    for number in itertools.count():
+        pid = _prefork(results_fd, control_fd, scratch)
+        status = _wait(pid, number, control)
+        code = os.waitstatus_to_exitcode(status)
+        if code == _STDIN_CLOSED:
+            return
+        write_frame(results_fd, {"exit": max(code, 0), "signal": max(-code, 0)})
+        # Cleaned up before the next child is forked: nothing of this chunk
+        # is left when the next one starts.
+        _kill_the_rest()
+        _clear(scratch)
+
+
+class _Control:
+    """Kill requests from the worker: ``{"kill": n}`` frames."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def kills(self, number: int) -> bool:
+        """Whether a waiting frame asks to kill chunk ``number`` (stale ones are dropped)."""
+        frame = read_frame(self.fd)
+        return frame is None or frame.get("kill") == number
+
+
+def _wait(pid: int, number: int, control: _Control) -> int:
+    """The chunk's exit status; a kill from the worker ends it first."""
+    watch = os.pidfd_open(pid)
+    try:
+        while True:
+            ready, _, _ = select.select([watch, control.fd], [], [])
+            if watch in ready:
+                return os.waitpid(pid, 0)[1]
+            if control.kills(number):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+    finally:
+        os.close(watch)
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def main(argv: list[str]) -> None:
+    args = dict(zip(argv[::2], argv[1::2], strict=True))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if "--uid" in args and os.getuid() == 0:
+        drop_privileges(int(args["--uid"]), int(args["--gid"]))
+    # Not dumpable: a chunk (the same user) cannot ptrace this process and so
+    # reach the chunks that come after it.
+    libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    write_frame(int(args["--results-fd"]), {"ready": os.getpid(), "uid": os.getuid()})
+    serve(int(args["--results-fd"]), int(args["--control-fd"]), args["--scratch"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
