@@ -61,6 +61,14 @@ class Settings:
     #: the per-queue concurrency limit on one machine.
     python_concurrency: int = 2
     docker_concurrency: int = 2
+    #: Where function steps' code runs: ``on``, in a bubblewrap sandbox of its
+    #: own (``workers/sandbox``), or ``off``, in the worker's pool process.
+    #: Off for now: the sandbox is being brought in (issue 17).
+    sandbox: str = "off"
+    #: Who sandboxed code runs as when the worker is root.
+    sandbox_user: str = "nobody"
+    #: The memory a chunk's sandboxed process may take (an address-space limit).
+    sandbox_mem: str = "1g"
     #: fnmatch patterns; a Docker step's image must match one of them.
     docker_images: tuple[str, ...] = ("*",)
     docker_default_mem_limit: str = "512m"
@@ -180,6 +188,8 @@ class Settings:
             settings = replace(settings, secret_key=_local_secret(settings.data_path))
         if len(settings.secret_key) < 16:
             raise ConfigError("JOBSYS_SECRET_KEY is too short: use at least 16 characters")
+        if settings.sandbox not in ("on", "off"):
+            raise ConfigError(f"JOBSYS_SANDBOX={settings.sandbox!r}: give on or off")
         return settings
 
 

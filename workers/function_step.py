@@ -18,11 +18,13 @@ from celery.signals import task_failure
 from jobsys import envelope, service
 from jobsys.broker.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
 from jobsys.context import Context
+from jobsys.errors import SignatureError
 from jobsys.service.progress import LogRecord, TaskStart
 from jobsys.signing import Binding, Purpose
 from jobsys.store.models import utcnow
 from workers.context import worker_context
 from workers.execution import exclusive_run, gives_up
+from workers.sandbox.chunks import LoadFailed, run_sandboxed
 
 log = logging.getLogger(__name__)
 
@@ -240,14 +242,17 @@ def _run_chunk_task(
     def live(record: LogRecord) -> None:
         service.publish_logs(ctx, job_id, step_id, [record])
 
-    with captured_output(tag, on_line=live) as logs:
-        try:
-            fn = load_function(ctx, job_id, step_id, begun.step_spec["function"])
-        except Exception as exc:
-            failure = envelope.error(exc)
-            outcomes = None
-        else:
-            outcomes = run_chunk(fn, items, ctx, job_id, step_id)
+    if ctx.settings.sandbox == "on":
+        logs, outcomes, failure = _sandboxed(ctx, begun, items, tag, live)
+    else:
+        with captured_output(tag, on_line=live) as logs:
+            try:
+                fn = load_function(ctx, job_id, step_id, begun.step_spec["function"])
+            except Exception as exc:
+                failure = envelope.error(exc)
+                outcomes = None
+            else:
+                outcomes = run_chunk(fn, items, ctx, job_id, step_id)
     if outcomes is None:
         # The function itself could not be loaded (bad signature, import error):
         # every item fails with that reason and the chunk is marked failed.
@@ -276,6 +281,32 @@ def _run_chunk_task(
         settle=sole,
     )
     return {"chunk": chunk_index, "failed": failed}
+
+
+def _sandboxed(
+    ctx: Context,
+    begun: TaskStart,
+    items: list[Any],
+    tag: str,
+    live: Callable[[LogRecord], None],
+) -> tuple[list[LogRecord], list[dict[str, Any]] | None, dict[str, Any]]:
+    """The chunk run in the sandbox (``JOBSYS_SANDBOX=on``): its log lines, its
+    outcomes (None when the function could not be loaded) and that failure."""
+    logs: list[LogRecord] = []
+
+    def emit(stream: str, line: str) -> None:
+        record = LogRecord(line=f"{tag} {line}", stream=stream, ts=utcnow())
+        logs.append(record)
+        live(record)
+
+    function = begun.step_spec["function"]
+    try:
+        outcomes = run_sandboxed(ctx, begun.job_id, begun.step_id, function, items, emit)
+    except LoadFailed as exc:
+        return logs, None, exc.failure
+    except SignatureError as exc:
+        return logs, None, envelope.error(exc)
+    return logs, outcomes, {}
 
 
 @shared_task(name=GATHER_FUNCTION_STEP)

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -49,7 +48,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandbox
 def call(box: Sandbox, fn: Callable[..., Any], items: list[Any], **extra: Any) -> ChunkRun:
     request = {
         "function": {"pickle": base64.b64encode(cloudpickle.dumps(fn)).decode()},
-        "items": [{"json": item} for item in items],
+        "items": items,
         **extra,
     }
     lines: list[tuple[str, str]] = []
@@ -92,14 +91,14 @@ def test_the_workers_processes_and_their_environ_are_out_of_sight(sandbox: Sandb
 
 
 def test_the_data_folder_is_not_there_even_inside_a_mounted_code_path(
-    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: Any
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A project folder on the import path that holds the data folder (as
     # `make run` keeps .jobsys/ in the checkout): mounted, with the data masked.
-    # Not under /tmp, which is the sandbox's own.
-    project = Path(tempfile.mkdtemp(dir="/var/tmp"))
-    request.addfinalizer(lambda: shutil.rmtree(project))
-    (project / ".jobsys").mkdir(mode=0o700)
+    # Under /tmp, as a CI checkout is: mounted onto the sandbox's own /tmp, and
+    # kept when the sandbox clears /tmp after each chunk.
+    project = tmp_path / "project"
+    (project / ".jobsys").mkdir(mode=0o700, parents=True)
     (project / ".jobsys" / "secret.key").write_text(SECRET)
     (project / "helper.py").write_text("X = 1\n")
     project.chmod(0o755)  # a checkout others may read; its data folder stays 0700
@@ -122,12 +121,13 @@ def test_the_data_folder_is_not_there_even_inside_a_mounted_code_path(
             call(box, read, [[str(project / ".jobsys" / "secret.key"), str(project / "helper.py")]])
         )
         elsewhere = value(call(box, read, [[str(tmp_path / "data" / "secret.key")]]))
+        again = value(call(box, read, [[str(project / "helper.py")]]))
     finally:
         box.close()
     # Masked by an empty folder (not merely unreadable: a worker that is not
     # root runs the sandbox as its own uid, outside, which could read it).
     assert seen == ["FileNotFoundError", "X = 1\n"], seen
-    assert elsewhere == ["FileNotFoundError"]
+    assert elsewhere == ["FileNotFoundError"] and again == ["X = 1\n"]
 
 
 def test_memory_holds_no_key_and_no_engine(sandbox: Sandbox) -> None:
@@ -236,7 +236,7 @@ def test_a_chunk_past_its_deadline_is_killed_and_the_next_one_runs(sandbox: Sand
 
     request = {
         "function": {"pickle": base64.b64encode(cloudpickle.dumps(forever)).decode()},
-        "items": [{"json": 0}],
+        "items": [0],
     }
     started = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -265,7 +265,7 @@ def test_a_crash_and_a_memory_limit_are_reported_not_hidden(sandbox: Sandbox) ->
 
 def test_a_bad_function_fails_every_item_with_the_reason(sandbox: Sandbox) -> None:
     run = sandbox.run(
-        {"function": {"import": "no_such_module:f"}, "items": [{"json": 1}, {"json": 2}]},
+        {"function": {"import": "no_such_module:f"}, "items": [1, 2]},
         lambda s, line: None,
         deadline=time.monotonic() + 30,
     )
@@ -290,7 +290,7 @@ def test_the_sandbox_dies_with_the_worker_process(tmp_path: Path) -> None:
         box.start()
         open({str(marker)!r}, "w").write(str(box._proc.pid))
         box.run({{"function": {{"pickle": base64.b64encode(cloudpickle.dumps(forever)).decode()}},
-                 "items": [{{"json": 0}}]}}, lambda s, l: None, deadline=time.monotonic() + 3600)
+                 "items": [0]}}, lambda s, l: None, deadline=time.monotonic() + 3600)
         """
     )
     worker = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[2])

@@ -67,11 +67,18 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+def import_path() -> list[str]:
+    """The worker's ``sys.path`` as existing folders, in order: the sandbox's
+    Python imports from the same places (``-I`` leaves PYTHONPATH out)."""
+    entries = [os.path.realpath(p or os.getcwd()) for p in sys.path]
+    return list(dict.fromkeys(p for p in entries if os.path.isdir(p)))
+
+
 def code_paths() -> list[str]:
     """The folders this Python imports from: the runtime and every existing
     ``sys.path`` entry (site-packages, the project), outermost first."""
     paths = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    paths.update(os.path.realpath(p) for p in sys.path if p and os.path.isdir(p))
+    paths.update(import_path())
     ordered = sorted(paths, key=lambda p: (p.count(os.sep), p))
     # A folder inside another one already listed comes with it.
     kept: list[str] = []
@@ -122,6 +129,9 @@ def bwrap_argv(
             argv += ["--ro-bind", target, target]
     for path in ETC_FILES + (NETWORK_ETC_FILES if network else ()):
         argv += ["--ro-bind-try", path, path]
+    # The writable /tmp first: a code path under /tmp (a checkout there) is then
+    # mounted onto it rather than hidden by it.
+    argv += ["--perms", "01777", "--tmpfs", "/tmp"]
     for parent in _parents(mounted):
         argv += ["--perms", "0755", "--dir", parent]
     for path in mounted:
@@ -133,11 +143,11 @@ def bwrap_argv(
         ):
             argv += ["--perms", "0755", "--tmpfs", real]  # an empty folder in its place
     argv += ["--ro-bind", str(ZYGOTE), ZYGOTE_INSIDE]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--chdir", "/tmp", "--clearenv"]
     argv += ["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     argv += ["--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONUNBUFFERED", "1"]
     argv += [sys.executable, "-I", ZYGOTE_INSIDE, "--results-fd", str(results_fd)]
-    argv += ["--control-fd", str(control_fd)]
+    argv += ["--control-fd", str(control_fd), "--sys-path", os.pathsep.join(import_path())]
     argv += ["--scratch", "/tmp", "--uid", str(user.uid), "--gid", str(user.gid)]
     return argv

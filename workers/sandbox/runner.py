@@ -108,6 +108,8 @@ class Sandbox:
         self._selector: selectors.BaseSelector | None = None
         self._lines = (_Lines("stdout", _ignore), _Lines("stderr", _ignore))
         self._exit_due = False
+        #: The chunk being run (or last run): its outcomes so far, if it was cut short.
+        self.partial = ChunkRun()
         self.uid: int | None = None
 
     @property
@@ -187,7 +189,7 @@ class Sandbox:
         except OSError as exc:
             self.close()
             raise SandboxError(f"the sandbox went away: {exc}") from exc
-        run = ChunkRun()
+        run = self.partial = ChunkRun()
         try:
             while True:
                 frame = self._next_frame(deadline)
@@ -201,9 +203,12 @@ class Sandbox:
                     run.exit_code, run.signal = int(frame["exit"]), int(frame["signal"])
                     self._drain_output()
                     return run
-                if frame.get("i") != len(run.outcomes):
-                    raise SandboxError(f"the sandbox sent an outcome out of order: {frame!r:.200}")
-                run.outcomes.append(frame)
+                for outcome in frame.get("outcomes", ()):
+                    if not isinstance(outcome, dict) or outcome.get("i") != len(run.outcomes):
+                        raise SandboxError(
+                            f"the sandbox sent an outcome out of order: {outcome!r:.200}"
+                        )
+                    run.outcomes.append(outcome)
         except BaseException:
             self._kill_chunk()
             raise

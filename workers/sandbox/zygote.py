@@ -8,16 +8,16 @@ place user pickles are loaded.
 Protocol (frames: a 4-byte big-endian length, then UTF-8 JSON):
 
 - stdin, from the worker: one request per chunk (read by the child forked
-  ahead for it), ``{"function": F, "items":
-  [I, ...], "env": {...}, "memory": bytes or null}``, where F is ``{"import":
-  "module:attr"}`` or ``{"pickle": base64}`` and each I is ``{"json": value}``
-  or ``{"pickle": base64}``.
+  ahead for it), ``{"function": F, "items": [I, ...], "env": {...}, "memory":
+  bytes or null}``, where F is ``{"import": "module:attr"}`` or ``{"pickle":
+  base64}`` and each I is a JSON value or ``{"$pickle": base64}``.
 - the control descriptor (``--control-fd``), from the worker: ``{"kill": n}``
   ends chunk n (counted from 0), if it is still running.
-- the results descriptor (``--results-fd``), to the worker: one frame per item
-  in order, ``{"i": n, "ok": true, "json": value}``, ``{"i": n, "ok": true,
-  "pickle": base64, "repr": text}`` or ``{"i": n, "ok": false, "error":
-  {"type", "message", "traceback"}}``; ``{"done": n}`` once every outcome
+- the results descriptor (``--results-fd``), to the worker: the items'
+  outcomes in order, in batches ``{"outcomes": [O, ...]}``, where O is
+  ``{"i": n, "ok": true, "json": value}``, ``{"i": n, "ok": true, "pickle":
+  base64, "repr": text}`` or ``{"i": n, "ok": false, "error": {"type",
+  "message", "traceback"}}``; ``{"done": n}`` once every outcome
   and line is out; then ``{"exit": code, "signal": n}`` once the chunk's
   process is gone (a chunk that crashed says only this).
 - stdout and stderr: the chunk's own output, line by line (the live log).
@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import gc
 import importlib
+import importlib.util
 import itertools
 import json
 import math
@@ -45,6 +46,7 @@ import signal
 import struct
 import sys
 import tempfile
+import time
 import traceback
 from typing import Any
 
@@ -59,6 +61,10 @@ MAX_FRAME = 1 << 30
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
 _PLAIN = (str, int, bool, type(None))
+#: Top-level modules the zygote has loaded (a chunk names the ones it added).
+_LOADED: set[str] = set()
+#: The most modules one chunk's imports add to the zygote.
+_MAX_PRELOAD = 200
 #: A child's exit status when stdin closed before its request came: the zygote stops.
 _STDIN_CLOSED = 75
 
@@ -108,6 +114,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _json_faithful(value: Any) -> bool:
+    # jobsys.envelope's rule, restated: this script imports nothing of jobsys.
     kind = type(value)
     if kind in _PLAIN:
         return True
@@ -138,15 +145,21 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 
 def _load(ref: dict[str, Any]) -> Any:
+    """The step's function: ``{"import": "module:attr"}`` or ``{"pickle": base64}``."""
     if "pickle" in ref:
         return cloudpickle.loads(base64.b64decode(ref["pickle"]))
-    if "import" in ref:
-        module_name, _, attr = ref["import"].partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj
-    return ref["json"]
+    module_name, _, attr = ref["import"].partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _item(item: Any) -> Any:
+    """An item: a JSON value as it is, or ``{"$pickle": base64}`` to unpickle."""
+    if isinstance(item, dict) and len(item) == 1 and "$pickle" in item:
+        return cloudpickle.loads(base64.b64decode(item["$pickle"]))
+    return item
 
 
 def _outcome(i: int, value: Any) -> dict[str, Any]:
@@ -156,8 +169,39 @@ def _outcome(i: int, value: Any) -> dict[str, Any]:
     return {"i": i, "ok": True, "pickle": data, "repr": _short_repr(value)}
 
 
+class _Batch:
+    """Outcomes sent a batch at a time (one frame and one write per batch, not per
+    item), at least every ``FLUSH_S`` so a slow chunk's progress still shows."""
+
+    SIZE = 256
+    FLUSH_S = 0.05
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.pending, self.since = fd, [], time.monotonic()
+
+    def add(self, outcome: dict[str, Any]) -> None:
+        self.pending.append(outcome)
+        if len(self.pending) >= self.SIZE or time.monotonic() - self.since >= self.FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        try:
+            write_frame(self.fd, {"outcomes": self.pending})
+        except (TypeError, ValueError):  # one that JSON cannot carry after all: one by one
+            for outcome in self.pending:
+                try:
+                    write_frame(self.fd, {"outcomes": [outcome]})
+                except (TypeError, ValueError) as exc:
+                    failed = {"i": outcome["i"], "ok": False, "error": _error(exc)}
+                    write_frame(self.fd, {"outcomes": [failed]})
+        self.pending, self.since = [], time.monotonic()
+
+
 def run_chunk(request: dict[str, Any], results_fd: int) -> None:
     """In the chunk's own process: each item's outcome, in order, on ``results_fd``."""
+    batch = _Batch(results_fd)
     try:
         fn = _load(request["function"])
         if not callable(fn):
@@ -165,20 +209,19 @@ def run_chunk(request: dict[str, Any], results_fd: int) -> None:
     except BaseException as exc:
         failure = _error(exc)
         for i in range(len(request["items"])):
-            write_frame(results_fd, {"i": i, "ok": False, "error": failure, "load": True})
+            batch.add({"i": i, "ok": False, "error": failure, "load": True})
+        batch.flush()
         return
     for i, item in enumerate(request["items"]):
         try:
-            frame = _outcome(i, fn(_load(item)))
+            outcome = _outcome(i, fn(_item(item)))
         except BaseException as exc:  # an item that raises does not stop the others
-            frame = {"i": i, "ok": False, "error": _error(exc)}
-        try:
-            write_frame(results_fd, frame)
-        except (TypeError, ValueError) as exc:  # a result JSON cannot carry after all
-            write_frame(results_fd, {"i": i, "ok": False, "error": _error(exc)})
+            outcome = {"i": i, "ok": False, "error": _error(exc)}
+        batch.add(outcome)
+    batch.flush()
 
 
-def _child(results_fd: int, workdir: str) -> None:
+def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     """A chunk's process, forked before its request came: it reads the request
     from stdin, runs it and exits."""
     os.setpgid(0, 0)
@@ -209,21 +252,58 @@ def _child(results_fd: int, workdir: str) -> None:
     if code == 0:
         # Output first, then this: the worker goes on without waiting for the exit.
         write_frame(results_fd, {"done": len(request["items"])})
+    new = sorted({m.partition(".")[0] for m in sys.modules} - _LOADED)
+    with contextlib.suppress(OSError):
+        _write_all(imports_fd, json.dumps(new).encode())
     os._exit(code)
 
 
-def _prefork(results_fd: int, control_fd: int, scratch: str) -> int:
+def _prefork(results_fd: int, control_fd: int, scratch: str) -> tuple[int, int]:
     """The next chunk's process, started ahead so that a chunk does not wait
-    for the fork."""
+    for the fork: its pid, and the pipe it names its new imports on."""
     workdir = tempfile.mkdtemp(dir=scratch)
+    imports_read, imports_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(control_fd)  # the worker's kills are for the zygote to read
-            _child(results_fd, workdir)
+            os.close(imports_read)
+            _child(results_fd, workdir, imports_write)
         finally:
             os._exit(70)
-    return pid
+    os.close(imports_write)
+    return pid, imports_read
+
+
+def _preload(imports_fd: int, allowed: tuple[str, ...]) -> None:
+    """Import, here in the zygote, the installed modules the last chunk imported,
+    so that the next chunks' fresh processes find them loaded (a fresh process
+    that imports a library anew each chunk pays its whole import every time).
+
+    Only modules whose files lie on the worker's read-only import path: those
+    are the operator's installed code, the same for every job; never a file a
+    chunk wrote."""
+    with os.fdopen(imports_fd, "rb") as f:
+        data = f.read(1 << 20)
+    try:
+        names = json.loads(data) if data else []
+    except ValueError:
+        return
+    for name in names[:_MAX_PRELOAD] if isinstance(names, list) else ():
+        if not isinstance(name, str) or name in sys.modules:
+            continue
+        spec = _find_spec(name)
+        origin = getattr(spec, "origin", None) or ""
+        if origin and os.path.realpath(origin).startswith(allowed):
+            with contextlib.suppress(BaseException):
+                importlib.import_module(name)
+
+
+def _find_spec(name: str) -> Any:
+    try:
+        return importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
 
 
 def _kill_the_rest() -> None:
@@ -236,7 +316,10 @@ def _kill_the_rest() -> None:
                 os.kill(int(name), signal.SIGKILL)
 
 
-def _clear(folder: str) -> None:
+def _clear(folder: str, keep: frozenset[str]) -> None:
+    """Remove everything in ``folder`` but the mounted code paths in ``keep``
+    (and the folders leading to them)."""
+
     def writable(func: Any, path: str, _: Any) -> None:
         os.chmod(os.path.dirname(path), 0o700)
         os.chmod(path, 0o700)
@@ -244,7 +327,11 @@ def _clear(folder: str) -> None:
 
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
-        if os.path.isdir(path) and not os.path.islink(path):
+        if path in keep:
+            continue
+        if any(k.startswith(path + os.sep) for k in keep):
+            _clear(path, keep)
+        elif os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, onerror=writable)
         else:
             os.unlink(path)
@@ -257,19 +344,29 @@ def serve(results_fd: int, control_fd: int, scratch: str) -> None:
     stdin (one hop less than through this process); kills come on the
     control pipe, numbered by the chunk they mean, so a late one never ends
     the chunk after."""
-    gc.freeze()  # what the zygote holds now stays unscanned: fewer pages copied per fork
+    # The read-only import path; never the scratch space chunks may write to.
+    allowed = tuple(
+        p.rstrip(os.sep) + os.sep
+        for p in sys.path
+        if p.startswith(os.sep) and not (p + os.sep).startswith(scratch.rstrip(os.sep) + os.sep)
+    )
+    mounted = frozenset(p.rstrip(os.sep) for p in sys.path if p.startswith(os.sep))
     control = _Control(control_fd)
     for number in itertools.count():
-        pid = _prefork(results_fd, control_fd, scratch)
+        _LOADED.update(m.partition(".")[0] for m in sys.modules)
+        gc.freeze()  # what the zygote holds stays unscanned: fewer pages copied per fork
+        pid, imports = _prefork(results_fd, control_fd, scratch)
         status = _wait(pid, number, control)
         code = os.waitstatus_to_exitcode(status)
         if code == _STDIN_CLOSED:
+            os.close(imports)
             return
         write_frame(results_fd, {"exit": max(code, 0), "signal": max(-code, 0)})
         # Cleaned up before the next child is forked: nothing of this chunk
         # is left when the next one starts.
         _kill_the_rest()
-        _clear(scratch)
+        _clear(scratch, mounted)
+        _preload(imports, allowed)
 
 
 class _Control:
@@ -307,6 +404,9 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 def main(argv: list[str]) -> None:
     args = dict(zip(argv[::2], argv[1::2], strict=True))
+    # Import from where the worker does (its project, its site-packages), first.
+    first = [p for p in args.get("--sys-path", "").split(os.pathsep) if p]
+    sys.path[:] = first + [p for p in sys.path if p not in first]
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     if "--uid" in args and os.getuid() == 0:

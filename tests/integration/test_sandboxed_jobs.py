@@ -1,0 +1,105 @@
+"""Function steps run by a real worker with ``JOBSYS_SANDBOX=on``: the job's code
+runs in the bubblewrap sandbox, and everything a job promises still holds
+(results, pickled values, item errors, live logs, soft time limits)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.support.live import LiveStack, private_stack
+from tests.support.services import missing
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def sandboxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    tmp = tmp_path_factory.mktemp("sandboxed")
+    with closing(private_stack(tmp, "sandboxed", sandbox="on")) as stacks:
+        for stack, _server in stacks:
+            yield stack
+
+
+def test_a_job_cannot_reach_the_workers_key_or_settings(sandboxed: LiveStack) -> None:
+    def spy(args: list[str]) -> dict[str, object]:
+        """What a developer's function would look for: the key file, settings in the
+        environment, and the key anywhere in memory (``args``: the file, and the
+        key in two halves, so that no constant or item holds it whole)."""
+        import gc
+        import os
+
+        path, first, second = args
+        secret = first + second
+        try:
+            with open(path) as f:
+                key: object = f.read()
+        except OSError as exc:
+            key = type(exc).__name__
+        return {
+            "jobsys_env": sorted(k for k in os.environ if k.startswith("JOBSYS_")),
+            "key_file": key,
+            "uid": os.getuid(),
+            "holders": sum(
+                1 for o in gc.get_objects() if isinstance(o, (dict, list)) and secret in repr(o)
+            ),
+        }
+
+    # ``spy`` is defined here so that it travels by value: importing this test
+    # module in the sandbox would bring the test harness's own copy of the key.
+    # This stack takes its key from the environment; a local install keeps it here.
+    key_file = Path(sandboxed.settings.data_dir).resolve() / "secret.key"
+    key_file.write_text(sandboxed.settings.secret_key)
+    key_file.chmod(0o600)
+    key = sandboxed.settings.secret_key
+    with sandboxed.client() as client:
+        (seen,) = client.map(spy, [[str(key_file), key[:8], key[8:]]]).wait(timeout=60).results()
+    assert seen["jobsys_env"] == [] and seen["key_file"] == "FileNotFoundError", seen
+    assert seen["uid"] != os.getuid() and seen["holders"] == 0, seen
+
+
+def test_results_errors_pickles_and_logs_come_back_as_before(sandboxed: LiveStack) -> None:
+    def work(x: int) -> object:
+        print(f"working on {x}")
+        if x == 3:
+            raise ValueError("three")
+        return {x} if x == 2 else x * 10  # a set travels pickled
+
+    with sandboxed.client() as client:
+        job = client.map(work, [1, 2, 3, 4], chunk_size=2, tolerate_failures=True)
+        job.wait(timeout=60)
+        outcomes = list(job.outcomes())
+        logs = "\n".join(entry["line"] for entry in client.job(job.id).logs())
+    assert [v if ok else v["type"] for ok, v in outcomes] == [10, {2}, "ValueError", 40]
+    assert "[items 0-1] working on 1" in logs and "[items 2-3] working on 4" in logs, logs
+
+
+def test_a_function_that_cannot_be_loaded_fails_its_items_with_the_reason(
+    sandboxed: LiveStack,
+) -> None:
+    spec = {"steps": [{"kind": "function", "function": "no_such_module:f", "items": [1, 2]}]}
+    with sandboxed.client() as client:
+        job = client.submit_spec(spec).wait(timeout=60)
+        assert job.status == "failed"
+        errors = [v["type"] for ok, v in client.job(job.id).outcomes() if not ok]
+    assert errors == ["ModuleNotFoundError"] * 2
+
+
+def test_the_sandbox_setting_takes_on_or_off_and_says_so_otherwise(tmp_path: Path) -> None:
+    from jobsys.config import Settings
+    from jobsys.errors import ConfigError
+
+    def resolved(value: str) -> str:
+        env = {"JOBSYS_SANDBOX": value, "JOBSYS_DATA_DIR": str(tmp_path)}
+        return Settings.from_env(env, secret_key="k" * 20).resolved().sandbox
+
+    assert (resolved("on"), resolved("off")) == ("on", "off")
+    with pytest.raises(ConfigError, match="JOBSYS_SANDBOX='yes': give on or off"):
+        resolved("yes")
