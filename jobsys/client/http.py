@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,7 +26,6 @@ from typing import Any
 
 import cloudpickle
 import httpx
-import orjson
 
 from jobsys.config import client_env
 from jobsys.envelope import PICKLE_KEY, is_pickled, to_wire
@@ -38,6 +36,7 @@ from jobsys.errors import (
     JobsysError,
     TooManyStreams,
 )
+from jobsys.fastjson import dumps, loads
 from jobsys.signing import b64decode, b64encode
 from jobsys.states import FINISHED, JobStatus
 
@@ -366,7 +365,7 @@ class Job:
             return False
         if not response.is_success:
             raise _error_from(response)
-        self.data = _loads(response.content)
+        self.data = loads(response.content)
         return WAIT_HEADER in response.headers
 
     def results(
@@ -464,7 +463,7 @@ class Job:
                 return None
             if not response.is_success:
                 raise _error_from(response)
-            data = _loads(response.content)
+            data = loads(response.content)
             if data.get("ended") is False:
                 self.data = data["job"]
                 continue
@@ -483,7 +482,7 @@ class Job:
             ) from exc
         if not response.is_success:
             raise _error_from(response)
-        return _loads(response.content)
+        return loads(response.content)
 
     def iter_results(self, *, trust: bool = False) -> Iterator[Any]:
         """Each item's value in item order, one page at a time; ItemsFailed at the
@@ -662,33 +661,13 @@ def _spec_with_items(
     batch: list[bytes] = []
     sep = b""
     for item in items:
-        batch.append(_dumps(to_wire(item)))
+        batch.append(dumps(to_wire(item)))
         if len(batch) == 1000:
             yield sep + b",".join(batch)
             batch, sep = [], b","
     if batch:
         yield sep + b",".join(batch)
     yield b"]}]}"
-
-
-def _dumps(value: Any) -> bytes:
-    """JSON bytes; the stdlib for what orjson refuses (integers past 64 bits)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value).encode()
-
-
-#: A run of 19 digits: maybe an integer past 64 bits, which orjson would read as
-#: a float (silently losing digits); such a page goes through the stdlib.
-_LONG_NUMBER = re.compile(rb"\d{19}")
-
-
-def _loads(raw: bytes) -> Any:
-    """Parsed JSON, by orjson unless the text may hold an integer it cannot keep."""
-    if _LONG_NUMBER.search(raw):
-        return json.loads(raw)
-    return orjson.loads(raw)
 
 
 def _gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:

@@ -217,11 +217,13 @@ def test_output_arrives_line_by_line_and_outcomes_in_order(sandbox: Sandbox) -> 
         sys.stdout.write("no newline")
         if x == 2:
             raise ValueError("two is bad")
+        if x == 4:
+            return 2**70 + 1  # JSON carries it; a 64-bit encoder does not
         return (x, x) if x == 3 else x * 10
 
-    run = call(sandbox, work, [1, 2, 3])
-    assert [o["i"] for o in run.outcomes] == [0, 1, 2]
-    assert value(run, 0) == 10 and value(run, 2) == (3, 3)
+    run = call(sandbox, work, [1, 2, 3, 4])
+    assert [o["i"] for o in run.outcomes] == [0, 1, 2, 3]
+    assert value(run, 0) == 10 and value(run, 2) == (3, 3) and value(run, 3) == 2**70 + 1
     assert run.outcomes[2]["repr"] == "(3, 3)"
     assert run.outcomes[1]["error"]["type"] == "ValueError"
     lines = run.lines  # type: ignore[attr-defined]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
-from jobsys.client.http import _dumps, _loads, _spec_with_items
+from jobsys.client.http import _spec_with_items
+from jobsys.fastjson import dumps as _dumps
+from jobsys.fastjson import loads as _loads
 
 
 def test_big_integers_survive_decoding() -> None:

@@ -64,9 +64,10 @@ def run_sandboxed(
     Celery's soft time limit is honoured as in the worker's own process; its
     hard limit kills the pool process, and bubblewrap takes the sandbox with it."""
     legacy = ctx.settings.accept_legacy_signatures
+    as_item = Binding(Purpose.ITEMS, job_id, step_id)
     request = {
         "function": _function(ctx, function, Binding(Purpose.FUNCTION, job_id, step_id), legacy),
-        "items": [_item(ctx, i, Binding(Purpose.ITEMS, job_id, step_id), legacy) for i in items],
+        "items": [_item(ctx, i, as_item, legacy) for i in items],
         "memory": mem_bytes(ctx.settings.sandbox_mem),
     }
     box = sandbox_for(ctx)

@@ -9,7 +9,6 @@ cannot carry arrives as pickle bytes, which the worker signs without loading.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import selectors
 import subprocess
@@ -19,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobsys.fastjson import dumps, loads
 from workers.sandbox import zygote
 from workers.sandbox.launcher import SandboxUser, bwrap_argv
 
@@ -62,7 +62,7 @@ class _Frames:
             body = bytes(self._buffer[head : head + size])
             del self._buffer[: head + size]
             try:
-                found.append(json.loads(body))
+                found.append(loads(body))
             except ValueError as exc:
                 raise SandboxError(f"the sandbox sent a frame that is not JSON: {exc}") from exc
         return found
@@ -87,7 +87,7 @@ class _Lines:
 
 
 def _frame(obj: Any) -> bytes:
-    body = json.dumps(obj, separators=(",", ":")).encode()
+    body = dumps(obj)
     return zygote._HEADER.pack(len(body)) + body
 
 
