@@ -347,3 +347,20 @@ def test_a_sandbox_that_cannot_start_says_why(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SandboxError, match=r"did not start.*nonexistent"):
         box.start()
     assert not box.alive
+
+
+def test_a_chunk_that_kills_the_zygote_gets_the_next_chunk_a_new_sandbox(
+    sandbox: Sandbox,
+) -> None:
+    def kill_the_parent(_: Any) -> None:
+        import os
+        import time
+
+        os.kill(os.getppid(), 9)
+        time.sleep(5)
+
+    assert value(call(sandbox, lambda x: x + 1, [1])) == 2
+    with pytest.raises(SandboxError, match="ended in the middle of a chunk"):
+        call(sandbox, kill_the_parent, [0])
+    assert not sandbox.alive
+    assert value(call(sandbox, lambda x: x * 2, [21])) == 42

@@ -181,6 +181,7 @@ class Sandbox:
         if self.alive and self._exit_due:
             self._await_exit(deadline)
         if not self.alive:
+            self.close()  # what is left of one that died (its pipes), if any
             self.start()
         self._lines = (_Lines("stdout", on_line), _Lines("stderr", on_line))
         self._number += 1
