@@ -27,6 +27,7 @@ DOMAIN = {
     "jobsys.datadir",
     "jobsys.envelope",
     "jobsys.errors",
+    "jobsys.fastjson",
     "jobsys.schedule_spec",
     "jobsys.signing",
     "jobsys.specs",
