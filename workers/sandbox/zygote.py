@@ -65,10 +65,10 @@ _len = len
 MAX_FRAME = 1 << 30
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
-#: Top-level modules the zygote has loaded (a chunk names the ones it added).
+#: Modules the zygote has loaded (a chunk names the ones it added, submodules too).
 _LOADED: set[str] = set()
 #: The most modules one chunk's imports add to the zygote.
-_MAX_PRELOAD = 200
+_MAX_PRELOAD = 2000
 #: A child's exit status when stdin closed before its request came: the zygote stops.
 _STDIN_CLOSED = 75
 
@@ -274,7 +274,7 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     if code == 0:
         # Output first, then this: the worker goes on without waiting for the exit.
         write_frame(results_fd, {"done": len(request["items"])})
-    new = sorted({m.partition(".")[0] for m in sys.modules} - _LOADED)
+    new = sorted(set(sys.modules) - _LOADED)
     with contextlib.suppress(OSError):
         _write_all(imports_fd, json.dumps(new).encode())
     os._exit(code)
@@ -375,7 +375,7 @@ def serve(results_fd: int, control_fd: int, scratch: str) -> None:
     mounted = frozenset(p.rstrip(os.sep) for p in sys.path if p.startswith(os.sep))
     control = _Control(control_fd)
     for number in itertools.count():
-        _LOADED.update(m.partition(".")[0] for m in sys.modules)
+        _LOADED.update(sys.modules)
         gc.freeze()  # what the zygote holds stays unscanned: fewer pages copied per fork
         pid, imports = _prefork(results_fd, control_fd, scratch)
         status = _wait(pid, number, control)
