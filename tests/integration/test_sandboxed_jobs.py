@@ -66,18 +66,20 @@ def test_a_job_cannot_reach_the_workers_key_or_settings(sandboxed: LiveStack) ->
 
 
 def test_results_errors_pickles_and_logs_come_back_as_before(sandboxed: LiveStack) -> None:
-    def work(x: int) -> object:
+    def work(x: object) -> object:
         print(f"working on {x}")
+        if isinstance(x, tuple):  # an item that travelled pickled
+            return sum(x)
         if x == 3:
             raise ValueError("three")
         return {x} if x == 2 else x * 10  # a set travels pickled
 
     with sandboxed.client() as client:
-        job = client.map(work, [1, 2, 3, 4], chunk_size=2, tolerate_failures=True)
+        job = client.map(work, [1, 2, 3, 4, (5, 6)], chunk_size=2, tolerate_failures=True)
         job.wait(timeout=60)
         outcomes = list(job.outcomes())
         logs = "\n".join(entry["line"] for entry in client.job(job.id).logs())
-    assert [v if ok else v["type"] for ok, v in outcomes] == [10, {2}, "ValueError", 40]
+    assert [v if ok else v["type"] for ok, v in outcomes] == [10, {2}, "ValueError", 40, 11]
     assert "[items 0-1] working on 1" in logs and "[items 2-3] working on 4" in logs, logs
 
 

@@ -67,7 +67,9 @@ def run_sandboxed(
     as_item = Binding(Purpose.ITEMS, job_id, step_id)
     request = {
         "function": _function(ctx, function, Binding(Purpose.FUNCTION, job_id, step_id), legacy),
-        "items": [_item(ctx, i, as_item, legacy) for i in items],
+        # JSON as it is (a stored JSON item is never shaped like a pickle), a
+        # signed pickle as its verified raw base64.
+        "items": [envelope.unsign_for_wire(i, ctx.signer, as_item, legacy=legacy) for i in items],
         "memory": mem_bytes(ctx.settings.sandbox_mem),
     }
     box = sandbox_for(ctx)
@@ -94,18 +96,9 @@ def _function(ctx: Context, ref: Any, binding: Binding, legacy: bool) -> dict[st
     """The function as the sandbox takes it: an import path, or the verified
     bytes of its signed pickle (verified here, loaded only there)."""
     if envelope.is_pickled(ref):
-        data = ctx.signer.verify(ref[envelope.PICKLE_KEY], binding, legacy=legacy)
-        return {"pickle": base64.b64encode(data).decode()}
+        wire = envelope.unsign_for_wire(ref, ctx.signer, binding, legacy=legacy)
+        return {"pickle": wire[envelope.PICKLE_KEY]}
     return {"import": ref}
-
-
-def _item(ctx: Context, item: Any, binding: Binding, legacy: bool) -> Any:
-    """An item as the sandbox takes it: JSON as it is (a stored JSON item is
-    never shaped like a pickle), a signed pickle as its verified bytes."""
-    if envelope.is_pickled(item):
-        data = ctx.signer.verify(item[envelope.PICKLE_KEY], binding, legacy=legacy)
-        return {envelope.PICKLE_KEY: base64.b64encode(data).decode()}
-    return item
 
 
 def _envelope(ctx: Context, frame: dict[str, Any], binding: Binding) -> dict[str, Any]:

@@ -52,9 +52,9 @@ class _Frames:
     def feed(self, data: bytes) -> list[Any]:
         self._buffer += data
         found = []
-        head = zygote._HEADER.size
+        head = zygote.HEADER.size
         while len(self._buffer) >= head:
-            (size,) = zygote._HEADER.unpack(self._buffer[:head])
+            (size,) = zygote.HEADER.unpack(self._buffer[:head])
             if size > zygote.MAX_FRAME:
                 raise SandboxError(f"the sandbox sent a frame of {size} bytes")
             if len(self._buffer) < head + size:
@@ -88,7 +88,7 @@ class _Lines:
 
 def _frame(obj: Any) -> bytes:
     body = dumps(obj)
-    return zygote._HEADER.pack(len(body)) + body
+    return zygote.HEADER.pack(len(body)) + body
 
 
 def _ignore(stream: str, line: str) -> None:
@@ -235,7 +235,7 @@ class Sandbox:
     def _kill_chunk(self) -> None:
         """End the running chunk; the whole sandbox if the zygote does not answer."""
         try:
-            zygote._write_all(self._control, _frame({"kill": self._number}))
+            zygote.write_all(self._control, _frame({"kill": self._number}))
             deadline = time.monotonic() + KILL_WAIT_S
             while (frame := self._next_frame(deadline)) is not None:
                 if "exit" in frame:

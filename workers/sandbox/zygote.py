@@ -57,7 +57,7 @@ try:  # the worker's own fast JSON, when its environment has it
 except ImportError:  # pragma: no cover - jobsys pins it
     orjson = None
 
-_HEADER = struct.Struct(">I")
+HEADER = struct.Struct(">I")
 #: Taken before user code runs: a chunk that replaces ``builtins.len`` still
 #: gets its frames written whole.
 _len = len
@@ -81,10 +81,10 @@ def read_frame(fd: int) -> Any:
 
 def read_raw_frame(fd: int) -> bytes | None:
     """The next frame's body on ``fd``, unparsed; None at end of file."""
-    head = _read_exactly(fd, _HEADER.size)
+    head = _read_exactly(fd, HEADER.size)
     if head is None:
         return None
-    (size,) = _HEADER.unpack(head)
+    (size,) = HEADER.unpack(head)
     if size > MAX_FRAME:
         raise ValueError(f"a frame of {size} bytes is over the limit")
     body = _read_exactly(fd, size)
@@ -108,7 +108,7 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
 
 def write_frame(fd: int, obj: Any) -> None:
     body = _dumps(obj)
-    _write_all(fd, _HEADER.pack(_len(body)) + body)
+    write_all(fd, HEADER.pack(_len(body)) + body)
 
 
 def _dumps(obj: Any) -> bytes:
@@ -129,7 +129,7 @@ def _loads(data: bytes) -> Any:
     return orjson.loads(data) if orjson is not None else json.loads(data)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -178,8 +178,9 @@ def _load(ref: dict[str, Any]) -> Any:
 
 
 def _item(item: Any) -> Any:
-    """An item: a JSON value as it is, or ``{"$pickle": base64}`` to unpickle."""
-    if isinstance(item, dict) and len(item) == 1 and "$pickle" in item:
+    """An item: a JSON value as it is, or ``{"$pickle": base64}`` (with an
+    optional ``repr``, as ``jobsys.envelope`` shapes it) to unpickle."""
+    if isinstance(item, dict) and "$pickle" in item and set(item) <= {"$pickle", "repr"}:
         return cloudpickle.loads(base64.b64decode(item["$pickle"]))
     return item
 
@@ -276,7 +277,7 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
         write_frame(results_fd, {"done": len(request["items"])})
     new = sorted(set(sys.modules) - _LOADED)
     with contextlib.suppress(OSError):
-        _write_all(imports_fd, json.dumps(new).encode())
+        write_all(imports_fd, json.dumps(new).encode())
     os._exit(code)
 
 
