@@ -24,6 +24,7 @@ from jobsys.errors import (
     Unauthenticated,
 )
 from jobsys.specs import DockerStep, FunctionStep, JobSpec
+from jobsys.step_secrets import SecretNotGiven, secret
 
 __all__ = [
     "AuthError",
@@ -40,6 +41,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDenied",
     "RemoteError",
+    "SecretNotGiven",
     "SignatureError",
     "SpecError",
     "StateError",
@@ -48,4 +50,5 @@ __all__ = [
     "StepTimeout",
     "Unauthenticated",
     "UntrustedResult",
+    "secret",
 ]

@@ -64,8 +64,10 @@ VARIABLE_FIELDS = {
     "max",
     "choices",
 }
-#: Fields a placeholder may never stand in (nor inside): they decide what code runs.
-FIXED_FIELDS = ("kind", "function")
+#: Fields a placeholder may never stand in (nor inside): they decide what code runs,
+#: and which secrets it gets (a template may use any secret because its author
+#: chose which: a starter's variable must not choose instead).
+FIXED_FIELDS = ("kind", "function", "secrets")
 #: Longest ``range`` a template may expand its items to.
 MAX_RANGE = 1_000_000
 #: Longest value (in characters) any variable takes, checked before it is parsed or matched.
@@ -292,6 +294,12 @@ def parse_template(data: Any, folder_name: str, source: str = "") -> Template:
         for fixed in FIXED_FIELDS:
             if fixed in step and PLACEHOLDER.search(json.dumps(step[fixed])):
                 raise TemplateError(f"steps[{i}].{fixed} may not hold a placeholder")
+        env = step.get("env")
+        for key, value in env.items() if isinstance(env, dict) else ():
+            if isinstance(value, dict) and PLACEHOLDER.search(json.dumps(value)):
+                raise TemplateError(
+                    f"steps[{i}].env.{key} names its secret by a placeholder: name it as it is"
+                )
         found = list(PLACEHOLDER.finditer(json.dumps(step)))
         used = {m.group(1) for m in found}
         if used - declared:

@@ -8,14 +8,14 @@ localhost), so ``make run`` needs no configuration at all.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from jobsys.datadir import private_file, private_folder
+from jobsys.datadir import private_file
 from jobsys.errors import ConfigError
+from jobsys.keys import check_fernet_key, local_key, new_fernet_key
 
 PREFIX = "JOBSYS_"
 
@@ -30,6 +30,13 @@ class Settings:
     #: HMAC key for pickled payloads. Defaults to a key kept in ``<data_dir>/secret.key``
     #: so every local process agrees on it without configuration.
     secret_key: str = ""
+    #: The web app's session and CSRF key, its own so that knowing the signing key
+    #: does not give it (nor it the signing key). Default: ``<data_dir>/session.key``.
+    session_key: str = ""
+    #: The Fernet key named secrets are encrypted with at rest (``service.secrets``).
+    #: Default: ``<data_dir>/secrets.key``. Every web process and worker must share
+    #: it: on more than one host, set it (``jobsys secrets new-key`` makes one).
+    secrets_key: str = ""
     #: Workers still run pickles signed before signatures named their job, step and
     #: purpose (``jobsys-signed-v1``), so jobs queued before an upgrade finish.
     #: Turn off once those have drained: then only bound signatures run.
@@ -178,16 +185,28 @@ class Settings:
         return env
 
     def resolved(self) -> Settings:
-        """Fill the defaults that depend on ``data_dir`` (database file, secret key file)."""
+        """Fill the defaults that depend on ``data_dir`` (database file, key files)."""
         settings = self
         if not settings.database_url:
             # Made here, 0600, so SQLite (and its WAL files) never hold it under the umask.
             path = private_file(settings.data_path.resolve() / "jobsys.db")
             settings = replace(settings, database_url=f"sqlite:///{path}")
         if not settings.secret_key:
-            settings = replace(settings, secret_key=_local_secret(settings.data_path))
-        if len(settings.secret_key) < 16:
-            raise ConfigError("JOBSYS_SECRET_KEY is too short: use at least 16 characters")
+            settings = replace(settings, secret_key=local_key(settings.data_path, "secret.key"))
+        if not settings.session_key:
+            settings = replace(settings, session_key=local_key(settings.data_path, "session.key"))
+        if not settings.secrets_key:
+            settings = replace(
+                settings,
+                secrets_key=local_key(settings.data_path, "secrets.key", make=new_fernet_key),
+            )
+        for name, key in (
+            ("SECRET_KEY", settings.secret_key),
+            ("SESSION_KEY", settings.session_key),
+        ):
+            if len(key) < 16:
+                raise ConfigError(f"JOBSYS_{name} is too short: use at least 16 characters")
+        check_fernet_key(settings.secrets_key)
         if settings.sandbox not in ("on", "off"):
             raise ConfigError(f"JOBSYS_SANDBOX={settings.sandbox!r}: give on or off")
         return settings
@@ -216,31 +235,6 @@ def _parse(name: str, annotation: Any, raw: str) -> Any:
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw
-
-
-def _local_secret(data_dir: Path) -> str:
-    """Read or create the per-checkout secret so web app and workers share it.
-
-    Created with mode 0600 in a 0700 folder: whoever can read it can sign code
-    that workers run. A wider mode found later is fixed by ``datadir.tighten``.
-    """
-    path = data_dir / "secret.key"
-    if path.exists():
-        return path.read_text().strip()
-    private_folder(data_dir)
-    tmp = data_dir / f".secret.key.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32))
-    # link() is atomic and fails if the name exists: when two processes start
-    # together, one key wins and both read the winner.
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_text().strip()
 
 
 __all__ = ["Settings", "client_env"]

@@ -23,7 +23,8 @@ mapping lives in ``webui/errors.py`` and ``jobsys/cli/main.py``, not here)::
         ├── StepTimeout      a step ran past its timeout and was killed
         ├── StepCancelled    the job was cancelled while the step ran
         ├── ImageError       an image is missing or outside the allow-list
-        └── SignatureError   a pickled payload was unsigned or tampered with
+        ├── SignatureError   a pickled payload was unsigned or tampered with
+        └── SecretUnavailable  a step's secret was deleted or cannot be decrypted here
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ class ImageError(StepError):
 
 class SignatureError(StepError):
     """Raised when a pickled payload is unsigned or its signature does not match."""
+
+
+class SecretUnavailable(StepError):
+    """Raised on a worker when a secret its step names was deleted since the job
+    was submitted, or was stored with another ``JOBSYS_SECRETS_KEY``."""
 
 
 #: Every concrete error class by name, so the client can rebuild what the server raised.

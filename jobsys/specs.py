@@ -31,6 +31,10 @@ IMAGE_REF = re.compile(
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[a-z0-9]+(?:[+._-][a-z0-9]+)*:[0-9a-fA-F]{32,})?"
 )
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: A secret's name; a function step sees it as an environment variable of that name.
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+#: Environment names a secret may not take: jobsys's own, and those the sandbox sets.
+RESERVED_ENV = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "PYTHONUNBUFFERED"})
 
 #: Fields people try to set that jobsys refuses on purpose, with the reason.
 FORBIDDEN_DOCKER_FIELDS = {
@@ -58,7 +62,9 @@ class Mount:
 class DockerStep:
     image: str
     command: tuple[str, ...]
-    env: Mapping[str, str] = field(default_factory=dict)
+    #: Each value is text, or ``{"secret": NAME}``: the worker puts in the
+    #: secret's value when it starts the container (it is never stored here).
+    env: Mapping[str, str | dict[str, str]] = field(default_factory=dict)
     timeout_s: float = 3600.0
     retries: int = 0
     retry_backoff_s: float = 1.0
@@ -87,6 +93,8 @@ class FunctionStep:
     #: worker process running it is killed and the chunk fails.
     soft_time_limit_s: float | None = None
     time_limit_s: float | None = None
+    #: Names of secrets the code sees as environment variables (and ``jobsys.secret``).
+    secrets: tuple[str, ...] = ()
     kind: Literal["function"] = "function"
 
 
@@ -121,7 +129,33 @@ def step_to_dict(step: StepSpec) -> dict[str, Any]:
         data["env"] = dict(step.env)
     else:
         data["items"] = list(step.items)
+        if step.secrets:
+            data["secrets"] = list(step.secrets)
+        else:
+            del data["secrets"]  # specs stored before secrets read back the same
     return data
+
+
+def secret_refs(spec: JobSpec) -> list[tuple[str, str]]:
+    """Each secret the spec names, as ``(field path, secret name)``."""
+    found: list[tuple[str, str]] = []
+    for i, step in enumerate(spec.steps):
+        if isinstance(step, DockerStep):
+            for key, value in step.env.items():
+                if isinstance(value, Mapping):
+                    found.append((f"steps[{i}].env.{key}", value["secret"]))
+        else:
+            found += [(f"steps[{i}].secrets", name) for name in step.secrets]
+    return found
+
+
+def check_secret_name(name: Any) -> str | None:
+    """Why ``name`` cannot name a secret, or None."""
+    if not isinstance(name, str) or not SECRET_NAME.match(name):
+        return "a secret's name is 1 to 64 letters, digits and _, not starting with a digit"
+    if name.upper().startswith("JOBSYS_") or name in RESERVED_ENV:
+        return f"{name!r} is a name jobsys uses itself; pick another"
+    return None
 
 
 class _Fields:
@@ -432,6 +466,7 @@ def _parse_function(
             "tolerate_failures",
             "soft_time_limit_s",
             "time_limit_s",
+            "secrets",
         },
         path,
         errors,
@@ -476,7 +511,20 @@ def _parse_function(
         name=_step_name(raw, path, errors),
         soft_time_limit_s=soft,
         time_limit_s=hard,
+        secrets=_secret_names(raw.get("secrets", []), f"{path}.secrets", errors),
     )
+
+
+def _secret_names(value: Any, path: str, errors: _Fields) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > 50:
+        errors.add(path, 'give a list of at most 50 secret names, e.g. ["stripe"]')
+        return ()
+    for name in value:
+        problem = check_secret_name(name)
+        if problem is not None:
+            errors.add(path, problem)
+            return ()
+    return tuple(dict.fromkeys(value))
 
 
 def chunk_size_for(step: FunctionStep, settings: Settings, slots: int | None = None) -> int:
@@ -574,18 +622,26 @@ def _command(value: Any, path: str, errors: _Fields) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _env(value: Any, path: str, errors: _Fields) -> dict[str, str]:
+def _env(value: Any, path: str, errors: _Fields) -> dict[str, str | dict[str, str]]:
     if not isinstance(value, Mapping):
         errors.add(path, 'give an object of NAME: "value" pairs')
         return {}
-    env: dict[str, str] = {}
+    env: dict[str, str | dict[str, str]] = {}
     for key, val in value.items():
         if not isinstance(key, str) or not ENV_NAME.match(key):
             errors.add(
                 f"{path}.{key}", "names are letters, digits and _, not starting with a digit"
             )
+        elif isinstance(val, Mapping):
+            problem = check_secret_name(val.get("secret")) if set(val) == {"secret"} else ""
+            if problem is None:
+                env[key] = {"secret": val["secret"]}
+            else:
+                errors.add(
+                    f"{path}.{key}", problem or 'name a secret as {"secret": "NAME"}, nothing else'
+                )
         elif isinstance(val, bool) or not isinstance(val, str | int | float):
-            errors.add(f"{path}.{key}", "values are strings (or numbers)")
+            errors.add(f"{path}.{key}", 'values are strings (or numbers), or {"secret": "NAME"}')
         else:
             env[key] = str(val)
     return env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -38,10 +37,9 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         _load_catalog(context)
     app = Flask(__name__)
     app.config.update(
-        # The session key is derived from, not equal to, the pickle-signing key.
-        SECRET_KEY=hashlib.sha256(
-            b"jobsys-web-session:" + context.settings.secret_key.encode()
-        ).hexdigest(),
+        # Its own key (JOBSYS_SESSION_KEY), not one derived from the pickle-signing
+        # key: whoever learns one of them cannot forge with the other.
+        SECRET_KEY=context.settings.session_key,
         MAX_CONTENT_LENGTH=context.settings.max_payload_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -1,4 +1,5 @@
-"""Admin pages: users (add, change role, disable) and the audit trail with filters."""
+"""Admin pages: users (add, change role, disable), secrets (set, delete) and the
+audit trail with filters."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from werkzeug.wrappers import Response
 from jobsys import service
 from jobsys.auth import ROLE_RIGHTS, Right
 from jobsys.errors import SpecError, Unauthenticated
+from jobsys.service.secrets import DEFAULT_ROLES
 from webui.api import audit_filters
 from webui.principal import context, needs, page_principal
 from webui.views import sign_in_first
@@ -65,6 +67,53 @@ def update_user(name: str) -> Any:
 def revoke_token(token_id: int) -> Response:
     service.revoke_token(context(), page_principal(), token_id)
     return redirect(url_for("admin.users"))
+
+
+@bp.get("/secrets")
+@needs(Right.ADMIN)
+def secrets() -> str:
+    return _secrets_page({}, None)[0]
+
+
+@bp.post("/secrets")
+@needs(Right.ADMIN)
+def set_secret() -> Any:
+    form = request.form
+    try:
+        service.set_secret(
+            context(),
+            page_principal(),
+            form.get("name", ""),
+            form.get("value", ""),
+            roles=form.getlist("roles"),
+        )
+    except SpecError as exc:
+        return _secrets_page(exc.fields, exc.message)
+    return redirect(url_for("admin.secrets"))
+
+
+@bp.post("/secrets/<name>/delete")
+@needs(Right.ADMIN)
+def delete_secret(name: str) -> Response:
+    service.delete_secret(context(), page_principal(), name)
+    return redirect(url_for("admin.secrets"))
+
+
+def _secrets_page(errors: dict[str, str], message: str | None) -> tuple[str, int]:
+    principal = page_principal()
+    checked = request.form.getlist("roles") if request.method == "POST" else DEFAULT_ROLES
+    page = render_template(
+        "secrets.html",
+        secrets=service.list_secrets(context(), principal),
+        roles=list(ROLE_RIGHTS),
+        checked=checked,
+        errors=errors,
+        message=message,
+        # The value is never sent back into the form.
+        form={"name": request.form.get("name", "")},
+        principal=principal,
+    )
+    return page, 400 if errors else 200
 
 
 @bp.get("/audit")

@@ -444,6 +444,39 @@ def update_user(name: str) -> Response:
     return jsonify(updated.to_dict())
 
 
+@bp.get("/secrets")
+@needs(Right.ADMIN)
+def list_secrets() -> Response:
+    found = service.list_secrets(context(), api_principal())
+    return jsonify({"secrets": [s.to_dict() for s in found]})
+
+
+@bp.post("/secrets")
+@needs(Right.ADMIN)
+def set_secret() -> tuple[Response, int]:
+    body = json_body()
+    if not isinstance(body, dict) or set(body) - {"name", "value", "roles"}:
+        raise SpecError({"body": "send an object with 'name' and 'value' (and 'roles')"})
+    roles = body.get("roles")
+    if roles is not None and not isinstance(roles, list):
+        raise SpecError({"roles": 'give a list of roles, e.g. ["developer", "admin"]'})
+    stored, created = service.set_secret(
+        context(),
+        api_principal(),
+        text_field(body, "name") or "",
+        text_field(body, "value") or "",
+        roles=roles,
+    )
+    return jsonify(stored.to_dict()), 201 if created else 200
+
+
+@bp.delete("/secrets/<name>")
+@needs(Right.ADMIN)
+def delete_secret(name: str) -> tuple[str, int]:
+    service.delete_secret(context(), api_principal(), name)
+    return "", 204
+
+
 @bp.get("/audit")
 @needs(Right.ADMIN)
 def audit() -> Response:

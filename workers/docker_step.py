@@ -7,16 +7,24 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from celery import shared_task
 
 from jobsys import service
+from jobsys.auth import SYSTEM
 from jobsys.broker.canvas import RUN_DOCKER_STEP
 from jobsys.config import Settings
 from jobsys.context import Context
-from jobsys.errors import ImageError, StepCancelled, StepError, StepFailed, StepTimeout
+from jobsys.errors import (
+    ImageError,
+    SecretUnavailable,
+    StepCancelled,
+    StepError,
+    StepFailed,
+    StepTimeout,
+)
 from jobsys.service.progress import LogRecord, TaskStart
 from jobsys.specs import DockerStep, Mount, docker_step_problems
 from jobsys.states import JobStatus
@@ -50,11 +58,17 @@ def backoff_delay(base_s: float, attempt: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def step_from_spec(spec: dict[str, Any]) -> DockerStep:
+def step_from_spec(spec: dict[str, Any], secrets: Mapping[str, str] | None = None) -> DockerStep:
+    """The step to run; each ``{"secret": NAME}`` in its env becomes the value in
+    ``secrets`` (the values are fetched by the worker, never stored in the spec)."""
+    env = {
+        key: secrets[value["secret"]] if isinstance(value, Mapping) and secrets else value
+        for key, value in (spec.get("env") or {}).items()
+    }
     return DockerStep(
         image=spec["image"],
         command=tuple(spec["command"]),
-        env=spec.get("env") or {},
+        env=env,
         timeout_s=spec["timeout_s"],
         retries=spec.get("retries", 0),
         retry_backoff_s=spec.get("retry_backoff_s", 1.0),
@@ -141,17 +155,26 @@ def _run_and_report(
         service.finish_task(ctx, task_id, ok=False, error=error)
         status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
         return {"exit_code": None, "status": status.value}
-    step = step_from_spec(start.step_spec)
+    try:
+        secrets = service.reveal_secrets(ctx, SYSTEM, service.secret_names(start.step_spec))
+    except SecretUnavailable as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        service.finish_task(ctx, task_id, ok=False, error=error)
+        status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
+        return {"exit_code": None, "status": status.value}
+    step = step_from_spec(start.step_spec, secrets)
+    # What the container prints is stored and streamed with the secrets' values masked.
+    redact = service.Redactor(secrets.values())
     limits = limits_of(ctx.settings)
     labels = {LABEL_JOB: job_id, LABEL_STEP: step_id, LABEL_TASK: task_id}
     should_stop = functools.partial(service.is_cancelled, ctx, job_id)
     logs: list[LogRecord] = []
 
     def live(record: LogRecord) -> None:
-        service.publish_logs(ctx, job_id, step_id, [record])
+        service.publish_logs(ctx, job_id, step_id, [redact.log(record)])
 
     def note(line: str) -> None:
-        record = LogRecord(line=line, stream="system")
+        record = redact.log(LogRecord(line=line, stream="system"))
         logs.append(record)
         live(record)
 
@@ -186,7 +209,7 @@ def _run_and_report(
             log.exception("Docker step %s failed unexpectedly", step_id)
             error = StepError(f"unexpected error: {type(exc).__name__}: {exc}")
         else:
-            logs.extend(result.logs)
+            logs.extend(redact.log(r) for r in result.logs)
             exit_code = result.exit_code
             error = _judge(result, step)
             if error is None or isinstance(error, StepCancelled):

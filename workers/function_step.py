@@ -6,9 +6,10 @@ import contextlib
 import importlib
 import io
 import logging
+import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
@@ -16,6 +17,7 @@ from celery import shared_task
 from celery.signals import task_failure
 
 from jobsys import envelope, service
+from jobsys.auth import SYSTEM
 from jobsys.broker.canvas import GATHER_FUNCTION_STEP, RUN_FUNCTION_CHUNK
 from jobsys.context import Context
 from jobsys.errors import SignatureError
@@ -123,6 +125,25 @@ def captured_output(
         root.removeHandler(handler)
         out.close_lines()
         err.close_lines()
+
+
+@contextlib.contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """The step's secrets as environment variables of this process while its chunk
+    runs (``JOBSYS_SANDBOX=off``: the sandbox's own environment carries them when on)."""
+    if not values:
+        yield
+        return
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in before.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def run_chunk(
@@ -238,14 +259,17 @@ def _run_chunk_task(
 ) -> dict[str, Any]:
     job_id, step_id = begun.job_id, begun.step_id
     tag = f"[items {start}-{start + len(items) - 1}]"
+    # Fetched by name now, never carried by the message; a deleted one fails the chunk.
+    secrets = service.reveal_secrets(ctx, SYSTEM, begun.step_spec.get("secrets") or ())
+    redact = service.Redactor(secrets.values())
 
     def live(record: LogRecord) -> None:
-        service.publish_logs(ctx, job_id, step_id, [record])
+        service.publish_logs(ctx, job_id, step_id, [redact.log(record)])
 
     if ctx.settings.sandbox == "on":
-        logs, outcomes, failure = _sandboxed(ctx, begun, items, tag, live)
+        logs, outcomes, failure = _sandboxed(ctx, begun, items, tag, live, secrets)
     else:
-        with captured_output(tag, on_line=live) as logs:
+        with captured_output(tag, on_line=live) as logs, environment(secrets):
             try:
                 fn = load_function(ctx, job_id, step_id, begun.step_spec["function"])
             except Exception as exc:
@@ -253,6 +277,8 @@ def _run_chunk_task(
                 outcomes = None
             else:
                 outcomes = run_chunk(fn, items, ctx, job_id, step_id)
+    if redact:
+        logs = [redact.log(r) for r in logs]
     if outcomes is None:
         # The function itself could not be loaded (bad signature, import error):
         # every item fails with that reason and the chunk is marked failed.
@@ -289,6 +315,7 @@ def _sandboxed(
     items: list[Any],
     tag: str,
     live: Callable[[LogRecord], None],
+    secrets: Mapping[str, str],
 ) -> tuple[list[LogRecord], list[dict[str, Any]] | None, dict[str, Any]]:
     """The chunk run in the sandbox (``JOBSYS_SANDBOX=on``): its log lines, its
     outcomes (None when the function could not be loaded) and that failure."""
@@ -301,7 +328,9 @@ def _sandboxed(
 
     function = begun.step_spec["function"]
     try:
-        outcomes = run_sandboxed(ctx, begun.job_id, begun.step_id, function, items, emit)
+        outcomes = run_sandboxed(
+            ctx, begun.job_id, begun.step_id, function, items, emit, env=secrets
+        )
     except LoadFailed as exc:
         return logs, None, exc.failure
     except SignatureError as exc:

@@ -15,6 +15,7 @@ from jobsys.cli import jobs as cli_jobs
 from jobsys.cli.catalog import catalog, start
 from jobsys.cli.db import db
 from jobsys.cli.schedules import schedules
+from jobsys.cli.secrets import secrets
 from jobsys.cli.users import DURATION, users
 from jobsys.config import Settings
 from jobsys.errors import (
@@ -262,6 +263,7 @@ main.add_command(schedules)
 main.add_command(start)
 main.add_command(catalog)
 main.add_command(users)
+main.add_command(secrets)
 main.add_command(db)
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
 from jobsys.service.audit import record
 from jobsys.service.idempotency import Idempotency, store_job
-from jobsys.service.jobs import build_job, get_job, publish_job
+from jobsys.service.jobs import build_job, get_job, job_detail, publish_job
 from jobsys.service.records import JobInfo
 from jobsys.store.models import CatalogEntry, Job, utcnow
 
@@ -121,20 +121,32 @@ def start_template(
     if earlier is not None:
         return replace(get_job(ctx, principal, earlier), replayed=True)
     record(
-        ctx, principal, "catalog.start", name, detail={"job": job.id, "variables": job.variables}
+        ctx,
+        principal,
+        "catalog.start",
+        name,
+        detail={**job_detail(job), "job": job.id, "variables": job.variables},
     )
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
 
 
-def new_template_job(ctx: Context, principal: Principal, template: Template, variables: Any) -> Job:
-    """An unsaved job from a template, rights checked; for start and the scheduler."""
+def new_template_job(
+    ctx: Context,
+    principal: Principal,
+    template: Template,
+    variables: Any,
+    *,
+    session: Session | None = None,
+) -> Job:
+    """An unsaved job from a template, rights checked; for start and the scheduler
+    (which passes the ``session`` of its transaction)."""
     require_template(principal, template, "start")
     try:
         values = template.values(variables or {})
     except SpecError as exc:
         raise _prefixed(exc) from exc
-    job = build_job(ctx, principal.name, _render(template, values))
+    job = build_job(ctx, principal.name, _render(template, values), session=session)
     job.template, job.variables = template.name, values
     return job
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import Session, defer
 
 from jobsys.auth import Principal, Right, require
 from jobsys.context import Context
@@ -19,6 +19,7 @@ from jobsys.service.audit import audit_entry
 from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_claimed
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, StepInfo, TaskInfo
+from jobsys.service.secrets import check_secret_use, secret_names
 from jobsys.service.worker_slots import function_slots
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import (
@@ -28,6 +29,7 @@ from jobsys.specs import (
     chunk_bounds,
     chunk_size_for,
     parse_job_spec,
+    secret_refs,
     step_to_dict,
 )
 from jobsys.states import JobStatus
@@ -54,7 +56,7 @@ def submit_job(
     # One commit for the job, its first step's claim and its audit entry: every
     # commit is a turn at SQLite's write lock (and a round trip).
     plan, task_rows = claim_new_step(job.steps[0])
-    entry = audit_entry(principal, "job.submit", job.id, detail={"name": job.name})
+    entry = audit_entry(principal, "job.submit", job.id, detail=job_detail(job))
     earlier = store_job(ctx, principal, job, once, alongside=[*task_rows, entry])
     if earlier is not None:
         return replace(get_job(ctx, principal, earlier), replayed=True)
@@ -70,6 +72,7 @@ def new_job(
     *,
     right: Right = Right.SUBMIT,
     code_owner: str | None = None,
+    session: Session | None = None,
 ) -> Job:
     """A validated, unsaved job row with its steps, for a caller that stores it in
     its own transaction (the scheduler stores it together with the tick it fires).
@@ -79,21 +82,29 @@ def new_job(
     one someone already vetted (a rerun, resume or run-now of a stored spec) needs
     ``right`` (``rerun``) instead. Pickled code needs ``submit_code`` of the
     creator either way: only a developer runs code. ``code_owner`` is who supplied
-    that code (a rerun keeps the first submitter); by default the creator."""
+    that code (a rerun keeps the first submitter); by default the creator.
+    Inside a caller's transaction, pass its ``session`` (on SQLite a second one
+    would wait on the first's write lock)."""
     require(principal, right)
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         require(principal, Right.SUBMIT_CODE)
+    # A new spec may name only the secrets the creator's role may use; one already
+    # vetted (a rerun) only secrets that still exist.
+    user = principal if right is Right.SUBMIT else None
+    check_secret_use(ctx, secret_refs(spec), user, session=session)
     return _job_row(ctx, principal.name, spec, code_owner=code_owner or principal.name)
 
 
-def build_job(ctx: Context, owner: str, data: Any) -> Job:
+def build_job(ctx: Context, owner: str, data: Any, *, session: Session | None = None) -> Job:
     """Like ``new_job`` for a spec that needs no ``submit`` right of its caller: a
     rendered catalog template, which can hold no pickled code. ``owner`` (the
     starter, or a schedule's owner) is also its ``code_owner``."""
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         raise SpecError({"steps": "a catalog template cannot carry pickled code"})
+    # The template's author (an admin) chose its secrets: any existing one will do.
+    check_secret_use(ctx, secret_refs(spec), None, session=session)
     return _job_row(ctx, owner, spec, code_owner=owner)
 
 
@@ -111,6 +122,15 @@ def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str) -> Job
     # Ids first: the caller publishes by them, and each pickle is signed for its step.
     job.steps = [_step_row(ctx, job.id, new_id(), i, step) for i, step in enumerate(spec.steps)]
     return job
+
+
+def job_detail(job: Job) -> dict[str, Any]:
+    """What the audit entry of a new job says: its name, and the secrets it uses (names only)."""
+    detail: dict[str, Any] = {"name": job.name}
+    used = secret_names(job.spec)
+    if used:
+        detail["secrets"] = used
+    return detail
 
 
 def with_tags(job: Job) -> Job:

@@ -31,7 +31,7 @@ from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecErro
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
-from jobsys.service.jobs import get_job, log, new_job
+from jobsys.service.jobs import get_job, job_detail, log, new_job
 from jobsys.service.records import JobInfo
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import chunk_bounds
@@ -112,6 +112,7 @@ def _copy_job(ctx: Context, session: Session, old: Job, principal: Principal) ->
         right=Right.RERUN,
         # The code is still the first submitter's: clients trust results by it.
         code_owner=old.code_owner or old.owner,
+        session=session,
     )
     new.rerun_of, new.template, new.variables = old.id, old.template, old.variables
     for step in new.steps:
@@ -257,7 +258,7 @@ def _resume_items(ctx: Context, session: Session, old: Step, new: Step) -> list[
 
 
 def _start(ctx: Context, principal: Principal, job: Job, step_id: str, action: str) -> JobInfo:
-    record(ctx, principal, action, job.id, detail={"of": job.rerun_of})
+    record(ctx, principal, action, job.id, detail={**job_detail(job), "of": job.rerun_of})
     try:
         dispatch_step(ctx, step_id)
     except DispatchError as exc:

@@ -31,7 +31,7 @@ from jobsys.errors import NotFoundError, PermissionDenied, SignatureError, SpecE
 from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
 from jobsys.service.audit import record
 from jobsys.service.catalog import lookup_template, new_template_job, require_template
-from jobsys.service.jobs import get_job, new_job, publish_job
+from jobsys.service.jobs import get_job, job_detail, new_job, publish_job
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.users import ROLE_ORDER
 from jobsys.signing import Binding, Purpose
@@ -165,7 +165,7 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
                 fired_at=moment,
             )
         )
-    record(ctx, principal, "schedule.run-now", row.name, detail={"job": job.id})
+    record(ctx, principal, "schedule.run-now", row.name, detail={**job_detail(job), "job": job.id})
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
 
@@ -216,9 +216,15 @@ def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
     try:
         if row.template is not None:
             template = lookup_template(session, row.template)
-            return new_template_job(ctx, owner, template, row.variables or {})
+            return new_template_job(ctx, owner, template, row.variables or {}, session=session)
         assert row.spec is not None
-        return new_job(ctx, owner, wire_spec(ctx, row), code_owner=row.code_owner or owner.name)
+        return new_job(
+            ctx,
+            owner,
+            wire_spec(ctx, row),
+            code_owner=row.code_owner or owner.name,
+            session=session,
+        )
     except PermissionDenied as exc:
         raise PermissionDenied(
             exc.right,
@@ -268,19 +274,23 @@ def _checked_spec(
                     template = lookup_template(own, parsed.template)
         except NotFoundError as exc:
             raise SpecError({"template": exc.message}) from exc
-        new_template_job(ctx, principal, template, parsed.variables)
+        new_template_job(ctx, principal, template, parsed.variables, session=session)
         return None
     assert parsed.spec is not None
-    return _sign_spec(ctx, principal, parsed.spec, schedule_id)
+    return _sign_spec(ctx, principal, parsed.spec, schedule_id, session)
 
 
 def _sign_spec(
-    ctx: Context, principal: Principal, spec: dict[str, Any], schedule_id: str
+    ctx: Context,
+    principal: Principal,
+    spec: dict[str, Any],
+    schedule_id: str,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     """Check the job spec as a submission by ``principal`` would be, then keep it
     with its pickles signed for this schedule."""
     try:
-        new_job(ctx, principal, spec)
+        new_job(ctx, principal, spec, session=session)
     except SpecError as exc:
         raise SpecError({f"spec.{k}": v for k, v in exc.fields.items()}) from exc
 

@@ -366,6 +366,25 @@ class AuditEntry(Base):
     )
 
 
+class Secret(Base):
+    """A named secret (an API token, a password) that jobs use without anyone seeing it.
+
+    ``value`` is a Fernet token (AES-128-CBC with HMAC-SHA256) made with
+    ``JOBSYS_SECRETS_KEY``: a copy of the database alone does not give the
+    values. ``roles`` are those who may name it in a spec they submit.
+    """
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    roles: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Who set its value or its roles last.
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+
+
 class IdempotencyKey(Base):
     """A caller's ``Idempotency-Key`` and the job its first request made, so a
     repeat (a retry after a timeout, say) gets that job back instead of a second.

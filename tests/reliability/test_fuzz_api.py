@@ -88,6 +88,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         {"name": "nightly", "cron": "0 3 * * *", "spec": {"name": "n", "steps": [DOCKER]}},
     )
     service.add_user(ctx, SYSTEM, name="ada", password="long enough pw", role="developer")
+    service.set_secret(ctx, SYSTEM, "echo", "a-secret-value")
     real = {
         "job_id": [queued.id, stopped.id],
         "ref": ["nightly"],

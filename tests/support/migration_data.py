@@ -522,6 +522,13 @@ def check_app_works(ctx: Context) -> None:
     assert [j.id for j in by_tag.items] == [fresh.id, "j1" * 16]
     assert service.get_job(ctx, SYSTEM, fresh.id).tags == ("etl", "new")
 
+    # 0008's secrets table: set one, and a new job names it.
+    service.set_secret(ctx, SYSTEM, "stripe", "sk_live_migrated")
+    assert service.reveal_secrets(ctx, SYSTEM, ["stripe"]) == {"stripe": "sk_live_migrated"}
+    env = {"TOKEN": {"secret": "stripe"}}
+    uses = service.submit_job(ctx, SYSTEM, {"name": "s", "steps": [{**DOCKER, "env": env}]})
+    assert service.get_job(ctx, SYSTEM, uses.id).spec["steps"][0]["env"] == env
+
     with ctx.sessions() as session:  # 0003 moved the items out of the step row
         step = session.scalars(select(Step).where(Step.kind == "function")).one()
         assert step.payload is not None and step.payload.items == [1, 4]

@@ -28,10 +28,12 @@ DOMAIN = {
     "jobsys.envelope",
     "jobsys.errors",
     "jobsys.fastjson",
+    "jobsys.keys",
     "jobsys.schedule_spec",
     "jobsys.signing",
     "jobsys.specs",
     "jobsys.states",
+    "jobsys.step_secrets",
     "jobsys.storable",
     "jobsys.timing",
 }

@@ -153,6 +153,12 @@ ROUTES: list[Route] = [
     Route("GET", "/users", "admin"),
     Route("POST", "/users", "admin"),
     Route("POST", "/users/<name>", "admin"),
+    Route("GET", "/api/secrets", "admin"),  # "admins manage named secrets"
+    Route("POST", "/api/secrets", "admin"),
+    Route("DELETE", "/api/secrets/<name>", "admin"),
+    Route("GET", "/secrets", "admin"),
+    Route("POST", "/secrets", "admin", form=(("name", "matrix"), ("value", "a-value"))),
+    Route("POST", "/secrets/<name>/delete", "admin"),
     Route("GET", "/api/audit", "admin"),
     Route("GET", "/audit", "admin"),
     # Flower: "anything else that changes something ... needs admin".
@@ -219,6 +225,7 @@ def world(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         live, SYSTEM, {"name": "nightly", "cron": "0 3 * * *", "spec": docker_spec()}
     )
     service.add_user(live, SYSTEM, name="olga", password="a-long-password-1", role="viewer")
+    service.set_secret(live, SYSTEM, "echo", "a-secret-value")
     spare = service.create_token(live, SYSTEM, name="spare", role="viewer")
     tokens = {
         role: service.create_token(live, SYSTEM, name=f"matrix-{role}", role=role).token

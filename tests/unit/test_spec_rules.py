@@ -313,9 +313,10 @@ def test_env_rules(settings: Settings) -> None:
     }
     assert docker_errors(settings, env={"A-B": "x", "OK": True, "N": None}) == {
         "steps[0].env.A-B": "names are letters, digits and _, not starting with a digit",
-        "steps[0].env.OK": "values are strings (or numbers)",
-        "steps[0].env.N": "values are strings (or numbers)",
+        "steps[0].env.OK": 'values are strings (or numbers), or {"secret": "NAME"}',
+        "steps[0].env.N": 'values are strings (or numbers), or {"secret": "NAME"}',
     }
+    assert docker(settings, env={"T": {"secret": "stripe"}}).env == {"T": {"secret": "stripe"}}
 
 
 def test_step_names(settings: Settings) -> None:
@@ -564,7 +565,7 @@ def test_chunk_time_limits(settings: Settings) -> None:
 def test_unknown_function_fields(settings: Settings) -> None:
     assert function_errors(settings, image="jobsys/x") == {
         "steps[0].image": "unknown field; allowed: chunk_size, function, items, kind, name, "
-        "soft_time_limit_s, time_limit_s, tolerate_failures"
+        "secrets, soft_time_limit_s, time_limit_s, tolerate_failures"
     }
 
 

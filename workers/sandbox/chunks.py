@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -56,6 +56,8 @@ def run_sandboxed(
     function: Any,
     items: Sequence[Any],
     on_line: Callable[[str, str], None],
+    *,
+    env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Each item's outcome envelope, in order, as ``run_chunk`` gives them.
 
@@ -71,6 +73,8 @@ def run_sandboxed(
         # signed pickle as its verified raw base64.
         "items": [envelope.unsign_for_wire(i, ctx.signer, as_item, legacy=legacy) for i in items],
         "memory": mem_bytes(ctx.settings.sandbox_mem),
+        # The step's secrets, as environment variables of the chunk's process only.
+        "env": dict(env or {}),
     }
     box = sandbox_for(ctx)
     deadline = time.monotonic() + NO_LIMIT_S

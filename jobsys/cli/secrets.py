@@ -1,0 +1,85 @@
+"""``jobsys secrets ...``: named secrets that jobs use, managed on the configured
+database directly (like ``jobsys users``), as an admin. A value is read from
+standard input or a hidden prompt, never from an argument: arguments end up in
+shell history and in every local user's ``ps``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from jobsys.cli.users import CLI_ADMIN
+
+
+def _ctx() -> Any:
+    from jobsys.runtime import build_context
+
+    return build_context()
+
+
+@click.group()
+def secrets() -> None:
+    """Secrets: named values jobs use without anyone seeing them."""
+
+
+@secrets.command("set")
+@click.argument("name")
+@click.option(
+    "--roles",
+    default=None,
+    help="Comma-separated roles that may name it in a spec they submit "
+    "(default for a new secret: developer,admin; kept on a change).",
+)
+def set_command(name: str, roles: str | None) -> None:
+    """Create secret NAME or change its value: read from standard input when it is
+    not a terminal (one value; a trailing newline is dropped), else asked for."""
+    from jobsys import service
+
+    if sys.stdin.isatty():
+        value = click.prompt("Value", hide_input=True, confirmation_prompt=True)
+    else:
+        value = sys.stdin.read().removesuffix("\n")
+    wanted = None if roles is None else [r.strip() for r in roles.split(",") if r.strip()]
+    stored, created = service.set_secret(_ctx(), CLI_ADMIN, name, value, roles=wanted)
+    verb = "added" if created else "changed"
+    click.echo(f"{verb} secret {stored.name} (roles: {', '.join(stored.roles) or 'none'})")
+
+
+@secrets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def list_command(as_json: bool) -> None:
+    """Names, who may use them and when they changed; never the values."""
+    from jobsys import service
+
+    found = service.list_secrets(_ctx(), CLI_ADMIN)
+    if as_json:
+        click.echo(json.dumps([s.to_dict() for s in found]))
+        return
+    click.echo(f"{'NAME':<24} {'ROLES':<28} {'CHANGED':<17} BY")
+    for s in found:
+        changed = s.updated_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{s.name:<24} {','.join(s.roles) or '-':<28} {changed:<17} {s.updated_by}")
+
+
+@secrets.command("delete")
+@click.argument("name")
+def delete_command(name: str) -> None:
+    """Delete secret NAME; jobs that name it fail when their step starts."""
+    from jobsys import service
+
+    service.delete_secret(_ctx(), CLI_ADMIN, name)
+    click.echo(f"deleted secret {name}")
+
+
+@secrets.command("new-key")
+def new_key_command() -> None:
+    """Print a new JOBSYS_SECRETS_KEY (for deployments on more than one host)."""
+    from jobsys.keys import new_fernet_key
+
+    click.echo(new_fernet_key())
+
+
+__all__ = ["secrets"]
