@@ -20,7 +20,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -103,9 +103,12 @@ class Client:
         priority: int = 5,
         soft_time_limit_s: float | None = None,
         time_limit_s: float | None = None,
+        secrets: Sequence[str] = (),
     ) -> Job:
         """Run ``fn`` over every item on the workers, as one function step;
-        the time limits apply to each chunk, ``priority`` (0-9) to the job."""
+        the time limits apply to each chunk, ``priority`` (0-9) to the job.
+        ``secrets``: names of secrets ``fn`` reads with ``jobsys.secret(name)``
+        (or ``os.environ``); an admin sets them, and their roles must include yours."""
         step: dict[str, Any] = {
             "kind": "function",
             "function": {PICKLE_KEY: b64encode(cloudpickle.dumps(fn))},
@@ -118,6 +121,8 @@ class Client:
         ):
             if value is not None:
                 step[key] = value
+        if secrets:
+            step["secrets"] = list(secrets)
         spec = {"name": name or _name_of(fn), "tags": list(tags), "priority": priority}
         # The items are encoded and compressed as they are sent, never held as one document.
         body = _gzipped(_spec_with_items(spec, step, items))
@@ -139,19 +144,20 @@ class Client:
         image: str,
         command: Sequence[str] | str,
         *,
-        env: dict[str, str] | None = None,
+        env: Mapping[str, str | Mapping[str, str]] | None = None,
         timeout_s: float = 3600,
         retries: int = 0,
         name: str | None = None,
         tags: Sequence[str] = (),
         priority: int = 5,
     ) -> Job:
-        """Run ``command`` in ``image`` as a one-step job."""
+        """Run ``command`` in ``image`` as a one-step job; an ``env`` value may be
+        ``{"secret": NAME}``, which the worker fills in with that secret's value."""
         step = {
             "kind": "docker",
             "image": image,
             "command": command if isinstance(command, str) else list(command),
-            "env": env or {},
+            "env": dict(env or {}),
             "timeout_s": timeout_s,
             "retries": retries,
         }

@@ -63,6 +63,7 @@ _START_ROW = (
         Step.kind,
         Step.status.label("step_status"),
         Step.spec["function"].label("function"),
+        Step.spec["secrets"].label("secrets"),
     )
     .select_from(TaskRun)
     .join(Job, Job.id == TaskRun.job_id)
@@ -194,7 +195,8 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             # A chunk needs only the function: its items came in its message, and
             # reading (and parsing) the whole item list for each of a million-item
             # step's thousand chunks took most of the step's time.
-            spec: dict[str, Any] = {"function": row.function}
+            # And the names of its secrets (the worker fetches their values itself).
+            spec: dict[str, Any] = {"function": row.function, "secrets": row.secrets or []}
         else:
             spec = dict(db.scalar(_STEP_SPEC, {"b_step": row.step_id}))
         begun = TaskStart(
