@@ -74,8 +74,15 @@ class Settings:
     sandbox: str = "off"
     #: Who sandboxed code runs as when the worker is root.
     sandbox_user: str = "nobody"
-    #: The memory a chunk's sandboxed process may take (an address-space limit).
+    #: The memory a chunk's sandboxed process may take (an address-space limit),
+    #: unless its step asks for other (``memory_limit``, at most sandbox_max_mem).
     sandbox_mem: str = "1g"
+    sandbox_max_mem: str = "4g"
+    #: Open files and processes (of the sandbox user, counted together) a chunk may have.
+    sandbox_max_files: int = 1024
+    sandbox_max_procs: int = 256
+    #: Whether a function step may ask for the network (``"network": true``).
+    sandbox_allow_network: bool = False
     #: fnmatch patterns; a Docker step's image must match one of them.
     docker_images: tuple[str, ...] = ("*",)
     docker_default_mem_limit: str = "512m"

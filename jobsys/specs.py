@@ -95,6 +95,11 @@ class FunctionStep:
     time_limit_s: float | None = None
     #: Names of secrets the code sees as environment variables (and ``jobsys.secret``).
     secrets: tuple[str, ...] = ()
+    #: The memory each chunk's sandboxed process may take; default ``JOBSYS_SANDBOX_MEM``.
+    memory_limit: str | None = None
+    #: The sandbox's network: off unless asked for and the operator allows it
+    #: (``JOBSYS_SANDBOX_ALLOW_NETWORK``).
+    network: bool = False
     kind: Literal["function"] = "function"
 
 
@@ -129,10 +134,11 @@ def step_to_dict(step: StepSpec) -> dict[str, Any]:
         data["env"] = dict(step.env)
     else:
         data["items"] = list(step.items)
-        if step.secrets:
-            data["secrets"] = list(step.secrets)
-        else:
-            del data["secrets"]  # specs stored before secrets read back the same
+        data["secrets"] = list(step.secrets)
+        # Fields at their default are left out, so specs stored before them read back the same.
+        for key, default in (("secrets", []), ("memory_limit", None), ("network", False)):
+            if data[key] == default:
+                del data[key]
     return data
 
 
@@ -321,24 +327,26 @@ def mem_bytes(size: str) -> int:
     return int(size[: len(size) - len(unit)]) * _UNITS[unit]
 
 
-def _mem_limit(value: Any, path: str, s: Settings, errors: _Fields) -> str | None:
-    """A step's memory limit, at most the operator's ``JOBSYS_DOCKER_MAX_MEM``."""
+def _mem_limit(
+    value: Any, path: str, s: Settings, errors: _Fields, *, cap: str = "docker_max_mem"
+) -> str | None:
+    """A step's memory limit, at most the operator's ``cap`` setting
+    (``JOBSYS_DOCKER_MAX_MEM``, or ``JOBSYS_SANDBOX_MAX_MEM`` for function steps)."""
     if value is None:
         return None
     if not isinstance(value, str) or not MEM_LIMIT.match(value):
         errors.add(path, "give a size such as '256m' or '1g'")
         return None
+    most_text, variable = getattr(s, cap), f"JOBSYS_{cap.upper()}"
     try:
-        most = mem_bytes(s.docker_max_mem)
+        most = mem_bytes(most_text)
     except ValueError as exc:
-        raise ConfigError(
-            f"JOBSYS_DOCKER_MAX_MEM={s.docker_max_mem!r} is not a size such as '4g'"
-        ) from exc
+        raise ConfigError(f"{variable}={most_text!r} is not a size such as '4g'") from exc
     if mem_bytes(value) > most:
         errors.add(
             path,
-            f"{value} is more than the {s.docker_max_mem} the operator allows a step "
-            "(JOBSYS_DOCKER_MAX_MEM); ask for less",
+            f"{value} is more than the {most_text} the operator allows a step "
+            f"({variable}); ask for less",
         )
     return value
 
@@ -467,6 +475,8 @@ def _parse_function(
             "soft_time_limit_s",
             "time_limit_s",
             "secrets",
+            "memory_limit",
+            "network",
         },
         path,
         errors,
@@ -512,7 +522,24 @@ def _parse_function(
         soft_time_limit_s=soft,
         time_limit_s=hard,
         secrets=_secret_names(raw.get("secrets", []), f"{path}.secrets", errors),
+        memory_limit=_mem_limit(
+            raw.get("memory_limit"), f"{path}.memory_limit", s, errors, cap="sandbox_max_mem"
+        ),
+        network=_sandbox_network(raw.get("network", False), f"{path}.network", s, errors),
     )
+
+
+def _sandbox_network(value: Any, path: str, s: Settings, errors: _Fields) -> bool:
+    if not isinstance(value, bool):
+        errors.add(path, "use true or false")
+        return False
+    if value and not s.sandbox_allow_network:
+        errors.add(
+            path,
+            "the operator does not let function steps use the network "
+            "(JOBSYS_SANDBOX_ALLOW_NETWORK); leave it out",
+        )
+    return value
 
 
 def _secret_names(value: Any, path: str, errors: _Fields) -> tuple[str, ...]:

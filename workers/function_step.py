@@ -329,7 +329,15 @@ def _sandboxed(
     function = begun.step_spec["function"]
     try:
         outcomes = run_sandboxed(
-            ctx, begun.job_id, begun.step_id, function, items, emit, env=secrets
+            ctx,
+            begun.job_id,
+            begun.step_id,
+            function,
+            items,
+            emit,
+            env=secrets,
+            memory_limit=begun.step_spec.get("memory_limit"),
+            network=bool(begun.step_spec.get("network")),
         )
     except LoadFailed as exc:
         return logs, None, exc.failure

@@ -46,6 +46,12 @@ class WorkerInfo:
     state: str = "online"
     tasks_done: int = 0
     tasks_failed: int = 0
+    #: Where its function steps' code runs: ``on`` (a sandbox), ``off`` (the
+    #: worker's own process, as its operator chose), ``unavailable`` (a sandbox
+    #: was wanted and cannot start: it refuses function steps); None when it
+    #: runs no function steps or is older than this field.
+    isolation: str | None = None
+    isolation_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,8 @@ class WorkerInfo:
             "last_heartbeat": self.last_heartbeat.isoformat() if self.last_heartbeat else None,
             "tasks_done": self.tasks_done,
             "tasks_failed": self.tasks_failed,
+            "isolation": self.isolation,
+            "isolation_note": self.isolation_note,
         }
 
 

@@ -104,11 +104,14 @@ class Client:
         soft_time_limit_s: float | None = None,
         time_limit_s: float | None = None,
         secrets: Sequence[str] = (),
+        memory_limit: str | None = None,
+        network: bool = False,
     ) -> Job:
         """Run ``fn`` over every item on the workers, as one function step;
         the time limits apply to each chunk, ``priority`` (0-9) to the job.
         ``secrets``: names of secrets ``fn`` reads with ``jobsys.secret(name)``
-        (or ``os.environ``); an admin sets them, and their roles must include yours."""
+        (or ``os.environ``); an admin sets them, and their roles must include yours.
+        ``memory_limit`` (``"2g"``) and ``network`` are each chunk's sandbox's."""
         step: dict[str, Any] = {
             "kind": "function",
             "function": {PICKLE_KEY: b64encode(cloudpickle.dumps(fn))},
@@ -118,6 +121,8 @@ class Client:
             ("chunk_size", chunk_size),
             ("soft_time_limit_s", soft_time_limit_s),
             ("time_limit_s", time_limit_s),
+            ("memory_limit", memory_limit),
+            ("network", network or None),
         ):
             if value is not None:
                 step[key] = value

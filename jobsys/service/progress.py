@@ -64,6 +64,8 @@ _START_ROW = (
         Step.status.label("step_status"),
         Step.spec["function"].label("function"),
         Step.spec["secrets"].label("secrets"),
+        Step.spec["memory_limit"].label("memory_limit"),
+        Step.spec["network"].label("network"),
     )
     .select_from(TaskRun)
     .join(Job, Job.id == TaskRun.job_id)
@@ -195,8 +197,14 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             # A chunk needs only the function: its items came in its message, and
             # reading (and parsing) the whole item list for each of a million-item
             # step's thousand chunks took most of the step's time.
-            # And the names of its secrets (the worker fetches their values itself).
-            spec: dict[str, Any] = {"function": row.function, "secrets": row.secrets or []}
+            # And the names of its secrets (the worker fetches their values itself)
+            # and what its sandbox may have.
+            spec: dict[str, Any] = {
+                "function": row.function,
+                "secrets": row.secrets or [],
+                "memory_limit": row.memory_limit,
+                "network": bool(row.network),
+            }
         else:
             spec = dict(db.scalar(_STEP_SPEC, {"b_step": row.step_id}))
         begun = TaskStart(

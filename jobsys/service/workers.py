@@ -33,15 +33,19 @@ def record_heartbeat(
     processed: int,
     queues: list[str] | None = None,
     concurrency: int | None = None,
+    isolation: tuple[str, str] | None = None,
 ) -> None:
-    """Called by each worker on every heartbeat it sends."""
-    data = {
+    """Called by each worker on every heartbeat it sends; ``isolation`` is its
+    state and why (see ``WorkerInfo.isolation``)."""
+    data: dict[str, Any] = {
         "ts": datetime.now(UTC).timestamp(),
         "active": active,
         "processed": processed,
         "queues": queues or [],
         "concurrency": concurrency,
     }
+    if isolation is not None:
+        data["isolation"], data["isolation_note"] = isolation
     with contextlib.suppress(DispatchError):  # no broker: the worker has no work either
         ctx.dispatcher.record_heartbeat(name, data)
 
@@ -72,6 +76,8 @@ def list_workers(ctx: Context, principal: Principal) -> list[WorkerInfo]:
                 state="online" if now - beat["ts"] <= LOST_AFTER_S else "lost",
                 tasks_done=done,
                 tasks_failed=failed,
+                isolation=beat.get("isolation"),
+                isolation_note=str(beat.get("isolation_note") or ""),
             )
         )
     return found

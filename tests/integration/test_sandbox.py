@@ -265,6 +265,72 @@ def test_a_crash_and_a_memory_limit_are_reported_not_hidden(sandbox: Sandbox) ->
     assert value(call(sandbox, hog, [0])) == 400 * 1024 * 1024
 
 
+def test_open_files_and_processes_are_limited_per_chunk(sandbox: Sandbox) -> None:
+    def open_many(n: int) -> object:
+        import os
+
+        held = []
+        try:
+            for _ in range(n):
+                held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as exc:
+            return [type(exc).__name__, len(held)]
+        return len(held)
+
+    limited = call(sandbox, open_many, [500], files=64)
+    kind, opened = value(limited)
+    assert kind == "OSError" and opened < 64, limited.outcomes
+    assert value(call(sandbox, open_many, [500])) == 500  # the next chunk: no limit given
+
+    def spawn(n: int) -> object:
+        import os
+
+        children = []
+        try:
+            for _ in range(n):
+                pid = os.fork()
+                if pid == 0:
+                    os.read(os.open("/dev/zero", os.O_RDONLY), 1)
+                    os._exit(0)
+                children.append(pid)
+        except OSError as exc:
+            return [type(exc).__name__, len(children)]
+        finally:
+            for pid in children:
+                os.waitpid(pid, 0)
+        return len(children)
+
+    if os.geteuid() != 0:
+        pytest.skip("a process limit counts the real user's processes: it is set for root workers")
+    kind, started = value(call(sandbox, spawn, [200], procs=20))
+    assert kind in ("BlockingIOError", "OSError") and started < 20
+
+
+def test_a_step_that_asks_for_the_network_gets_a_sandbox_with_one(tmp_path: Path) -> None:
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def connect(port: int) -> str:
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError as exc:
+            return type(exc).__name__
+        return "connected"
+
+    box = Sandbox(SandboxUser.named("nobody"), network=True)
+    try:
+        assert value(call(box, connect, [port])) == "connected"
+    finally:
+        box.close()
+        server.close()
+
+
 def test_a_bad_function_fails_every_item_with_the_reason(sandbox: Sandbox) -> None:
     run = sandbox.run(
         {"function": {"import": "no_such_module:f"}, "items": [1, 2]},
@@ -364,3 +430,23 @@ def test_a_chunk_that_kills_the_zygote_gets_the_next_chunk_a_new_sandbox(
         call(sandbox, kill_the_parent, [0])
     assert not sandbox.alive
     assert value(call(sandbox, lambda x: x * 2, [21])) == 42
+
+
+def test_the_probe_says_on_off_or_why_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobsys.config import Settings
+    from workers.sandbox import isolation
+
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+
+    def probed(**fields: str) -> isolation.Isolation:
+        return isolation.probe(Settings.from_env({}, data_dir=str(tmp_path), **fields))
+
+    assert probed(sandbox="on").state == "on"
+    off = probed(sandbox="off")
+    assert off.state == "off" and "keys and database" in off.why
+    no_user = probed(sandbox="on", sandbox_user="no-such-user-here")
+    assert no_user.state == "unavailable" and "no-such-user-here" in no_user.why
+    monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
+    no_bwrap = probed(sandbox="on")
+    assert no_bwrap.state == "unavailable" and "JOBSYS_SANDBOX=off" in no_bwrap.why

@@ -105,3 +105,32 @@ def test_the_sandbox_setting_takes_on_or_off_and_says_so_otherwise(tmp_path: Pat
     assert (resolved("on"), resolved("off")) == ("on", "off")
     with pytest.raises(ConfigError, match="JOBSYS_SANDBOX='yes': give on or off"):
         resolved("yes")
+
+
+def test_the_worker_says_its_function_steps_are_isolated(sandboxed: LiveStack) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        with sandboxed.http("viewer") as http:
+            workers = http.get("/api/workers").json()["workers"]
+        if workers or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    (worker,) = workers
+    assert worker["isolation"] == "on", worker
+    assert "bubblewrap sandbox as nobody" in worker["isolation_note"]
+    assert "isolation on: function steps run in a bubblewrap sandbox" in sandboxed.log("worker")
+
+
+def test_a_steps_memory_limit_is_its_chunks_limit(sandboxed: LiveStack) -> None:
+    def hog(mib: int) -> int:
+        return len(bytearray(mib * 1024 * 1024))
+
+    with sandboxed.client() as client:
+        roomy = client.map(hog, [400]).wait(timeout=60)  # within the 1g default
+        capped = client.map(hog, [400], memory_limit="200m", tolerate_failures=True)
+        outcomes = list(capped.wait(timeout=60).outcomes())
+        assert client.job(capped.id).data["spec"]["steps"][0]["memory_limit"] == "200m"
+    assert roomy.results() == [400 * 1024 * 1024]
+    assert [(ok, v["type"]) for ok, v in outcomes] == [(False, "MemoryError")]

@@ -564,8 +564,8 @@ def test_chunk_time_limits(settings: Settings) -> None:
 
 def test_unknown_function_fields(settings: Settings) -> None:
     assert function_errors(settings, image="jobsys/x") == {
-        "steps[0].image": "unknown field; allowed: chunk_size, function, items, kind, name, "
-        "secrets, soft_time_limit_s, time_limit_s, tolerate_failures"
+        "steps[0].image": "unknown field; allowed: chunk_size, function, items, kind, "
+        "memory_limit, name, network, secrets, soft_time_limit_s, time_limit_s, tolerate_failures"
     }
 
 
@@ -663,3 +663,25 @@ def test_a_mount_outside_every_root_lists_them_all(settings: Settings) -> None:
         "steps[0].mounts[0].source": "'/etc' is outside the folders the operator allows: "
         "/srv/data, /scratch"
     }
+
+
+def test_a_function_steps_sandbox_memory_and_network(settings: Settings) -> None:
+    assert function(settings, memory_limit="512m").memory_limit == "512m"
+    assert function(settings).memory_limit is None and not function(settings).network
+    assert function_errors(settings, memory_limit="5g") == {
+        "steps[0].memory_limit": "5g is more than the 4g the operator allows a step "
+        "(JOBSYS_SANDBOX_MAX_MEM); ask for less"
+    }
+    assert function_errors(settings, memory_limit=512) == {
+        "steps[0].memory_limit": "give a size such as '256m' or '1g'"
+    }
+    assert function_errors(settings, network=True) == {
+        "steps[0].network": "the operator does not let function steps use the network "
+        "(JOBSYS_SANDBOX_ALLOW_NETWORK); leave it out"
+    }
+    assert function_errors(settings, network="yes") == {"steps[0].network": "use true or false"}
+    allowed = replace(settings, sandbox_allow_network=True)
+    assert function(allowed, network=True).network
+    # Left at their defaults, they are not in the stored step (older specs read the same).
+    stored = parse_job_spec({"steps": [FN]}, settings).to_dict()["steps"][0]
+    assert not {"memory_limit", "network", "secrets"} & set(stored)

@@ -70,3 +70,12 @@ def test_a_lost_worker_is_online_again_after_its_next_heartbeat(
         clock.at += 9.0
         states.append(service.list_workers(ctx, SYSTEM)[0].state)
     assert states == ["lost", "online"] * 3
+
+
+def test_a_workers_isolation_is_listed_with_why(ctx: Context) -> None:
+    why = "bubblewrap (bwrap) is not installed"
+    service.record_heartbeat(ctx, "a@host", active=0, processed=0, isolation=("unavailable", why))
+    service.record_heartbeat(ctx, "d@host", active=0, processed=0)  # a Docker-only worker
+    found = {w.name: w.to_dict() for w in service.list_workers(ctx, SYSTEM)}
+    assert (found["a@host"]["isolation"], found["a@host"]["isolation_note"]) == ("unavailable", why)
+    assert (found["d@host"]["isolation"], found["d@host"]["isolation_note"]) == (None, "")

@@ -27,8 +27,9 @@ from workers.sandbox.runner import ChunkRun, Sandbox, SandboxError
 #: The runner's own deadline for a chunk; Celery's time limits end it sooner.
 NO_LIMIT_S = 7 * 24 * 3600.0
 
-#: This pool process's sandbox, by pid (a forked pool process starts its own).
-_boxes: dict[int, Sandbox] = {}
+#: This pool process's sandboxes, by pid (a forked pool process starts its own)
+#: and by whether they have a network.
+_boxes: dict[tuple[int, bool], Sandbox] = {}
 
 
 class LoadFailed(Exception):
@@ -39,13 +40,16 @@ class LoadFailed(Exception):
         self.failure = failure
 
 
-def sandbox_for(ctx: Context) -> Sandbox:
-    box = _boxes.get(os.getpid())
+def sandbox_for(ctx: Context, *, network: bool = False) -> Sandbox:
+    key = (os.getpid(), network)
+    box = _boxes.get(key)
     if box is None:
         settings = ctx.settings
-        box = Sandbox(SandboxUser.named(settings.sandbox_user), hide=[settings.data_dir])
-        _boxes.clear()  # a parent's, inherited by a fork: not ours to use
-        _boxes[os.getpid()] = box
+        user = SandboxUser.named(settings.sandbox_user)
+        box = Sandbox(user, hide=[settings.data_dir], network=network)
+        for inherited in [k for k in _boxes if k[0] != key[0]]:
+            del _boxes[inherited]  # a parent's, inherited by a fork: not ours to use
+        _boxes[key] = box
     return box
 
 
@@ -58,25 +62,44 @@ def run_sandboxed(
     on_line: Callable[[str, str], None],
     *,
     env: Mapping[str, str] | None = None,
+    memory_limit: str | None = None,
+    network: bool = False,
 ) -> list[dict[str, Any]]:
     """Each item's outcome envelope, in order, as ``run_chunk`` gives them.
 
     Raises LoadFailed when the function cannot be loaded (each item then fails
     with its reason), SignatureError for a pickle not signed for this step.
     Celery's soft time limit is honoured as in the worker's own process; its
-    hard limit kills the pool process, and bubblewrap takes the sandbox with it."""
-    legacy = ctx.settings.accept_legacy_signatures
+    hard limit kills the pool process, and bubblewrap takes the sandbox with it.
+    ``memory_limit`` and ``network`` are the step's own (checked at submit, and
+    ``network`` again here against this worker's settings)."""
+    settings = ctx.settings
+    if network and not settings.sandbox_allow_network:
+        raise LoadFailed(
+            envelope.error(
+                SandboxError(
+                    "the step asks for the network, which this worker's operator does not "
+                    "allow (JOBSYS_SANDBOX_ALLOW_NETWORK)"
+                )
+            )
+        )
+    legacy = settings.accept_legacy_signatures
     as_item = Binding(Purpose.ITEMS, job_id, step_id)
     request = {
         "function": _function(ctx, function, Binding(Purpose.FUNCTION, job_id, step_id), legacy),
         # JSON as it is (a stored JSON item is never shaped like a pickle), a
         # signed pickle as its verified raw base64.
         "items": [envelope.unsign_for_wire(i, ctx.signer, as_item, legacy=legacy) for i in items],
-        "memory": mem_bytes(ctx.settings.sandbox_mem),
+        "memory": mem_bytes(memory_limit or settings.sandbox_mem),
+        "files": settings.sandbox_max_files,
+        # Counted per real user: only a root worker's sandbox has a user of its own
+        # (sandbox_user); a user namespace maps to the worker's user, whose other
+        # processes would count too.
+        "procs": settings.sandbox_max_procs if os.geteuid() == 0 else None,
         # The step's secrets, as environment variables of the chunk's process only.
         "env": dict(env or {}),
     }
-    box = sandbox_for(ctx)
+    box = sandbox_for(ctx, network=network)
     deadline = time.monotonic() + NO_LIMIT_S
     as_result = Binding(Purpose.RESULT, job_id, step_id)
     try:

@@ -9,8 +9,9 @@ Protocol (frames: a 4-byte big-endian length, then UTF-8 JSON):
 
 - stdin, from the worker: one request per chunk (read by the child forked
   ahead for it), ``{"function": F, "items": [I, ...], "env": {...}, "memory":
-  bytes or null}``, where F is ``{"import": "module:attr"}`` or ``{"pickle":
-  base64}`` and each I is a JSON value or ``{"$pickle": base64}``.
+  bytes, "files": n, "procs": n}`` (each limit null for none), where F is
+  ``{"import": "module:attr"}`` or ``{"pickle": base64}`` and each I is a JSON
+  value or ``{"$pickle": base64}``.
 - the control descriptor (``--control-fd``), from the worker: ``{"kill": n}``
   ends chunk n (counted from 0), if it is still running.
 - the results descriptor (``--results-fd``), to the worker: the items'
@@ -255,9 +256,14 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)  # the next request is not this chunk's to read
     os.close(null)
-    memory = request.get("memory")
-    if memory:
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    for key, limit in (
+        ("memory", resource.RLIMIT_AS),
+        ("files", resource.RLIMIT_NOFILE),
+        ("procs", resource.RLIMIT_NPROC),
+    ):
+        value = request.get(key)
+        if value:
+            resource.setrlimit(limit, (value, value))
     os.chdir(workdir)
     os.environ.update(request.get("env") or {})
     os.environ["HOME"] = os.environ["TMPDIR"] = tempfile.tempdir = workdir
