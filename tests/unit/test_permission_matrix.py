@@ -4,7 +4,7 @@ the ``@needs`` decorators: every role against every route of the app.
 ``ROUTES`` below says, for each (method, rule) of the url map, which right the
 README's description gives it; ``README_ROLES`` says which rights each role has
 ("viewer reads; operator starts catalog jobs, cancels, reruns; developer also
-submits any spec, pickled code included; admin also manages users, tokens,
+submits any spec, pickled code included; admin also manages users, tokens, secrets,
 schedules and the catalog"). The test fails when
 
 - the app has a route the table does not name, or the table names one the app
