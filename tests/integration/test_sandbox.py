@@ -369,13 +369,15 @@ def test_the_sandbox_dies_with_the_worker_process(tmp_path: Path) -> None:
             time.sleep(0.05)
         bwrap_pid = int(marker.read_text())
         time.sleep(0.5)  # the chunk is running
-        assert _sandboxed_pids(), "no sandbox process found while the chunk ran"
+        # This sandbox's processes (other tests' sandboxes may run meanwhile).
+        tree = [pid for pid in _sandboxed_pids() if bwrap_pid in _ancestors(pid)]
+        assert len(tree) >= 2, "no zygote and chunk found under bubblewrap while the chunk ran"
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         deadline = time.monotonic() + 10
-        while (_sandboxed_pids() or _alive(bwrap_pid)) and time.monotonic() < deadline:
+        while any(map(_alive, [*tree, bwrap_pid])) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _sandboxed_pids() and not _alive(bwrap_pid), _sandboxed_pids()
+        assert not any(map(_alive, [*tree, bwrap_pid])), [p for p in tree if _alive(p)]
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -387,6 +389,18 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ")[1][0] != "Z"
     except OSError:
         return False
+
+
+def _ancestors(pid: int) -> list[int]:
+    found = []
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            break
+        found.append(pid)
+    return found
 
 
 def _sandboxed_pids() -> list[int]:

@@ -134,3 +134,84 @@ def test_a_steps_memory_limit_is_its_chunks_limit(sandboxed: LiveStack) -> None:
         assert client.job(capped.id).data["spec"]["steps"][0]["memory_limit"] == "200m"
     assert roomy.results() == [400 * 1024 * 1024]
     assert [(ok, v["type"]) for ok, v in outcomes] == [(False, "MemoryError")]
+
+
+def marked(name: str) -> list[int]:
+    """Host pids of processes whose name (``/proc/<pid>/comm``) is ``name``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def gone(name: str, within_s: float = 15.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + within_s
+    while marked(name):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_limits_and_cancel_end_the_sandboxed_process_and_leave_none(
+    sandboxed: LiveStack,
+) -> None:
+    import time
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+
+    # Defined here, so that it travels by value: by reference, the sandbox would
+    # import this test module (and pytest) inside the soft limit.
+    def sleeper(args: list[object]) -> str:
+        """Name this process ``args[0]`` (seen from the host) and sleep ``args[1]`` s."""
+        import ctypes
+        import time
+
+        name, seconds = args
+        ctypes.CDLL(None).prctl(15, str(name).encode(), 0, 0, 0)  # PR_SET_NAME
+        time.sleep(float(seconds))  # type: ignore[arg-type]
+        return "woke"
+
+    with sandboxed.client() as client:
+        # The second item ends 20 ms after the first, inside one outcome batch
+        # (50 ms), and the third is running when the soft limit passes: the first
+        # two still count, the third fails with the limit, the fourth is not run.
+        soft = client.map(
+            sleeper,
+            [[f"soft{tag}", 1.5], [f"soft{tag}", 0.02], [f"soft{tag}", 30], [f"soft{tag}", 0]],
+            chunk_size=4,
+            soft_time_limit_s=2,
+            time_limit_s=20,
+            tolerate_failures=True,
+        )
+        outcomes = list(soft.wait(timeout=60).outcomes())
+        assert [v if ok else v["type"] for ok, v in outcomes] == [
+            "woke",
+            "woke",
+            "SoftTimeLimitExceeded",
+            "SoftTimeLimitExceeded",
+        ]
+        assert outcomes[3][1]["message"].startswith("not run")
+        assert gone(f"soft{tag}")
+
+        hard = client.map(sleeper, [[f"hard{tag}", 60]], time_limit_s=2)
+        assert hard.wait(timeout=60).status == "failed"
+        assert gone(f"hard{tag}")
+
+        running = client.map(sleeper, [[f"cncl{tag}", 60]])
+        deadline = time.monotonic() + 30
+        while not marked(f"cncl{tag}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marked(f"cncl{tag}"), "the chunk started"
+        running.cancel()
+        assert running.wait(timeout=60).status == "cancelled"
+        assert gone(f"cncl{tag}")
+        # And the worker goes on: the next chunk gets a sandbox as before.
+        assert client.map(sleeper, [[f"next{tag}", 0]]).wait(timeout=60).results() == ["woke"]

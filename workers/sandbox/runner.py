@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from billiard.exceptions import SoftTimeLimitExceeded
+
 from jobsys.fastjson import dumps, loads
 from workers.sandbox import zygote
 from workers.sandbox.launcher import SandboxUser, bwrap_argv
@@ -175,9 +177,11 @@ class Sandbox:
 
         It returns when the chunk says it is done (its process's exit and the
         sandbox's clean-up follow while the worker reports), or when the process
-        ended without saying so (a crash, a memory limit). Any exception while
-        waiting (Celery's soft time limit, a cancel) kills the chunk's process
-        before it propagates, so it never runs on unseen."""
+        ended without saying so (a crash, a memory limit). Celery's soft time
+        limit is passed on into the chunk, which then reports as it would in the
+        worker's own process; any other exception while waiting (a cancel, the
+        soft limit again) kills the chunk's process before it propagates, so it
+        never runs on unseen."""
         if self.alive and self._exit_due:
             self._await_exit(deadline)
         if not self.alive:
@@ -191,9 +195,19 @@ class Sandbox:
             self.close()
             raise SandboxError(f"the sandbox went away: {exc}") from exc
         run = self.partial = ChunkRun()
+        softened = False
         try:
             while True:
-                frame = self._next_frame(deadline)
+                try:
+                    frame = self._next_frame(deadline)
+                except SoftTimeLimitExceeded:
+                    if softened:
+                        raise
+                    # Passed on: the chunk's running item fails with it, the rest
+                    # are not run, and the chunk reports every outcome it has.
+                    softened = True
+                    zygote.write_all(self._control, _frame({"soft": self._number}))
+                    continue
                 if frame is None:
                     raise SandboxError("the sandbox ended in the middle of a chunk")
                 if "done" in frame:

@@ -13,7 +13,10 @@ Protocol (frames: a 4-byte big-endian length, then UTF-8 JSON):
   ``{"import": "module:attr"}`` or ``{"pickle": base64}`` and each I is a JSON
   value or ``{"$pickle": base64}``.
 - the control descriptor (``--control-fd``), from the worker: ``{"kill": n}``
-  ends chunk n (counted from 0), if it is still running.
+  ends chunk n (counted from 0), if it is still running; ``{"soft": n}``
+  raises SoftTimeLimitExceeded in chunk n's running item (its soft time
+  limit passed): that item fails with it, the items after it are not run,
+  and the chunk reports as usual.
 - the results descriptor (``--results-fd``), to the worker: the items'
   outcomes in order, in batches ``{"outcomes": [O, ...]}``, where O is
   ``{"i": n, "ok": true, "json": value}``, ``{"i": n, "ok": true, "pickle":
@@ -159,6 +162,15 @@ def _short_repr(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class SoftTimeLimitExceeded(Exception):
+    """Raised in the running item when the chunk's soft time limit passes (named
+    as Celery names it: what an item's error says is the same as unsandboxed)."""
+
+
+def _soft_limit(signum: int, frame: Any) -> None:
+    raise SoftTimeLimitExceeded("the chunk passed its soft time limit")
+
+
 def _error(exc: BaseException) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
@@ -236,9 +248,19 @@ def run_chunk(request: dict[str, Any], results_fd: int) -> None:
             batch.add({"i": i, "ok": False, "error": failure, "load": True})
         batch.flush()
         return
-    for i, item in enumerate(request["items"]):
+    items = request["items"]
+    for i, item in enumerate(items):
         try:
             outcome = _outcome(i, fn(_item(item)))
+        except SoftTimeLimitExceeded as exc:
+            # As in the worker's own process: this item fails with the limit, the
+            # rest are not run, and the chunk still reports before the hard limit.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            batch.add({"i": i, "ok": False, "error": _error(exc)})
+            skipped = _error(SoftTimeLimitExceeded("not run: the chunk passed its soft time limit"))
+            for rest in range(i + 1, _len(items)):
+                batch.add({"i": rest, "ok": False, "error": skipped})
+            break
         except BaseException as exc:  # an item that raises does not stop the others
             outcome = {"i": i, "ok": False, "error": _error(exc)}
         batch.add(outcome)
@@ -250,6 +272,7 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     from stdin, runs it and exits."""
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, _soft_limit)
     request = read_frame(0)
     if request is None:
         os._exit(_STDIN_CLOSED)  # the worker is done with this sandbox
@@ -404,23 +427,31 @@ class _Control:
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
-    def kills(self, number: int) -> bool:
-        """Whether a waiting frame asks to kill chunk ``number`` (stale ones are dropped)."""
+    def order(self, number: int) -> str | None:
+        """What a waiting frame asks of chunk ``number``: ``kill`` (also when the
+        worker has gone), ``soft``, or None (a stale one, for an earlier chunk)."""
         frame = read_frame(self.fd)
-        return frame is None or frame.get("kill") == number
+        if frame is None or frame.get("kill") == number:
+            return "kill"
+        return "soft" if frame.get("soft") == number else None
 
 
 def _wait(pid: int, number: int, control: _Control) -> int:
-    """The chunk's exit status; a kill from the worker ends it first."""
+    """The chunk's exit status; a kill from the worker ends it first, a soft
+    limit is passed on to its running item."""
     watch = os.pidfd_open(pid)
     try:
         while True:
             ready, _, _ = select.select([watch, control.fd], [], [])
             if watch in ready:
                 return os.waitpid(pid, 0)[1]
-            if control.kills(number):
+            order = control.order(number)
+            if order == "kill":
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
+            elif order == "soft":
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
     finally:
         os.close(watch)
 
