@@ -85,9 +85,22 @@ def run() -> None:
         f" (basic auth {flower_basic_auth(settings)})\n"
         f"  database        {redacted(settings.database_url)}\n"
         f"  broker          {redacted(settings.redis_url)}\n"
+        f"  function steps  {_isolation_line(settings)}\n"
         f"  {token_note}\nPress Ctrl-C to stop.\n"
     )
     sys.exit(run_stack(settings, banner))
+
+
+def _isolation_line(settings: Settings) -> str:
+    """Where function steps' code will run, as the workers will find it."""
+    from workers.sandbox.isolation import probe
+
+    found = probe(settings)
+    if found.state == "on":
+        return f"isolated: {found.why}"
+    if found.state == "off":
+        return f"NOT isolated: {found.why}"
+    return f"cannot be isolated here, and will fail: {found.why}"
 
 
 def _job_action(name: str, help_text: str) -> None:
