@@ -90,7 +90,9 @@ def set_secret(
         row = session.get(Secret, name)
         created = row is None
         if row is None:
-            row = Secret(name=name, roles=list(checked_roles or DEFAULT_ROLES), value=token)
+            # No roles at all is a choice too: then only catalog templates use it.
+            roles_now = DEFAULT_ROLES if checked_roles is None else checked_roles
+            row = Secret(name=name, roles=list(roles_now), value=token)
             session.add(row)
         else:
             row.value = token
@@ -147,8 +149,9 @@ def check_secret_use(
                 f"no secret named {name!r}: an admin adds it with `jobsys secrets set {name}`"
             )
         elif principal is not None and principal.role not in row.roles:
+            who = f"the roles {', '.join(row.roles)}" if row.roles else "catalog templates"
             problems[path] = (
-                f"secret {name!r} may be named only by the roles {', '.join(row.roles)}; "
+                f"secret {name!r} may be named only by {who}; "
                 f"your role is '{principal.role}' (start a catalog template that uses it)"
             )
     if problems:

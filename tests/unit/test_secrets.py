@@ -174,6 +174,13 @@ def test_an_unknown_secret_is_a_400_naming_field_and_secret_and_nothing_is_store
     assert count(ctx, Job) == 0
 
 
+def test_a_secret_with_no_roles_is_for_templates_only(ctx: Context) -> None:
+    stored, _ = service.set_secret(ctx, ADMIN, "vault", VALUE, roles=[])
+    assert stored.roles == ()
+    with pytest.raises(SpecError, match="may be named only by catalog templates; your role is 'admin'"):
+        service.submit_job(ctx, ADMIN, docker_using("vault"))
+
+
 def test_a_secret_the_role_may_not_use_is_refused(ctx: Context) -> None:
     service.set_secret(ctx, ADMIN, "payroll", VALUE, roles=["admin"])
     with pytest.raises(SpecError) as refused:
