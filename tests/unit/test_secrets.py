@@ -177,7 +177,8 @@ def test_an_unknown_secret_is_a_400_naming_field_and_secret_and_nothing_is_store
 def test_a_secret_with_no_roles_is_for_templates_only(ctx: Context) -> None:
     stored, _ = service.set_secret(ctx, ADMIN, "vault", VALUE, roles=[])
     assert stored.roles == ()
-    with pytest.raises(SpecError, match="may be named only by catalog templates; your role is 'admin'"):
+    only_templates = "may be named only by catalog templates; your role is 'admin'"
+    with pytest.raises(SpecError, match=only_templates):
         service.submit_job(ctx, ADMIN, docker_using("vault"))
 
 
