@@ -69,9 +69,9 @@ class Settings:
     python_concurrency: int = 2
     docker_concurrency: int = 2
     #: Where function steps' code runs: ``on``, in a bubblewrap sandbox of its
-    #: own (``workers/sandbox``), or ``off``, in the worker's pool process.
-    #: Off for now: the sandbox is being brought in (issue 17).
-    sandbox: str = "off"
+    #: own (``workers/sandbox``), or ``off``, in the worker's pool process, next
+    #: to its keys: the operator's choice, which workers report (isolation: off).
+    sandbox: str = "on"
     #: Who sandboxed code runs as when the worker is root.
     sandbox_user: str = "nobody"
     #: The memory a chunk's sandboxed process may take (an address-space limit),
@@ -83,6 +83,10 @@ class Settings:
     sandbox_max_procs: int = 256
     #: Whether a function step may ask for the network (``"network": true``).
     sandbox_allow_network: bool = False
+    #: Host folders every sandbox gets read-write, at the same path (a shared
+    #: scratch folder, a dataset): chunks and jobs can leave files there for
+    #: each other. The data folder stays hidden even inside one.
+    sandbox_mounts: tuple[str, ...] = ()
     #: fnmatch patterns; a Docker step's image must match one of them.
     docker_images: tuple[str, ...] = ("*",)
     docker_default_mem_limit: str = "512m"
@@ -216,6 +220,11 @@ class Settings:
         check_fernet_key(settings.secrets_key)
         if settings.sandbox not in ("on", "off"):
             raise ConfigError(f"JOBSYS_SANDBOX={settings.sandbox!r}: give on or off")
+        relative = [m for m in settings.sandbox_mounts if not os.path.isabs(m)]
+        if relative:
+            raise ConfigError(
+                f"JOBSYS_SANDBOX_MOUNTS: {relative[0]!r} is not an absolute path; give host folders"
+            )
         return settings
 
 

@@ -1,9 +1,11 @@
-"""Cancelling a running function step: the running chunks' pool processes are
-killed, no item finishes after the cancel, and the pending chunks never start.
+"""Cancelling a running function step: the processes running its chunks (the
+sandboxed ones, or the pool processes without a sandbox) are killed, no item
+finishes after the cancel, and the pending chunks never start.
 
-Each item writes marker files the test reads: ``started-<i>`` (holding the pid
-of the pool process running it) when it begins, ``finished-<i>`` after a long
-sleep. The task rows cannot show any of this: the cancel itself marks them.
+Each item names its process (``/proc/<pid>/comm``, seen from the host, in or
+out of the sandbox's PID namespace) and writes marker files the test reads:
+``started-<i>`` (holding that name) when it begins, ``finished-<i>`` after a
+long sleep. The task rows cannot show any of this: the cancel itself marks them.
 """
 
 from __future__ import annotations
@@ -25,13 +27,18 @@ LONG_S = 30
 ITEMS = 8
 
 
-def _alive(pid: int) -> bool:
-    """Whether the process exists and is not a zombie awaiting its parent."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+def _running(name: str) -> bool:
+    """Whether a live process (not a zombie awaiting its parent) has this name."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or (entry / "comm").read_text().strip() != name:
+                continue
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+    return False
 
 
 def _markers(folder: Path, kind: str) -> dict[int, str]:
@@ -43,16 +50,20 @@ def _none_started(folder: Path, pending: set[int]) -> None:
     assert not wrongly, f"pending chunks of items {wrongly} started after the cancel"
 
 
-def test_cancel_a_running_chord(stack: LiveStack, tmp_path: Path) -> None:
-    folder = str(tmp_path)
+def test_cancel_a_running_chord(stack: LiveStack, shared_path: Path) -> None:
+    folder = str(shared_path)
+
+    tag = f"{os.getpid() % 100000}"
 
     def long_item(i: int) -> int:
-        import os
+        import ctypes
         import time
         from pathlib import Path
 
+        name = f"chunk{i}-{tag}"
+        ctypes.CDLL(None).prctl(15, name.encode(), 0, 0, 0)  # PR_SET_NAME
         here = Path(folder)
-        (here / f".started-{i}").write_text(str(os.getpid()))
+        (here / f".started-{i}").write_text(name)
         (here / f".started-{i}").rename(here / f"started-{i}")  # never read half-written
         time.sleep(LONG_S)
         (here / f"finished-{i}").write_text("")
@@ -60,7 +71,7 @@ def test_cancel_a_running_chord(stack: LiveStack, tmp_path: Path) -> None:
 
     with stack.client() as c:
         job = c.map(long_item, range(ITEMS), chunk_size=1)
-        wait_until(lambda: len(_markers(tmp_path, "started")) >= 2, 60, "two items to start")
+        wait_until(lambda: len(_markers(shared_path, "started")) >= 2, 60, "two items to start")
         job.cancel()
         assert job.status == "cancelled"
         # Which chunks were pending when the cancel committed: it ends those
@@ -70,26 +81,25 @@ def test_cancel_a_running_chord(stack: LiveStack, tmp_path: Path) -> None:
         pending = {t["items"][0] for t in tasks if t["finished_at"] is not None}
         assert pending, "every chunk had started: nothing left to prove about pending ones"
 
-        started = _markers(tmp_path, "started")
+        started = _markers(shared_path, "started")
         assert started, "no item had started before the cancel"
-        _none_started(tmp_path, pending)
-        pids = {i: int(pid) for i, pid in started.items()}
-        assert os.getpid() not in pids.values()
-        # The revoke terminates the pool process running each started chunk.
+        _none_started(shared_path, pending)
+        names = sorted(started.values())
+        # The revoke ends the process running each started chunk.
         wait_until(
-            lambda: not any(_alive(pid) for pid in pids.values()),
+            lambda: not any(_running(name) for name in names),
             10,
-            f"the pool processes {sorted(pids.values())} of the running chunks to stop",
+            f"the processes {names} of the running chunks to stop",
         )
         # Their processes are gone, so they can never write "finished".
-        assert not _markers(tmp_path, "finished")
+        assert not _markers(shared_path, "finished")
 
         # The pool has free processes again: the worker takes the pending
         # chunks' messages and must drop them, not run them.
         inflight = stack.ctx.dispatcher.inflight
         deadline = time.monotonic() + 30
         while True:
-            _none_started(tmp_path, pending)
+            _none_started(shared_path, pending)
             queued = inflight.queued_task_ids(PYTHON_QUEUE) or set()
             held = (queued | inflight.delivered_task_ids()) & set(item_of)
             if not held:
@@ -100,8 +110,8 @@ def test_cancel_a_running_chord(stack: LiveStack, tmp_path: Path) -> None:
             )
             time.sleep(0.2)
         time.sleep(0.5)  # a chunk that slipped through writes its marker at once
-        _none_started(tmp_path, pending)
-        assert not _markers(tmp_path, "finished")
+        _none_started(shared_path, pending)
+        assert not _markers(shared_path, "finished")
 
         job.refresh()
         assert job.status == "cancelled"

@@ -78,11 +78,11 @@ class Trap:
         return (Path.write_text, (self.path, "unpickled"))
 
 
-def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, tmp_path: Path) -> None:
+def test_forged_pickle_is_refused_before_unpickling(stack: LiveStack, shared_path: Path) -> None:
     """A blob signed with another key reaches the worker and is refused there
     without being loaded; the same blob signed with the stack's key is loaded
     (and trips the trap), so the test would notice a worker that unpickles first."""
-    marker = tmp_path / "unpickled"
+    marker = shared_path / "unpickled"
 
     def dispatch_signed_by(signer: Signer) -> str:
         spec = {

@@ -18,10 +18,11 @@ from tests.support.live import LiveStack, free_port, wait_until
 pytestmark = pytest.mark.integration
 
 
-def test_resume_reruns_only_the_failed_items(stack: LiveStack, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
-    calls = tmp_path / "calls"
+def test_resume_reruns_only_the_failed_items(stack: LiveStack, shared_path: Path) -> None:
+    ready = shared_path / "ready"
+    calls = shared_path / "calls"
     calls.mkdir()
+    calls.chmod(0o777)  # the job's code writes here, as the sandbox's user
 
     def flaky(x: int) -> int:
         (calls / f"{x}-{len(list(calls.iterdir()))}").touch()

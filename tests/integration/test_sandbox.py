@@ -464,3 +464,40 @@ def test_the_probe_says_on_off_or_why_not(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(isolation, "bwrap_path", lambda: None)
     no_bwrap = probed(sandbox="on")
     assert no_bwrap.state == "unavailable" and "JOBSYS_SANDBOX=off" in no_bwrap.why
+
+
+def test_an_operators_shared_folder_is_read_write_and_kept_but_not_the_data_folder(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    shared = tmp_path / "shared"
+    data = shared / "data"  # a data folder that falls inside the shared one
+    data.mkdir(parents=True, mode=0o700)
+    (data / "secret.key").write_text(SECRET)
+    os.chmod(shared, 0o777)
+
+    def use(args: list[str]) -> list[object]:
+        import os
+
+        folder, key = args
+        with open(os.path.join(folder, "out.txt"), "w") as f:
+            f.write("from the job")
+        open("/tmp/scratch.txt", "w").close()
+        return [os.path.exists(key), sorted(os.listdir(folder))]
+
+    def look(args: list[str]) -> list[bool]:
+        import os
+
+        folder, _ = args
+        return [os.path.exists(os.path.join(folder, "out.txt")), os.path.exists("/tmp/scratch.txt")]
+
+    box = Sandbox(SandboxUser.named("nobody"), hide=[str(data)], binds=[str(shared)])
+    try:
+        args = [str(shared), str(data / "secret.key")]
+        assert value(call(box, use, [args])) == [False, ["data", "out.txt"]]
+        # The next chunk finds the shared file, and none of the last one's scratch.
+        assert value(call(box, look, [args])) == [True, False]
+    finally:
+        box.close()
+    assert (shared / "out.txt").read_text() == "from the job"

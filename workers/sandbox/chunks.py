@@ -46,7 +46,9 @@ def sandbox_for(ctx: Context, *, network: bool = False) -> Sandbox:
     if box is None:
         settings = ctx.settings
         user = SandboxUser.named(settings.sandbox_user)
-        box = Sandbox(user, hide=[settings.data_dir], network=network)
+        box = Sandbox(
+            user, hide=[settings.data_dir], network=network, binds=settings.sandbox_mounts
+        )
         for inherited in [k for k in _boxes if k[0] != key[0]]:
             del _boxes[inherited]  # a parent's, inherited by a fork: not ours to use
         _boxes[key] = box

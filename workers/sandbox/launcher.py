@@ -21,6 +21,7 @@ import os
 import pwd
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,13 +106,17 @@ def bwrap_argv(
     user: SandboxUser,
     hide: list[str],
     network: bool = False,
+    binds: Sequence[str] = (),
     bwrap: str = "bwrap",
 ) -> list[str]:
     """The command that starts the zygote in a new sandbox.
 
     ``hide``: folders masked with an empty tmpfs if they fall inside a mounted
-    code path (the data folder, which a project folder may hold)."""
+    path (the data folder, which a project folder may hold). ``binds``: host
+    folders the operator shares read-write with every sandbox
+    (``JOBSYS_SANDBOX_MOUNTS``), at the same path."""
     mounted = code_paths()
+    shared = [os.path.realpath(b) for b in binds]
     argv = [bwrap, "--die-with-parent", "--new-session"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not network:
@@ -132,14 +137,16 @@ def bwrap_argv(
     # The writable /tmp first: a code path under /tmp (a checkout there) is then
     # mounted onto it rather than hidden by it.
     argv += ["--perms", "01777", "--tmpfs", "/tmp"]
-    for parent in _parents(mounted):
+    for parent in _parents(mounted + shared):
         argv += ["--perms", "0755", "--dir", parent]
     for path in mounted:
         argv += ["--ro-bind", path, path]
+    for path in shared:
+        argv += ["--bind", path, path]
     for path in hide:
         real = os.path.realpath(path)
         if os.path.isdir(real) and any(
-            real == m or real.startswith(m.rstrip(os.sep) + os.sep) for m in mounted
+            real == m or real.startswith(m.rstrip(os.sep) + os.sep) for m in mounted + shared
         ):
             argv += ["--perms", "0755", "--tmpfs", real]  # an empty folder in its place
     argv += ["--ro-bind", str(ZYGOTE), ZYGOTE_INSIDE]
@@ -150,4 +157,6 @@ def bwrap_argv(
     argv += [sys.executable, "-I", ZYGOTE_INSIDE, "--results-fd", str(results_fd)]
     argv += ["--control-fd", str(control_fd), "--sys-path", os.pathsep.join(import_path())]
     argv += ["--scratch", "/tmp", "--uid", str(user.uid), "--gid", str(user.gid)]
+    # Never cleared between chunks: they are the operator's, not the chunk's.
+    argv += ["--keep", os.pathsep.join(shared)]
     return argv

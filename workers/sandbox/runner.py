@@ -100,8 +100,16 @@ def _ignore(stream: str, line: str) -> None:
 class Sandbox:
     """A zygote in its own bubblewrap sandbox, for one pool process."""
 
-    def __init__(self, user: SandboxUser, *, hide: Sequence[str] = (), network: bool = False):
+    def __init__(
+        self,
+        user: SandboxUser,
+        *,
+        hide: Sequence[str] = (),
+        network: bool = False,
+        binds: Sequence[str] = (),
+    ):
         self.user, self.hide, self.network = user, list(hide), network
+        self.binds = list(binds)
         self._proc: subprocess.Popen[bytes] | None = None
         self._results = self._control = -1
         self._number = -1
@@ -127,6 +135,7 @@ class Sandbox:
             user=self.user,
             hide=self.hide,
             network=self.network,
+            binds=self.binds,
         )
         try:
             self._proc = subprocess.Popen(

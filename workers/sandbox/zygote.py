@@ -389,7 +389,7 @@ def _clear(folder: str, keep: frozenset[str]) -> None:
             os.unlink(path)
 
 
-def serve(results_fd: int, control_fd: int, scratch: str) -> None:
+def serve(results_fd: int, control_fd: int, scratch: str, shared: tuple[str, ...] = ()) -> None:
     """Run requests from stdin until it closes.
 
     Each request is read by the child forked ahead for it, straight from
@@ -402,7 +402,7 @@ def serve(results_fd: int, control_fd: int, scratch: str) -> None:
         for p in sys.path
         if p.startswith(os.sep) and not (p + os.sep).startswith(scratch.rstrip(os.sep) + os.sep)
     )
-    mounted = frozenset(p.rstrip(os.sep) for p in sys.path if p.startswith(os.sep))
+    mounted = frozenset(p.rstrip(os.sep) for p in (*sys.path, *shared) if p.startswith(os.sep))
     control = _Control(control_fd)
     for number in itertools.count():
         _LOADED.update(sys.modules)
@@ -475,7 +475,8 @@ def main(argv: list[str]) -> None:
     # reach the chunks that come after it.
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     write_frame(int(args["--results-fd"]), {"ready": os.getpid(), "uid": os.getuid()})
-    serve(int(args["--results-fd"]), int(args["--control-fd"]), args["--scratch"])
+    shared = tuple(p for p in args.get("--keep", "").split(os.pathsep) if p)
+    serve(int(args["--results-fd"]), int(args["--control-fd"]), args["--scratch"], shared)
 
 
 if __name__ == "__main__":
