@@ -104,8 +104,10 @@ def _interrupt(signum: int, _frame: FrameType | None) -> None:
 
 
 class Bench:
-    def __init__(self, plan: Plan, tmp: Path, only: set[str] | None) -> None:
+    def __init__(self, plan: Plan, tmp: Path, only: set[str] | None, sandbox: str = "on") -> None:
         self.plan, self.tmp, self.only = plan, tmp, only
+        #: Where the stacks run function steps' code (``JOBSYS_SANDBOX``).
+        self.sandbox = sandbox
         self.procs = Processes(tmp)
         self.rows: list[Row] = []
         self.started = time.monotonic()
@@ -140,7 +142,12 @@ class Bench:
         p = self.plan
         redis_url = start_redis(self.procs, self.tmp)
         sqlite = JobsysStack(
-            "sqlite", self.procs, f"sqlite:///{self.tmp / 'jobsys.db'}", f"{redis_url}/0", self.tmp
+            "sqlite",
+            self.procs,
+            f"sqlite:///{self.tmp / 'jobsys.db'}",
+            f"{redis_url}/0",
+            self.tmp,
+            sandbox=self.sandbox,
         )
         sqlite.launch()
         raw = RawWorker(self.procs, f"{redis_url}/3", self.tmp, keep=p.keep_up)
@@ -219,7 +226,9 @@ class Bench:
         url, self.pg_missing = postgres_url()
         if url is None:
             return None
-        return JobsysStack("postgresql", self.procs, url, f"{redis_url}/1", self.tmp)
+        return JobsysStack(
+            "postgresql", self.procs, url, f"{redis_url}/1", self.tmp, sandbox=self.sandbox
+        )
 
     def throughput(self, sqlite: JobsysStack, raw: RawWorker, redis_url: str) -> None:
         p = self.plan
@@ -299,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="where to write the rows as JSON")
     parser.add_argument("--only", action="append", help=f"only these groups: {GROUPS}")
     parser.add_argument("--keep", action="store_true", help="keep the logs' folder")
+    parser.add_argument(
+        "--sandbox",
+        choices=("on", "off"),
+        default="on",
+        help="run function steps in the sandbox (on, the default, as shipped) or not",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     out = args.json or (
@@ -307,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     only = {g for item in args.only for g in item.split(",")} if args.only else None
     signal.signal(signal.SIGTERM, _interrupt)
     tmp = Path(tempfile.mkdtemp(prefix="jobsys-bench-"))
-    bench = Bench(plan, tmp, only)
+    bench = Bench(plan, tmp, only, sandbox=args.sandbox)
     started = time.monotonic()
     code = 0
     try:

@@ -129,7 +129,13 @@ class JobsysStack:
     """One jobsys deployment: its settings, processes and a token."""
 
     def __init__(
-        self, name: str, procs: Processes, database_url: str, redis_url: str, tmp: Path
+        self,
+        name: str,
+        procs: Processes,
+        database_url: str,
+        redis_url: str,
+        tmp: Path,
+        sandbox: str = "on",
     ) -> None:
         self.name, self.procs = name, procs
         data = tmp / name
@@ -141,6 +147,7 @@ class JobsysStack:
             secret_key=SECRET,
             data_dir=str(data),
             docker_images=("jobsys/*",),
+            sandbox=sandbox,
         )
         self.data = data
         self.port = free_port()
