@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
 
 import click
 
-from jobsys.cli.users import CLI_ADMIN
-
-
-def _ctx() -> Any:
-    from jobsys.runtime import build_context
-
-    return build_context()
+from jobsys.cli.users import CLI_ADMIN, configured_context
 
 
 @click.group()
@@ -43,7 +36,7 @@ def set_command(name: str, roles: str | None) -> None:
     else:
         value = sys.stdin.read().removesuffix("\n")
     wanted = None if roles is None else [r.strip() for r in roles.split(",") if r.strip()]
-    stored, created = service.set_secret(_ctx(), CLI_ADMIN, name, value, roles=wanted)
+    stored, created = service.set_secret(configured_context(), CLI_ADMIN, name, value, roles=wanted)
     verb = "added" if created else "changed"
     click.echo(f"{verb} secret {stored.name} (roles: {', '.join(stored.roles) or 'none'})")
 
@@ -54,7 +47,7 @@ def list_command(as_json: bool) -> None:
     """Names, who may use them and when they changed; never the values."""
     from jobsys import service
 
-    found = service.list_secrets(_ctx(), CLI_ADMIN)
+    found = service.list_secrets(configured_context(), CLI_ADMIN)
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in found]))
         return
@@ -70,7 +63,7 @@ def delete_command(name: str) -> None:
     """Delete secret NAME; jobs that name it fail when their step starts."""
     from jobsys import service
 
-    service.delete_secret(_ctx(), CLI_ADMIN, name)
+    service.delete_secret(configured_context(), CLI_ADMIN, name)
     click.echo(f"deleted secret {name}")
 
 

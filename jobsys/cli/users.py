@@ -35,7 +35,9 @@ class Duration(click.ParamType):
 DURATION = Duration()
 
 
-def _ctx() -> Any:
+def configured_context() -> Any:
+    """The context of the configured database and broker, built when a command runs
+    (so ``--help`` needs neither)."""
     from jobsys.runtime import build_context
 
     return build_context()
@@ -58,7 +60,9 @@ def add_command(name: str, role: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    added = service.add_user(_ctx(), CLI_ADMIN, name=name, password=password, role=role)
+    added = service.add_user(
+        configured_context(), CLI_ADMIN, name=name, password=password, role=role
+    )
     click.echo(f"added {added.name} ({added.role})")
 
 
@@ -67,7 +71,7 @@ def add_command(name: str, role: str, password_stdin: bool) -> None:
 def list_command(as_json: bool) -> None:
     from jobsys import service
 
-    found = service.list_users(_ctx(), CLI_ADMIN)
+    found = service.list_users(configured_context(), CLI_ADMIN)
     if as_json:
         click.echo(json.dumps([u.to_dict() for u in found]))
         return
@@ -82,7 +86,7 @@ def list_command(as_json: bool) -> None:
 def set_role_command(name: str, role: str) -> None:
     from jobsys import service
 
-    service.update_user(_ctx(), CLI_ADMIN, name, role=role)
+    service.update_user(configured_context(), CLI_ADMIN, name, role=role)
     click.echo(f"{name} is now {role}")
 
 
@@ -97,7 +101,7 @@ def set_password_command(name: str, password_stdin: bool) -> None:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    service.update_user(_ctx(), CLI_ADMIN, name, password=password)
+    service.update_user(configured_context(), CLI_ADMIN, name, password=password)
     click.echo(f"new password set for {name}")
 
 
@@ -107,7 +111,7 @@ def _toggle(command: str, disabled: bool) -> None:
     def toggle(name: str) -> None:
         from jobsys import service
 
-        service.update_user(_ctx(), CLI_ADMIN, name, disabled=disabled)
+        service.update_user(configured_context(), CLI_ADMIN, name, disabled=disabled)
         click.echo(f"{name} {command}d")
 
 

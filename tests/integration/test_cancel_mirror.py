@@ -37,8 +37,9 @@ ITEMS = 4
 
 
 @pytest.fixture
-def idle_stack(tmp_path: Path) -> Iterator[LiveStack]:
-    """Redis and a database, and no worker until the test starts one."""
+def idle_stack(tmp_path: Path, sandbox_share: Path) -> Iterator[LiveStack]:
+    """Redis and a database, and no worker until the test starts one; its
+    sandboxed jobs may write to ``sandbox_share``."""
     server = RedisServer(free_port(), tmp_path)
     server.start()
     settings = Settings.from_env(
@@ -47,6 +48,7 @@ def idle_stack(tmp_path: Path) -> Iterator[LiveStack]:
         database_url=f"sqlite:///{tmp_path / 'jobsys.db'}",
         secret_key=SECRET,
         data_dir=str(tmp_path),
+        sandbox_mounts=(str(sandbox_share),),
     )
     stack = LiveStack(
         name="mirror", settings=settings, ctx=build_context(settings), url="", log_dir=tmp_path
@@ -91,11 +93,12 @@ def ran(folder: Path, name: str) -> list[str]:
 
 
 def test_a_worker_started_after_the_cancel_drops_the_jobs_queued_tasks(
-    idle_stack: LiveStack, tmp_path: Path
+    idle_stack: LiveStack, shared_path: Path
 ) -> None:
     stack = idle_stack
-    markers = tmp_path / "markers"
+    markers = shared_path / "markers"
     markers.mkdir()
+    markers.chmod(0o777)  # the jobs' code makes its folders here, as the sandbox's user
     # Both wait in the queue, the cancelled one first; the other is the control:
     # the same setup without the cancel, which the new worker does run.
     cancelled = mkdir_job(stack, markers, "cancelled")

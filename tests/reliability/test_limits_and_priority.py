@@ -40,6 +40,14 @@ def nap(seconds: float) -> float:
 
 
 def test_soft_and_hard_time_limits(drill: Drill) -> None:
+    def nap(seconds: float) -> float:
+        """Travels by value: by reference, a fresh sandbox would first import this
+        test module (and pytest), inside the 1 s soft limit."""
+        import time
+
+        time.sleep(seconds)
+        return seconds
+
     with drill.stack.client() as c:
         soft = c.map(nap, [0.1, 0.1, 30, 0.1], chunk_size=4, soft_time_limit_s=1, time_limit_s=20)
         soft.wait(timeout=30)
