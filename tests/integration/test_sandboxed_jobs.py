@@ -215,3 +215,28 @@ def test_limits_and_cancel_end_the_sandboxed_process_and_leave_none(
         assert gone(f"cncl{tag}")
         # And the worker goes on: the next chunk gets a sandbox as before.
         assert client.map(sleeper, [[f"next{tag}", 0]]).wait(timeout=60).results() == ["woke"]
+
+
+def test_a_chunk_that_kills_itself_fails_its_items_once_and_the_worker_lives(
+    sandboxed: LiveStack,
+) -> None:
+    def poison(x: int) -> int:
+        import os
+        import signal
+
+        if x == 5:  # what, unsandboxed, would kill the worker's pool process
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    with sandboxed.client() as client:
+        job = client.map(poison, range(8), chunk_size=2).wait(timeout=60)
+        values = job.results(errors="return")
+        tasks = client.job(job.id).tasks()
+        after = client.map(poison, [1]).wait(timeout=60)
+    assert job.status == "failed"
+    assert values[:4] == [0, 1, 2, 3] and values[6:] == [6, 7]
+    assert [v["type"] for v in values[4:6]] == ["SandboxError"] * 2
+    assert "killed by signal 9" in values[5]["message"]
+    poisoned = next(t for t in tasks if t["items"] == [4, 6])
+    assert poisoned["attempt"] == 1 and poisoned["state"] == "completed"  # its worker lived
+    assert after.results() == [1]

@@ -32,8 +32,10 @@ VISIBILITY_S = DRILL_SETTINGS["broker_visibility_timeout_s"]
 
 
 @pytest.fixture(scope="module")
-def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
-    yield from drill_stack(tmp_path_factory.mktemp("dup"), "dup")
+def drill(tmp_path_factory: pytest.TempPathFactory, sandbox_share: Path) -> Iterator[Drill]:
+    # Jobs leave their marks in the shared folder, which sandboxed code may write.
+    shared = (str(sandbox_share),)
+    yield from drill_stack(tmp_path_factory.mktemp("dup"), "dup", sandbox_mounts=shared)
 
 
 @pytest.fixture(autouse=True)
@@ -51,10 +53,11 @@ def _running(drill: Drill, job_id: str) -> bool:
 
 
 @pytest.mark.docker
-def test_steps_longer_than_the_visibility_timeout_run_once(drill: Drill, tmp_path: Path) -> None:
+def test_steps_longer_than_the_visibility_timeout_run_once(drill: Drill, shared_path: Path) -> None:
     require_docker()
-    marks = tmp_path / "marks"
+    marks = shared_path / "marks"
     marks.mkdir()
+    marks.chmod(0o777)  # written by the jobs' code, as the sandbox's user
     where = str(marks)
 
     def long_item(x: int) -> int:

@@ -24,7 +24,11 @@ GIVE_UP_AFTER = DRILL_SETTINGS["task_max_deliveries"]
 
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
-    for drill_ in drill_stack(tmp_path_factory.mktemp("chord"), "chord"):
+    # Unsandboxed: these drills need a chunk that kills the worker process it runs
+    # in. In the sandbox a chunk kills only its own process (its items then fail,
+    # once: tests/integration/test_sandboxed_jobs.py), and a worker's death comes
+    # from outside (an OOM kill of the pool process), as test_worker_crash drills.
+    for drill_ in drill_stack(tmp_path_factory.mktemp("chord"), "chord", sandbox="off"):
         drill_.spawn_beat()  # the lost-task sweep, at its drill pace
         yield drill_
 

@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drill]:
-    yield from drill_stack(tmp_path_factory.mktemp("crash"), "crash")
+def drill(tmp_path_factory: pytest.TempPathFactory, sandbox_share: Path) -> Iterator[Drill]:
+    # Jobs leave their marks in the shared folder, which sandboxed code may write.
+    shared = (str(sandbox_share),)
+    yield from drill_stack(tmp_path_factory.mktemp("crash"), "crash", sandbox_mounts=shared)
 
 
 @pytest.fixture(autouse=True)
@@ -76,9 +78,10 @@ def test_kill9_mid_docker_step(drill: Drill) -> None:
     assert out.count("done") == 1 and out[-1] == "done"
 
 
-def test_kill9_mid_function_chunk(drill: Drill, tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
+def test_kill9_mid_function_chunk(drill: Drill, shared_path: Path) -> None:
+    marks = shared_path / "marks"
     marks.mkdir()
+    marks.chmod(0o777)  # written by the jobs' code, as the sandbox's user
     where = str(marks)
 
     def slow_square(x: int) -> int:
