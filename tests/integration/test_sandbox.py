@@ -498,3 +498,37 @@ def test_an_operators_shared_folder_is_read_write_and_kept_but_not_the_data_fold
     finally:
         box.close()
     assert (shared / "out.txt").read_text() == "from the job"
+
+
+def test_jobsys_imports_in_the_sandbox_wherever_the_worker_started(tmp_path: Path) -> None:
+    """A worker started outside the checkout (as ``make bench`` starts its own) has
+    no project folder on its path: an editable install's finder points there."""
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    repo = Path(__file__).parents[2]
+    script = textwrap.dedent(
+        f"""
+        import base64, sys, time, cloudpickle
+        sys.path[:] = [p for p in sys.path if p not in ("", ".", {str(repo)!r})]
+        from workers.sandbox.runner import Sandbox
+        from workers.sandbox.launcher import SandboxUser
+
+        def where(_):
+            import jobsys
+            return jobsys.__file__
+
+        box = Sandbox(SandboxUser.named("nobody"))
+        pickled = base64.b64encode(cloudpickle.dumps(where)).decode()
+        request = {{"function": {{"pickle": pickled}}, "items": [0]}}
+        run = box.run(request, lambda s, l: None, deadline=time.monotonic() + 60)
+        box.close()
+        print(run.outcomes[0])
+        """
+    )
+    # Found through the editable install's finder alone, as in a worker started elsewhere.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'ok': True" in done.stdout and "jobsys/__init__.py" in done.stdout, done.stdout

@@ -68,10 +68,17 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
+#: Where jobsys itself is imported from (its checkout, for an editable install,
+#: whose finder in site-packages points there): chunks import it (``jobsys.secret``,
+#: the client's one-call wrapper) wherever the worker was started.
+JOBSYS_ROOT = str(Path(__file__).resolve().parents[2])
+
+
 def import_path() -> list[str]:
-    """The worker's ``sys.path`` as existing folders, in order: the sandbox's
-    Python imports from the same places (``-I`` leaves PYTHONPATH out)."""
-    entries = [os.path.realpath(p or os.getcwd()) for p in sys.path]
+    """The worker's ``sys.path`` as existing folders, in order, and jobsys's own
+    root: the sandbox's Python imports from the same places (``-I`` leaves
+    PYTHONPATH out)."""
+    entries = [os.path.realpath(p or os.getcwd()) for p in sys.path] + [JOBSYS_ROOT]
     return list(dict.fromkeys(p for p in entries if os.path.isdir(p)))
 
 
