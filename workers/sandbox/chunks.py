@@ -18,6 +18,7 @@ from typing import Any
 from billiard.exceptions import SoftTimeLimitExceeded
 
 from jobsys import envelope
+from jobsys.config import Settings
 from jobsys.context import Context
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import mem_bytes
@@ -40,15 +41,22 @@ class LoadFailed(Exception):
         self.failure = failure
 
 
+def new_sandbox(settings: Settings, *, network: bool = False) -> Sandbox:
+    """A sandbox as this worker's settings make it (not yet started): the one a
+    chunk runs in, and the one the worker's start-up probe tries."""
+    return Sandbox(
+        SandboxUser.named(settings.sandbox_user),
+        hide=[settings.data_dir],
+        network=network,
+        binds=settings.sandbox_mounts,
+    )
+
+
 def sandbox_for(ctx: Context, *, network: bool = False) -> Sandbox:
     key = (os.getpid(), network)
     box = _boxes.get(key)
     if box is None:
-        settings = ctx.settings
-        user = SandboxUser.named(settings.sandbox_user)
-        box = Sandbox(
-            user, hide=[settings.data_dir], network=network, binds=settings.sandbox_mounts
-        )
+        box = new_sandbox(ctx.settings, network=network)
         for inherited in [k for k in _boxes if k[0] != key[0]]:
             del _boxes[inherited]  # a parent's, inherited by a fork: not ours to use
         _boxes[key] = box

@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 
 from jobsys.config import Settings
-from workers.sandbox.launcher import SandboxUser, bwrap_path
-from workers.sandbox.runner import Sandbox, SandboxError
+from workers.sandbox.chunks import new_sandbox
+from workers.sandbox.launcher import bwrap_path
+from workers.sandbox.runner import SandboxError
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Isolation:
 
 
 def probe(settings: Settings) -> Isolation:
-    """Start (and stop) one sandbox as a chunk would get it; about 50 ms."""
+    """Start (and stop) one sandbox as a chunk would get it; about 80 ms."""
     if settings.sandbox == "off":
         return Isolation(
             "off",
@@ -41,7 +42,7 @@ def probe(settings: Settings) -> Isolation:
         )
     began = time.monotonic()
     try:
-        box = Sandbox(SandboxUser.named(settings.sandbox_user), hide=[settings.data_dir])
+        box = new_sandbox(settings)
         box.start()
     except (SandboxError, ValueError) as exc:
         return Isolation("unavailable", f"{exc}; or set JOBSYS_SANDBOX=off to run unisolated")
