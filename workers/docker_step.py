@@ -152,16 +152,11 @@ def _run_and_report(
     refused = refused_here(start.step_spec, ctx.settings)
     if refused is not None:
         error = f"step {start.step_spec.get('name') or ''} refused on this worker: {refused}"
-        service.finish_task(ctx, task_id, ok=False, error=error)
-        status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
-        return {"exit_code": None, "status": status.value}
+        return _fail_unstarted(ctx, task_id, step_id, error)
     try:
         secrets = service.reveal_secrets(ctx, SYSTEM, service.secret_names(start.step_spec))
     except SecretUnavailable as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        service.finish_task(ctx, task_id, ok=False, error=error)
-        status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
-        return {"exit_code": None, "status": status.value}
+        return _fail_unstarted(ctx, task_id, step_id, f"{type(exc).__name__}: {exc}")
     step = step_from_spec(start.step_spec, secrets)
     # What the container prints is stored and streamed with the secrets' values masked.
     redact = service.Redactor(secrets.values())
@@ -230,6 +225,13 @@ def _run_and_report(
         status = JobStatus.COMPLETED if error is None else JobStatus.FAILED
     service.complete_step(ctx, step_id, status, error=reason, exit_code=exit_code)
     return {"exit_code": exit_code, "status": status.value}
+
+
+def _fail_unstarted(ctx: Context, task_id: str, step_id: str, error: str) -> dict[str, Any]:
+    """End the task and its step as failed before any container was started."""
+    service.finish_task(ctx, task_id, ok=False, error=error)
+    status = service.complete_step(ctx, step_id, JobStatus.FAILED, error=error)
+    return {"exit_code": None, "status": status.value}
 
 
 def _judge(result: ContainerResult, step: DockerStep) -> StepError | None:
