@@ -457,15 +457,12 @@ def set_secret() -> tuple[Response, int]:
     body = json_body()
     if not isinstance(body, dict) or set(body) - {"name", "value", "roles"}:
         raise SpecError({"body": "send an object with 'name' and 'value' (and 'roles')"})
-    roles = body.get("roles")
-    if roles is not None and not isinstance(roles, list):
-        raise SpecError({"roles": 'give a list of roles, e.g. ["developer", "admin"]'})
     stored, created = service.set_secret(
         context(),
         api_principal(),
         text_field(body, "name") or "",
         text_field(body, "value") or "",
-        roles=roles,
+        roles=body.get("roles"),
     )
     return jsonify(stored.to_dict()), 201 if created else 200
 

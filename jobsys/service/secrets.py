@@ -248,7 +248,7 @@ def _value_problem(value: Any) -> str | None:
 
 
 def _roles(roles: Sequence[str], problems: dict[str, str]) -> tuple[str, ...]:
-    if isinstance(roles, str) or not all(isinstance(r, str) for r in roles):
+    if not isinstance(roles, list | tuple) or not all(isinstance(r, str) for r in roles):
         problems["roles"] = f"give a list of roles, some of {', '.join(ROLE_RIGHTS)}"
         return ()
     unknown = [r for r in roles if r not in ROLE_RIGHTS]

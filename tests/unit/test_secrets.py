@@ -410,3 +410,15 @@ def test_a_schedule_fires_with_its_owners_secret_and_fails_once_the_role_is_gone
     assert refused_run.outcome == "failed"
     runs = service.schedule_runs(ctx, ADMIN, "hourly")
     assert "may be named only by the roles developer" in (runs[0].note or "")
+
+
+def test_roles_must_be_a_list_at_every_door(ctx: Context) -> None:
+    for shape in ("admin", {"admin": True}):
+        with pytest.raises(SpecError) as refused:
+            service.set_secret(ctx, ADMIN, "stripe", VALUE, roles=shape)  # type: ignore[arg-type]
+        assert "give a list of roles" in refused.value.fields["roles"]
+    client = create_app(context=ctx).test_client()
+    body = {"name": "stripe", "value": VALUE, "roles": {"admin": True}}
+    answer = client.post("/api/secrets", json=body, headers=bearer(ctx, "admin"))
+    assert answer.status_code == 400 and "roles" in answer.get_json()["fields"]
+    assert count(ctx, Secret) == 0
