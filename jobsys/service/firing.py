@@ -29,7 +29,6 @@ from jobsys.service.audit import audit_entry
 from jobsys.service.dispatching import claim_new_step, publish_claimed
 from jobsys.service.jobs import job_detail
 from jobsys.service.schedules import schedule_job, timing_of
-from jobsys.service.secrets import secret_names
 from jobsys.states import JobStatus
 from jobsys.store.inserts import insert_rows, job_rows
 from jobsys.store.models import Base, Job, Schedule, ScheduleRun, utcnow
@@ -140,8 +139,9 @@ def _fire_tick(
             run.outcome, run.job_id = "submitted", job.id
             plan, task_rows = claim_new_step(job.steps[0])
             rows = [*job_rows(job), *task_rows]
-            if secret_names(job.spec):  # which job used which secret, as every door says
-                detail = {**job_detail(job), "job": job.id, "tick": tick.isoformat()}
+            detail = job_detail(job)
+            if "secrets" in detail:  # which job used which secret, as every door says
+                detail |= {"job": job.id, "tick": tick.isoformat()}
                 rows.append(audit_entry(SYSTEM, "schedule.fire", row.name, detail=detail))
     # The job before its run (the run refers to it); a second firing of the tick
     # fails on the run's unique (schedule, tick), rolling the job back with it.
