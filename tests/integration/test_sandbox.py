@@ -237,6 +237,42 @@ def test_output_arrives_line_by_line_and_outcomes_in_order(sandbox: Sandbox) -> 
     assert ("stdout", "item 1") in lines and ("stderr", "careful with 2") in lines, lines
 
 
+def test_each_line_reaches_the_chunk_that_printed_it_and_no_other(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Back to back, the next chunk's process prints while the worker still
+    reads the end of the last one (slowly here, as a busy worker would); a
+    thread the last one left keeps printing."""
+    read_end = Sandbox._await_exit
+
+    def busy_worker(self: Sandbox, deadline: float) -> bool:
+        time.sleep(0.05)  # the next chunk has started, and printed, meanwhile
+        return read_end(self, deadline)
+
+    monkeypatch.setattr(Sandbox, "_await_exit", busy_worker)
+
+    def chatter(tag: str) -> str:
+        import threading
+
+        def babble() -> None:
+            while True:
+                print(f"{tag} left behind", flush=True)
+
+        if tag == "first":
+            threading.Thread(target=babble, daemon=True).start()
+        for n in range(50):
+            print(f"{tag} {n}")
+        return tag
+
+    runs = [call(sandbox, chatter, [tag]) for tag in ("first", "second", "third") * 5]
+    for run in runs:
+        tag = value(run)
+        mine = [line for _, line in run.lines if line.startswith(f"{tag} ")]  # type: ignore[attr-defined]
+        others = [line for _, line in run.lines if not line.startswith(f"{tag} ")]  # type: ignore[attr-defined]
+        assert [line for line in mine if "left" not in line] == [f"{tag} {n}" for n in range(50)]
+        assert others == [], (tag, others[:3])
+
+
 def test_a_chunk_past_its_deadline_is_killed_and_the_next_one_runs(sandbox: Sandbox) -> None:
     def forever(_: Any) -> None:
         import time

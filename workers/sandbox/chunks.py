@@ -99,7 +99,12 @@ def run_sandboxed(
         "function": _function(ctx, function, Binding(Purpose.FUNCTION, job_id, step_id), legacy),
         # JSON as it is (a stored JSON item is never shaped like a pickle), a
         # signed pickle as its verified raw base64.
-        "items": [envelope.unsign_for_wire(i, ctx.signer, as_item, legacy=legacy) for i in items],
+        "items": [
+            envelope.unsign_for_wire(i, ctx.signer, as_item, legacy=legacy)
+            if type(i) is dict
+            else i
+            for i in items
+        ],
         "memory": mem_bytes(memory_limit or settings.sandbox_mem),
         "files": settings.sandbox_max_files,
         # Counted per real user: only a root worker's sandbox has a user of its own
@@ -116,13 +121,13 @@ def run_sandboxed(
         run = box.run(request, on_line, deadline=deadline)
     except SoftTimeLimitExceeded as exc:
         # The item running when the limit passed fails with it; those after it never ran.
-        done = [_envelope(ctx, f, as_result) for f in box.partial.outcomes]
+        done = _envelopes(ctx, box.partial.outcomes, as_result)
         skipped = SoftTimeLimitExceeded("not run: the chunk passed its soft time limit")
         rest = len(items) - len(done) - 1
         return [*done, envelope.error(exc), *[envelope.error(skipped)] * max(rest, 0)]
     if run.outcomes and all(f.get("load") for f in run.outcomes):
         raise LoadFailed({"ok": False, "error": _error(run.outcomes[0])})
-    outcomes = [_envelope(ctx, f, as_result) for f in run.outcomes]
+    outcomes = _envelopes(ctx, run.outcomes, as_result)
     if len(outcomes) < len(items):
         lost = SandboxError(_ended(run))
         outcomes += [envelope.error(lost)] * (len(items) - len(outcomes))
@@ -136,6 +141,21 @@ def _function(ctx: Context, ref: Any, binding: Binding, legacy: bool) -> dict[st
         wire = envelope.unsign_for_wire(ref, ctx.signer, binding, legacy=legacy)
         return {"pickle": wire[envelope.PICKLE_KEY]}
     return {"import": ref}
+
+
+def _envelopes(
+    ctx: Context, frames: Sequence[dict[str, Any]], binding: Binding
+) -> list[dict[str, Any]]:
+    """Outcome frames as stored outcomes. A scalar JSON result, most of them,
+    needs no check, and is taken here without a call per item (that call was
+    most of what a cheap chunk cost the worker)."""
+    scalars = _SCALARS
+    return [
+        {"ok": True, "value": f["json"]}
+        if f.get("ok") is True and type(f.get("json", f)) in scalars
+        else _envelope(ctx, f, binding)
+        for f in frames
+    ]
 
 
 def _envelope(ctx: Context, frame: dict[str, Any], binding: Binding) -> dict[str, Any]:
@@ -156,6 +176,10 @@ def _envelope(ctx: Context, frame: dict[str, Any], binding: Binding) -> dict[str
         # pickling may make one, and it never sends one as JSON.
         return envelope.error(SandboxError("the sandbox sent a JSON result shaped like a pickle"))
     return {"ok": True, "value": value}
+
+
+#: JSON values that cannot hold a pickle's envelope (``json: null`` is a None result).
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 def _holds_envelope(value: Any) -> bool:

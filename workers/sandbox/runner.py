@@ -93,6 +93,14 @@ def _frame(obj: Any) -> bytes:
     return zygote.HEADER.pack(len(body)) + body
 
 
+def _values(frame: dict[str, Any], first: int) -> list[dict[str, Any]]:
+    """A compact frame's run of JSON results as outcome frames, items ``first`` on."""
+    values = frame["values"]
+    if frame.get("from") != first or not isinstance(values, list):
+        raise SandboxError(f"the sandbox sent results out of order: {str(frame)[:200]}")
+    return [{"i": i, "ok": True, "json": v} for i, v in enumerate(values, first)]
+
+
 def _ignore(stream: str, line: str) -> None:
     """Output outside a chunk (the zygote's own start-up) goes nowhere."""
 
@@ -191,18 +199,7 @@ class Sandbox:
         worker's own process; any other exception while waiting (a cancel, the
         soft limit again) kills the chunk's process before it propagates, so it
         never runs on unseen."""
-        if self.alive and self._exit_due:
-            self._await_exit(deadline)
-        if not self.alive:
-            self.close()  # what is left of one that died (its pipes), if any
-            self.start()
-        self._lines = (_Lines("stdout", on_line), _Lines("stderr", on_line))
-        self._number += 1
-        try:
-            self._send(request)
-        except OSError as exc:
-            self.close()
-            raise SandboxError(f"the sandbox went away: {exc}") from exc
+        self._hand_over(request, deadline, (_Lines("stdout", on_line), _Lines("stderr", on_line)))
         run = self.partial = ChunkRun()
         softened = False
         try:
@@ -227,6 +224,9 @@ class Sandbox:
                     run.exit_code, run.signal = int(frame["exit"]), int(frame["signal"])
                     self._drain_output()
                     return run
+                if "values" in frame:
+                    run.outcomes += _values(frame, len(run.outcomes))
+                    continue
                 for outcome in frame.get("outcomes", ()):
                     if not isinstance(outcome, dict) or outcome.get("i") != len(run.outcomes):
                         raise SandboxError(
@@ -240,15 +240,45 @@ class Sandbox:
             for lines in self._lines:
                 lines.close()
 
-    def _await_exit(self, deadline: float) -> None:
-        """Read the end of the last chunk, which said it was done before it exited."""
+    def _hand_over(
+        self, request: dict[str, Any], deadline: float, lines: tuple[_Lines, _Lines]
+    ) -> None:
+        """Send the chunk's request, then read the end of the chunk before it.
+
+        In that order: the request waits in the pipe for the next chunk's
+        process while the zygote cleans up after the last one and forks it
+        (which used to wait for the worker to hear of the last one's exit).
+        Output is this chunk's (``lines``) from then on: its process may print
+        while the end of the last one is read, and the last one printed its
+        last before it said it was done."""
+        if not self.alive:
+            self.close()  # what is left of one that died (its pipes), if any
+            self.start()
+        self._lines = lines
+        self._number += 1
+        try:
+            self._send(request)
+        except OSError as exc:
+            self.close()
+            raise SandboxError(f"the sandbox went away: {exc}") from exc
+        if self._exit_due and not self._await_exit(deadline):
+            self.start()  # out of step, so closed: a new one gets the request
+            self._lines = lines
+            self._number += 1
+            self._send(request)
+
+    def _await_exit(self, deadline: float) -> bool:
+        """Read the end of the last chunk, which said it was done before it
+        exited; False (and the sandbox closed) when that is not what came."""
+        self._exit_due = False
         try:
             frame = self._next_frame(deadline)
         except (SandboxError, TimeoutError):
             frame = None
         if frame is None or "exit" not in frame:
-            self.close()  # out of step: a new sandbox for the next chunk
-        self._exit_due = False
+            self.close()
+            return False
+        return True
 
     def _send(self, obj: Any) -> None:
         assert self._proc is not None and self._proc.stdin is not None

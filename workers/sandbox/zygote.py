@@ -18,7 +18,8 @@ Protocol (frames: a 4-byte big-endian length, then UTF-8 JSON):
   limit passed): that item fails with it, the items after it are not run,
   and the chunk reports as usual.
 - the results descriptor (``--results-fd``), to the worker: the items'
-  outcomes in order, in batches ``{"outcomes": [O, ...]}``, where O is
+  outcomes in order, in batches: ``{"from": n, "values": [V, ...]}`` (items
+  n, n+1, ... returned these JSON values) or ``{"outcomes": [O, ...]}``, where O is
   ``{"i": n, "ok": true, "json": value}``, ``{"i": n, "ok": true, "pickle":
   base64, "repr": text}`` or ``{"i": n, "ok": false, "error": {"type",
   "message", "traceback"}}``; ``{"done": n}`` once every outcome
@@ -69,8 +70,8 @@ _len = len
 MAX_FRAME = 1 << 30
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
-#: Modules the zygote has loaded (a chunk names the ones it added, submodules too).
-_LOADED: set[str] = set()
+#: How many modules the zygote had loaded when it forked the chunk's process.
+_LOADED = [0]
 #: The most modules one chunk's imports add to the zygote.
 _MAX_PRELOAD = 2000
 #: A child's exit status when stdin closed before its request came: the zygote stops.
@@ -198,41 +199,78 @@ def _item(item: Any) -> Any:
     return item
 
 
-def _outcome(i: int, value: Any) -> dict[str, Any]:
-    if _json_faithful(value):
-        return {"i": i, "ok": True, "json": value}
+def _pickled(i: int, value: Any) -> dict[str, Any]:
+    """Item ``i``'s outcome for a result JSON does not carry."""
     data = base64.b64encode(cloudpickle.dumps(value)).decode()
     return {"i": i, "ok": True, "pickle": data, "repr": _short_repr(value)}
 
 
 class _Batch:
     """Outcomes sent a batch at a time (one frame and one write per batch, not per
-    item), at least every ``FLUSH_S`` so a slow chunk's progress still shows."""
+    item), at least every ``FLUSH_S`` so a slow chunk's progress still shows.
+
+    A run of results that JSON carries, the common case, goes as one compact
+    frame (``{"from": n, "values": [...]}``): a dict per item cost the chunk's
+    process and the worker more than running a cheap item did."""
 
     SIZE = 256
     FLUSH_S = 0.05
 
     def __init__(self, fd: int) -> None:
-        self.fd, self.pending, self.since = fd, [], time.monotonic()
+        self.fd, self.since = fd, time.monotonic()
+        self.start = 0  # the index of the first pending value
+        self.values: list[Any] = []
+        self.pending: list[dict[str, Any]] = []
+
+    def value(self, i: int, value: Any) -> None:
+        """Item ``i`` returned ``value``, which JSON carries."""
+        if self.pending:
+            self.flush()
+        if not self.values:
+            self.start = i
+        self.values.append(value)
+        self._due()
 
     def add(self, outcome: dict[str, Any]) -> None:
+        if self.values:
+            self.flush()
         self.pending.append(outcome)
-        if len(self.pending) >= self.SIZE or time.monotonic() - self.since >= self.FLUSH_S:
+        self._due()
+
+    def _due(self) -> None:
+        count = _len(self.values) + _len(self.pending)
+        if count >= self.SIZE or time.monotonic() - self.since >= self.FLUSH_S:
             self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
-            return
+        if self.values:
+            self._write({"from": self.start, "values": self.values}, self._one_by_one_values)
+            self.values = []
+        if self.pending:
+            self._write({"outcomes": self.pending}, self._one_by_one)
+            self.pending = []
+        self.since = time.monotonic()
+
+    def _write(self, frame: dict[str, Any], fallback: Any) -> None:
         try:
-            write_frame(self.fd, {"outcomes": self.pending})
-        except (TypeError, ValueError):  # one that JSON cannot carry after all: one by one
-            for outcome in self.pending:
-                try:
-                    write_frame(self.fd, {"outcomes": [outcome]})
-                except (TypeError, ValueError) as exc:
-                    failed = {"i": outcome["i"], "ok": False, "error": _error(exc)}
-                    write_frame(self.fd, {"outcomes": [failed]})
-        self.pending, self.since = [], time.monotonic()
+            write_frame(self.fd, frame)
+        except (TypeError, ValueError):  # one that JSON cannot carry after all
+            fallback()
+
+    def _one_by_one_values(self) -> None:
+        for n, value in enumerate(self.values):
+            self._one({"i": self.start + n, "ok": True, "json": value})
+
+    def _one_by_one(self) -> None:
+        for outcome in self.pending:
+            self._one(outcome)
+
+    def _one(self, outcome: dict[str, Any]) -> None:
+        try:
+            write_frame(self.fd, {"outcomes": [outcome]})
+        except (TypeError, ValueError) as exc:
+            failed = {"i": outcome["i"], "ok": False, "error": _error(exc)}
+            write_frame(self.fd, {"outcomes": [failed]})
 
 
 def run_chunk(request: dict[str, Any], results_fd: int) -> None:
@@ -251,7 +289,8 @@ def run_chunk(request: dict[str, Any], results_fd: int) -> None:
     items = request["items"]
     for i, item in enumerate(items):
         try:
-            outcome = _outcome(i, fn(_item(item)))
+            value = fn(_item(item))
+            pickled = None if _json_faithful(value) else _pickled(i, value)
         except SoftTimeLimitExceeded as exc:
             # As in the worker's own process: this item fails with the limit, the
             # rest are not run, and the chunk still reports before the hard limit.
@@ -262,8 +301,12 @@ def run_chunk(request: dict[str, Any], results_fd: int) -> None:
                 batch.add({"i": rest, "ok": False, "error": skipped})
             break
         except BaseException as exc:  # an item that raises does not stop the others
-            outcome = {"i": i, "ok": False, "error": _error(exc)}
-        batch.add(outcome)
+            batch.add({"i": i, "ok": False, "error": _error(exc)})
+        else:
+            if pickled is None:
+                batch.value(i, value)
+            else:
+                batch.add(pickled)
     batch.flush()
 
 
@@ -273,6 +316,9 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     os.setpgid(0, 0)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, _soft_limit)
+    os.chdir(workdir)  # before the request comes, as what follows
+    if not select.select([0], [], [], 0)[0]:
+        _warm_up()
     request = read_frame(0)
     if request is None:
         os._exit(_STDIN_CLOSED)  # the worker is done with this sandbox
@@ -287,11 +333,8 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
         value = request.get(key)
         if value:
             resource.setrlimit(limit, (value, value))
-    os.chdir(workdir)
     os.environ.update(request.get("env") or {})
     os.environ["HOME"] = os.environ["TMPDIR"] = tempfile.tempdir = workdir
-    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     code = 0
     try:
         run_chunk(request, results_fd)
@@ -301,13 +344,62 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    # Whatever the chunk left running prints nowhere now: every line the worker
+    # reads before this chunk's end is this chunk's, and none after it.
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
     if code == 0:
         # Output first, then this: the worker goes on without waiting for the exit.
         write_frame(results_fd, {"done": len(request["items"])})
-    new = sorted(set(sys.modules) - _LOADED)
+    new = _new_imports()
     with contextlib.suppress(OSError):
         write_all(imports_fd, json.dumps(new).encode())
     os._exit(code)
+
+
+def _new_imports() -> list[str]:
+    """The modules this chunk imported, newest first.
+
+    Read from the end of ``sys.modules`` (a dict keeps its insertion order):
+    a set of all its names touched each name, which made the process copy a
+    few hundred shared pages, its largest cost after the fork itself. A
+    chunk that also removed modules may be under-counted; these names only
+    say what is worth loading ahead."""
+    added = _len(sys.modules) - _LOADED[0]
+    return list(itertools.islice(reversed(sys.modules), max(added, 0)))
+
+
+def _warm(value: Any) -> Any:
+    """The warm-up's function: a result JSON carries, and one it does not."""
+    return {value} if value is None else value
+
+
+#: The warm-up's chunks: the paths a chunk takes (a pickled function and an
+#: imported one), on values of each JSON kind.
+_WARM_UPS = (
+    {
+        "function": {"pickle": base64.b64encode(cloudpickle.dumps(_warm)).decode()},
+        "items": [0, "", 0.5, True, [0], {"k": 0}, None],
+    },
+    {"function": {"import": "os.path:basename"}, "items": ["/a"]},
+)
+
+
+def _warm_up() -> None:
+    """Run a chunk of the zygote's own code, with the output thrown away.
+
+    A forked process pays a page fault for each page it first writes (copy on
+    write); a chunk's first item used to pay some 130 of them, half of a
+    one-item chunk's time. Taken here, they are paid while the child waits
+    for its request, and a chunk finds its pages its own. Only this script's
+    code runs: nothing here is a job's."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for chunk in _WARM_UPS:
+            run_chunk(chunk, null)
+    finally:
+        os.close(null)
 
 
 def _prefork(results_fd: int, control_fd: int, scratch: str) -> tuple[int, int]:
@@ -405,7 +497,7 @@ def serve(results_fd: int, control_fd: int, scratch: str, shared: tuple[str, ...
     mounted = frozenset(p.rstrip(os.sep) for p in (*sys.path, *shared) if p.startswith(os.sep))
     control = _Control(control_fd)
     for number in itertools.count():
-        _LOADED.update(sys.modules)
+        _LOADED[0] = _len(sys.modules)
         gc.freeze()  # what the zygote holds stays unscanned: fewer pages copied per fork
         pid, imports = _prefork(results_fd, control_fd, scratch)
         status = _wait(pid, number, control)
@@ -476,6 +568,10 @@ def main(argv: list[str]) -> None:
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     write_frame(int(args["--results-fd"]), {"ready": os.getpid(), "uid": os.getuid()})
     shared = tuple(p for p in args.get("--keep", "").split(os.pathsep) if p)
+    # A chunk's output, a line a write; made here once, not in each chunk's
+    # process (where making them cost it a hundred copied pages).
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     serve(int(args["--results-fd"]), int(args["--control-fd"]), args["--scratch"], shared)
 
 
