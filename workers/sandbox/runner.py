@@ -254,6 +254,17 @@ class Sandbox:
         if not self.alive:
             self.close()  # what is left of one that died (its pipes), if any
             self.start()
+        self._send_request(request, lines)
+        try:
+            in_step = not self._exit_due or self._await_exit(deadline)
+        except BaseException:
+            self.close()  # interrupted (a time limit): the request must not run unseen
+            raise
+        if not in_step:
+            self.start()  # closed: a new one gets the request
+            self._send_request(request, lines)
+
+    def _send_request(self, request: dict[str, Any], lines: tuple[_Lines, _Lines]) -> None:
         self._lines = lines
         self._number += 1
         try:
@@ -261,11 +272,6 @@ class Sandbox:
         except OSError as exc:
             self.close()
             raise SandboxError(f"the sandbox went away: {exc}") from exc
-        if self._exit_due and not self._await_exit(deadline):
-            self.start()  # out of step, so closed: a new one gets the request
-            self._lines = lines
-            self._number += 1
-            self._send(request)
 
     def _await_exit(self, deadline: float) -> bool:
         """Read the end of the last chunk, which said it was done before it
