@@ -53,7 +53,10 @@ class Settings:
     #: Largest list of items one function step may map over.
     max_items: int = 1_000_000
     #: Largest chunk the automatic chunk size picks; a caller may still ask for more.
-    max_chunk_size: int = 1000
+    #: A chunk costs some milliseconds whatever its items do (broker and database
+    #: round trips, and in the sandbox a process forked, run and cleaned up
+    #: after: about 5 ms of CPU), so cheap items want big chunks.
+    max_chunk_size: int = 2500
     #: Smallest chunk the automatic chunk size picks (unless the step has fewer
     #: items): below it a chunk's own round trips cost more than its items.
     min_chunk_size: int = 20

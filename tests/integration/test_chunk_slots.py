@@ -15,7 +15,7 @@ from tests.support.live import LiveStack, private_stack, wait_until, worker_argv
 
 pytestmark = pytest.mark.integration
 
-#: At most 1,000 items a chunk: 2 chunks at least, then one per slot.
+#: Fewer than one chunk's most (2,500): a chunk per slot.
 ITEMS = list(range(1200))
 
 

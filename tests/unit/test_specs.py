@@ -114,18 +114,18 @@ def test_automatic_chunk_size(settings: Settings) -> None:
     def count(n: int, slots: int | None = None) -> int:
         return len(chunk_bounds(n, chunk_size_for(step(n), settings, slots)))
 
-    # the fewest chunks of up to 1,000 items, their count a multiple of the slots
-    assert chunk_size_for(step(10_000), settings, 2) == 1000
-    assert count(10_000, 2) == 10
-    assert chunk_size_for(step(10_000), settings, 8) == 625
-    assert count(10_000, 8) == 16
-    assert count(10_000, 3) == 12  # 4 rounds of 3, 834 items a chunk
+    # the fewest chunks of up to 2,500 items, their count a multiple of the slots
+    assert chunk_size_for(step(10_000), settings, 2) == 2500
+    assert count(10_000, 2) == 4
+    assert chunk_size_for(step(10_000), settings, 8) == 1250
+    assert count(10_000, 8) == 8
+    assert count(10_000, 3) == 6  # 2 rounds of 3, 1,667 items a chunk
     assert count(1000, 2) == 2
-    assert count(100_000, 2) == 100
+    assert count(100_000, 2) == 40
     assert chunk_size_for(step(10_000_000), settings, 2) == settings.max_chunk_size
     assert chunk_size_for(step(1000, 7), settings, 2) == 7
     # no slots given: the setting's (8 here)
-    assert count(10_000) == 16
+    assert count(10_000) == 8
     # never finer than min_chunk_size: a chunk's round trips outweigh two items
     assert chunk_size_for(step(50), settings, 8) == settings.min_chunk_size == 20
     assert count(50, 8) == 3
