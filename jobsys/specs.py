@@ -585,15 +585,16 @@ def chunk_bounds(n_items: int, size: int) -> list[tuple[int, int]]:
 
 
 def docker_step_from_form(form: Mapping[str, str]) -> dict[str, Any]:
-    """Turn the submit form's strings into the dict ``parse_job_spec`` reads."""
-    env: dict[str, str] = {}
-    for n, line in enumerate((form.get("env") or "").splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise SpecError({"env": f"line {n}: write NAME=value, one per line"})
-        env[key.strip()] = value
+    """Turn the submit form's strings into the dict ``parse_job_spec`` reads.
+
+    ``env`` holds NAME=value lines; ``secrets`` holds NAME=secret lines, each
+    the spec's ``{"secret": ...}`` reference (the value is fetched by the worker)."""
+    env: dict[str, Any] = dict(_form_lines(form, "env", "NAME=value"))
+    named = _form_lines(form, "secrets", "NAME=secret")
+    twice = [key for key, _ in named if key in env]
+    if twice:
+        raise SpecError({"secrets": f"{twice[0]} is in Environment too: give each variable once"})
+    env.update((key, {"secret": name.strip()}) for key, name in named)
     step: dict[str, Any] = {
         "kind": "docker",
         "image": (form.get("image") or "").strip(),
@@ -609,6 +610,29 @@ def docker_step_from_form(form: Mapping[str, str]) -> dict[str, Any]:
         "steps": [step],
         "tags": form.get("tags") or "",
     }
+
+
+def _form_lines(form: Mapping[str, str], field: str, shape: str) -> list[tuple[str, str]]:
+    pairs = []
+    for n, line in enumerate((form.get(field) or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SpecError({field: f"line {n}: write {shape}, one per line"})
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def form_field(path: str, spec: Mapping[str, Any] | None) -> str:
+    """The submit form's field for a parser's field path (``steps[0].image`` is
+    ``image``): a variable's error is under the box the variable came from
+    (``spec``, the form as a spec; None when the form itself was refused)."""
+    head, _, key = path.partition(".env.")
+    if key and head == "steps[0]" and spec is not None:
+        env = spec["steps"][0].get("env") or {}
+        return "secrets" if isinstance(env.get(key), Mapping) else "env"
+    return path.split(".")[-1]
 
 
 def _form_number(text: str) -> Any:

@@ -17,7 +17,7 @@ from jobsys.auth import Right
 from jobsys.errors import JobsysError, SpecError, StateError, Unauthenticated
 from jobsys.service.jobs import stream_job_results
 from jobsys.service.records import ResultStream
-from jobsys.specs import docker_step_from_form
+from jobsys.specs import docker_step_from_form, form_field
 from jobsys.states import JobStatus
 from webui.charts import hourly_chart
 from webui.errors import error_response, status_for
@@ -259,11 +259,12 @@ def submit() -> Any:
     message = None
     if request.method == "POST":
         form = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        spec: dict[str, Any] | None = None
         try:
-            job = service.submit_job(context(), principal, docker_step_from_form(form))
+            spec = docker_step_from_form(form)
+            job = service.submit_job(context(), principal, spec)
         except SpecError as exc:
-            # Field paths look like steps[0].image; the form knows them as image.
-            errors = {k.split(".")[-1]: v for k, v in exc.fields.items()}
+            errors = {form_field(k, spec): v for k, v in exc.fields.items()}
             message = exc.message
         except JobsysError as exc:
             return render_template(

@@ -323,6 +323,40 @@ def test_the_secrets_page_sets_and_deletes_and_never_shows_a_value(ctx: Context)
     assert deleted.status_code == 302 and service.list_secrets(ctx, ADMIN) == []
 
 
+def test_the_submit_form_names_secrets_and_says_which_box_is_wrong(ctx: Context) -> None:
+    service.set_secret(ctx, ADMIN, "stripe", VALUE)
+    service.set_secret(ctx, ADMIN, "vault", "v-0123456789", roles=["admin"])
+    page = signed_in(ctx, "developer")
+    form = {
+        "csrf_token": csrf_of(page.get("/jobs/new").get_data(as_text=True)),
+        "name": "pay",
+        "image": "jobsys/busybox:local",
+        "command": "env",
+        "env": "PLAIN=x",
+    }
+
+    def refused(**fields: str) -> str:
+        answer = page.post("/jobs/new", data={**form, **fields})
+        assert answer.status_code == 400, answer.status_code
+        return answer.get_data(as_text=True)
+
+    unknown = refused(secrets="API_TOKEN=nope")
+    assert "no secret named &#39;nope&#39;" in unknown
+    assert 'class="field invalid">\n    <label for="secrets">' in unknown  # under the box
+    assert "your role is &#39;developer&#39;" in refused(secrets="V=vault")
+    assert "line 1: write NAME=secret" in refused(secrets="stripe")
+    assert "PLAIN is in Environment too" in refused(secrets="PLAIN=stripe")
+    assert count(ctx, Job) == 0
+
+    answer = page.post("/jobs/new", data={**form, "secrets": "API_TOKEN=stripe\n"})
+    assert answer.status_code == 302
+    with ctx.sessions() as session:
+        job = session.scalars(select(Job)).one()
+        env = job.steps[0].spec["env"]
+    assert env == {"PLAIN": "x", "API_TOKEN": {"secret": "stripe"}}
+    assert VALUE not in every_stored_text(ctx)
+
+
 def test_the_cli_reads_the_value_from_stdin_never_an_argument(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
