@@ -5,6 +5,7 @@ that what it reaches is nothing jobsys would not hand it."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -568,3 +569,61 @@ def test_jobsys_imports_in_the_sandbox_wherever_the_worker_started(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr
     assert "'ok': True" in done.stdout and "jobsys/__init__.py" in done.stdout, done.stdout
+
+
+def test_a_worker_that_is_not_root_sandboxes_through_a_user_namespace(tmp_path: Path) -> None:
+    """The path a developer's own `make run` takes: a worker that is not root
+    starts bubblewrap with a user namespace of its own (a root test run gets
+    there as uid 1000 of a user namespace, which is not root to the launcher)."""
+    if shutil.which("bwrap") is None:
+        missing("bubblewrap (bwrap)", "run scripts/ensure-sandbox.sh")
+    project = tmp_path / "project"
+    (project / ".jobsys").mkdir(mode=0o700, parents=True)
+    (project / ".jobsys" / "secret.key").write_text(SECRET)
+    project.chmod(0o755)
+    script = textwrap.dedent(
+        f"""
+        import base64, json, os, sys, time, cloudpickle
+        from workers.sandbox.runner import Sandbox
+        from workers.sandbox.launcher import SandboxUser, bwrap_argv
+
+        def attack(worker):
+            import os
+            seen = {{"uid": os.getuid(), "env": sorted(os.environ)}}
+            for path in (f"/proc/{{worker}}/environ", {str(project / ".jobsys" / "secret.key")!r}):
+                try:
+                    with open(path, "rb") as f:
+                        seen[path] = f.read().decode(errors="replace")
+                except OSError as exc:
+                    seen[path] = type(exc).__name__
+            return json.dumps(seen)
+
+        assert os.geteuid() != 0
+        user = SandboxUser.named("nobody")
+        argv = bwrap_argv(results_fd=3, control_fd=4, user=user, hide=[])
+        box = Sandbox(user, hide=[{str(project / ".jobsys")!r}])
+        pickled = base64.b64encode(cloudpickle.dumps(attack)).decode()
+        request = {{"function": {{"pickle": pickled}}, "items": [os.getpid()]}}
+        run = box.run(request, lambda s, l: None, deadline=time.monotonic() + 60)
+        box.close()
+        print(json.dumps({{"argv": argv, "outcome": run.outcomes[0], "worker": os.getpid()}}))
+        """
+    )
+    argv = [sys.executable, "-c", script]
+    if os.geteuid() == 0:
+        argv = ["unshare", "--user", "--map-user=1000", "--map-group=1000", *argv]
+    env = {**os.environ, "JOBSYS_SECRET_KEY": SECRET, "PYTHONPATH": str(project)}
+    done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
+    if done.returncode != 0 and "unshare" in done.stderr + done.stdout:
+        missing("user namespaces", f"allow unprivileged ones ({done.stderr.strip()[:200]})")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "--unshare-user" in report["argv"]  # the path a worker that is not root takes
+    outcome = report["outcome"]
+    assert outcome["ok"], outcome
+    seen = json.loads(outcome["json"])
+    assert seen["uid"] == SandboxUser.named("nobody").uid, seen
+    assert not [k for k in seen["env"] if k.startswith("JOBSYS_")], seen["env"]
+    assert SECRET not in json.dumps(seen), seen
+    assert seen[f"/proc/{report['worker']}/environ"] in ("FileNotFoundError", "PermissionError")
+    assert seen[str(project / ".jobsys" / "secret.key")] == "FileNotFoundError"
