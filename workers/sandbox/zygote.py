@@ -70,8 +70,6 @@ _len = len
 MAX_FRAME = 1 << 30
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
-#: How many modules the zygote had loaded when it forked the chunk's process.
-_LOADED = [0]
 #: The most modules one chunk's imports add to the zygote.
 _MAX_PRELOAD = 2000
 #: A child's exit status when stdin closed before its request came: the zygote stops.
@@ -244,33 +242,30 @@ class _Batch:
 
     def flush(self) -> None:
         if self.values:
-            self._write({"from": self.start, "values": self.values}, self._one_by_one_values)
+            start, values = self.start, self.values
+            self._write(
+                {"from": start, "values": values},
+                lambda: [{"i": start + n, "ok": True, "json": v} for n, v in enumerate(values)],
+            )
             self.values = []
         if self.pending:
-            self._write({"outcomes": self.pending}, self._one_by_one)
+            pending = self.pending
+            self._write({"outcomes": pending}, lambda: pending)
             self.pending = []
         self.since = time.monotonic()
 
-    def _write(self, frame: dict[str, Any], fallback: Any) -> None:
+    def _write(self, frame: dict[str, Any], outcomes: Any) -> None:
+        """Write ``frame``; if JSON cannot carry it after all, its ``outcomes()``
+        one by one, each that still cannot be carried failing with the reason."""
         try:
             write_frame(self.fd, frame)
-        except (TypeError, ValueError):  # one that JSON cannot carry after all
-            fallback()
-
-    def _one_by_one_values(self) -> None:
-        for n, value in enumerate(self.values):
-            self._one({"i": self.start + n, "ok": True, "json": value})
-
-    def _one_by_one(self) -> None:
-        for outcome in self.pending:
-            self._one(outcome)
-
-    def _one(self, outcome: dict[str, Any]) -> None:
-        try:
-            write_frame(self.fd, {"outcomes": [outcome]})
-        except (TypeError, ValueError) as exc:
-            failed = {"i": outcome["i"], "ok": False, "error": _error(exc)}
-            write_frame(self.fd, {"outcomes": [failed]})
+        except (TypeError, ValueError):
+            for outcome in outcomes():
+                try:
+                    write_frame(self.fd, {"outcomes": [outcome]})
+                except (TypeError, ValueError) as exc:
+                    failed = {"i": outcome["i"], "ok": False, "error": _error(exc)}
+                    write_frame(self.fd, {"outcomes": [failed]})
 
 
 def run_chunk(request: dict[str, Any], results_fd: int) -> None:
@@ -310,7 +305,7 @@ def run_chunk(request: dict[str, Any], results_fd: int) -> None:
     batch.flush()
 
 
-def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
+def _child(results_fd: int, workdir: str, imports_fd: int, loaded: int) -> None:
     """A chunk's process, forked before its request came: it reads the request
     from stdin, runs it and exits."""
     os.setpgid(0, 0)
@@ -352,21 +347,21 @@ def _child(results_fd: int, workdir: str, imports_fd: int) -> None:
     if code == 0:
         # Output first, then this: the worker goes on without waiting for the exit.
         write_frame(results_fd, {"done": len(request["items"])})
-    new = _new_imports()
+    new = _new_imports(loaded)
     with contextlib.suppress(OSError):
         write_all(imports_fd, json.dumps(new).encode())
     os._exit(code)
 
 
-def _new_imports() -> list[str]:
-    """The modules this chunk imported, newest first.
+def _new_imports(loaded: int) -> list[str]:
+    """The modules this chunk imported (the zygote had ``loaded``), newest first.
 
     Read from the end of ``sys.modules`` (a dict keeps its insertion order):
     a set of all its names touched each name, which made the process copy a
     few hundred shared pages, its largest cost after the fork itself. A
     chunk that also removed modules may be under-counted; these names only
     say what is worth loading ahead."""
-    added = _len(sys.modules) - _LOADED[0]
+    added = _len(sys.modules) - loaded
     return list(itertools.islice(reversed(sys.modules), max(added, 0)))
 
 
@@ -407,12 +402,13 @@ def _prefork(results_fd: int, control_fd: int, scratch: str) -> tuple[int, int]:
     for the fork: its pid, and the pipe it names its new imports on."""
     workdir = tempfile.mkdtemp(dir=scratch)
     imports_read, imports_write = os.pipe()
+    loaded = _len(sys.modules)  # the chunk names the ones it adds to these
     pid = os.fork()
     if pid == 0:
         try:
             os.close(control_fd)  # the worker's kills are for the zygote to read
             os.close(imports_read)
-            _child(results_fd, workdir, imports_write)
+            _child(results_fd, workdir, imports_write, loaded)
         finally:
             os._exit(70)
     os.close(imports_write)
@@ -497,7 +493,6 @@ def serve(results_fd: int, control_fd: int, scratch: str, shared: tuple[str, ...
     mounted = frozenset(p.rstrip(os.sep) for p in (*sys.path, *shared) if p.startswith(os.sep))
     control = _Control(control_fd)
     for number in itertools.count():
-        _LOADED[0] = _len(sys.modules)
         gc.freeze()  # what the zygote holds stays unscanned: fewer pages copied per fork
         pid, imports = _prefork(results_fd, control_fd, scratch)
         status = _wait(pid, number, control)
