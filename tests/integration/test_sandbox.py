@@ -627,3 +627,22 @@ def test_a_worker_that_is_not_root_sandboxes_through_a_user_namespace(tmp_path: 
     assert SECRET not in json.dumps(seen), seen
     assert seen[f"/proc/{report['worker']}/environ"] in ("FileNotFoundError", "PermissionError")
     assert seen[str(project / ".jobsys" / "secret.key")] == "FileNotFoundError"
+
+
+def test_what_a_chunk_imported_is_loaded_ahead_but_never_a_file_it_wrote(sandbox: Sandbox) -> None:
+    def imports(_: Any) -> list[bool]:
+        import os
+        import sys
+
+        had = ["fractions" in sys.modules, "chunk_made" in sys.modules]
+        with open("chunk_made.py", "w") as f:  # in the chunk's own folder
+            f.write("X = 1\n")
+        sys.path.insert(0, os.getcwd())
+        import chunk_made  # noqa: F401
+        import fractions  # noqa: F401
+
+        return had
+
+    assert value(call(sandbox, imports, [0])) == [False, False]
+    # Installed code the last chunk imported is there already; its own file is not.
+    assert value(call(sandbox, imports, [0])) == [True, False]
