@@ -638,8 +638,9 @@ def test_what_a_chunk_imported_is_loaded_ahead_but_never_a_file_it_wrote(sandbox
         with open("chunk_made.py", "w") as f:  # in the chunk's own folder
             f.write("X = 1\n")
         sys.path.insert(0, os.getcwd())
-        import chunk_made  # noqa: F401
         import fractions  # noqa: F401
+
+        import chunk_made  # noqa: F401
 
         return had
 
