@@ -1,5 +1,8 @@
 """Job templates: ready jobs with ``{{variable}}`` placeholders, read from a
 catalog folder (one folder per template holding ``job.yaml`` or ``job.json``).
+A template folder at the top (``jobs/<template>/job.yaml``) belongs to the
+``default`` project; one a level down belongs to the project its parent folder
+names (``jobs/<project>/<template>/job.yaml``).
 
 Pure apart from reading the folder. Rendering is safe by construction:
 placeholders are replaced inside the already-parsed structure, one string at a
@@ -33,7 +36,7 @@ import posixpath
 import re
 import shlex
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ import re2
 import yaml
 
 from jobsys.errors import SpecError
-from jobsys.specs import TAG
+from jobsys.specs import DEFAULT_PROJECT, PROJECT_NAME, TAG
 
 #: ``{{ name }}`` or ``{{ name | filter }}``.
 PLACEHOLDER = re.compile(
@@ -172,6 +175,8 @@ class Template:
     tags: tuple[str, ...] = ()
     #: What loading found risky but allowed (an unquoted placeholder in a shell script).
     warnings: tuple[str, ...] = ()
+    #: The project it belongs to: its folder's parent, or ``default`` at the top.
+    project: str = DEFAULT_PROJECT
 
     def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every variable checked and typed; SpecError names each bad or missing one."""
@@ -223,6 +228,7 @@ class Template:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "project": self.project,
             "name": self.name,
             "description": self.description,
             "variables": [v.to_dict() for v in self.variables],
@@ -242,27 +248,51 @@ class Broken:
     name: str
     source: str
     error: str
+    project: str = DEFAULT_PROJECT
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.source, "error": self.error}
+        return {
+            "project": self.project,
+            "name": self.name,
+            "source": self.source,
+            "error": self.error,
+        }
 
 
 def load_folder(folder: Path) -> tuple[list[Template], list[Broken]]:
-    """Every template under ``folder``; one broken file never stops the others."""
+    """Every template under ``folder``, of every project; one broken file never
+    stops the others. A folder with no template file of its own is a project's
+    folder when its name is a project name, and its template folders are read."""
     templates: list[Template] = []
     broken: list[Broken] = []
     if not folder.is_dir():
         return templates, broken
-    for directory in sorted(p for p in folder.iterdir() if p.is_dir()):
-        found = [directory / name for name in FILES if (directory / name).is_file()]
-        if not found:
-            continue
-        source = found[0]
-        try:
-            templates.append(parse_template(_read(source), directory.name, str(source)))
-        except TemplateError as exc:
-            broken.append(Broken(directory.name, str(source), str(exc)))
+    for directory in _folders(folder):
+        if _template_file(directory) is not None:
+            _load(directory, DEFAULT_PROJECT, templates, broken)
+        elif PROJECT_NAME.match(directory.name):
+            for inner in _folders(directory):
+                if _template_file(inner) is not None:
+                    _load(inner, directory.name, templates, broken)
     return templates, broken
+
+
+def _folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
+def _template_file(directory: Path) -> Path | None:
+    return next((directory / n for n in FILES if (directory / n).is_file()), None)
+
+
+def _load(directory: Path, project: str, templates: list[Template], broken: list[Broken]) -> None:
+    source = _template_file(directory)
+    assert source is not None
+    try:
+        template = parse_template(_read(source), directory.name, str(source))
+        templates.append(replace(template, project=project))
+    except TemplateError as exc:
+        broken.append(Broken(directory.name, str(source), str(exc), project))
 
 
 def _read(path: Path) -> Any:

@@ -170,6 +170,25 @@ class Settings:
     #: Wrong secrets for one token key id within sign_in_window_s after which that
     #: key id answers 429 before any hash (a token this process accepted still works).
     token_max_failures: int = 20
+    #: OpenID Connect sign-in: the provider's issuer URL (its discovery document is
+    #: ``<issuer>/.well-known/openid-configuration``); empty: password and token
+    #: sign-in only. With it, client id and secret as registered at the provider.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    #: The sign-in button reads "Sign in with <oidc_name>".
+    oidc_name: str = "single sign-on"
+    #: The scopes asked for; some providers put the groups claim behind a scope of its own.
+    oidc_scope: str = "openid profile email"
+    #: The ID token claim that lists a user's groups.
+    oidc_claim: str = "groups"
+    #: Groups to roles: ``group=project:role`` pairs, comma-separated; the project
+    #: ``*`` is every project, ``global`` the global role
+    #: (``data-eng=data:developer,ops=*:operator,platform=global:admin``).
+    oidc_roles: str = ""
+    #: The address people reach jobsys at (the OpenID redirect comes back there);
+    #: default the local one, ``http://<web_host>:<web_port>``.
+    public_url: str = ""
 
     @property
     def data_path(self) -> Path:
@@ -229,6 +248,13 @@ class Settings:
                 f"JOBSYS_SANDBOX_MOUNTS: {relative[0]!r} is not an absolute path; give host folders"
             )
         return settings
+
+
+def client_project(environ: Mapping[str, str] | None = None) -> str | None:
+    """The project a client works in when none is passed: ``JOBSYS_PROJECT``
+    (none: the server's default for the caller, ``default`` or their only project)."""
+    env = os.environ if environ is None else environ
+    return env.get(PREFIX + "PROJECT") or None
 
 
 def client_env(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:

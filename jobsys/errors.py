@@ -76,6 +76,11 @@ class Unauthenticated(AuthError):
     """Raised when a request carries no credentials or unknown ones."""
 
 
+class SignInRefused(AuthError):
+    """Raised when an identity provider vouched for someone jobsys will not let in
+    (no group of theirs maps to a role, their name is taken here, a bad answer)."""
+
+
 class PermissionDenied(AuthError):
     """Raised when a known caller lacks the right an action needs."""
 

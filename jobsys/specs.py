@@ -182,7 +182,8 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
     errors = _Fields()
     if not isinstance(data, Mapping):
         raise SpecError({"body": "send a JSON object with 'name' and 'steps'"})
-    _unknown(data, {"name", "steps", "tags", "priority"}, "", errors)
+    # "project" says where the job goes; the service checks it (jobsys.service.projects).
+    _unknown(data, {"name", "steps", "tags", "priority", "project"}, "", errors)
     name = data.get("name", "job")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         errors.add("name", "give a non-empty name of at most 200 characters")
@@ -204,6 +205,11 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
     return JobSpec(name=name.strip(), steps=tuple(steps), tags=tags, priority=priority)
 
 
+#: The project that holds everything made before projects existed, and what
+#: a caller with no other project works in.
+DEFAULT_PROJECT = "default"
+#: Project names: lower-case, as they appear in folders (``jobs/<project>/``) and URLs.
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
 MAX_TAGS = 20
 
@@ -605,11 +611,14 @@ def docker_step_from_form(form: Mapping[str, str]) -> dict[str, Any]:
         value = (form.get(name) or "").strip()
         if value:
             step[name] = _form_number(value) if name != "mem_limit" else value
-    return {
+    spec: dict[str, Any] = {
         "name": (form.get("name") or "").strip() or "job",
         "steps": [step],
         "tags": form.get("tags") or "",
     }
+    if form.get("project"):
+        spec["project"] = form["project"]
+    return spec
 
 
 def _form_lines(form: Mapping[str, str], field: str, shape: str) -> list[tuple[str, str]]:

@@ -135,12 +135,15 @@ class LiveStack:
 
         wait_until(sent, timeout, f"the outbox sweep to send job {job_id}")
 
-    def token(self, role: str = "developer") -> str:
-        if role not in self.tokens:
-            self.tokens[role] = service.create_token(
-                self.ctx, SYSTEM, name=f"test-{role}", role=role
+    def token(self, role: str = "developer", *, everywhere: bool = False) -> str:
+        """A token of ``role`` in the default project, or a global one (``everywhere``:
+        what Flower, which shows every project's tasks, asks for)."""
+        key = f"{role} global" if everywhere else role
+        if key not in self.tokens:
+            self.tokens[key] = service.create_token(
+                self.ctx, SYSTEM, name=f"test-{role}", role=role, global_token=everywhere
             ).token
-        return self.tokens[role]
+        return self.tokens[key]
 
     def client(self, role: str = "developer") -> Client:
         return Client(self.url, token=self.token(role))

@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
         headers,
         input_guard,
         metrics,
+        oidc_views,
         schedule_views,
         views,
     )
@@ -67,10 +68,13 @@ def create_app(settings: Settings | None = None, context: Context | None = None)
     app.register_blueprint(admin_views.bp)
     app.register_blueprint(flower_proxy.bp)
     app.register_blueprint(metrics.bp)
+    oidc_views.init_app(app, context.settings)
     errors.init_app(app)
     input_guard.init_app(app)
     compression.init_app(app)
     headers.init_app(app)
+    app.context_processor(views.project_switcher)
+    app.context_processor(lambda: {"oidc_button": oidc_views.button_label()})
     app.jinja_env.filters["dt"] = _format_dt
     app.jinja_env.filters["eta"] = _format_eta
     return app

@@ -12,6 +12,7 @@ from jobsys import service
 from jobsys.auth import ROLE_RIGHTS, Right
 from jobsys.errors import SpecError, Unauthenticated
 from jobsys.service.secrets import DEFAULT_ROLES
+from jobsys.specs import DEFAULT_PROJECT
 from webui.api import audit_filters
 from webui.principal import context, needs, page_principal
 from webui.views import sign_in_first
@@ -37,6 +38,7 @@ def add_user() -> Any:
             name=form.get("name", ""),
             password=form.get("password", ""),
             role=form.get("role", ""),
+            project=_role_place(form),
         )
     except SpecError as exc:
         return _users_page(exc.fields, exc.message)
@@ -54,12 +56,31 @@ def update_user(name: str) -> Any:
             page_principal(),
             name,
             role=form.get("role") or None,
+            project=_role_place(form),
             password=form.get("password") or None,
             disabled=disabled,
         )
     except SpecError as exc:
         return _users_page({f"{name}.{k}": v for k, v in exc.fields.items()}, exc.message)
     return redirect(url_for("admin.users"))
+
+
+def _role_place(form: Any) -> str | None:
+    """The project a role form sets it in: the one chosen, "" for the global role,
+    ``default`` when the form has no such field."""
+    chosen = form.get("project", DEFAULT_PROJECT)
+    return chosen or None
+
+
+@bp.post("/projects")
+@needs(Right.ADMIN)
+def add_project() -> Any:
+    try:
+        service.create_project(context(), page_principal(), request.form.get("name", ""))
+    except SpecError as exc:
+        fields = {"project_name": exc.fields.get("name", exc.message)}
+        return _users_page(fields, exc.message)
+    return redirect(url_for("admin.users") + "#projects")
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
@@ -86,6 +107,7 @@ def set_secret() -> Any:
             form.get("name", ""),
             form.get("value", ""),
             roles=form.getlist("roles"),
+            project=service.check_project_name(form.get("project") or DEFAULT_PROJECT),
         )
     except SpecError as exc:
         return _secrets_page(exc.fields, exc.message)
@@ -95,7 +117,8 @@ def set_secret() -> Any:
 @bp.post("/secrets/<name>/delete")
 @needs(Right.ADMIN)
 def delete_secret(name: str) -> Response:
-    service.delete_secret(context(), page_principal(), name)
+    project = service.check_project_name(request.form.get("project") or DEFAULT_PROJECT)
+    service.delete_secret(context(), page_principal(), name, project=project)
     return redirect(url_for("admin.secrets"))
 
 
@@ -105,12 +128,17 @@ def _secrets_page(errors: dict[str, str], message: str | None) -> tuple[str, int
     page = render_template(
         "secrets.html",
         secrets=service.list_secrets(context(), principal),
+        projects=[
+            p.name
+            for p in service.list_projects(context(), principal)
+            if principal.can(Right.ADMIN, p.name)
+        ],
         roles=list(ROLE_RIGHTS),
         checked=checked,
         errors=errors,
         message=message,
         # The value is never sent back into the form.
-        form={"name": request.form.get("name", "")},
+        form={"name": request.form.get("name", ""), "project": request.form.get("project", "")},
         principal=principal,
     )
     return page, 400 if errors else 200
@@ -138,6 +166,7 @@ def _users_page(errors: dict[str, str], message: str | None) -> tuple[str, int]:
         "users.html",
         users=service.list_users(context(), principal),
         tokens=service.list_tokens(context(), principal),
+        projects=service.list_projects(context(), principal),
         roles=list(ROLE_RIGHTS),
         errors=errors,
         message=message,

@@ -15,6 +15,7 @@ from jobsys.auth import Right
 from jobsys.errors import SpecError, TooManyStreams
 from jobsys.service.idempotency import HEADER as IDEMPOTENCY_HEADER
 from jobsys.service.jobs import RESULTS_PAGE
+from jobsys.specs import DEFAULT_PROJECT
 from jobsys.storable import check_json
 from webui import openapi
 from webui.compression import request_body
@@ -64,6 +65,26 @@ def text_field(body: dict[str, Any], name: str, *, required: bool = True) -> str
     if not isinstance(value, str):
         raise SpecError({name: "give text (a JSON string)"})
     return value
+
+
+def project_arg() -> str | None:
+    """``?project=``: the project a name (a template's, a schedule's, a
+    secret's) is looked up in, or a list narrowed to; None when not given."""
+    raw = request.args.get("project") or None  # an empty one, as a form sends it: none
+    return None if raw is None else service.check_project_name(raw)
+
+
+def role_place(body: dict[str, Any]) -> str | None:
+    """Where a role in ``body`` is held: its ``"project"`` (default: ``default``),
+    or None for ``"global": true`` (held in every project)."""
+    is_global = body.get("global", False)
+    if not isinstance(is_global, bool):
+        raise SpecError({"global": "give true (a role in every project) or false"})
+    if is_global:
+        if "project" in body:
+            raise SpecError({"project": "give 'project' or 'global', not both"})
+        return None
+    return service.check_project_name(body.get("project", DEFAULT_PROJECT))
 
 
 def idempotency(body: Any) -> service.Idempotency | None:
@@ -297,16 +318,28 @@ def revoke_token(token_id: int) -> tuple[str, int]:
 @needs(Right.ADMIN)
 def create_token() -> tuple[Response, int]:
     body = json_body()
-    if not isinstance(body, dict) or set(body) - {"name", "role", "expires_in_s"}:
+    if not isinstance(body, dict) or set(body) - {
+        "name", "role", "expires_in_s", "project", "global", "user"
+    }:  # fmt: skip
         raise SpecError(
-            {"body": "send an object with 'name' and 'role' (and 'expires_in_s' if it expires)"}
+            {
+                "body": "send an object with 'name' and 'role' (and 'expires_in_s' if it "
+                "expires, 'project' or 'global', 'user' for a user's token)"
+            }
         )
+    is_global = body.get("global", False)
+    if not isinstance(is_global, bool):
+        raise SpecError({"global": "give true (a token for every project) or false"})
+    project = body.get("project")
     issued = service.create_token(
         context(),
         api_principal(),
         name=text_field(body, "name") or "",
         role=text_field(body, "role") or "",
         expires_in_s=body.get("expires_in_s"),
+        user=text_field(body, "user", required=False),
+        project=None if project is None else service.check_project_name(project),
+        global_token=is_global,
     )
     return jsonify(issued.to_dict()), 201
 
@@ -322,47 +355,56 @@ def create_schedule() -> tuple[Response, int, dict[str, str]]:
 @bp.get("/schedules")
 @needs(Right.VIEW)
 def list_schedules() -> Response:
-    found = service.list_schedules(context(), api_principal())
+    found = service.list_schedules(context(), api_principal(), project=project_arg())
     return jsonify({"schedules": [s.to_dict() for s in found]})
 
 
 @bp.get("/schedules/<ref>")
 @needs(Right.VIEW)
 def get_schedule(ref: str) -> Response:
-    return jsonify(service.get_schedule(context(), api_principal(), ref).to_dict())
+    found = service.get_schedule(context(), api_principal(), ref, project=project_arg())
+    return jsonify(found.to_dict())
 
 
 @bp.patch("/schedules/<ref>")
 @needs(Right.SCHEDULE)
 def update_schedule(ref: str) -> Response:
-    updated = service.update_schedule(context(), api_principal(), ref, json_body())
+    updated = service.update_schedule(
+        context(), api_principal(), ref, json_body(), project=project_arg()
+    )
     return jsonify(updated.to_dict())
 
 
 @bp.delete("/schedules/<ref>")
 @needs(Right.SCHEDULE)
 def delete_schedule(ref: str) -> tuple[str, int]:
-    service.delete_schedule(context(), api_principal(), ref)
+    service.delete_schedule(context(), api_principal(), ref, project=project_arg())
     return "", 204
 
 
 @bp.get("/schedules/<ref>/runs")
 @needs(Right.VIEW)
 def schedule_runs(ref: str) -> Response:
-    found = service.schedule_runs(context(), api_principal(), ref, limit=int_arg("limit", 50) or 50)
+    found = service.schedule_runs(
+        context(), api_principal(), ref, limit=int_arg("limit", 50) or 50, project=project_arg()
+    )
     return jsonify({"runs": [r.to_dict() for r in found]})
 
 
 @bp.post("/schedules/<ref>/run-now")
 @needs(Right.RERUN)
 def run_schedule_now(ref: str) -> tuple[Response, int, dict[str, str]]:
-    return _created(service.run_schedule_now(context(), api_principal(), ref))
+    return _created(
+        service.run_schedule_now(context(), api_principal(), ref, project=project_arg())
+    )
 
 
 @bp.get("/catalog")
 @needs(Right.VIEW)
 def list_catalog() -> Response:
-    return jsonify(service.list_catalog(context(), api_principal()).to_dict())
+    return jsonify(
+        service.list_catalog(context(), api_principal(), project=project_arg()).to_dict()
+    )
 
 
 @bp.post("/catalog/reload")
@@ -374,7 +416,8 @@ def reload_catalog() -> Response:
 @bp.get("/catalog/<name>")
 @needs(Right.VIEW)
 def get_template(name: str) -> Response:
-    return jsonify(service.get_template(context(), api_principal(), name).to_dict())
+    found = service.get_template(context(), api_principal(), name, project=project_arg())
+    return jsonify(found.to_dict())
 
 
 @bp.post("/catalog/<name>/start")
@@ -383,7 +426,12 @@ def start_template(name: str) -> tuple[Response, int, dict[str, str]]:
     """Takes an ``Idempotency-Key`` header like ``POST /api/jobs``."""
     body = json_body()
     job = service.start_template(
-        context(), api_principal(), name, _variables(body), once=idempotency(body)
+        context(),
+        api_principal(),
+        name,
+        _variables(body),
+        once=idempotency(body),
+        project=project_arg(),
     )
     return _created(job)
 
@@ -392,7 +440,9 @@ def start_template(name: str) -> tuple[Response, int, dict[str, str]]:
 @needs(Right.VIEW)
 def render_template(name: str) -> Response:
     variables = _variables(json_body())
-    spec = service.render_template(context(), api_principal(), name, variables)
+    spec = service.render_template(
+        context(), api_principal(), name, variables, project=project_arg()
+    )
     return jsonify({"template": name, "spec": spec})
 
 
@@ -413,14 +463,20 @@ def list_users() -> Response:
 @needs(Right.ADMIN)
 def add_user() -> tuple[Response, int]:
     body = json_body()
-    if not isinstance(body, dict) or set(body) - {"name", "password", "role"}:
-        raise SpecError({"body": "send an object with 'name', 'password' and 'role'"})
+    if not isinstance(body, dict) or set(body) - {"name", "password", "role", "project", "global"}:
+        raise SpecError(
+            {
+                "body": "send an object with 'name', 'password' and 'role' (and 'project', "
+                "default 'default', or 'global': true)"
+            }
+        )
     added = service.add_user(
         context(),
         api_principal(),
         name=text_field(body, "name") or "",
         password=text_field(body, "password") or "",
         role=text_field(body, "role") or "",
+        project=role_place(body),
     )
     return jsonify(added.to_dict()), 201
 
@@ -429,8 +485,14 @@ def add_user() -> tuple[Response, int]:
 @needs(Right.ADMIN)
 def update_user(name: str) -> Response:
     body = json_body()
-    if not isinstance(body, dict) or not body or set(body) - {"role", "password", "disabled"}:
-        raise SpecError({"body": "send some of 'role', 'password', 'disabled'"})
+    known = {"role", "password", "disabled", "project", "global"}
+    if not isinstance(body, dict) or not body or set(body) - known:
+        raise SpecError(
+            {
+                "body": "send some of 'role' (with 'project', default 'default', or "
+                "'global': true), 'password', 'disabled'"
+            }
+        )
     if "disabled" in body and not isinstance(body["disabled"], bool):
         raise SpecError({"disabled": "give true or false"})
     updated = service.update_user(
@@ -438,6 +500,7 @@ def update_user(name: str) -> Response:
         api_principal(),
         name,
         role=text_field(body, "role", required=False),
+        project=role_place(body),
         password=text_field(body, "password", required=False),
         disabled=body.get("disabled"),
     )
@@ -447,7 +510,7 @@ def update_user(name: str) -> Response:
 @bp.get("/secrets")
 @needs(Right.ADMIN)
 def list_secrets() -> Response:
-    found = service.list_secrets(context(), api_principal())
+    found = service.list_secrets(context(), api_principal(), project=project_arg())
     return jsonify({"secrets": [s.to_dict() for s in found]})
 
 
@@ -455,14 +518,15 @@ def list_secrets() -> Response:
 @needs(Right.ADMIN)
 def set_secret() -> tuple[Response, int]:
     body = json_body()
-    if not isinstance(body, dict) or set(body) - {"name", "value", "roles"}:
-        raise SpecError({"body": "send an object with 'name' and 'value' (and 'roles')"})
+    if not isinstance(body, dict) or set(body) - {"name", "value", "roles", "project"}:
+        raise SpecError({"body": "send an object with 'name' and 'value' (and 'roles', 'project')"})
     stored, created = service.set_secret(
         context(),
         api_principal(),
         text_field(body, "name") or "",
         text_field(body, "value") or "",
         roles=body.get("roles"),
+        project=service.check_project_name(body.get("project", DEFAULT_PROJECT)),
     )
     return jsonify(stored.to_dict()), 201 if created else 200
 
@@ -470,7 +534,9 @@ def set_secret() -> tuple[Response, int]:
 @bp.delete("/secrets/<name>")
 @needs(Right.ADMIN)
 def delete_secret(name: str) -> tuple[str, int]:
-    service.delete_secret(context(), api_principal(), name)
+    service.delete_secret(
+        context(), api_principal(), name, project=project_arg() or DEFAULT_PROJECT
+    )
     return "", 204
 
 
@@ -487,6 +553,7 @@ def audit_filters() -> dict[str, Any]:
         "actor": request.args.get("actor") or None,
         "action": request.args.get("action") or None,
         "outcome": request.args.get("outcome") or None,
+        "project": project_arg(),
         "since": _when("since"),
         "until": _when("until"),
         "page": int_arg("page", 1) or 1,
@@ -505,3 +572,38 @@ def _when(name: str) -> datetime | None:
             {name: f"give an ISO date or time such as 2026-11-23T10:00, not {raw!r}"}
         ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@bp.get("/projects")
+@needs(Right.VIEW)
+def list_projects() -> Response:
+    found = service.list_projects(context(), api_principal())
+    return jsonify({"projects": [p.to_dict() for p in found]})
+
+
+@bp.post("/projects")
+@needs(Right.ADMIN)
+def create_project() -> tuple[Response, int, dict[str, str]]:
+    body = json_body()
+    if not isinstance(body, dict) or set(body) - {"name", "description"}:
+        raise SpecError({"body": "send an object with 'name' (and 'description')"})
+    made = service.create_project(
+        context(), api_principal(), body.get("name"), description=body.get("description", "")
+    )
+    return jsonify(made.to_dict()), 201, {"Location": url_for("api.list_projects")}
+
+
+@bp.put("/projects/<project>/members/<user>")
+@needs(Right.ADMIN)
+def set_member(project: str, user: str) -> Response:
+    body = json_body()
+    if not isinstance(body, dict) or set(body) != {"role"}:
+        raise SpecError({"body": 'send {"role": "viewer"} (or operator, developer, admin)'})
+    return jsonify(service.set_member(context(), api_principal(), project, user, body["role"]))
+
+
+@bp.delete("/projects/<project>/members/<user>")
+@needs(Right.ADMIN)
+def remove_member(project: str, user: str) -> tuple[str, int]:
+    service.remove_member(context(), api_principal(), project, user)
+    return "", 204

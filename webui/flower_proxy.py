@@ -62,11 +62,11 @@ import httpx
 from flask import Blueprint, Response, g, jsonify, request
 
 from jobsys import service
-from jobsys.auth import Right, require
+from jobsys.auth import Right
 from jobsys.config import Settings
 from jobsys.errors import DispatchError, PermissionDenied, SpecError, Unauthenticated
 from jobsys.stack import flower_basic_auth
-from webui.principal import context, current_principal, needs
+from webui.principal import context, current_principal, needs, require_global
 from webui.views import sign_in_first
 
 bp = Blueprint("flower", __name__, url_prefix="/flower")
@@ -320,7 +320,7 @@ def proxy(path: str) -> Response:
     sent: str = g.flower_path
     principal = current_principal()
     right = right_for(request.method, sent)
-    require(principal, right)
+    require_global(principal, right)
     problem = cross_site_problem(request.method, request.headers, request.host_url)
     if problem:
         raise PermissionDenied(right.value, principal.role, problem)

@@ -12,8 +12,9 @@ from flask import Flask, current_app, g, has_request_context, request, session
 from flask.sessions import SecureCookieSessionInterface
 
 from jobsys import service
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require, require_somewhere
 from jobsys.context import Context
+from jobsys.errors import PermissionDenied
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +56,19 @@ def page_principal() -> Principal:
     return principal
 
 
+def require_global(principal: Principal, right: Right) -> None:
+    """``right`` held in every project. For what shows every project at once
+    (Flower lists every task): a user whose roles are per project is told so."""
+    if principal.scoped and principal.projects:
+        raise PermissionDenied(
+            right.value,
+            "none",
+            "this shows every project's tasks, so it is for global roles only; your roles "
+            "are per project: use jobsys's own pages and API, which show your projects",
+        )
+    require(principal, right)
+
+
 class SessionCookies(SecureCookieSessionInterface):
     """Flask's signed cookie sessions, marked ``Secure`` per request when
     ``JOBSYS_SECURE_COOKIES=auto`` and the request came over https (which,
@@ -87,9 +101,10 @@ def needs(right: Right | RightOf | str | None) -> Callable[[F], F]:
             if right != PUBLIC:
                 principal = current_principal()
                 if isinstance(right, Right):
-                    require(principal, right)
+                    # In some project: the service checks the project it acts in.
+                    require_somewhere(principal, right)
                 elif callable(right):
-                    require(principal, right(request.method, str(kwargs.get("path", ""))))
+                    require_global(principal, right(request.method, str(kwargs.get("path", ""))))
             return view(*args, **kwargs)
 
         checked.needs = right  # type: ignore[attr-defined]

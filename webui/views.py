@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, g, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from jobsys import service
@@ -81,7 +81,7 @@ def login() -> Any:
             session.clear()  # a new session (and CSRF token) for the signed-in user
             session.permanent = True  # the cookie lasts as long as the session row
             session[SESSION_KEY] = started.reference
-            return redirect(_local(request.args.get("next")) or url_for("views.dashboard"))
+            return redirect(local_path(request.args.get("next")) or url_for("views.dashboard"))
     return render_template("login.html", error=error), status, headers
 
 
@@ -91,6 +91,16 @@ def logout() -> Response:
     service.end_web_session(context(), session.get(SESSION_KEY))
     session.clear()
     return redirect(url_for("views.login"))
+
+
+def project_switcher() -> dict[str, Any]:
+    """The projects the page's signed-in caller may switch between (their own;
+    every one for a global role), and the one the page shows (``?project=``)."""
+    principal = g.get("principal")
+    if principal is None or not principal.can_somewhere(Right.VIEW):
+        return {"switch_projects": [], "current_project": None}
+    names = [p.name for p in service.list_projects(context(), principal)]
+    return {"switch_projects": names, "current_project": request.args.get("project") or None}
 
 
 @bp.get("/jobs")
@@ -126,7 +136,7 @@ def jobs() -> str:
 def cancel_selected() -> Response:
     """Bulk cancel from the job list's checkboxes."""
     outcome = service.cancel_jobs(context(), page_principal(), request.form.getlist("job_id"))
-    back = _local(request.form.get("next")) or url_for("views.jobs")
+    back = local_path(request.form.get("next")) or url_for("views.jobs")
     sep = "&" if "?" in back else "?"
     return redirect(f"{back}{sep}cancelled={quote(outcome.summary)}")
 
@@ -200,7 +210,9 @@ def job_events(job_id: str) -> Response:
 @needs(Right.CANCEL)
 def cancel(job_id: str) -> Response:
     service.cancel_job(context(), page_principal(), job_id)
-    return redirect(_local(request.form.get("next")) or url_for("views.job_detail", job_id=job_id))
+    return redirect(
+        local_path(request.form.get("next")) or url_for("views.job_detail", job_id=job_id)
+    )
 
 
 @bp.post("/jobs/<job_id>/rerun")
@@ -217,7 +229,7 @@ def resume(job_id: str) -> Response:
     return redirect(url_for("views.job_detail", job_id=job.id))
 
 
-def _local(target: str | None) -> str | None:
+def local_path(target: str | None) -> str | None:
     """Only a path on this site, else None: an open redirect would hand the
     session to another site.
 

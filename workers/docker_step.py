@@ -154,7 +154,9 @@ def _run_and_report(
         error = f"step {start.step_spec.get('name') or ''} refused on this worker: {refused}"
         return _fail_unstarted(ctx, task_id, step_id, error)
     try:
-        secrets = service.reveal_secrets(ctx, SYSTEM, service.secret_names(start.step_spec))
+        secrets = service.reveal_secrets(
+            ctx, SYSTEM, service.secret_names(start.step_spec), project=start.project
+        )
     except SecretUnavailable as exc:
         return _fail_unstarted(ctx, task_id, step_id, f"{type(exc).__name__}: {exc}")
     step = step_from_spec(start.step_spec, secrets)

@@ -260,7 +260,9 @@ def _run_chunk_task(
     job_id, step_id = begun.job_id, begun.step_id
     tag = f"[items {start}-{start + len(items) - 1}]"
     # Fetched by name now, never carried by the message; a deleted one fails the chunk.
-    secrets = service.reveal_secrets(ctx, SYSTEM, begun.step_spec.get("secrets") or ())
+    secrets = service.reveal_secrets(
+        ctx, SYSTEM, begun.step_spec.get("secrets") or (), project=begun.project
+    )
     redact = service.Redactor(secrets.values())
 
     def live(record: LogRecord) -> None:

@@ -5,6 +5,7 @@ client) call and prints; exit codes: 0 ok, 1 job failed, 2 bad input,
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
@@ -14,9 +15,10 @@ import click
 from jobsys.cli import jobs as cli_jobs
 from jobsys.cli.catalog import catalog, start
 from jobsys.cli.db import db
+from jobsys.cli.projects import projects
 from jobsys.cli.schedules import schedules
 from jobsys.cli.secrets import secrets
-from jobsys.cli.users import DURATION, users
+from jobsys.cli.users import DURATION, GLOBAL, project_option, users
 from jobsys.config import Settings
 from jobsys.errors import (
     AuthError,
@@ -57,8 +59,29 @@ class JobsysGroup(click.Group):
 
 
 @click.group(cls=JobsysGroup)
-def main() -> None:
+@click.option(
+    "--project",
+    default=None,
+    metavar="NAME",
+    help="The project to work in (JOBSYS_PROJECT): where jobs and schedules go, where "
+    "names are looked up, what lists show. Default: default, or your only project.",
+)
+@click.pass_context
+def main(ctx: click.Context, project: str | None) -> None:
     """jobsys: Docker steps and mapped Python functions on Celery and Redis."""
+    if project:
+        # Every client this command makes reads it (jobsys.config.client_project),
+        # and so do --project options; put back when the command ends.
+        before = os.environ.get("JOBSYS_PROJECT")
+        os.environ["JOBSYS_PROJECT"] = project
+        ctx.call_on_close(lambda: _restore("JOBSYS_PROJECT", before))
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 @main.command()
@@ -153,6 +176,10 @@ def token() -> None:
 )
 @click.option("--name", default=None, help="A label for the token (default: the role).")
 @click.option("--user", default=None, help="The user the token acts for (at most their role).")
+@project_option(
+    "The project the token acts in (default: default; an admin token without one is global)."
+)
+@GLOBAL
 @click.option(
     "--expires-in",
     "expires_in_s",
@@ -162,13 +189,21 @@ def token() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def token_create(
-    role: str, name: str | None, user: str | None, expires_in_s: int | None, as_json: bool
+    role: str,
+    name: str | None,
+    user: str | None,
+    project: str | None,
+    is_global: bool,
+    expires_in_s: int | None,
+    as_json: bool,
 ) -> None:
     """Create a token in the configured database and print it (it is shown only once)."""
     from jobsys import service
     from jobsys.cli.users import CLI_ADMIN
     from jobsys.runtime import build_context
 
+    if is_global and project:
+        raise click.UsageError("give --project or --global, not both")
     issued = service.create_token(
         build_context(),
         CLI_ADMIN,
@@ -176,6 +211,8 @@ def token_create(
         role=role,
         user=user,
         expires_in_s=expires_in_s,
+        project=project,
+        global_token=is_global,
     )
     if as_json:
         click.echo(json.dumps(issued.to_dict()))
@@ -196,13 +233,14 @@ def token_list(as_json: bool) -> None:
         click.echo(json.dumps([t.to_dict() for t in found]))
         return
     click.echo(
-        f"{'ID':>5}  {'KEY ID':<12}  {'ROLE':<10} {'NAME':<24} {'STATE':<8} "
+        f"{'ID':>5}  {'KEY ID':<12}  {'ROLE':<10} {'PROJECT':<16} {'NAME':<24} {'STATE':<8} "
         f"{'LAST USED':<17} EXPIRES"
     )
     for t in found:
         click.echo(
-            f"{t.id:>5}  {t.key_id:<12}  {t.role:<10} {t.name:<24} {t.state:<8} "
-            f"{_minute(t.last_used_at):<17} {_minute(t.expires_at) if t.expires_at else 'never'}"
+            f"{t.id:>5}  {t.key_id:<12}  {t.role:<10} {t.project or '(global)':<16} "
+            f"{t.name:<24} {t.state:<8} {_minute(t.last_used_at):<17} "
+            f"{_minute(t.expires_at) if t.expires_at else 'never'}"
         )
 
 
@@ -276,6 +314,7 @@ main.add_command(schedules)
 main.add_command(start)
 main.add_command(catalog)
 main.add_command(users)
+main.add_command(projects)
 main.add_command(secrets)
 main.add_command(db)
 

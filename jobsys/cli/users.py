@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from jobsys.auth import ROLE_RIGHTS, Principal
+from jobsys.specs import DEFAULT_PROJECT
 
 ROLES = click.Choice(list(ROLE_RIGHTS))
 CLI_ADMIN = Principal("cli", "admin", "cli")
@@ -43,27 +44,58 @@ def configured_context() -> Any:
     return build_context()
 
 
+def project_option(help_text: str) -> Any:
+    """``--project NAME``, read from ``JOBSYS_PROJECT`` when not given."""
+    return click.option(
+        "--project", envvar="JOBSYS_PROJECT", default=None, show_envvar=True, help=help_text
+    )
+
+
+GLOBAL = click.option(
+    "--global",
+    "is_global",
+    is_flag=True,
+    help="A global role, held in every project (admin: a global admin).",
+)
+
+
+def where(project: str | None, is_global: bool) -> str | None:
+    """The project a role is set in (None: the global role); ``default`` unless told."""
+    if is_global and project:
+        raise click.UsageError("give --project or --global, not both")
+    return None if is_global else project or DEFAULT_PROJECT
+
+
+def in_words(role: str, project: str | None) -> str:
+    return f"{role} globally" if project is None else f"{role} in {project}"
+
+
 @click.group()
 def users() -> None:
-    """Users: name, password and role."""
+    """Users: name, password, and a role per project."""
 
 
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=ROLES, default="operator", show_default=True)
+@project_option("The project the role is in (default: default).")
+@GLOBAL
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-def add_command(name: str, role: str, password_stdin: bool) -> None:
+def add_command(
+    name: str, role: str, project: str | None, is_global: bool, password_stdin: bool
+) -> None:
     """Add a user; asks for the password unless --password-stdin."""
     from jobsys import service
 
+    target = where(project, is_global)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     added = service.add_user(
-        configured_context(), CLI_ADMIN, name=name, password=password, role=role
+        configured_context(), CLI_ADMIN, name=name, password=password, role=role, project=target
     )
-    click.echo(f"added {added.name} ({added.role})")
+    click.echo(f"added {added.name} ({in_words(role, target)})")
 
 
 @users.command("list")
@@ -77,17 +109,23 @@ def list_command(as_json: bool) -> None:
         return
     for u in found:
         state = "disabled" if u.disabled else "active"
-        click.echo(f"{u.name:<24} {u.role:<10} {state}")
+        roles = [f"{u.role} (global)"] if u.role else []
+        roles += [f"{r} in {p}" for p, r in u.projects.items()]
+        click.echo(f"{u.name:<24} {state:<9} {', '.join(roles) or 'no role'}")
 
 
 @users.command("set-role")
 @click.argument("name")
 @click.argument("role", type=ROLES)
-def set_role_command(name: str, role: str) -> None:
+@project_option("The project the role is in (default: default).")
+@GLOBAL
+def set_role_command(name: str, role: str, project: str | None, is_global: bool) -> None:
+    """Set a user's role in a project, or their global role."""
     from jobsys import service
 
-    service.update_user(configured_context(), CLI_ADMIN, name, role=role)
-    click.echo(f"{name} is now {role}")
+    target = where(project, is_global)
+    service.update_user(configured_context(), CLI_ADMIN, name, role=role, project=target)
+    click.echo(f"{name} is now {in_words(role, target)}")
 
 
 @users.command("set-password")

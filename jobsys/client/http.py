@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 import httpx
 
-from jobsys.config import client_env
+from jobsys.config import client_env, client_project
 from jobsys.envelope import PICKLE_KEY, is_pickled, to_wire
 from jobsys.errors import (
     ERRORS_BY_NAME,
@@ -49,12 +49,17 @@ class Client:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        project: str | None = None,
     ) -> None:
         """``transport`` (an httpx transport, e.g. ``httpx.WSGITransport(app=...)``)
-        talks to an app in this process instead of over the network."""
+        talks to an app in this process instead of over the network. ``project``
+        (default ``JOBSYS_PROJECT``) is where new jobs and schedules go and where
+        templates and schedules are looked up by name; lists show only it. Without
+        one the server picks ``default``, or your only project."""
         default_url, default_token = client_env()
         self.url = (url or default_url).rstrip("/")
         self.token = token or default_token
+        self.project = project or client_project()
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
@@ -82,11 +87,20 @@ class Client:
 
     # -- submitting ---------------------------------------------------------
 
+    def _in_project(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with the client's project, unless it names one itself."""
+        if self.project is None or "project" in data:
+            return data
+        return {**data, "project": self.project}
+
+    def _project_params(self, **params: Any) -> dict[str, Any]:
+        return self._in_project(params)
+
     def submit_spec(self, spec: dict[str, Any], *, idempotency_key: str | None = None) -> Job:
         """Submit a job spec. With ``idempotency_key`` (a new UUID per job, say), sending
         the same spec again within 24 h, after a timeout for instance, returns the job
         the first sending made instead of starting a second one."""
-        request = _body(spec)
+        request = _body(self._in_project(spec))
         if idempotency_key is not None:
             request["headers"]["Idempotency-Key"] = idempotency_key
         return Job(self, self.request("POST", "/api/jobs", **request))
@@ -128,7 +142,9 @@ class Client:
                 step[key] = value
         if secrets:
             step["secrets"] = list(secrets)
-        spec = {"name": name or _name_of(fn), "tags": list(tags), "priority": priority}
+        spec = self._in_project(
+            {"name": name or _name_of(fn), "tags": list(tags), "priority": priority}
+        )
         # The items are encoded and compressed as they are sent, never held as one document.
         body = _gzipped(_spec_with_items(spec, step, items))
         headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
@@ -186,7 +202,7 @@ class Client:
         """A page of jobs (``limit`` is ``per_page`` for the first page); filters: owner,
         template, tag, q (id or name prefix), since, until (ISO times or datetimes),
         sort (-created, created, -finished, name)."""
-        params: dict[str, Any] = {"page": page, "per_page": limit or per_page}
+        params: dict[str, Any] = self._project_params(page=page, per_page=limit or per_page)
         if status:
             params["status"] = status
         for key, value in filters.items():
@@ -226,19 +242,21 @@ class Client:
         body = {"variables": variables}
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
         path = f"/api/catalog/{template}/start"
-        return Job(self, self.request("POST", path, json=body, headers=headers))
+        params = self._project_params()
+        return Job(self, self.request("POST", path, json=body, headers=headers, params=params))
 
     def catalog(self) -> dict[str, Any]:
         """``{"templates": [...], "broken": [{"name", "source", "error"}]}``."""
-        return dict(self.request("GET", "/api/catalog"))
+        return dict(self.request("GET", "/api/catalog", params=self._project_params()))
 
     def template(self, name: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/catalog/{name}"))
+        return dict(self.request("GET", f"/api/catalog/{name}", params=self._project_params()))
 
     def render(self, template: str, **variables: Any) -> dict[str, Any]:
         """The job spec a start would submit, checked, without running it."""
         body = {"variables": variables}
-        return dict(self.request("POST", f"/api/catalog/{template}/render", json=body)["spec"])
+        path = f"/api/catalog/{template}/render"
+        return dict(self.request("POST", path, json=body, params=self._project_params())["spec"])
 
     def reload_catalog(self) -> dict[str, Any]:
         """(admin) Read the server's catalog folder again."""
@@ -259,7 +277,7 @@ class Client:
         """Schedule ``spec`` on a cron line or every ``interval_s`` seconds; options are
         ``description``, ``catch_up`` (skip/once/all), ``catch_up_window_s``,
         ``overlap`` (skip/allow) and ``enabled``."""
-        body = {"name": name, "spec": spec, "timezone": timezone, **options}
+        body = self._in_project({"name": name, "spec": spec, "timezone": timezone, **options})
         if cron is not None:
             body["cron"] = cron
         if interval_s is not None:
@@ -267,26 +285,35 @@ class Client:
         return dict(self.request("POST", "/api/schedules", json=body))
 
     def schedules(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/schedules")["schedules"])
+        return list(
+            self.request("GET", "/api/schedules", params=self._project_params())["schedules"]
+        )
 
     def schedule(self, ref: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/schedules/{ref}"))
+        return dict(self.request("GET", f"/api/schedules/{ref}", params=self._project_params()))
 
     def update_schedule(self, ref: str, **changes: Any) -> dict[str, Any]:
         """Change some fields, e.g. ``update_schedule("nightly", enabled=False)``."""
-        return dict(self.request("PATCH", f"/api/schedules/{ref}", json=changes))
+        path = f"/api/schedules/{ref}"
+        return dict(self.request("PATCH", path, json=changes, params=self._project_params()))
 
     def delete_schedule(self, ref: str) -> None:
-        self.request("DELETE", f"/api/schedules/{ref}")
+        self.request("DELETE", f"/api/schedules/{ref}", params=self._project_params())
 
     def schedule_runs(self, ref: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """The schedule's runs, newest first."""
-        data = self.request("GET", f"/api/schedules/{ref}/runs", params={"limit": limit})
+        params = self._project_params(limit=limit)
+        data = self.request("GET", f"/api/schedules/{ref}/runs", params=params)
         return list(data["runs"])
 
     def run_schedule_now(self, ref: str) -> Job:
         """Start the schedule's job now; its next tick does not move."""
-        return Job(self, self.request("POST", f"/api/schedules/{ref}/run-now"))
+        path = f"/api/schedules/{ref}/run-now"
+        return Job(self, self.request("POST", path, params=self._project_params()))
+
+    def projects(self) -> list[dict[str, Any]]:
+        """The projects you belong to (every one for a global role)."""
+        return list(self.request("GET", "/api/projects")["projects"])
 
 
 class Job:

@@ -38,6 +38,7 @@ from jobsys.service.leases import TaskLease, task_lease
 from jobsys.service.live import follow_job
 from jobsys.service.lost_tasks import Swept, sweep_lost_tasks
 from jobsys.service.metrics import Snapshot, metrics_snapshot
+from jobsys.service.oidc_users import oidc_sign_in
 from jobsys.service.progress import (
     LogRecord,
     TaskStart,
@@ -50,6 +51,14 @@ from jobsys.service.progress import (
     publish_logs,
     record_attempt,
     start_task,
+)
+from jobsys.service.projects import (
+    ProjectInfo,
+    check_project_name,
+    create_project,
+    list_projects,
+    remove_member,
+    set_member,
 )
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.recovery import abandon_task, settle_job, settle_step, step_of_task
@@ -116,6 +125,7 @@ __all__ = [
     "JobFilter",
     "JobInfo",
     "LogRecord",
+    "ProjectInfo",
     "Purged",
     "Redactor",
     "ScheduleInfo",
@@ -141,7 +151,9 @@ __all__ = [
     "cancel_job_of_task",
     "cancel_jobs",
     "check_inline_results",
+    "check_project_name",
     "complete_step",
+    "create_project",
     "create_schedule",
     "create_token",
     "dashboard",
@@ -167,6 +179,7 @@ __all__ = [
     "list_audit",
     "list_catalog",
     "list_jobs",
+    "list_projects",
     "list_schedules",
     "list_secrets",
     "list_tokens",
@@ -174,6 +187,7 @@ __all__ = [
     "list_workers",
     "metrics_snapshot",
     "next_fire_time",
+    "oidc_sign_in",
     "parse_wait_s",
     "publish_logs",
     "purge_history",
@@ -181,6 +195,7 @@ __all__ = [
     "record_attempt",
     "record_heartbeat",
     "reload_catalog",
+    "remove_member",
     "render_template",
     "rerun_job",
     "resume_job",
@@ -190,6 +205,7 @@ __all__ = [
     "schedule_runs",
     "secret_names",
     "session_principal",
+    "set_member",
     "set_secret",
     "settle_job",
     "settle_step",

@@ -3,7 +3,7 @@
 Service functions record their change after it commits (or, with
 ``audit_entry``, in the same transaction); refusals (a wrong
 password or token, a missing right) are recorded by the door that refused.
-Only admins read it.
+Global admins read all of it; a project's admins read that project's entries.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import SpecError
+from jobsys.service.scope import in_projects
 from jobsys.store.models import AuditEntry
 
 MAX_PER_PAGE = 500
@@ -33,10 +34,13 @@ class AuditInfo:
     outcome: str
     source: str
     detail: dict[str, Any] | None
+    #: None for what is global (sign-ins, users, projects, global tokens).
+    project: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "project": self.project,
             "ts": self.ts.isoformat(),
             "actor": self.actor,
             "role": self.role,
@@ -58,6 +62,7 @@ def record(
     detail: dict[str, Any] | None = None,
     actor: str | None = None,
     source: str | None = None,
+    project: str | None = None,
 ) -> None:
     """Write one entry; ``principal`` None for someone not signed in (give ``actor``)."""
     with ctx.sessions.begin() as session:
@@ -70,6 +75,7 @@ def record(
                 detail=detail,
                 actor=actor,
                 source=source,
+                project=project,
             )
         )
 
@@ -83,13 +89,16 @@ def audit_entry(
     detail: dict[str, Any] | None = None,
     actor: str | None = None,
     source: str | None = None,
+    project: str | None = None,
 ) -> AuditEntry:
     """``record``'s entry as an unsaved row, for a change that adds it to its own
     transaction: the entry then commits exactly when the change does, and the
     change pays for one commit instead of two (a submit does this)."""
+    role = "" if principal is None else principal.role_in(project) if project else principal.role
     return AuditEntry(
+        project=project,
         actor=(actor or (principal.name if principal else "anonymous"))[:200],
-        role=principal.role if principal else "",
+        role=role,
         action=action,
         target=target[:255],
         outcome=outcome,
@@ -109,12 +118,14 @@ def list_audit(
     until: datetime | None = None,
     page: int = 1,
     per_page: int = 100,
+    project: str | None = None,
 ) -> tuple[list[AuditInfo], int]:
-    """Entries newest first, filtered; with the total count of matches."""
-    require(principal, Right.ADMIN)
+    """Entries newest first, filtered; with the total count of matches. A
+    project's admin reads only that project's entries."""
+    admin_of = require_somewhere(principal, Right.ADMIN)
     if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
         raise SpecError({"per_page": f"pages start at 1 and hold 1 to {MAX_PER_PAGE} entries"})
-    query = select(AuditEntry)
+    query = in_projects(select(AuditEntry), AuditEntry.project, admin_of, project or None)
     if actor:
         query = query.where(AuditEntry.actor == actor)
     if action:
@@ -134,7 +145,16 @@ def list_audit(
         )
         return [
             AuditInfo(
-                r.id, r.ts, r.actor, r.role, r.action, r.target, r.outcome, r.source, r.detail
+                r.id,
+                r.ts,
+                r.actor,
+                r.role,
+                r.action,
+                r.target,
+                r.outcome,
+                r.source,
+                r.detail,
+                r.project,
             )
             for r in rows
         ], total

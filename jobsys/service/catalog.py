@@ -6,6 +6,11 @@ Starting a template needs the ``start`` right (operators have it), not
 and variables can only fill in its placeholders (see ``jobsys.catalog``). A
 template may narrow start, stop (cancel) and restart (rerun) to named roles;
 jobs remember their template so the narrowing holds for them too.
+
+A template belongs to a project (its folder's parent: ``jobs/<project>/<name>/``)
+and starts jobs there; its name is unique within the project, and the calls
+that take a name take the project too (by default ``default``, or the
+caller's only project).
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require, require_somewhere
 from jobsys.catalog import Broken, Template, TemplateError, load_folder, parse_template
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
 from jobsys.service.audit import record
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.jobs import build_job, get_job, job_detail, publish_job
+from jobsys.service.projects import acting_project
 from jobsys.service.records import JobInfo
-from jobsys.store.models import CatalogEntry, Job, utcnow
+from jobsys.service.scope import in_projects
+from jobsys.store.models import CatalogEntry, Job, Project, utcnow
 
 
 @dataclass(frozen=True)
@@ -49,21 +56,42 @@ def reload_catalog(ctx: Context, principal: Principal, folder: Path | None = Non
         if session.get_bind().dialect.name == "postgresql":
             # Two reloads at once (web workers starting together) take turns.
             session.execute(text("SELECT pg_advisory_xact_lock(7305194)"))
+        known = set(session.scalars(select(Project.name)))
+        broken += [
+            Broken(
+                t.name,
+                t.source,
+                f"no project named {t.project!r}: a global admin adds it "
+                f"(jobsys projects add {t.project}), then reload",
+                t.project,
+            )
+            for t in templates
+            if t.project not in known
+        ]
+        templates = [t for t in templates if t.project in known]
         session.execute(delete(CatalogEntry))
         now = utcnow()
         for template in templates:
             session.add(
                 CatalogEntry(
+                    project=template.project,
                     name=template.name,
                     source=template.source,
                     definition=_definition(template),
                     loaded_at=now,
                 )
             )
+        loaded = {(t.project, t.name) for t in templates}
         for bad in broken:
-            if bad.name not in {t.name for t in templates}:
+            if bad.project in known and (bad.project, bad.name) not in loaded:
                 session.add(
-                    CatalogEntry(name=bad.name, source=bad.source, error=bad.error, loaded_at=now)
+                    CatalogEntry(
+                        project=bad.project,
+                        name=bad.name,
+                        source=bad.source,
+                        error=bad.error,
+                        loaded_at=now,
+                    )
                 )
     record(
         ctx,
@@ -75,32 +103,37 @@ def reload_catalog(ctx: Context, principal: Principal, folder: Path | None = Non
     return Catalog(tuple(templates), tuple(broken))
 
 
-def list_catalog(ctx: Context, principal: Principal) -> Catalog:
-    require(principal, Right.VIEW)
+def list_catalog(ctx: Context, principal: Principal, *, project: str | None = None) -> Catalog:
+    """The templates of the caller's projects (or of ``project``)."""
+    visible = require_somewhere(principal, Right.VIEW)
+    query = select(CatalogEntry).order_by(CatalogEntry.project, CatalogEntry.name)
+    query = in_projects(query, CatalogEntry.project, visible, project)
     with ctx.sessions() as session:
-        rows = list(session.scalars(select(CatalogEntry).order_by(CatalogEntry.name)))
+        rows = list(session.scalars(query))
     templates = tuple(_template(row) for row in rows if row.definition is not None)
     broken = tuple(
-        Broken(row.name, row.source, row.error or "") for row in rows if row.definition is None
+        Broken(row.name, row.source, row.error or "", row.project)
+        for row in rows
+        if row.definition is None
     )
     return Catalog(templates, broken)
 
 
-def get_template(ctx: Context, principal: Principal, name: str) -> Template:
-    require(principal, Right.VIEW)
+def get_template(
+    ctx: Context, principal: Principal, name: str, *, project: str | None = None
+) -> Template:
     with ctx.sessions() as session:
-        return _find(session, name)
+        return _find(session, principal, name, project)
 
 
 def render_template(
-    ctx: Context, principal: Principal, name: str, variables: Any
+    ctx: Context, principal: Principal, name: str, variables: Any, *, project: str | None = None
 ) -> dict[str, Any]:
     """The job spec a start would submit, checked like a submission, without running it."""
-    require(principal, Right.VIEW)
     with ctx.sessions() as session:
-        template = _find(session, name)
+        template = _find(session, principal, name, project)
     spec = _render(template, variables)
-    build_job(ctx, principal.name, spec)  # the same checks a start makes
+    build_job(ctx, principal.name, spec, project=template.project)  # a start's checks
     return spec
 
 
@@ -111,11 +144,12 @@ def start_template(
     variables: Any,
     *,
     once: Idempotency | None = None,
+    project: str | None = None,
 ) -> JobInfo:
     """Start a job from a template; SpecError names each bad or missing variable.
     With ``once``, a repeat gets the first start's job back (see ``submit_job``)."""
     with ctx.sessions() as session:
-        template = _find(session, name)
+        template = _find(session, principal, name, project)
     job = new_template_job(ctx, principal, template, variables)
     earlier = store_job(ctx, principal, job, once)
     if earlier is not None:
@@ -126,6 +160,7 @@ def start_template(
         "catalog.start",
         name,
         detail={**job_detail(job), "job": job.id, "variables": job.variables},
+        project=template.project,
     )
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
@@ -146,22 +181,26 @@ def new_template_job(
         values = template.values(variables or {})
     except SpecError as exc:
         raise _prefixed(exc) from exc
-    job = build_job(ctx, principal.name, _render(template, values), session=session)
+    job = build_job(
+        ctx, principal.name, _render(template, values), project=template.project, session=session
+    )
     job.template, job.variables = template.name, values
     return job
 
 
 def require_template(principal: Principal, template: Template, action: str) -> None:
-    """The base right for ``action`` and, if the template names roles for it, one of them."""
+    """The base right for ``action`` in the template's project and, if the
+    template names roles for it, one of them (the caller's role there)."""
     right = {"start": Right.START, "stop": Right.CANCEL, "restart": Right.RERUN}[action]
-    require(principal, right)
-    if not template.allows(action, principal.role):
+    require(principal, right, template.project)
+    role = principal.role_in(template.project)
+    if not template.allows(action, role):
         allowed = ", ".join(template.roles[action])
         raise PermissionDenied(
             right.value,
-            principal.role,
+            role,
             f"template {template.name!r} lets only the roles {allowed} {action} its jobs; "
-            f"your role is '{principal.role}'",
+            f"your role is '{role}'",
         )
 
 
@@ -170,13 +209,15 @@ def require_job_action(session: Session, principal: Principal, job: Job, action:
     A job whose template has left the catalog falls back to the base right."""
     if job.template is None:
         return
-    row = session.get(CatalogEntry, job.template)
+    row = session.get(CatalogEntry, (job.project, job.template))
     if row is not None and row.definition is not None:
         require_template(principal, _template(row), action)
 
 
-def lookup_template(session: Session, name: str) -> Template:
-    return _find(session, name)
+def lookup_template(session: Session, project: str, name: str) -> Template:
+    """A template of ``project`` for a caller who checks rights themselves (the
+    scheduler acts for a schedule's owner, whose rights ``new_template_job`` checks)."""
+    return _loaded(session.get(CatalogEntry, (project, name)), name, project)
 
 
 def _render(template: Template, variables: Any) -> dict[str, Any]:
@@ -193,24 +234,38 @@ def _prefixed(exc: SpecError) -> SpecError:
     return SpecError({k if k in whole else f"variables.{k}": v for k, v in exc.fields.items()})
 
 
-def _find(session: Session, name: str) -> Template:
-    row = session.get(CatalogEntry, name)
+def _find(session: Session, principal: Principal, name: str, project: str | None) -> Template:
+    """A template the principal may see, by name within ``project`` (default:
+    the caller's own, see ``acting_project``); another project's is not found."""
+    where = acting_project(principal, project, Right.VIEW)
+    if not principal.can(Right.VIEW, where):
+        require_somewhere(principal, Right.VIEW)
+        raise NotFoundError(_missing(name, where))
+    return _loaded(session.get(CatalogEntry, (where, name)), name, where)
+
+
+def _loaded(row: CatalogEntry | None, name: str, project: str) -> Template:
     if row is None:
-        raise NotFoundError(
-            f"no template {name!r} in the catalog (GET /api/catalog lists them; "
-            "reload after adding one)"
-        )
+        raise NotFoundError(_missing(name, project))
     if row.definition is None:
         raise NotFoundError(f"template {name!r} is broken ({row.source}): {row.error}")
     return _template(row)
 
 
+def _missing(name: str, project: str) -> str:
+    return (
+        f"no template {name!r} in project {project!r} (GET /api/catalog lists them; "
+        "reload after adding one)"
+    )
+
+
 def _template(row: CatalogEntry) -> Template:
     assert row.definition is not None
     try:
-        return parse_template(row.definition, row.name, row.source)
+        found = parse_template(row.definition, row.name, row.source)
     except TemplateError as exc:  # stored by an older jobsys that accepted more
         raise NotFoundError(f"template {row.name!r} no longer loads: {exc}") from exc
+    return replace(found, project=row.project)
 
 
 def _definition(template: Template) -> dict[str, Any]:

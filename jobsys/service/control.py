@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from jobsys.auth import SYSTEM, Principal, Right, require
+from jobsys.auth import SYSTEM, Principal, Right, require, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import DispatchError, NotFoundError, PermissionDenied, SpecError, StateError
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
-from jobsys.service.jobs import get_job
+from jobsys.service.jobs import get_job, visible_job
 from jobsys.service.progress import announce
 from jobsys.service.records import JobInfo
 from jobsys.states import FINISHED, JobStatus, TaskState, sources_of
@@ -34,13 +34,14 @@ def cancel_job(
 
     ``reason`` becomes the job's error (default: who cancelled it).
     """
-    require(principal, Right.CANCEL)
+    require_somewhere(principal, Right.CANCEL)
     now = utcnow()
     live = sources_of(JobStatus.CANCELLED)
     with ctx.sessions.begin() as session:
         job = session.get(Job, job_id)
-        if job is not None:
-            require_job_action(session, principal, job, "stop")
+        project = visible_job(principal, job_id, job.project if job is not None else None)
+        require(principal, Right.CANCEL, project)
+        require_job_action(session, principal, job, "stop")
         moved = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(live))
@@ -92,7 +93,8 @@ def cancel_job(
         # Still cancelled: workers also read the database before and while they run.
         log.warning("cancel of %s not mirrored to the broker: %s", job_id, exc)
     announce(ctx, job_id)
-    record(ctx, principal, "job.cancel", job_id, detail={"reason": reason} if reason else None)
+    detail = {"reason": reason} if reason else None
+    record(ctx, principal, "job.cancel", job_id, detail=detail, project=project)
     return get_job(ctx, principal, job_id)
 
 
@@ -114,7 +116,7 @@ class Cancelled:
 def cancel_jobs(ctx: Context, principal: Principal, job_ids: list[str]) -> Cancelled:
     """Cancel several jobs; one that already ended or does not exist is skipped
     with the reason, and does not stop the others."""
-    require(principal, Right.CANCEL)
+    require_somewhere(principal, Right.CANCEL)
     if not job_ids:
         raise SpecError({"job_id": "select at least one job"})
     if len(job_ids) > 500:
@@ -124,7 +126,7 @@ def cancel_jobs(ctx: Context, principal: Principal, job_ids: list[str]) -> Cance
     for job_id in dict.fromkeys(job_ids):
         try:
             cancel_job(ctx, principal, job_id)
-        except (StateError, NotFoundError) as exc:
+        except (StateError, NotFoundError, PermissionDenied) as exc:
             skipped[job_id] = exc.message
         else:
             done.append(job_id)
@@ -144,7 +146,7 @@ def cancel_job_of_task(
     housekeeping task), so acting on it, which the caller then does through
     Celery, needs ``admin``; anyone else gets PermissionDenied.
     """
-    require(principal, Right.CANCEL)
+    require_somewhere(principal, Right.CANCEL)
     job_id = _job_of_task(ctx, task_id)
     if job_id is None:
         if not principal.can(Right.ADMIN):

@@ -7,6 +7,7 @@ costs the same with a hundred jobs or a hundred thousand.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.broker.canvas import QUEUE_OF_KIND, QUEUES
 from jobsys.broker.dispatch import WorkerInfo
 from jobsys.context import Context
@@ -120,15 +121,23 @@ class Dashboard:
 
 
 def dashboard(ctx: Context, principal: Principal, now: datetime | None = None) -> Dashboard:
-    require(principal, Right.VIEW)
+    """The caller's projects' jobs (counts, hours, recent failures), and the load
+    of the queues and workers, which every project shares."""
+    visible = require_somewhere(principal, Right.VIEW)
     now = now or utcnow()
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
+
+    def scoped(query: Any) -> Any:
+        return query if visible is None else query.where(Job.project.in_(visible))
+
     with ctx.sessions() as session:
-        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-        hours = _hours(session, first)
+        counts = dict(
+            session.execute(scoped(select(Job.status, func.count()).group_by(Job.status))).all()
+        )
+        hours = _hours(session, first, scoped)
         running, last_hour = _task_load(session, now - timedelta(hours=1))
         failures = session.scalars(
-            select(Job)
+            scoped(select(Job))
             .where(Job.status == JobStatus.FAILED.value)
             .order_by(Job.created_at.desc(), Job.id.desc())
             .limit(RECENT_FAILURES)
@@ -174,19 +183,24 @@ def _as_hour(value: Any) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _hours(session: Session, first: datetime) -> dict[datetime, dict[str, int]]:
-    """Per hour: ``submitted`` (by created_at) and each end status (by finished_at)."""
+def _hours(
+    session: Session, first: datetime, scoped: Callable[[Any], Any]
+) -> dict[datetime, dict[str, int]]:
+    """Per hour: ``submitted`` (by created_at) and each end status (by finished_at),
+    of the jobs ``scoped`` keeps."""
     found: dict[datetime, dict[str, int]] = {}
     created = _hour_of(session, Job.created_at)
     for hour, n in session.execute(
-        select(created, func.count()).where(Job.created_at >= first).group_by(created)
+        scoped(select(created, func.count()).where(Job.created_at >= first).group_by(created))
     ):
         found.setdefault(_as_hour(hour), {})["submitted"] = n
     ended = _hour_of(session, Job.finished_at)
     for hour, status, n in session.execute(
-        select(ended, Job.status, func.count())
-        .where(Job.finished_at >= first)
-        .group_by(ended, Job.status)
+        scoped(
+            select(ended, Job.status, func.count())
+            .where(Job.finished_at >= first)
+            .group_by(ended, Job.status)
+        )
     ):
         found.setdefault(_as_hour(hour), {})[status] = n
     return found

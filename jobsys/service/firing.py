@@ -142,7 +142,11 @@ def _fire_tick(
             detail = job_detail(job)
             if "secrets" in detail:  # which job used which secret, as every door says
                 detail |= {"job": job.id, "tick": tick.isoformat()}
-                rows.append(audit_entry(SYSTEM, "schedule.fire", row.name, detail=detail))
+                rows.append(
+                    audit_entry(
+                        SYSTEM, "schedule.fire", row.name, detail=detail, project=row.project
+                    )
+                )
     # The job before its run (the run refers to it); a second firing of the tick
     # fails on the run's unique (schedule, tick), rolling the job back with it.
     insert_rows(session, [*rows, run])

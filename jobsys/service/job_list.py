@@ -14,17 +14,18 @@ row to count it), on every page, for a number nobody reads digit by digit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, func, literal, or_, select
 from sqlalchemy.orm import selectinload
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import SpecError
 from jobsys.service.records import JobInfo, Page
+from jobsys.specs import PROJECT_NAME
 from jobsys.states import JobStatus
 from jobsys.store.models import Job, JobTag
 
@@ -52,6 +53,10 @@ class JobFilter:
     since: datetime | None = None
     until: datetime | None = None
     sort: str = "-created"
+    #: One project's jobs (``?project=``).
+    project: str | None = None
+    #: The projects the caller may see (None: all); set by ``list_jobs``, not by a query.
+    visible: frozenset[str] | None = None
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> JobFilter:
@@ -64,6 +69,9 @@ class JobFilter:
         if sort not in SORTS:
             problems["sort"] = f"use one of {', '.join(SORTS)}"
         since, until = (_moment(args.get(k), k, problems) for k in ("since", "until"))
+        project = (args.get("project") or "").strip() or None
+        if project is not None and not PROJECT_NAME.match(project):
+            problems["project"] = "give a project name (lower-case letters, digits, '_' and '-')"
         if problems:
             raise SpecError(problems)
         return cls(
@@ -75,6 +83,7 @@ class JobFilter:
             since=since,
             until=until,
             sort=sort,
+            project=project,
         )
 
     def apply(self, query: Select[Any]) -> Select[Any]:
@@ -83,6 +92,10 @@ class JobFilter:
         created = JobTag.created_at if self.tag else Job.created_at
         if self.tag:
             query = query.join(JobTag, JobTag.job_id == Job.id).where(JobTag.tag == self.tag)
+        if self.project:
+            query = query.where(Job.project == self.project)
+        if self.visible is not None:
+            query = query.where(Job.project.in_(self.visible))
         if self.status:
             query = query.where(Job.status == self.status)
         if self.owner:
@@ -111,6 +124,7 @@ class JobFilter:
             "template": self.template,
             "tag": self.tag,
             "q": self.q,
+            "project": self.project,
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
             "sort": None if self.sort == "-created" else self.sort,
@@ -127,9 +141,10 @@ def list_jobs(
     page: int = 1,
     per_page: int = 50,
 ) -> Page:
-    """A page of jobs, newest first unless ``where.sort`` says otherwise."""
-    require(principal, Right.VIEW)
-    where = where or JobFilter.parse({"status": status})
+    """A page of the caller's projects' jobs, newest first unless ``where.sort``
+    says otherwise."""
+    visible = require_somewhere(principal, Right.VIEW)
+    where = replace(where or JobFilter.parse({"status": status}), visible=visible)
     if page < 1:
         raise SpecError({"page": "pages start at 1"})
     if not 1 <= per_page <= MAX_PER_PAGE:
@@ -154,7 +169,8 @@ def count_query(where: JobFilter, limit: int) -> Select[Any]:
     each stands for one job (the foreign key deletes it with its job), so the
     join to ``jobs`` that the page needs would only slow the count down.
     """
-    if where.tag and not (where.status or where.owner or where.template or where.q):
+    scoped = where.project or where.visible is not None
+    if where.tag and not (where.status or where.owner or where.template or where.q or scoped):
         matches = select(literal(1)).select_from(JobTag).where(JobTag.tag == where.tag)
         if where.since:
             matches = matches.where(JobTag.created_at >= where.since)

@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, defer
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require, require_somewhere
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
 from jobsys.service.audit import audit_entry
 from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_claimed
 from jobsys.service.idempotency import Idempotency, store_job
+from jobsys.service.projects import named_project, new_object_project
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, StepInfo, TaskInfo
 from jobsys.service.secrets import check_secret_use, secret_names
 from jobsys.service.worker_slots import function_slots
@@ -56,7 +57,9 @@ def submit_job(
     # One commit for the job, its first step's claim and its audit entry: every
     # commit is a turn at SQLite's write lock (and a round trip).
     plan, task_rows = claim_new_step(job.steps[0])
-    entry = audit_entry(principal, "job.submit", job.id, detail=job_detail(job))
+    entry = audit_entry(
+        principal, "job.submit", job.id, detail=job_detail(job), project=job.project
+    )
     earlier = store_job(ctx, principal, job, once, alongside=[*task_rows, entry])
     if earlier is not None:
         return replace(get_job(ctx, principal, earlier), replayed=True)
@@ -73,6 +76,7 @@ def new_job(
     right: Right = Right.SUBMIT,
     code_owner: str | None = None,
     session: Session | None = None,
+    project: str | None = None,
 ) -> Job:
     """A validated, unsaved job row with its steps, for a caller that stores it in
     its own transaction (the scheduler stores it together with the tick it fires).
@@ -83,35 +87,44 @@ def new_job(
     ``right`` (``rerun``) instead. Pickled code needs ``submit_code`` of the
     creator either way: only a developer runs code. ``code_owner`` is who supplied
     that code (a rerun keeps the first submitter); by default the creator.
-    Inside a caller's transaction, pass its ``session`` (on SQLite a second one
-    would wait on the first's write lock)."""
-    require(principal, right)
+    The job goes into ``project`` (a rerun's is its first job's), else the
+    spec's ``"project"``, else the caller's default (``acting_project``); every
+    right is checked there. Inside a caller's transaction, pass its ``session``
+    (on SQLite a second one would wait on the first's write lock)."""
+    if project is None:
+        project = new_object_project(ctx, principal, named_project(data), right, session=session)
+    require(principal, right, project)
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
-        require(principal, Right.SUBMIT_CODE)
+        require(principal, Right.SUBMIT_CODE, project)
     # A new spec may name only the secrets the creator's role may use; one already
     # vetted (a rerun) only secrets that still exist.
     user = principal if right is Right.SUBMIT else None
-    check_secret_use(ctx, secret_refs(spec), user, session=session)
-    return _job_row(ctx, principal.name, spec, code_owner=code_owner or principal.name)
+    check_secret_use(ctx, secret_refs(spec), user, session=session, project=project)
+    return _job_row(
+        ctx, principal.name, spec, code_owner=code_owner or principal.name, project=project
+    )
 
 
-def build_job(ctx: Context, owner: str, data: Any, *, session: Session | None = None) -> Job:
+def build_job(
+    ctx: Context, owner: str, data: Any, *, project: str, session: Session | None = None
+) -> Job:
     """Like ``new_job`` for a spec that needs no ``submit`` right of its caller: a
-    rendered catalog template, which can hold no pickled code. ``owner`` (the
-    starter, or a schedule's owner) is also its ``code_owner``."""
+    rendered catalog template of ``project``, which can hold no pickled code.
+    ``owner`` (the starter, or a schedule's owner) is also its ``code_owner``."""
     spec = parse_job_spec(data, ctx.settings)
     if _carries_code(spec):
         raise SpecError({"steps": "a catalog template cannot carry pickled code"})
-    # The template's author (an admin) chose its secrets: any existing one will do.
-    check_secret_use(ctx, secret_refs(spec), None, session=session)
-    return _job_row(ctx, owner, spec, code_owner=owner)
+    # The template's author (an admin) chose its secrets: any of its project's will do.
+    check_secret_use(ctx, secret_refs(spec), None, session=session, project=project)
+    return _job_row(ctx, owner, spec, code_owner=owner, project=project)
 
 
-def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str) -> Job:
+def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str, project: str) -> Job:
     job = with_tags(
         Job(
             id=new_id(),
+            project=project,
             name=spec.name,
             owner=owner,
             code_owner=code_owner,
@@ -206,12 +219,20 @@ def _step_row(
 
 
 def get_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     with ctx.sessions.reading_connection() as conn:
         found = read_job_infos(conn, [job_id])
-    if not found:
+    if not found or not principal.can(Right.VIEW, found[0].project):
         raise NotFoundError(f"no job with id {job_id!r}")
     return found[0]
+
+
+def visible_job(principal: Principal, job_id: str, project: str | None) -> str:
+    """The project of a job the principal may see (``project`` None: there is no
+    such job); NotFoundError otherwise, so another project's job does not leak."""
+    if project is None or not principal.can(Right.VIEW, project):
+        raise NotFoundError(f"no job with id {job_id!r}")
+    return project
 
 
 #: The columns a JobInfo shows: Core reads of these, not ORM objects, are what
@@ -220,7 +241,7 @@ _JOB_COLUMNS = tuple(
     Job.__table__.c[name]
     for name in (
         "id", "name", "status", "owner", "spec", "error", "rerun_of", "created_at",
-        "started_at", "finished_at", "template", "variables", "code_owner",
+        "started_at", "finished_at", "template", "variables", "code_owner", "project",
     )
 )  # fmt: skip
 _STEP_COLUMNS = tuple(
@@ -259,15 +280,15 @@ _STEPS_OF_JOBS = (
 )
 
 
-def _require_job(session: Any, job_id: str) -> None:
-    if session.get(Job, job_id) is None:
-        raise NotFoundError(f"no job with id {job_id!r}")
+def _require_job(session: Any, principal: Principal, job_id: str) -> None:
+    project = session.scalar(select(Job.project).where(Job.id == job_id))
+    visible_job(principal, job_id, project)
 
 
 def job_tasks(ctx: Context, principal: Principal, job_id: str) -> list[TaskInfo]:
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     with ctx.sessions.reading() as session:
-        _require_job(session, job_id)
+        _require_job(session, principal, job_id)
         rows = session.scalars(
             select(TaskRun)
             .join(Step, Step.id == TaskRun.step_id)
@@ -282,11 +303,11 @@ def job_logs(
     ctx: Context, principal: Principal, job_id: str, *, tail: int | None = None
 ) -> list[LogEntry]:
     """Stored log lines in order; ``tail`` keeps only the last N."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     if tail is not None and not 1 <= tail <= MAX_LOG_TAIL:
         raise SpecError({"tail": f"give a number from 1 to {MAX_LOG_TAIL}"})
     with ctx.sessions.reading() as session:
-        _require_job(session, job_id)
+        _require_job(session, principal, job_id)
         query = select(LogLine).where(LogLine.job_id == job_id)
         if tail:
             rows = list(session.scalars(query.order_by(LogLine.id.desc()).limit(tail)))
@@ -314,10 +335,10 @@ def job_results(
     to unpickle: only when they supplied the job's code (``code_owner``, kept
     through reruns, resumes and firings). Unpickling runs code, and a pickle a
     function of someone else returned can run anything on the reader's machine."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     check_page(offset, limit)
     with ctx.sessions.reading() as session:
-        job, step = _results_step(session, job_id)
+        job, step = _results_step(session, principal, job_id)
         return _page(ctx, principal, session, job, step, offset, limit)
 
 
@@ -331,7 +352,7 @@ def first_results(
     The answers that tell a caller a job ended (``?wait=`` and ``POST
     /api/jobs/wait``) carry it on request (``results=N``), so a one-call job
     costs its submit and one wait, not a third request for a one-item page."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     check_inline_results(limit)
     # The job as the caller just read it says which step holds the results
     # and how many: only the outcomes are read, in one query per job.
@@ -339,6 +360,7 @@ def first_results(
         (info, step)
         for info in jobs
         if JobStatus(info.status).finished
+        and principal.can(Right.VIEW, info.project)
         and (step := _results_step_of(info)) is not None
         and JobStatus(step.status).finished
     ]
@@ -400,9 +422,9 @@ def stream_job_results(
 ) -> ResultStream:
     """All of a job's item outcomes as a ``ResultStream`` (each page in its own
     short session, so no transaction stays open while a slow reader downloads)."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     with ctx.sessions() as session:
-        job, step = _results_step(session, job_id)
+        job, step = _results_step(session, principal, job_id)
         head = _results_head(principal, job, step)
         step_id, total = step.id, step.total_items
 
@@ -417,14 +439,15 @@ def stream_job_results(
     return ResultStream(head=head, pages=pages())
 
 
-def _results_step(session: Any, job_id: str) -> tuple[Any, Any]:
+def _results_step(session: Any, principal: Principal, job_id: str) -> tuple[Any, Any]:
     """The job and the function step whose outcomes are its results, once it
     ended: rows of the columns a results page needs only. Not the ORM objects:
     their JSON specs (a function step's holds the signed callable and every
     item) were most of a small page's time, and grow with the job."""
-    job = session.execute(select(Job.id, Job.code_owner).where(Job.id == job_id)).first()
-    if job is None:
-        raise NotFoundError(f"no job with id {job_id!r}")
+    job = session.execute(
+        select(Job.id, Job.code_owner, Job.project).where(Job.id == job_id)
+    ).first()
+    visible_job(principal, job_id, job.project if job is not None else None)
     step = session.execute(
         select(
             Step.id,
@@ -523,9 +546,14 @@ def _missing(run: Any) -> dict[str, Any]:
 
 
 def job_stats(ctx: Context, principal: Principal) -> dict[str, Any]:
-    require(principal, Right.VIEW)
+    """Job counts by status in the caller's projects, and the queues' lengths
+    (the queues are shared by every project: their lengths say nothing of a job)."""
+    visible = require_somewhere(principal, Right.VIEW)
+    query = select(Job.status, func.count()).group_by(Job.status)
+    if visible is not None:
+        query = query.where(Job.project.in_(visible))
     with ctx.sessions.reading() as session:
-        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+        counts = dict(session.execute(query).all())
     stats: dict[str, Any] = {
         "jobs": {s.value: counts.get(s.value, 0) for s in JobStatus},
         "queues": None,

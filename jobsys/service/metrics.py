@@ -5,6 +5,7 @@ cumulative histogram, queue lengths, live workers, and schedule lag."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from sqlalchemy import case, extract, func, select
 from sqlalchemy.orm import Session
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import DispatchError
 from jobsys.service.workers import list_workers
@@ -46,26 +47,44 @@ class Snapshot:
 
 
 def metrics_snapshot(ctx: Context, principal: Principal) -> Snapshot:
-    require(principal, Right.VIEW)
+    """Counts of the caller's projects' jobs, steps, tasks and schedules (every
+    project's for a global role); queue lengths and workers are shared by all."""
+    visible = require_somewhere(principal, Right.VIEW)
     now = utcnow()
+
+    def scoped(query: Any, job_id: Any = None) -> Any:
+        if visible is None:
+            return query
+        if job_id is not None:
+            query = query.join(Job, Job.id == job_id)
+        return query.where(Job.project.in_(visible))
+
     with ctx.sessions() as session:
-        jobs = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+        jobs = dict(
+            session.execute(scoped(select(Job.status, func.count()).group_by(Job.status))).all()
+        )
         steps = {
             (kind, status): n
             for kind, status, n in session.execute(
-                select(Step.kind, Step.status, func.count()).group_by(Step.kind, Step.status)
+                scoped(
+                    select(Step.kind, Step.status, func.count()).group_by(Step.kind, Step.status),
+                    Step.job_id,
+                )
             )
         }
         tasks = {
             (kind, state): n
             for kind, state, n in session.execute(
-                select(Step.kind, TaskRun.state, func.count())
-                .join(Step, Step.id == TaskRun.step_id)
-                .group_by(Step.kind, TaskRun.state)
+                scoped(
+                    select(Step.kind, TaskRun.state, func.count())
+                    .join(Step, Step.id == TaskRun.step_id)
+                    .group_by(Step.kind, TaskRun.state),
+                    TaskRun.job_id,
+                )
             )
         }
-        durations = _durations(session)
-        lag, lateness = _schedules(session, now)
+        durations = _durations(session, lambda q: scoped(q, TaskRun.job_id))
+        lag, lateness = _schedules(session, now, visible)
     queues: dict[str, int] | None
     workers: int | None
     try:
@@ -82,15 +101,18 @@ def _seconds(session: Session, later: Any, earlier: Any) -> Any:
     return extract("epoch", later - earlier)
 
 
-def _durations(session: Session) -> dict[str, Durations]:
+def _durations(session: Session, scoped: Callable[[Any], Any]) -> dict[str, Durations]:
     took = _seconds(session, TaskRun.finished_at, TaskRun.started_at)
     columns = [func.count(), func.coalesce(func.sum(took), 0.0)]
     columns += [func.sum(case((took <= bound, 1), else_=0)) for bound in BUCKETS]
     rows = session.execute(
-        select(Step.kind, *columns)
-        .join(Step, Step.id == TaskRun.step_id)
-        .where(TaskRun.started_at.is_not(None), TaskRun.finished_at.is_not(None))
-        .group_by(Step.kind)
+        scoped(
+            select(Step.kind, *columns)
+            .select_from(TaskRun)
+            .join(Step, Step.id == TaskRun.step_id)
+            .where(TaskRun.started_at.is_not(None), TaskRun.finished_at.is_not(None))
+            .group_by(Step.kind)
+        )
     )
     return {
         kind: Durations(int(count), float(total), tuple(int(b or 0) for b in buckets))
@@ -98,11 +120,16 @@ def _durations(session: Session) -> dict[str, Durations]:
     }
 
 
-def _schedules(session: Session, now: datetime) -> tuple[dict[str, float], dict[str, float]]:
+def _schedules(
+    session: Session, now: datetime, visible: frozenset[str] | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    def scoped(query: Any) -> Any:
+        return query if visible is None else query.where(Schedule.project.in_(visible))
+
     lag = {
         name: max(0.0, (now - due).total_seconds())
         for name, due in session.execute(
-            select(Schedule.name, Schedule.next_fire_at).where(Schedule.enabled.is_(True))
+            scoped(select(Schedule.name, Schedule.next_fire_at).where(Schedule.enabled.is_(True)))
         )
         if due is not None
     }
@@ -115,12 +142,14 @@ def _schedules(session: Session, now: datetime) -> tuple[dict[str, float], dict[
     lateness = {
         name: max(0.0, (fired - tick).total_seconds())
         for name, fired, tick in session.execute(
-            select(Schedule.name, ScheduleRun.fired_at, ScheduleRun.tick)
-            .join(latest, latest.c.schedule_id == Schedule.id)
-            .join(
-                ScheduleRun,
-                (ScheduleRun.schedule_id == latest.c.schedule_id)
-                & (ScheduleRun.tick == latest.c.tick),
+            scoped(
+                select(Schedule.name, ScheduleRun.fired_at, ScheduleRun.tick)
+                .join(latest, latest.c.schedule_id == Schedule.id)
+                .join(
+                    ScheduleRun,
+                    (ScheduleRun.schedule_id == latest.c.schedule_id)
+                    & (ScheduleRun.tick == latest.c.tick),
+                )
             )
         )
     }

@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, case, insert, select, update
 from jobsys.context import Context
 from jobsys.errors import DispatchError
 from jobsys.service.dispatching import dispatch_step
+from jobsys.specs import DEFAULT_PROJECT
 from jobsys.states import JobStatus, TaskState, sources_of
 from jobsys.store.models import Job, LogLine, Step, TaskRun, utcnow
 
@@ -37,6 +38,8 @@ class TaskStart:
     attempt: int
     #: The worker of the delivery before this one, which died mid-run (None at first).
     previous_worker: str | None = None
+    #: The job's project: whose secrets the step may name.
+    project: str = DEFAULT_PROJECT
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class LogRecord:
 _START_ROW = (
     select(
         Job.status.label("job_status"),
+        Job.project,
         TaskRun.state,
         TaskRun.worker,
         TaskRun.attempt,
@@ -213,6 +217,7 @@ def start_task(ctx: Context, task_id: str, worker: str) -> TaskStart | None:
             step_spec=spec,
             attempt=row.attempt + 1,
             previous_worker=row.worker if row.state == TaskState.RUNNING.value else None,
+            project=row.project,
         )
         # The start of one more chunk changes no status and no progress count.
         news = _status_of(session, row.job_id) if step_began else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from jobsys.specs import DEFAULT_PROJECT
 from jobsys.store.models import LogLine, Schedule, ScheduleRun, TaskRun
 
 
@@ -112,6 +113,7 @@ class JobInfo:
     #: True when an idempotent repeat got back the job its first request made
     #: (the API says so in a header, not in the job's JSON).
     replayed: bool = False
+    project: str = DEFAULT_PROJECT
 
     @classmethod
     def of(cls, job: Any, steps: Any = None) -> JobInfo:
@@ -134,6 +136,7 @@ class JobInfo:
             variables=job.variables,
             tags=tuple(job.spec.get("tags", ())),
             code_owner=job.code_owner,
+            project=job.project,
         )
 
     @property
@@ -156,6 +159,7 @@ class JobInfo:
     def to_dict(self, *, with_spec: bool = True) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": self.id,
+            "project": self.project,
             "name": self.name,
             "status": self.status,
             "owner": self.owner,
@@ -357,6 +361,7 @@ class ScheduleInfo:
     last_run: ScheduleRunInfo | None
     created_at: datetime
     updated_at: datetime
+    project: str = DEFAULT_PROJECT
 
     @classmethod
     def of(
@@ -382,6 +387,7 @@ class ScheduleInfo:
             last_run=last_run,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            project=row.project,
         )
 
     @property
@@ -394,6 +400,7 @@ class ScheduleInfo:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "project": self.project,
             "name": self.name,
             "description": self.description,
             "cron": self.cron,

@@ -25,13 +25,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from jobsys import envelope
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
-from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
+from jobsys.errors import DispatchError, SignatureError, SpecError, StateError
 from jobsys.service.audit import record
 from jobsys.service.catalog import require_job_action
 from jobsys.service.dispatching import dispatch_step
-from jobsys.service.jobs import get_job, job_detail, log, new_job
+from jobsys.service.jobs import get_job, job_detail, log, new_job, visible_job
 from jobsys.service.records import JobInfo
 from jobsys.signing import Binding, Purpose
 from jobsys.specs import chunk_bounds
@@ -42,10 +42,11 @@ RESUMABLE = (JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
 
 def rerun_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
-    """A new job with the same spec, linked to the original by ``rerun_of``."""
-    require(principal, Right.RERUN)
+    """A new job with the same spec, linked to the original by ``rerun_of``, in
+    the same project."""
+    require_somewhere(principal, Right.RERUN)
     with ctx.sessions.begin() as session:
-        old = _load(session, job_id)
+        old = _load(session, principal, job_id)
         new = _copy_job(ctx, session, old, principal)
         session.add(new)
     return _start(ctx, principal, new, new.steps[0].id, "job.rerun")
@@ -53,9 +54,9 @@ def rerun_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
 
 def resume_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     """Continue a failed or cancelled job from its first incomplete step."""
-    require(principal, Right.RERUN)
+    require_somewhere(principal, Right.RERUN)
     with ctx.sessions.begin() as session:
-        old = _load(session, job_id)
+        old = _load(session, principal, job_id)
         if old.status not in RESUMABLE:
             raise StateError(
                 f"job {job_id} is {old.status}; only failed or cancelled jobs can be resumed "
@@ -95,10 +96,11 @@ def resume_job(ctx: Context, principal: Principal, job_id: str) -> JobInfo:
     return _start(ctx, principal, new, resume_at.id, "job.resume")
 
 
-def _load(session: Session, job_id: str) -> Job:
+def _load(session: Session, principal: Principal, job_id: str) -> Job:
+    """The job to run again; another project's is not found."""
     job = session.scalar(select(Job).where(Job.id == job_id).options(selectinload(Job.steps)))
-    if job is None:
-        raise NotFoundError(f"no job with id {job_id!r}")
+    visible_job(principal, job_id, job.project if job is not None else None)
+    assert job is not None
     return job
 
 
@@ -113,6 +115,7 @@ def _copy_job(ctx: Context, session: Session, old: Job, principal: Principal) ->
         # The code is still the first submitter's: clients trust results by it.
         code_owner=old.code_owner or old.owner,
         session=session,
+        project=old.project,
     )
     new.rerun_of, new.template, new.variables = old.id, old.template, old.variables
     for step in new.steps:
@@ -258,7 +261,8 @@ def _resume_items(ctx: Context, session: Session, old: Step, new: Step) -> list[
 
 
 def _start(ctx: Context, principal: Principal, job: Job, step_id: str, action: str) -> JobInfo:
-    record(ctx, principal, action, job.id, detail={**job_detail(job), "of": job.rerun_of})
+    detail = {**job_detail(job), "of": job.rerun_of}
+    record(ctx, principal, action, job.id, detail=detail, project=job.project)
     try:
         dispatch_step(ctx, step_id)
     except DispatchError as exc:

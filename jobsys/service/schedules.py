@@ -13,6 +13,10 @@ A schedule acts for its owner as they are *now* (``schedule_principal``):
 each firing and each run-now checks its spec against today's settings and the
 owner's current role, so a demoted or disabled owner's schedule records a
 failed run (and a run-now is refused) instead of starting a job.
+
+A schedule belongs to a project and starts its jobs there; its name is unique
+within the project. A reference is its id, or its name within a project (by
+default ``default``, or the caller's only project).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, lesser_role, require, require_somewhere, role_rank
 from jobsys.context import Context
 from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import NotFoundError, PermissionDenied, SignatureError, SpecError
@@ -32,10 +36,24 @@ from jobsys.schedule_spec import ScheduleSpec, merge_patch, parse_schedule
 from jobsys.service.audit import record
 from jobsys.service.catalog import lookup_template, new_template_job, require_template
 from jobsys.service.jobs import get_job, job_detail, new_job, publish_job
+from jobsys.service.projects import (
+    acting_project,
+    named_project,
+    new_object_project,
+)
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
-from jobsys.service.users import ROLE_ORDER
+from jobsys.service.scope import in_projects
 from jobsys.signing import Binding, Purpose
-from jobsys.store.models import Job, Schedule, ScheduleRun, Token, User, new_id, utcnow
+from jobsys.store.models import (
+    Job,
+    ProjectMember,
+    Schedule,
+    ScheduleRun,
+    Token,
+    User,
+    new_id,
+    utcnow,
+)
 from jobsys.timing import Timing
 
 MAX_RUNS_PAGE = 500
@@ -47,80 +65,107 @@ _TIMING_FIELDS = frozenset({"cron", "interval_s", "timezone", "enabled"})
 def create_schedule(
     ctx: Context, principal: Principal, data: Any, *, now: datetime | None = None
 ) -> ScheduleInfo:
-    require(principal, Right.SCHEDULE)
+    """A new schedule in the body's ``"project"`` (or the caller's default one)."""
+    project = new_object_project(ctx, principal, named_project(data), Right.SCHEDULE)
+    require(principal, Right.SCHEDULE, project)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "project"}
     parsed = parse_schedule(data)
-    row = Schedule(id=new_id(), name=parsed.name, owner=principal.name)  # pickles bind to the id
-    _apply(ctx, principal, row, parsed, _checked_spec(ctx, principal, parsed, row.id))
+    # Pickles bind to the id.
+    row = Schedule(id=new_id(), project=project, name=parsed.name, owner=principal.name)
+    _apply(ctx, principal, row, parsed, _checked_spec(ctx, principal, parsed, row))
     row.next_fire_at = parsed.timing.next_after(now or utcnow()) if parsed.enabled else None
     with ctx.sessions() as session:
         try:
             with session.begin():
                 session.add(row)
         except IntegrityError as exc:
-            raise _name_taken(parsed.name) from exc
-    record(ctx, principal, "schedule.create", parsed.name, detail={"id": row.id})
+            raise _name_taken(parsed.name, project) from exc
+    record(ctx, principal, "schedule.create", parsed.name, detail={"id": row.id}, project=project)
     return get_schedule(ctx, principal, row.id)
 
 
 def update_schedule(
-    ctx: Context, principal: Principal, ref: str, patch: Any, *, now: datetime | None = None
+    ctx: Context,
+    principal: Principal,
+    ref: str,
+    patch: Any,
+    *,
+    now: datetime | None = None,
+    project: str | None = None,
 ) -> ScheduleInfo:
     """Change some fields (a PATCH). A new timing, or enabling, moves the next
     tick to the first one after now; missed ticks of a disabled schedule are not
-    caught up, since nobody missed them."""
-    require(principal, Right.SCHEDULE)
+    caught up, since nobody missed them. A schedule stays in its project."""
+    require_somewhere(principal, Right.SCHEDULE)
     with ctx.sessions() as session:
         try:
             with session.begin():
-                row = _find(session, ref, lock=True)
+                row = _find(session, principal, ref, project, lock=True)
+                require(principal, Right.SCHEDULE, row.project)
                 parsed = merge_patch(_spec_of(row), patch)
                 stored = row.spec
                 if {"spec", "template", "variables"} & set(patch):
-                    stored = _checked_spec(ctx, principal, parsed, row.id, session)
+                    stored = _checked_spec(ctx, principal, parsed, row, session)
                 _apply(ctx, principal, row, parsed, stored)
                 if _TIMING_FIELDS & set(patch):
                     moment = now or utcnow()
                     row.next_fire_at = parsed.timing.next_after(moment) if row.enabled else None
                 row.updated_at = utcnow()
         except IntegrityError as exc:
-            raise _name_taken(str(patch.get("name"))) from exc
-    record(ctx, principal, "schedule.update", row.name, detail={"fields": sorted(patch)})
+            raise _name_taken(str(patch.get("name")), row.project) from exc
+    record(
+        ctx,
+        principal,
+        "schedule.update",
+        row.name,
+        detail={"fields": sorted(patch)},
+        project=row.project,
+    )
     return get_schedule(ctx, principal, row.id)
 
 
-def delete_schedule(ctx: Context, principal: Principal, ref: str) -> None:
+def delete_schedule(
+    ctx: Context, principal: Principal, ref: str, *, project: str | None = None
+) -> None:
     """Remove a schedule and its run history; the jobs it started stay."""
-    require(principal, Right.SCHEDULE)
+    require_somewhere(principal, Right.SCHEDULE)
     with ctx.sessions.begin() as session:
-        row = _find(session, ref, lock=True)
+        row = _find(session, principal, ref, project, lock=True)
+        require(principal, Right.SCHEDULE, row.project)
         session.execute(delete(ScheduleRun).where(ScheduleRun.schedule_id == row.id))
         session.delete(row)
-    record(ctx, principal, "schedule.delete", row.name, detail={"id": row.id})
+    record(ctx, principal, "schedule.delete", row.name, detail={"id": row.id}, project=row.project)
 
 
-def get_schedule(ctx: Context, principal: Principal, ref: str) -> ScheduleInfo:
-    require(principal, Right.VIEW)
+def get_schedule(
+    ctx: Context, principal: Principal, ref: str, *, project: str | None = None
+) -> ScheduleInfo:
     with ctx.sessions() as session:
-        row = _find(session, ref)
+        row = _find(session, principal, ref, project)
         return _info(session, row)
 
 
-def list_schedules(ctx: Context, principal: Principal) -> list[ScheduleInfo]:
-    require(principal, Right.VIEW)
+def list_schedules(
+    ctx: Context, principal: Principal, *, project: str | None = None
+) -> list[ScheduleInfo]:
+    """The schedules of the caller's projects (or of ``project``), by project and name."""
+    visible = require_somewhere(principal, Right.VIEW)
+    query = select(Schedule).order_by(Schedule.project, Schedule.name)
+    query = in_projects(query, Schedule.project, visible, project)
     with ctx.sessions() as session:
-        rows = session.scalars(select(Schedule).order_by(Schedule.name))
-        return [_info(session, row) for row in rows]
+        return [_info(session, row) for row in session.scalars(query)]
 
 
 def schedule_runs(
-    ctx: Context, principal: Principal, ref: str, *, limit: int = 50
+    ctx: Context, principal: Principal, ref: str, *, limit: int = 50, project: str | None = None
 ) -> list[ScheduleRunInfo]:
     """The schedule's runs, newest first: each tick's outcome and its job."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     if not 1 <= limit <= MAX_RUNS_PAGE:
         raise SpecError({"limit": f"give a number from 1 to {MAX_RUNS_PAGE}"})
     with ctx.sessions() as session:
-        row = _find(session, ref)
+        row = _find(session, principal, ref, project)
         found = session.execute(
             select(ScheduleRun, Job.status)
             .outerjoin(Job, Job.id == ScheduleRun.job_id)
@@ -131,7 +176,9 @@ def schedule_runs(
         return [ScheduleRunInfo.of(run, status) for run, status in found]
 
 
-def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
+def run_schedule_now(
+    ctx: Context, principal: Principal, ref: str, *, project: str | None = None
+) -> JobInfo:
     """Start the schedule's job now, as the schedule would; its next tick stays.
 
     Needs the ``rerun`` right, not ``submit``: an operator may start a job that
@@ -141,16 +188,18 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
     runs code, whoever vetted it, and a template's ``restart`` roles hold for
     the caller as they do for a rerun of its jobs. A refusal creates nothing.
     """
-    require(principal, Right.RERUN)
+    require_somewhere(principal, Right.RERUN)
     moment = utcnow()
     with ctx.sessions.begin() as session:
-        row = _find(session, ref, lock=True)
+        row = _find(session, principal, ref, project, lock=True)
+        require(principal, Right.RERUN, row.project)
         if row.spec is not None and _has_pickles(row.spec):
-            require(principal, Right.SUBMIT_CODE)
+            require(principal, Right.SUBMIT_CODE, row.project)
         if row.template is not None:
             # The job is the template's, started by the caller: its ``restart``
             # roles (those that narrow ``rerun``) are the caller's to meet.
-            require_template(principal, lookup_template(session, row.template), "restart")
+            template = lookup_template(session, row.project, row.template)
+            require_template(principal, template, "restart")
         job = schedule_job(ctx, session, row)
         job.owner = principal.name
         session.add(job)
@@ -165,14 +214,22 @@ def run_schedule_now(ctx: Context, principal: Principal, ref: str) -> JobInfo:
                 fired_at=moment,
             )
         )
-    record(ctx, principal, "schedule.run-now", row.name, detail={**job_detail(job), "job": job.id})
+    record(
+        ctx,
+        principal,
+        "schedule.run-now",
+        row.name,
+        detail={**job_detail(job), "job": job.id},
+        project=row.project,
+    )
     publish_job(ctx, job.steps[0].id)
     return get_job(ctx, principal, job.id)
 
 
 def schedule_principal(session: Session, row: Schedule) -> Principal:
-    """Who a schedule's jobs are submitted as: its owner with their role *now*,
-    never more than the role they had when they last saved it.
+    """Who a schedule's jobs are submitted as: its owner with their role in the
+    schedule's project *now*, never more than the role they had when they last
+    saved it.
 
     - An owner who is a user acts with that user's current role; a disabled
       user's schedule cannot start jobs.
@@ -189,24 +246,37 @@ def schedule_principal(session: Session, row: Schedule) -> Principal:
     if user is not None:
         if user.disabled_at is not None:
             raise _owner_cannot(row, f"its owner {row.owner} is disabled")
-        return Principal(name=row.owner, role=_lesser(row.owner_role, user.role), source="schedule")
+        member = session.get(ProjectMember, (row.project, user.id))
+        now_role = Principal(user.name, user.role, projects=_pairs(row.project, member))
+        return _acting(row, now_role.role_in(row.project))
     tokens = list(
         session.execute(
             select(Token.role, Token.revoked_at, Token.expires_at).where(
-                Token.name == row.owner, Token.user_id.is_(None)
+                Token.name == row.owner,
+                Token.user_id.is_(None),
+                or_(Token.project.is_(None), Token.project == row.project),
             )
         )
     )
     if not tokens:
-        return Principal(name=row.owner, role=row.owner_role, source="schedule")
+        return _acting(row, row.owner_role)
     now = utcnow()
     live = [
         role for role, revoked, expires in tokens if revoked is None and not _past(expires, now)
     ]
     if not live:
         raise _owner_cannot(row, f"every token of its owner {row.owner} is revoked or expired")
-    best = max(live, key=_rank)
-    return Principal(name=row.owner, role=_lesser(row.owner_role, best), source="schedule")
+    return _acting(row, max(live, key=role_rank))
+
+
+def _pairs(project: str, member: ProjectMember | None) -> tuple[tuple[str, str], ...]:
+    return ((project, member.role),) if member is not None else ()
+
+
+def _acting(row: Schedule, role_now: str) -> Principal:
+    """The owner acting in the schedule's project with at most the role they saved with."""
+    role = lesser_role(row.owner_role, role_now)
+    return Principal(name=row.owner, source="schedule", projects=((row.project, role),))
 
 
 def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
@@ -215,7 +285,7 @@ def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
     owner = schedule_principal(session, row)
     try:
         if row.template is not None:
-            template = lookup_template(session, row.template)
+            template = lookup_template(session, row.project, row.template)
             return new_template_job(ctx, owner, template, row.variables or {}, session=session)
         assert row.spec is not None
         return new_job(
@@ -224,13 +294,15 @@ def schedule_job(ctx: Context, session: Session, row: Schedule) -> Job:
             wire_spec(ctx, row),
             code_owner=row.code_owner or owner.name,
             session=session,
+            project=row.project,
         )
     except PermissionDenied as exc:
+        role = owner.role_in(row.project)
         raise PermissionDenied(
             exc.right,
-            owner.role,
+            role,
             f"schedule {row.name!r} runs as its owner {owner.name}, whose role is now "
-            f"'{owner.role}': {exc.message}",
+            f"'{role}': {exc.message}",
         ) from exc
 
 
@@ -256,7 +328,7 @@ def _checked_spec(
     ctx: Context,
     principal: Principal,
     parsed: ScheduleSpec,
-    schedule_id: str,
+    row: Schedule,
     session: Session | None = None,
 ) -> dict[str, Any] | None:
     """Check what the schedule runs as a start by ``principal`` would be checked, and
@@ -268,31 +340,32 @@ def _checked_spec(
     if parsed.template is not None:
         try:
             if session is not None:
-                template = lookup_template(session, parsed.template)
+                template = lookup_template(session, row.project, parsed.template)
             else:
                 with ctx.sessions() as own:
-                    template = lookup_template(own, parsed.template)
+                    template = lookup_template(own, row.project, parsed.template)
         except NotFoundError as exc:
             raise SpecError({"template": exc.message}) from exc
         new_template_job(ctx, principal, template, parsed.variables, session=session)
         return None
     assert parsed.spec is not None
-    return _sign_spec(ctx, principal, parsed.spec, schedule_id, session)
+    return _sign_spec(ctx, principal, parsed.spec, row, session)
 
 
 def _sign_spec(
     ctx: Context,
     principal: Principal,
     spec: dict[str, Any],
-    schedule_id: str,
+    row: Schedule,
     session: Session | None = None,
 ) -> dict[str, Any]:
-    """Check the job spec as a submission by ``principal`` would be, then keep it
-    with its pickles signed for this schedule."""
+    """Check the job spec as a submission by ``principal`` in the schedule's
+    project would be, then keep it with its pickles signed for this schedule."""
     try:
-        new_job(ctx, principal, spec, session=session)
+        new_job(ctx, principal, spec, session=session, project=row.project)
     except SpecError as exc:
         raise SpecError({f"spec.{k}": v for k, v in exc.fields.items()}) from exc
+    schedule_id = row.id
 
     def sign(obj: Any, field: str, purpose: Purpose, position: int) -> Any:
         return sign_wire(
@@ -330,14 +403,6 @@ def _has_pickles(stored: dict[str, Any]) -> bool:
 
     _map_pickles(stored, note)
     return any(found)
-
-
-def _rank(role: str) -> int:
-    return ROLE_ORDER.index(role) if role in ROLE_ORDER else -1
-
-
-def _lesser(first: str, second: str) -> str:
-    return min(first, second, key=_rank)
 
 
 def _past(moment: datetime | None, now: datetime) -> bool:
@@ -385,7 +450,7 @@ def _apply(
         row.code_owner = principal.name  # a new spec: its code is this editor's
     row.spec = stored
     row.owner = principal.name
-    row.owner_role = principal.role
+    row.owner_role = principal.role_in(row.project)
 
 
 def _spec_of(row: Schedule) -> ScheduleSpec:
@@ -411,14 +476,24 @@ def timing_of(row: Schedule) -> Timing:
     return Timing(cron=row.cron, interval_s=row.interval_s, timezone=row.timezone)
 
 
-def _find(session: Session, ref: str, *, lock: bool = False) -> Schedule:
-    """A schedule by id or by name."""
-    query = select(Schedule).where(or_(Schedule.id == ref, Schedule.name == ref))
+def _find(
+    session: Session, principal: Principal, ref: str, project: str | None, *, lock: bool = False
+) -> Schedule:
+    """A schedule the principal may see, by id, or by name within ``project``
+    (default: the caller's own, see ``acting_project``); another project's
+    schedule is not found."""
+    require_somewhere(principal, Right.VIEW)
+    where = acting_project(principal, project, Right.VIEW)
+    query = select(Schedule).where(
+        or_(Schedule.id == ref, (Schedule.name == ref) & (Schedule.project == where))
+    )
     if lock:
         query = query.with_for_update()
-    row = session.scalar(query)
-    if row is None:
-        raise NotFoundError(f"no schedule with id or name {ref!r}")
+    found = list(session.scalars(query))
+    # An id beats a name (a name may look like another schedule's id).
+    row = next((r for r in found if r.id == ref), found[0] if found else None)
+    if row is None or not principal.can(Right.VIEW, row.project):
+        raise NotFoundError(f"no schedule with id or name {ref!r} in project {where!r}")
     return row
 
 
@@ -434,5 +509,7 @@ def _info(session: Session, row: Schedule) -> ScheduleInfo:
     return ScheduleInfo.of(row, _public_spec(row.spec), last_run)
 
 
-def _name_taken(name: str) -> SpecError:
-    return SpecError({"name": f"a schedule named {name!r} exists; pick another name"})
+def _name_taken(name: str, project: str) -> SpecError:
+    return SpecError(
+        {"name": f"a schedule named {name!r} exists in project {project!r}; pick another name"}
+    )

@@ -3,7 +3,9 @@
 A value is encrypted with ``JOBSYS_SECRETS_KEY`` (Fernet: AES-CBC with an
 HMAC) before it reaches the database, and decrypted only on the worker that
 runs a step naming it, at the moment it runs: never in a stored spec, an API
-answer, a page, the audit trail, Flower or a task message. Each secret names
+answer, a page, the audit trail, Flower or a task message. A secret belongs to
+a project, is managed by that project's admins, and only that project's jobs
+may name it. Each secret names
 the roles that may reference it in a spec they submit themselves; a catalog
 template (which an admin put there) may reference any secret, and whoever may
 start the template uses it. What a step prints is stored and streamed with
@@ -21,12 +23,15 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from jobsys.auth import ROLE_RIGHTS, Principal, Right, require
+from jobsys.auth import ROLE_RIGHTS, Principal, Right, require, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SecretUnavailable, SpecError
 from jobsys.service.audit import audit_entry
 from jobsys.service.progress import LogRecord
-from jobsys.specs import check_secret_name
+from jobsys.service.projects import check_project_name, visible_or_missing
+from jobsys.service.scope import in_projects
+from jobsys.service.users import require_project
+from jobsys.specs import DEFAULT_PROJECT, check_secret_name
 from jobsys.store.models import Secret, utcnow
 
 #: Who may name a new secret in a spec they submit, unless the admin says otherwise.
@@ -49,13 +54,17 @@ class SecretInfo:
     created_at: datetime
     updated_at: datetime
     updated_by: str
+    project: str = DEFAULT_PROJECT
 
     @classmethod
     def of(cls, row: Secret) -> SecretInfo:
-        return cls(row.name, tuple(row.roles), row.created_at, row.updated_at, row.updated_by)
+        return cls(
+            row.name, tuple(row.roles), row.created_at, row.updated_at, row.updated_by, row.project
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "project": self.project,
             "name": self.name,
             "roles": list(self.roles),
             "created_at": self.created_at.isoformat(),
@@ -71,10 +80,11 @@ def set_secret(
     value: str,
     *,
     roles: Sequence[str] | None = None,
+    project: str = DEFAULT_PROJECT,
 ) -> tuple[SecretInfo, bool]:
     """Create the secret, or change its value (and its roles, when given); the
     secret as stored, and whether it is new."""
-    require(principal, Right.ADMIN)
+    require(principal, Right.ADMIN, check_project_name(project))
     problems: dict[str, str] = {}
     name_problem = check_secret_name(name)
     if name_problem is not None:
@@ -87,12 +97,13 @@ def set_secret(
         raise SpecError(problems)
     token = _box(ctx).encrypt(value.encode()).decode()
     with ctx.sessions.begin() as session:
-        row = session.get(Secret, name)
+        require_project(session, project)
+        row = session.get(Secret, (project, name))
         created = row is None
         if row is None:
             # No roles at all is a choice too: then only catalog templates use it.
             roles_now = DEFAULT_ROLES if checked_roles is None else checked_roles
-            row = Secret(name=name, roles=list(roles_now), value=token)
+            row = Secret(project=project, name=name, roles=list(roles_now), value=token)
             session.add(row)
         else:
             row.value = token
@@ -101,24 +112,36 @@ def set_secret(
         row.updated_at, row.updated_by = utcnow(), principal.name
         session.flush()
         action = "secret.add" if created else "secret.change"
-        session.add(audit_entry(principal, action, name, detail={"roles": list(row.roles)}))
+        detail = {"roles": list(row.roles)}
+        session.add(audit_entry(principal, action, name, detail=detail, project=project))
         return SecretInfo.of(row), created
 
 
-def list_secrets(ctx: Context, principal: Principal) -> list[SecretInfo]:
-    require(principal, Right.ADMIN)
+def list_secrets(
+    ctx: Context, principal: Principal, *, project: str | None = None
+) -> list[SecretInfo]:
+    """The secrets of the projects the caller is an admin of (or of ``project``)."""
+    admin_of = require_somewhere(principal, Right.ADMIN)
+    query = select(Secret).order_by(Secret.project, Secret.name)
+    query = in_projects(query, Secret.project, admin_of, project)
     with ctx.sessions() as session:
-        return [SecretInfo.of(r) for r in session.scalars(select(Secret).order_by(Secret.name))]
+        return [SecretInfo.of(r) for r in session.scalars(query)]
 
 
-def delete_secret(ctx: Context, principal: Principal, name: str) -> None:
+def delete_secret(
+    ctx: Context, principal: Principal, name: str, *, project: str = DEFAULT_PROJECT
+) -> None:
     """Delete it; a job that names it fails when its step starts, saying so."""
-    require(principal, Right.ADMIN)
+    if not principal.can(Right.ADMIN, project):
+        visible_or_missing(principal, project, f"no secret named {name!r} in project {project!r}")
+        require(principal, Right.ADMIN, project)
     with ctx.sessions.begin() as session:
-        gone = session.execute(delete(Secret).where(Secret.name == name)).rowcount
+        gone = session.execute(
+            delete(Secret).where(Secret.project == project, Secret.name == name)
+        ).rowcount
         if not gone:
-            raise NotFoundError(f"no secret named {name!r}")
-        session.add(audit_entry(principal, "secret.delete", name))
+            raise NotFoundError(f"no secret named {name!r} in project {project!r}")
+        session.add(audit_entry(principal, "secret.delete", name, project=project))
 
 
 def check_secret_use(
@@ -127,46 +150,52 @@ def check_secret_use(
     principal: Principal | None,
     *,
     session: Session | None = None,
+    project: str = DEFAULT_PROJECT,
 ) -> None:
     """Refuse (400, naming the field and the secret) a reference to a secret that
-    does not exist or that ``principal``'s role may not use. ``principal`` None:
-    the spec was vetted by someone else (a catalog template, a rerun of a stored
-    spec), so only that each secret exists is checked. Inside a caller's
-    transaction, pass its ``session``."""
+    ``project`` does not hold or that ``principal``'s role there may not use.
+    ``principal`` None: the spec was vetted by someone else (a catalog template,
+    a rerun of a stored spec), so only that each secret exists is checked.
+    Inside a caller's transaction, pass its ``session``."""
     if not refs:
         return
     names = {name for _, name in refs}
     if session is not None:
-        rows = _rows(session, names)
+        rows = _rows(session, project, names)
     else:
         with ctx.sessions() as own:
-            rows = _rows(own, names)
+            rows = _rows(own, project, names)
     problems: dict[str, str] = {}
+    role = principal.role_in(project) if principal is not None else ""
     for path, name in refs:
         row = rows.get(name)
         if row is None:
             problems[path] = (
-                f"no secret named {name!r}: an admin adds it with `jobsys secrets set {name}`"
+                f"no secret named {name!r} in project {project!r}: an admin adds it with "
+                f"`jobsys secrets set {name} --project {project}`"
             )
-        elif principal is not None and principal.role not in row.roles:
+        elif principal is not None and role not in row.roles:
             who = f"the roles {', '.join(row.roles)}" if row.roles else "catalog templates"
             problems[path] = (
-                f"secret {name!r} may be named only by {who}; "
-                f"your role is '{principal.role}' (start a catalog template that uses it)"
+                f"secret {name!r} may be named only by {who}; your role in project "
+                f"{project!r} is '{role or 'none'}' (start a catalog template that uses it)"
             )
     if problems:
         raise SpecError(problems)
 
 
-def reveal_secrets(ctx: Context, principal: Principal, names: Iterable[str]) -> dict[str, str]:
-    """The values of ``names``, for the worker that runs a step naming them
-    (it passes ``SYSTEM``); SecretUnavailable when one is gone or unreadable here."""
-    require(principal, Right.ADMIN)
+def reveal_secrets(
+    ctx: Context, principal: Principal, names: Iterable[str], *, project: str = DEFAULT_PROJECT
+) -> dict[str, str]:
+    """The values of ``names`` in ``project``, for the worker that runs a step of
+    that project naming them (it passes ``SYSTEM``); SecretUnavailable when one
+    is gone or unreadable here."""
+    require(principal, Right.ADMIN, project)
     wanted = set(names)
     if not wanted:
         return {}
     with ctx.sessions() as session:
-        rows = _rows(session, wanted)
+        rows = _rows(session, project, wanted)
     missing = sorted(wanted - set(rows))
     if missing:
         raise SecretUnavailable(
@@ -233,8 +262,9 @@ def _box(ctx: Context) -> Fernet:
     return Fernet(ctx.settings.secrets_key.encode())
 
 
-def _rows(session: Session, names: set[str]) -> dict[str, Secret]:
-    return {r.name: r for r in session.scalars(select(Secret).where(Secret.name.in_(names)))}
+def _rows(session: Session, project: str, names: set[str]) -> dict[str, Secret]:
+    query = select(Secret).where(Secret.project == project, Secret.name.in_(names))
+    return {r.name: r for r in session.scalars(query)}
 
 
 def _value_problem(value: Any) -> str | None:

@@ -1,9 +1,11 @@
 """API tokens: created by an admin (or the CLI), looked up on every request.
 
-A token may expire (``expires_at``); a user's token acts with the lesser of its
-own role and its user's role *now*, so demoting a user demotes their tokens at
-their next request. ``last_used_at`` is written at most once a minute per token:
-a database write on every request would cost more than the request.
+A token acts in one project (``project``), or globally (admin tokens made
+without a project, as before projects existed). It may expire (``expires_at``);
+a user's token acts with the lesser of its own role and its user's role there
+*now*, so demoting a user demotes their tokens at their next request.
+``last_used_at`` is written at most once a minute per token: a database write on
+every request would cost more than the request.
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ from jobsys.auth import (
     Right,
     check_role,
     hash_secret,
+    higher_role,
+    lesser_role,
     new_token,
     require,
+    require_somewhere,
     split_token,
     verify_secret,
 )
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.service.audit import record
+from jobsys.service.projects import check_project_name
 from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
-from jobsys.service.users import lesser_role, role_within
-from jobsys.store.models import Token, User, utcnow
+from jobsys.service.users import require_project, role_within
+from jobsys.specs import DEFAULT_PROJECT
+from jobsys.store.models import ProjectMember, Token, User, utcnow
 
 #: ``last_used_at`` is written when it is at least this old.
 TOUCH_EVERY = timedelta(seconds=60)
@@ -47,11 +54,13 @@ class IssuedToken:
     role: str
     token: str
     expires_at: datetime | None = None
+    project: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "role": self.role,
+            "project": self.project,
             "token": self.token,
             "expires_at": self.expires_at.isoformat() if self.expires_at else None,
         }
@@ -65,15 +74,25 @@ def create_token(
     role: str,
     user: str | None = None,
     expires_in_s: int | None = None,
+    project: str | None = None,
+    global_token: bool = False,
 ) -> IssuedToken:
     """Create a token; the plain token is returned once and only its hash is kept.
 
-    A token for a ``user`` acts as that user (its name is theirs) with at most
-    their role (checked again on every request), and stops working when they
-    are disabled. With ``expires_in_s`` it is refused (401) after that long.
+    It acts in ``project``; with none, an ``admin`` token is global (as admin
+    tokens were before projects) and any other acts in ``default``;
+    ``global_token`` makes a global one of any role. Global tokens are for
+    global admins to make; a project's admin makes that project's. A token for
+    a ``user`` acts as that user (its name is theirs) with at most their role
+    there (checked again on every request), and stops working when they are
+    disabled. With ``expires_in_s`` it is refused (401) after that long.
     """
-    require(principal, Right.ADMIN)
     check_role(role)
+    if project is None and not global_token and role != "admin":
+        project = DEFAULT_PROJECT
+    if project is not None:
+        check_project_name(project)
+    require(principal, Right.ADMIN, project)
     if not name.strip() or len(name) > 200:
         raise SpecError({"name": "give the token a name of 1 to 200 characters"})
     expires_at = None
@@ -92,13 +111,22 @@ def create_token(
         expires_at = utcnow() + timedelta(seconds=expires_in_s)
     token, key_id = new_token()
     with ctx.sessions.begin() as session:
+        if project is not None:
+            require_project(session, project)
         owner = None
         if user is not None:
             owner = session.scalar(select(User).where(User.name == user))
             if owner is None:
                 raise NotFoundError(f"no user named {user!r} (add one with 'jobsys users add')")
-            if not role_within(owner.role, role):
-                raise SpecError({"role": f"{user} is {owner.role}; a token may not carry more"})
+            has = owner.role
+            if project is not None:
+                member = session.get(ProjectMember, (project, owner.id))
+                has = higher_role(owner.role, member.role if member else "")
+            if not role_within(has, role):
+                where = "globally" if project is None else f"in project {project!r}"
+                raise SpecError(
+                    {"role": f"{user} is {has or 'nothing'} {where}; a token may not carry more"}
+                )
             name = owner.name
         elif session.scalar(select(User.id).where(User.name == name.strip())) is not None:
             # Names are identities: results unpickle for the job's code owner by name.
@@ -117,13 +145,16 @@ def create_token(
                 token_hash=hash_secret(token),
                 user_id=owner.id if owner else None,
                 expires_at=expires_at,
+                project=project,
             )
         )
-    detail: dict[str, object] = {"role": role}
+    detail: dict[str, object] = {"role": role, "project": project}
     if expires_at is not None:
         detail["expires_at"] = expires_at.isoformat()
-    record(ctx, principal, "token.create", name.strip(), detail=detail)
-    return IssuedToken(name=name.strip(), role=role, token=token, expires_at=expires_at)
+    record(ctx, principal, "token.create", name.strip(), detail=detail, project=project)
+    return IssuedToken(
+        name=name.strip(), role=role, token=token, expires_at=expires_at, project=project
+    )
 
 
 @dataclass(frozen=True)
@@ -139,6 +170,7 @@ class TokenInfo:
     last_used_at: datetime | None
     revoked: bool
     expires_at: datetime | None = None
+    project: str | None = None
 
     @property
     def expired(self) -> bool:
@@ -154,6 +186,7 @@ class TokenInfo:
             "id": self.id,
             "name": self.name,
             "role": self.role,
+            "project": self.project,
             "key_id": self.key_id,
             "user": self.user,
             "created_at": self.created_at.isoformat(),
@@ -165,11 +198,13 @@ class TokenInfo:
 
 
 def list_tokens(ctx: Context, principal: Principal) -> list[TokenInfo]:
-    require(principal, Right.ADMIN)
+    """Every token for a global admin; a project's admin sees that project's."""
+    admin_of = require_somewhere(principal, Right.ADMIN)
+    query = select(Token, User.name).outerjoin(User, User.id == Token.user_id)
+    if admin_of is not None:
+        query = query.where(Token.project.in_(admin_of))
     with ctx.sessions() as session:
-        rows = session.execute(
-            select(Token, User.name).outerjoin(User, User.id == Token.user_id).order_by(Token.id)
-        )
+        rows = session.execute(query.order_by(Token.id))
         return [
             TokenInfo(
                 t.id,
@@ -181,6 +216,7 @@ def list_tokens(ctx: Context, principal: Principal) -> list[TokenInfo]:
                 t.last_used_at,
                 t.revoked_at is not None,
                 t.expires_at,
+                t.project,
             )
             for t, user in rows
         ]
@@ -188,16 +224,17 @@ def list_tokens(ctx: Context, principal: Principal) -> list[TokenInfo]:
 
 def revoke_token(ctx: Context, principal: Principal, token_id: int) -> None:
     """Revoke a token at once; it is kept (revoked) so the audit trail still reads."""
-    require(principal, Right.ADMIN)
+    require_somewhere(principal, Right.ADMIN)
     if not 0 < token_id < 2**63:  # past the database's integers; no token has it
         raise NotFoundError(f"no token with id {token_id}")
     with ctx.sessions.begin() as session:
         row = session.get(Token, token_id)
-        if row is None:
+        # Another project's token is not found, as its other objects are not.
+        if row is None or not principal.can(Right.ADMIN, row.project):
             raise NotFoundError(f"no token with id {token_id}")
         row.revoked_at = row.revoked_at or utcnow()
-        name = row.name
-    record(ctx, principal, "token.revoke", name, detail={"id": token_id})
+        name, project = row.name, row.project
+    record(ctx, principal, "token.revoke", name, detail={"id": token_id}, project=project)
 
 
 def authenticate(ctx: Context, token: str | None, *, source: str = "") -> Principal:
@@ -226,7 +263,10 @@ def verify_token(ctx: Context, token: str | None, *, source: str = "") -> tuple[
     row: Any = found
     owner: Any = None
     if found is not None and found.owner_id is not None:
-        owner = _Owner(role=found.owner_role, disabled_at=found.owner_disabled_at)
+        owner = _Owner(
+            role=higher_role(found.owner_role, found.member_role or ""),
+            disabled_at=found.owner_disabled_at,
+        )
     # Verified outside any transaction: on SQLite a transaction holds the write lock.
     if row is None or not _verified(ctx, token, row):
         raise Unauthenticated("unknown or revoked token")
@@ -247,21 +287,42 @@ _TOKEN_READ = (
         Token.last_used_at,
         Token.revoked_at,
         Token.expires_at,
+        Token.project,
         User.id.label("owner_id"),
         User.role.label("owner_role"),
         User.disabled_at.label("owner_disabled_at"),
+        ProjectMember.role.label("member_role"),
     )
     .outerjoin(User, User.id == Token.user_id)
+    .outerjoin(
+        ProjectMember,
+        (ProjectMember.user_id == Token.user_id) & (ProjectMember.project == Token.project),
+    )
     .where(Token.key_id == bindparam("key_id"), Token.revoked_at.is_(None))
 )
 
 
 @dataclass(frozen=True)
 class _Owner:
-    """What ``token_principal`` reads of a token's user."""
+    """What ``token_principal`` reads of a token's user: their role where the
+    token acts (globally, or the higher of global and member role in its project)."""
 
     role: str
     disabled_at: datetime | None
+
+
+def token_owner(session: Any, token: Token) -> _Owner | None:
+    """``_Owner`` of a token row (ORM), for a page session opened with a token."""
+    if token.user_id is None:
+        return None
+    user = session.get(User, token.user_id)
+    if user is None:
+        return None
+    role = user.role
+    if token.project is not None:
+        member = session.get(ProjectMember, (token.project, user.id))
+        role = higher_role(role, member.role if member else "")
+    return _Owner(role=role, disabled_at=user.disabled_at)
 
 
 def token_principal(row: Any, owner: Any, *, source: str = "") -> Principal:
@@ -277,11 +338,14 @@ def token_principal(row: Any, owner: Any, *, source: str = "") -> Principal:
             f"token {row.key_id} ({row.name}) expired at {row.expires_at.isoformat()}; "
             "ask an admin for a new one (jobsys token create --expires-in 90d)"
         )
-    if row.user_id is None:
-        return Principal(name=row.name, role=row.role, source=source)
-    if owner is None or owner.disabled_at is not None:
-        raise Unauthenticated(f"the user of this token ({row.name}) is disabled")
-    return Principal(name=row.name, role=lesser_role(row.role, owner.role), source=source)
+    role = row.role
+    if row.user_id is not None:
+        if owner is None or owner.disabled_at is not None:
+            raise Unauthenticated(f"the user of this token ({row.name}) is disabled")
+        role = lesser_role(row.role, owner.role)
+    if row.project is None:
+        return Principal(name=row.name, role=role, source=source)
+    return Principal(name=row.name, source=source, projects=((row.project, role),))
 
 
 def touch_token(ctx: Context, row: Any) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, select
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.broker.events import WAIT_BLOCK_MS, Event
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError
@@ -105,13 +105,13 @@ def parse_wait_s(value: Any, field: str) -> float:
 def wait_for_job(ctx: Context, principal: Principal, job_id: str, timeout_s: Any) -> JobInfo:
     """The job as soon as it has ended, or as it is after ``timeout_s`` seconds
     (checked: 0 < timeout_s <= 60). NotFoundError when there is no such job."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     timeout_s = parse_wait_s(timeout_s, "wait")
     seen: list[JobInfo] = []
 
-    def look(ctx: Context, ids: list[str]) -> dict[str, str]:
+    def look(ctx: Context, principal: Principal, ids: list[str]) -> dict[str, str]:
         # One read is both the check and the answer: the whole job, not only its status.
-        seen[:] = _job_infos(ctx, ids)
+        seen[:] = _job_infos(ctx, principal, ids)
         return {info.id: info.status for info in seen}
 
     _wait(ctx, principal, [job_id], timeout_s, look)
@@ -136,7 +136,7 @@ def wait_for_results(
     the job as it is now and no ``results`` (ask again). A submit-to-result call
     then costs one request where ``?wait`` then ``/results`` cost two. The page's
     bounds are checked before any wait, so bad input is refused at once."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     timeout_s = parse_wait_s(timeout_s, "wait")
     check_page(offset, limit)
     statuses = _wait(ctx, principal, [job_id], timeout_s, _statuses)
@@ -144,7 +144,7 @@ def wait_for_results(
         raise NotFoundError(f"no job with id {job_id!r}")
     if statuses[job_id] in _ENDED:
         return {**job_results(ctx, principal, job_id, offset=offset, limit=limit), "ended": True}
-    infos = _job_infos(ctx, [job_id])
+    infos = _job_infos(ctx, principal, [job_id])
     if not infos:  # purged since the last look
         raise NotFoundError(f"no job with id {job_id!r}")
     return {"job_id": job_id, "ended": False, "job": infos[0].to_dict()}
@@ -156,12 +156,12 @@ def wait_for_jobs(
     """Answer as soon as at least one of ``job_ids`` has ended (or has no job),
     or after ``timeout_s`` seconds, with every id sorted into ended, open and
     missing. Ids are checked (text, 1 to 1,000 of them; repeats count once)."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     ids = _parse_ids(job_ids)
     timeout_s = parse_wait_s(timeout_s, "timeout_s")
     statuses = _wait(ctx, principal, ids, timeout_s, _statuses)
     ended = [i for i in ids if statuses.get(i) in _ENDED]
-    infos = {info.id: info for info in _job_infos(ctx, ended)}
+    infos = {info.id: info for info in _job_infos(ctx, principal, ended)}
     return Waited(
         ended=tuple(infos[i] for i in ended if i in infos),
         open=tuple(i for i in ids if i in statuses and statuses[i] not in _ENDED),
@@ -191,13 +191,14 @@ def _wait(
     principal: Principal,
     ids: list[str],
     timeout_s: float,
-    look: Callable[[Context, list[str]], dict[str, str]],
+    look: Callable[[Context, Principal, list[str]], dict[str, str]],
 ) -> dict[str, str]:
-    """Each id's status as ``look`` reads it from the database (unknown ids left
-    out), once one has ended or gone, or at the deadline."""
+    """Each id's status as ``look`` reads it from the database (unknown ids, and
+    those of jobs the principal may not see, left out), once one has ended or
+    gone, or at the deadline."""
     deadline = time.monotonic() + timeout_s
     cursors = _last_ids(ctx, ids)  # before the database read: see the module's docstring
-    statuses = look(ctx, ids)
+    statuses = look(ctx, principal, ids)
     if _answered(ids, statuses):
         return statuses
     with acquire_slot(ctx, principal) as slot:
@@ -205,7 +206,7 @@ def _wait(
         while True:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
-                return look(ctx, ids)  # as they are now, not at the last look
+                return look(ctx, principal, ids)  # as they are now, not at the last look
             slot.renew()
             if cursors is None:
                 # Redis is away: read the database a few times a second instead.
@@ -217,7 +218,7 @@ def _wait(
             else:
                 news, cursors = _read(ctx, ids, statuses, cursors, left_s)
             if news:
-                statuses = look(ctx, ids)
+                statuses = look(ctx, principal, ids)
                 if _answered(ids, statuses):
                     return statuses
 
@@ -268,23 +269,31 @@ def _answered(ids: list[str], statuses: dict[str, str]) -> bool:
 
 
 #: Built once, as ``jobs.read_job_infos``'s reads are: every look runs it.
-_STATUSES = select(Job.id, Job.status).where(Job.id.in_(bindparam("b_ids", expanding=True)))
+_STATUSES = select(Job.id, Job.status, Job.project).where(
+    Job.id.in_(bindparam("b_ids", expanding=True))
+)
 
 
-def _statuses(ctx: Context, ids: list[str]) -> dict[str, str]:
+def _statuses(ctx: Context, principal: Principal, ids: list[str]) -> dict[str, str]:
+    """The statuses of the jobs of ``ids`` the principal may see."""
     found: dict[str, str] = {}
     with ctx.sessions.reading_connection() as conn:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
             rows = conn.execute(_STATUSES, {"b_ids": batch})
-            found.update((row.id, row.status) for row in rows)
+            found.update(
+                (row.id, row.status) for row in rows if principal.can(Right.VIEW, row.project)
+            )
     return found
 
 
-def _job_infos(ctx: Context, ids: list[str]) -> list[JobInfo]:
+def _job_infos(ctx: Context, principal: Principal, ids: list[str]) -> list[JobInfo]:
+    """The jobs of ``ids`` the principal may see."""
     infos: list[JobInfo] = []
     with ctx.sessions.reading_connection() as conn:
         for start in range(0, len(ids), _ID_BATCH):
             batch = ids[start : start + _ID_BATCH]
-            infos.extend(read_job_infos(conn, batch))
+            infos.extend(
+                i for i in read_job_infos(conn, batch) if principal.can(Right.VIEW, i.project)
+            )
     return infos

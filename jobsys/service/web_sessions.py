@@ -22,8 +22,9 @@ from jobsys.auth import Principal
 from jobsys.context import Context
 from jobsys.errors import Unauthenticated
 from jobsys.service.audit import record
+from jobsys.service.members import memberships
 from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
-from jobsys.service.tokens import token_principal, touch_token, verify_token
+from jobsys.service.tokens import token_owner, token_principal, touch_token, verify_token
 from jobsys.service.users import check_password
 from jobsys.store.models import Token, User, WebSession, utcnow
 
@@ -68,6 +69,16 @@ def start_web_session(
             raise
         throttle.release("", source)
         row = WebSession(token_id=token_id)
+    return _open(ctx, row, principal)
+
+
+def open_user_session(ctx: Context, user_id: int, principal: Principal) -> StartedSession:
+    """A page session for a user someone else vouched for: an identity provider
+    whose answer ``oidc_users.oidc_sign_in`` checked."""
+    return _open(ctx, WebSession(user_id=user_id), principal)
+
+
+def _open(ctx: Context, row: WebSession, principal: Principal) -> StartedSession:
     reference = secrets.token_urlsafe(32)
     now = utcnow()
     row.id = _digest(reference)
@@ -105,11 +116,11 @@ def session_principal(ctx: Context, reference: str | None, *, source: str = "") 
             user = session.get(User, row.user_id)
             if user is None or user.disabled_at is not None:
                 raise Unauthenticated("your user no longer exists or was disabled; sign in again")
-            return Principal(user.name, user.role, source)
+            return Principal(user.name, user.role, source, memberships(session, user.id))
         token = session.get(Token, row.token_id)
         if token is None:
             raise Unauthenticated("the token of this session is gone; sign in again")
-        owner = session.get(User, token.user_id) if token.user_id is not None else None
+        owner = token_owner(session, token)
     principal = token_principal(token, owner, source=source)
     touch_token(ctx, token)
     return principal

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from jobsys.auth import Principal, Right, require
+from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.broker.dispatch import WorkerInfo
 from jobsys.context import Context
 from jobsys.errors import DispatchError
@@ -55,7 +55,7 @@ def list_workers(ctx: Context, principal: Principal) -> list[WorkerInfo]:
     or lost, with queues, concurrency, active tasks and the tasks each completed
     and failed. Reads one Redis hash, so pages that refresh every few seconds
     cost a millisecond, not the seconds Celery's inspect broadcast waits."""
-    require(principal, Right.VIEW)
+    require_somewhere(principal, Right.VIEW)
     now = datetime.now(UTC).timestamp()
     beats = ctx.dispatcher.heartbeats()
     old = [name for name, beat in beats.items() if now - beat["ts"] > FORGET_AFTER_S]

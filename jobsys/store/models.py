@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     Boolean,
     DateTime,
@@ -21,9 +22,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from jobsys.specs import DEFAULT_PROJECT
 from jobsys.states import JobStatus, TaskState
 
 
@@ -56,6 +59,57 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class Project(Base):
+    """A team's space: its jobs, templates, schedules, secrets, tokens and audit
+    entries belong to it, and its members each have a role in it."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+
+
+# Every database has the default project from its first day: the migration that
+# added projects made it, and a new database made by create_all makes it here.
+event.listen(
+    Project.__table__,
+    "after_create",
+    DDL(
+        "INSERT INTO projects (name, description, created_at, created_by) "
+        f"VALUES ('{DEFAULT_PROJECT}', '', CURRENT_TIMESTAMP, 'jobsys')"
+    ),
+)
+
+
+class ProjectMember(Base):
+    """A user's role in one project (``viewer``, ``operator``, ``developer``, ``admin``)."""
+
+    __tablename__ = "project_members"
+
+    project: Mapped[str] = mapped_column(
+        String(64), ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_project_members_user", "user_id"),)
+
+
+def _project(table: str, *, primary_key: bool = False) -> Any:
+    """The project column of an object that always belongs to one. Its foreign
+    key is named, as the migration that added it to existing tables named it."""
+    return mapped_column(
+        String(64),
+        ForeignKey("projects.name", name=f"fk_{table}_project"),
+        primary_key=primary_key,
+        default=DEFAULT_PROJECT,
+    )
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -77,6 +131,8 @@ class Job(Base):
     #: submitter, kept through reruns, resumes and schedule firings. Clients
     #: unpickle results only for this principal (unpickling runs code).
     code_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: The project it belongs to (columns added by a migration come last).
+    project: Mapped[str] = _project("jobs")
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="job", order_by="Step.position", cascade="all, delete-orphan"
@@ -94,6 +150,8 @@ class Job(Base):
         # With id, a name search reads its matches' keys from the index alone.
         Index("ix_jobs_name_created", "name", "created_at", "id"),
         Index("ix_jobs_finished", "finished_at", "id"),
+        # A project member's list: their project's jobs, newest first.
+        Index("ix_jobs_project_created", "project", "created_at", "id"),
     )
 
 
@@ -200,17 +258,26 @@ class LogLine(Base):
 
 
 class User(Base):
-    """A person who signs in to the web UI; the password is kept as a scrypt hash."""
+    """A person who signs in to the web UI; the password is kept as a scrypt hash.
+
+    ``role`` is the global role, held in every project ("" for none: most users
+    have roles per project, in ``project_members``)."""
 
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(32))
+    role: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: ``<issuer> <sub>`` of a user who signs in through OpenID Connect: the
+    #: provider's subject is the identity, never a name it sends (a name may
+    #: already be a local user's).
+    oidc_subject: Mapped[str | None] = mapped_column(String(512), default=None)
+
+    __table_args__ = (UniqueConstraint("oidc_subject", name="uq_users_oidc_subject"),)
 
 
 class Token(Base):
@@ -233,6 +300,10 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     #: After this the token is refused (401 naming why); None: it does not expire.
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: The project it acts in; None for a global token (global admins make those).
+    project: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("projects.name", name="fk_tokens_project"), default=None
+    )
 
 
 class WebSession(Base):
@@ -272,7 +343,8 @@ class Schedule(Base):
     __tablename__ = "schedules"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    #: Unique within its project.
+    name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     cron: Mapped[str | None] = mapped_column(String(200), default=None)
     interval_s: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -298,8 +370,12 @@ class Schedule(Base):
     #: ``owner`` it moves only when the spec does (an admin who just disables
     #: the schedule does not become the owner of someone else's code).
     code_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    project: Mapped[str] = _project("schedules")
 
-    __table_args__ = (Index("ix_schedules_due", "enabled", "next_fire_at"),)
+    __table_args__ = (
+        Index("ix_schedules_due", "enabled", "next_fire_at"),
+        UniqueConstraint("project", "name", name="uq_schedules_project_name"),
+    )
 
 
 class ScheduleRun(Base):
@@ -334,6 +410,7 @@ class CatalogEntry(Base):
 
     __tablename__ = "catalog"
 
+    project: Mapped[str] = _project("catalog", primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     source: Mapped[str] = mapped_column(Text)
     #: The template file's content as loaded; None when it is broken.
@@ -358,11 +435,15 @@ class AuditEntry(Base):
     outcome: Mapped[str] = mapped_column(String(16), default="ok")
     source: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    #: The project it happened in; None for what is global (users, projects, sign-ins).
+    #: Not a foreign key: the trail outlives a deleted project.
+    project: Mapped[str | None] = mapped_column(String(64), default=None)
 
     __table_args__ = (
         Index("ix_audit_ts", "ts"),
         Index("ix_audit_actor_ts", "actor", "ts"),
         Index("ix_audit_action_ts", "action", "ts"),
+        Index("ix_audit_project_ts", "project", "ts"),
     )
 
 
@@ -376,6 +457,7 @@ class Secret(Base):
 
     __tablename__ = "secrets"
 
+    project: Mapped[str] = _project("secrets", primary_key=True)
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     roles: Mapped[list[Any]] = mapped_column(JSON)

@@ -106,7 +106,7 @@ def test_terminate_through_the_proxy_cancels_the_docker_job_as_the_caller(
     answer = client.post(
         f"/flower/api/task/revoke/{task['id']}",
         data={"terminate": "true"},  # as Flower's Terminate button posts it
-        headers=stack_bearer(stack, "operator"),
+        headers=stack_bearer(stack, "operator", everywhere=True),
     )
     assert answer.status_code == 200 and answer.json["job_id"] == job_id
     job = finished(stack, job_id, timeout=30)

@@ -55,13 +55,15 @@ def test_flower_through_the_proxy_follows_roles(
     assert client.get("/flower/api/workers").status_code == 302  # to the sign-in page
 
     def workers() -> dict[str, object]:
-        answer = client.get("/flower/api/workers?refresh=1", headers=stack_bearer(stack, "viewer"))
+        answer = client.get(
+            "/flower/api/workers?refresh=1", headers=stack_bearer(stack, "viewer", everywhere=True)
+        )
         assert answer.status_code == 200
         return answer.json
 
     found = wait_until(workers, 30, "Flower to list the worker")
     assert any(name.startswith(f"it-{stack.name}@") for name in found)
-    metrics = client.get("/flower/metrics", headers=stack_bearer(stack, "viewer"))
+    metrics = client.get("/flower/metrics", headers=stack_bearer(stack, "viewer", everywhere=True))
     assert metrics.status_code == 200 and b"flower_worker_online" in metrics.data
 
     # Flower shows our tasks by job, step and chunk, not as opaque item blobs
@@ -70,7 +72,7 @@ def test_flower_through_the_proxy_follows_roles(
 
     def shown() -> bool:
         tasks = client.get(
-            "/flower/api/tasks?limit=200", headers=stack_bearer(stack, "viewer")
+            "/flower/api/tasks?limit=200", headers=stack_bearer(stack, "viewer", everywhere=True)
         ).json
         return any(f"job={job.id}" in str(t.get("args")) for t in tasks.values())
 
@@ -78,16 +80,22 @@ def test_flower_through_the_proxy_follows_roles(
 
     # a task that is no jobsys job's: Flower's revoke, for an admin only
     revoke = "/flower/api/task/revoke/0f0f0f0f-0000-0000-0000-000000000000"
-    assert client.post(revoke, headers=stack_bearer(stack, "viewer")).json["right"] == "cancel"
-    assert client.post(revoke, headers=stack_bearer(stack, "operator")).json["right"] == "admin"
-    answer = client.post(revoke, headers=stack_bearer(stack, "admin"))
+    assert (
+        client.post(revoke, headers=stack_bearer(stack, "viewer", everywhere=True)).json["right"]
+        == "cancel"
+    )
+    assert (
+        client.post(revoke, headers=stack_bearer(stack, "operator", everywhere=True)).json["right"]
+        == "admin"
+    )
+    answer = client.post(revoke, headers=stack_bearer(stack, "admin", everywhere=True))
     assert answer.status_code == 200 and "Revoked" in answer.json["message"]
     send = "/flower/api/task/send-task/jobsys.reap_orphans"
-    denied = client.post(send, headers=stack_bearer(stack, "developer"))
+    denied = client.post(send, headers=stack_bearer(stack, "developer", everywhere=True))
     assert denied.status_code == 403 and denied.json["right"] == "admin"
 
     # a signed-in page session sees Flower's own pages
-    sign_in(client, new_token(stack.ctx, "viewer", name="flower-viewer"))
+    sign_in(client, new_token(stack.ctx, "viewer", name="flower-viewer", everywhere=True))
     page = client.get("/flower/workers")
     assert page.status_code == 200 and b"Flower" in page.data
     # the tasks page asks for its rows by POST, from our own origin: Flower answers;
@@ -123,7 +131,7 @@ def test_a_path_that_hides_another_route_never_reaches_worker_control(
     client = proxied[0].test_client()
     worker = our_worker(stack)
     before = pool_size(stack, worker)
-    operator = stack_bearer(stack, "operator")
+    operator = stack_bearer(stack, "operator", everywhere=True)
     hidden = [
         f"/flower/api/task/revoke/../../worker/pool/grow/{worker}?n=1",
         f"/flower/api/task/revoke/%2e%2e/%2e%2e/worker/pool/grow/{worker}?n=1",
@@ -151,7 +159,7 @@ def test_a_path_that_hides_another_route_never_reaches_worker_control(
     grow = f"/flower/api/worker/pool/grow/{worker}?n=1"
     denied = client.post(grow, headers=operator)
     assert denied.status_code == 403 and denied.json["right"] == "admin"
-    admin = stack_bearer(stack, "admin")
+    admin = stack_bearer(stack, "admin", everywhere=True)
     assert client.post(grow, headers=admin).status_code == 200
     try:
         wait_until(lambda: pool_size(stack, worker) == before + 1, 30, "the pool to grow")
@@ -198,12 +206,12 @@ def test_a_revoke_through_the_proxy_is_the_jobs_cancel_as_the_caller(
     task_id = running_task(stack, job.id)
     terminate = f"/flower/api/task/revoke/{task_id}?terminate=true"
     # the template lets only admins stop its jobs, through Flower as with the Cancel button
-    denied = client.post(terminate, headers=stack_bearer(stack, "operator"))
+    denied = client.post(terminate, headers=stack_bearer(stack, "operator", everywhere=True))
     assert denied.status_code == 403
     assert "lets only the roles admin stop its jobs" in denied.json["message"]
     assert service.get_job(stack.ctx, SYSTEM, job.id).status == "running"
     started = time.monotonic()
-    answer = client.post(terminate, headers=stack_bearer(stack, "admin"))
+    answer = client.post(terminate, headers=stack_bearer(stack, "admin", everywhere=True))
     assert answer.status_code == 200 and answer.json["job_id"] == job.id
     done = service.get_job(stack.ctx, SYSTEM, job.id)
     assert done.status == "cancelled"
@@ -225,7 +233,8 @@ def test_a_revoke_through_the_proxy_is_the_jobs_cancel_as_the_caller(
         plain = c.map(time.sleep, [60], chunk_size=1)
     task_id = running_task(stack, plain.id)
     answer = client.post(
-        f"/flower/api/task/revoke/{task_id}", headers=stack_bearer(stack, "operator")
+        f"/flower/api/task/revoke/{task_id}",
+        headers=stack_bearer(stack, "operator", everywhere=True),
     )
     assert answer.status_code == 200
     assert service.get_job(stack.ctx, SYSTEM, plain.id).status == "cancelled"

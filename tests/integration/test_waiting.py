@@ -130,10 +130,10 @@ def test_an_end_between_the_first_look_and_the_read_is_not_missed(
     looks = 0
     real = waiting._statuses
 
-    def look_then_end(ctx: Context, ids: list[str]) -> dict[str, str]:
+    def look_then_end(ctx: Context, principal: Principal, ids: list[str]) -> dict[str, str]:
         nonlocal looks
         looks += 1
-        seen = real(ctx, ids)
+        seen = real(ctx, principal, ids)
         if looks == 1:
             play_docker_step(ctx, sent)  # ends it right after the look saw it queued
         return seen

@@ -23,9 +23,14 @@ def bearer_of(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def new_token(ctx: Context, role: str = "developer", name: str | None = None) -> str:
-    """A new token with ``role``, named after it unless ``name`` is given."""
-    return service.create_token(ctx, SYSTEM, name=name or role, role=role).token
+def new_token(
+    ctx: Context, role: str = "developer", name: str | None = None, *, everywhere: bool = False
+) -> str:
+    """A new token with ``role`` in the default project (``everywhere``: a global
+    one, as Flower asks), named after its role unless ``name`` is given."""
+    return service.create_token(
+        ctx, SYSTEM, name=name or role, role=role, global_token=everywhere
+    ).token
 
 
 def bearer(ctx: Context, role: str = "developer") -> dict[str, str]:
@@ -33,9 +38,12 @@ def bearer(ctx: Context, role: str = "developer") -> dict[str, str]:
     return bearer_of(new_token(ctx, role))
 
 
-def stack_bearer(stack: LiveStack, role: str = "developer") -> dict[str, str]:
-    """Authorization headers of the live stack's token of ``role`` (``test-<role>``)."""
-    return bearer_of(stack.token(role))
+def stack_bearer(
+    stack: LiveStack, role: str = "developer", *, everywhere: bool = False
+) -> dict[str, str]:
+    """Authorization headers of the live stack's token of ``role`` (``test-<role>``);
+    ``everywhere``: a global one, as Flower asks."""
+    return bearer_of(stack.token(role, everywhere=everywhere))
 
 
 def csrf_of(html: str) -> str:

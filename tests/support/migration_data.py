@@ -278,14 +278,18 @@ def seed_0001(conn: Connection) -> None:
         times=("created_at", "last_login_at", "disabled_at"),
     )
     conn.execute(
-        users.insert().values(
-            name="ann",
-            password_hash=generate_password_hash(PASSWORD),
-            role="developer",
-            created_at=T0,
-            last_login_at=None,
-            disabled_at=None,
-        )
+        users.insert(),
+        [
+            {
+                "name": name,
+                "password_hash": generate_password_hash(PASSWORD),
+                "role": role,
+                "created_at": T0,
+                "last_login_at": None,
+                "disabled_at": None,
+            }
+            for name, role in (("ann", "developer"), ("root", "admin"))
+        ],
     )
     user_id = conn.execute(sa.text("SELECT id FROM users WHERE name = 'ann'")).scalar_one()
     tokens = _t(
@@ -418,8 +422,16 @@ def seed_0001(conn: Connection) -> None:
     )
 
 
-#: Columns later revisions add to 0001 tables: not in a 0001 snapshot, checked on their own.
-ADDED_LATER = {"jobs": ("code_owner",), "schedules": ("code_owner",), "tokens": ("expires_at",)}
+#: Columns later revisions add to 0001 tables (or, as ``users.role``, change on
+#: purpose): not in a 0001 snapshot, checked on their own.
+ADDED_LATER = {
+    "jobs": ("code_owner", "project"),
+    "schedules": ("code_owner", "project"),
+    "tokens": ("expires_at", "project"),
+    "catalog": ("project",),
+    "audit": ("project",),
+    "users": ("role", "oidc_subject"),
+}
 
 
 def snapshot(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
@@ -472,6 +484,28 @@ def check_code_owner_backfilled(conn: Connection) -> None:
     assert [tuple(r) for r in schedules] == [("ann", "ann")]
 
 
+def check_projects_backfilled(conn: Connection) -> None:
+    """0009: everything is in ``default``; admins became global admins, every
+    other user's role moved to a membership of ``default``, and so did the
+    tokens of non-admins."""
+    for table in ("jobs", "schedules", "catalog"):
+        found = conn.execute(sa.text(f"SELECT DISTINCT project FROM {table}")).scalars()
+        assert list(found) == ["default"], table
+    users = conn.execute(sa.text("SELECT name, role FROM users ORDER BY name")).all()
+    assert [tuple(r) for r in users] == [("ann", ""), ("root", "admin")]
+    members = conn.execute(
+        sa.text(
+            "SELECT m.project, u.name, m.role FROM project_members m "
+            "JOIN users u ON u.id = m.user_id"
+        )
+    ).all()
+    assert [tuple(r) for r in members] == [("default", "ann", "developer")]
+    tokens = conn.execute(sa.text("SELECT name, role, project FROM tokens")).all()
+    assert [tuple(r) for r in tokens] == [("ann", "developer", "default")]
+    audit = conn.execute(sa.text("SELECT action, project FROM audit ORDER BY id")).all()
+    assert [tuple(r) for r in audit] == [("job.submit", "default"), ("login", None)]
+
+
 def at_0001_with_data(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Build the 0001 schema on ``engine``, seed it, and return its snapshot."""
     upgrade_schema(engine, "0001")
@@ -494,6 +528,7 @@ def check_rows_kept(conn: Connection, before: dict[str, list[tuple[Any, ...]]]) 
     assert snapshot(conn) == before
     check_tags_backfilled(conn)
     check_code_owner_backfilled(conn)
+    check_projects_backfilled(conn)
 
 
 def check_app_works(ctx: Context) -> None:
@@ -507,7 +542,9 @@ def check_app_works(ctx: Context) -> None:
     assert [e.line for e in service.job_logs(ctx, SYSTEM, "j1" * 16)] == ["hi", "1.0"]
     assert service.get_job(ctx, SYSTEM, "j3" * 16).rerun_of == "j2" * 16
     assert [s.name for s in service.list_schedules(ctx, SYSTEM)] == ["nightly"]
-    assert service.sign_in(ctx, "ann", PASSWORD).role == "developer"
+    ann = service.sign_in(ctx, "ann", PASSWORD)
+    assert (ann.role, ann.role_in("default")) == ("", "developer")
+    assert service.sign_in(ctx, "root", PASSWORD).role == "admin"
     assert service.authenticate(ctx, TOKEN).name == "ann"
 
     by_tag = service.list_jobs(ctx, SYSTEM, where=JobFilter.parse({"tag": "etl"}))

@@ -14,7 +14,7 @@ from jobsys import service
 from jobsys.auth import SYSTEM, Principal
 from jobsys.catalog import load_folder, parse_template
 from jobsys.context import Context
-from jobsys.errors import PermissionDenied, SpecError
+from jobsys.errors import NotFoundError, PermissionDenied, SpecError
 from tests.support.auth import bearer, csrf_of, signed_in
 from webui import create_app
 
@@ -50,6 +50,41 @@ def test_a_broken_template_is_reported_and_the_others_load(tmp_path: Path) -> No
     assert "steps[0].kind may not hold a placeholder" in errors["sneaky"]
     assert "steps[0].function may not hold a placeholder" in errors["code"]
     assert all(b.source.endswith("job.yaml") for b in broken)
+
+
+def test_a_projects_folder_holds_its_templates_and_the_flat_layout_is_default(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """``jobs/<template>/job.yaml`` is the default project's, ``jobs/<project>/<template>/``
+    that project's; the same name in two projects is two templates, each starting
+    jobs in its own project, and a folder for a project nobody added is reported."""
+    ok = "steps: [{kind: docker, image: jobsys/busybox:local, command: ['true']}]"
+    write(tmp_path, "nightly", ok)
+    write(tmp_path, "data/nightly", ok)
+    write(tmp_path, "data/load", ok)
+    write(tmp_path, "ghost/thing", ok)
+    write(tmp_path, "Not A Project/x", ok)  # neither a template nor a project's folder
+    templates, broken = load_folder(tmp_path)
+    assert sorted((t.project, t.name) for t in templates) == [
+        ("data", "load"), ("data", "nightly"), ("default", "nightly"), ("ghost", "thing")
+    ]  # fmt: skip
+    assert broken == []
+    service.create_project(ctx, ADMIN, "data")
+    loaded = service.reload_catalog(ctx, ADMIN, tmp_path)
+    assert sorted((t.project, t.name) for t in loaded.templates) == [
+        ("data", "load"), ("data", "nightly"), ("default", "nightly")
+    ]  # fmt: skip
+    assert [(b.project, b.name) for b in loaded.broken] == [("ghost", "thing")]
+    assert "no project named 'ghost'" in loaded.broken[0].error
+    in_data = service.start_template(ctx, ADMIN, "nightly", {}, project="data")
+    in_default = service.start_template(ctx, ADMIN, "nightly", {})
+    assert (in_data.project, in_default.project) == ("data", "default")
+    member = Principal("dora", projects=(("data", "operator"),))
+    # Their only project is the default for names: "load" is found in data.
+    assert service.start_template(ctx, member, "load", {}).project == "data"
+    with pytest.raises(NotFoundError, match="no template 'nightly' in project 'default'"):
+        service.start_template(ctx, member, "nightly", {}, project="default")
+    assert [t.name for t in service.list_catalog(ctx, member).templates] == ["load", "nightly"]
 
 
 TEMPLATE = {

@@ -8,6 +8,7 @@ exit code on success and on a bad argument (cli.py: 2 bad input or state,
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,21 @@ def ok(result: Result) -> str:
 def refused(result: Result, code: int, words: str) -> None:
     assert result.exit_code == code, (result.output, result.exception)
     assert words in result.output, result.output
+
+
+def test_project_from_the_option_or_jobsys_project(cli: Any, ctx: Context) -> None:
+    """``--project`` (or ``JOBSYS_PROJECT``) says where a submitted job goes and
+    what ``jobs`` lists; a project that does not exist is refused, storing nothing."""
+    service.create_project(ctx, SYSTEM, "data")
+    spec = ("submit", "docker", "--json", "jobsys/busybox:local", "true")
+    assert json.loads(ok(cli("--project", "data", *spec)))["project"] == "data"
+    assert json.loads(ok(cli(*spec)))["project"] == "default"
+    assert "JOBSYS_PROJECT" not in os.environ  # the option's value went with its command
+    listed = json.loads(ok(cli("--project", "data", "jobs", "--json")))
+    assert [j["project"] for j in listed] == ["data"]
+    assert len(json.loads(ok(cli("jobs", "--json")))) == 2  # every project of the caller
+    refused(cli("--project", "nowhere", *spec), 3, "no project named 'nowhere'")
+    assert len(service.list_jobs(ctx, SYSTEM).items) == 2
 
 
 def test_submit_docker(cli: Any, ctx: Context, dispatcher: MemoryDispatcher) -> None:
@@ -174,23 +190,50 @@ def test_catalog_test_and_reload(cli: Any, ctx: Context, tmp_path: Path) -> None
 
 def test_users_add_list_set_role_and_disable(cli: Any, ctx: Context) -> None:
     assert ok(cli("users", "add", "bob", "--password-stdin", input="correct horse\n")) == (
-        "added bob (operator)\n"
+        "added bob (operator in default)\n"
     )
-    assert service.sign_in(ctx, "bob", "correct horse").role == "operator"
+    assert service.sign_in(ctx, "bob", "correct horse").role_in("default") == "operator"
     refused(cli("users", "add", "bob", "--password-stdin", input="correct horse\n"), 2, "bob")
     refused(cli("users", "add", "kim", "--password-stdin", input="short\n"), 2, "at least 8")
+    refused(
+        cli("users", "add", "kim", "--project", "nowhere", "--password-stdin", input="x" * 9),
+        3,
+        "no project named 'nowhere'",
+    )
     listed = ok(cli("users", "list")).split()
-    assert listed == ["bob", "operator", "active"]
-    assert json.loads(ok(cli("users", "list", "--json")))[0]["name"] == "bob"
+    assert listed == ["bob", "active", "operator", "in", "default"]
+    assert json.loads(ok(cli("users", "list", "--json")))[0]["projects"] == {"default": "operator"}
 
-    assert ok(cli("users", "set-role", "bob", "developer")) == "bob is now developer\n"
-    assert [(u.name, u.role) for u in service.list_users(ctx, ADMIN)] == [("bob", "developer")]
+    assert ok(cli("users", "set-role", "bob", "developer")) == "bob is now developer in default\n"
+    assert [(u.name, u.projects) for u in service.list_users(ctx, ADMIN)] == [
+        ("bob", {"default": "developer"})
+    ]
     refused(cli("users", "set-role", "bob", "emperor"), 2, "emperor")
     refused(cli("users", "set-role", "nobody", "viewer"), 3, "nobody")
+    refused(cli("users", "set-role", "bob", "admin", "--project", "x", "--global"), 2, "not both")
+
+    # Projects: add one, grant bob a role there; --global makes a global role.
+    assert ok(cli("projects", "add", "data")) == "added project data\n"
+    refused(cli("projects", "add", "data"), 2, "exists")
+    refused(cli("projects", "add", "Data Team"), 2, "lower-case")
+    assert ok(cli("projects", "grant", "data", "bob", "viewer")) == "bob is now viewer in data\n"
+    refused(cli("projects", "grant", "nowhere", "bob", "viewer"), 3, "no project named")
+    listed = ok(cli("projects", "list")).splitlines()
+    assert listed == [
+        "data                     bob (viewer)",
+        "default                  bob (developer)",
+    ]
+    assert ok(cli("users", "set-role", "bob", "admin", "--global")) == "bob is now admin globally\n"
+    bob = service.sign_in(ctx, "bob", "correct horse")
+    assert (bob.role, bob.projects) == ("admin", (("data", "viewer"), ("default", "developer")))
+    assert ok(cli("projects", "revoke", "data", "bob")) == "bob is no longer a member of data\n"
+    refused(cli("projects", "revoke", "data", "bob"), 3, "not a member")
 
     assert ok(cli("users", "disable", "bob")) == "bob disabled\n"
     assert [u.disabled for u in service.list_users(ctx, ADMIN)] == [True]
-    assert ok(cli("users", "list")).split() == ["bob", "developer", "disabled"]
+    assert ok(cli("users", "list")).split() == [
+        "bob", "disabled", "admin", "(global),", "developer", "in", "default"
+    ]  # fmt: skip
     with pytest.raises(Unauthenticated):
         service.sign_in(ctx, "bob", "correct horse")
     refused(cli("users", "disable", "nobody"), 3, "nobody")
@@ -200,7 +243,9 @@ def test_token_list_and_revoke(cli: Any, ctx: Context) -> None:
     issued = service.create_token(ctx, ADMIN, name="deploy-bot", role="operator")
     info = next(t for t in service.list_tokens(ctx, ADMIN) if t.name == "deploy-bot")
     row = next(line for line in ok(cli("token", "list")).splitlines() if "deploy-bot" in line)
-    assert row.split()[:5] == [str(info.id), info.key_id, "operator", "deploy-bot", "active"]
+    assert row.split()[:6] == [
+        str(info.id), info.key_id, "operator", "default", "deploy-bot", "active"
+    ]  # fmt: skip
     assert issued.token not in ok(cli("token", "list", "--json"))  # never the token itself
 
     assert ok(cli("token", "revoke", str(info.id))) == f"revoked token {info.id}\n"

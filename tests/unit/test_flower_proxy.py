@@ -106,7 +106,9 @@ def world(fake_flower: FakeFlower, tmp_path_factory: pytest.TempPathFactory) -> 
     service.reload_catalog(ctx, ADMIN, folder)
     tokens = {}
     for role in ROLES:
-        token = service.create_token(ctx, ADMIN, name=f"{role}-token", role=role).token
+        token = service.create_token(
+            ctx, ADMIN, name=f"{role}-token", role=role, global_token=True
+        ).token
         tokens[role] = bearer_of(token)
     return World(ctx, dispatcher, create_app(context=ctx).test_client(), tokens)
 
@@ -523,7 +525,9 @@ OURS = [
 def signed_in(world: World, role: str) -> FlaskClient:
     """A page client (the session cookie, no bearer token) of ``role``."""
     page: FlaskClient = world.client.application.test_client()
-    token = service.create_token(world.ctx, ADMIN, name=f"page-{role}", role=role).token
+    token = service.create_token(
+        world.ctx, ADMIN, name=f"page-{role}", role=role, global_token=True
+    ).token
     return sign_in(page, token)
 
 
@@ -622,7 +626,9 @@ def test_behind_a_trusted_proxy_the_origin_is_the_one_the_browser_used(
     page.environ_base.update(
         {"HTTP_X_FORWARDED_PROTO": "https", "HTTP_X_FORWARDED_HOST": "jobs.example.com"}
     )
-    token = service.create_token(proxied, ADMIN, name="page-behind", role="operator").token
+    token = service.create_token(
+        proxied, ADMIN, name="page-behind", role="operator", global_token=True
+    ).token
     form = page.get("/login").get_data(as_text=True)
     login = page.post(
         "/login",

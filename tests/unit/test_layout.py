@@ -29,6 +29,7 @@ DOMAIN = {
     "jobsys.errors",
     "jobsys.fastjson",
     "jobsys.keys",
+    "jobsys.oidc_roles",
     "jobsys.schedule_spec",
     "jobsys.signing",
     "jobsys.specs",

@@ -76,6 +76,8 @@ ROUTES: list[Route] = [
     Route("POST", "/login", PUBLIC, form=(("name", "olga"), ("password", "a-long-password-1"))),
     Route("POST", "/logout", PUBLIC),
     Route("GET", "/api/openapi.json", PUBLIC),
+    Route("GET", "/login/oidc", PUBLIC),  # "Sign in with ..." (404 when none is set up)
+    Route("GET", "/login/oidc/callback", PUBLIC),
     Route("GET", "/static/<path:filename>", PUBLIC, sample="style.css"),
     # -- view: "viewer reads" -------------------------------------------------
     Route("GET", "/", "view"),  # the Dashboard
@@ -105,6 +107,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/schedules", "view"),
     Route("GET", "/api/schedules/<ref>", "view"),
     Route("GET", "/api/schedules/<ref>/runs", "view"),
+    Route("GET", "/api/projects", "view"),  # "lists your projects"
     # Flower through the web app: "reading its pages, API and /metrics needs view".
     Route("GET", "/flower/", "view"),
     Route("GET", "/flower/<path:path>", "view", sample="api/workers"),
@@ -160,6 +163,11 @@ ROUTES: list[Route] = [
     Route("POST", "/secrets", "admin", form=(("name", "matrix"), ("value", "a-value"))),
     Route("POST", "/secrets/<name>/delete", "admin"),
     Route("GET", "/api/audit", "admin"),
+    # "a global admin manages projects and users"
+    Route("POST", "/api/projects", "admin"),
+    Route("POST", "/projects", "admin", form=(("name", "matrix"),)),  # the Users page's form
+    Route("PUT", "/api/projects/<project>/members/<user>", "admin"),
+    Route("DELETE", "/api/projects/<project>/members/<user>", "admin"),
     Route("GET", "/audit", "admin"),
     # Flower: "anything else that changes something ... needs admin".
     Route("POST", "/flower/<path:path>", "admin", sample="api/worker/pool/grow/python@h"),
@@ -197,13 +205,19 @@ class World:
     values: dict[str, str]
 
     def url(self, route: Route) -> str:
-        def fill(match: re.Match[str]) -> str:
-            name = match.group(1).rpartition(":")[2]
-            if name in ("path", "filename"):
-                return re.sub(r"<([^>]+)>", fill, route.sample)
-            return self.values[name]
+        return filled(route, self.values)
 
-        return re.sub(r"<([^>]+)>", fill, route.rule)
+
+def filled(route: Route, values: dict[str, str]) -> str:
+    """The route's URL with its placeholders (and its sample's) filled from ``values``."""
+
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1).rpartition(":")[2]
+        if name in ("path", "filename"):
+            return re.sub(r"<([^>]+)>", fill, route.sample)
+        return values[name]
+
+    return re.sub(r"<([^>]+)>", fill, route.rule)
 
 
 @pytest.fixture
@@ -227,8 +241,13 @@ def world(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     service.add_user(live, SYSTEM, name="olga", password="a-long-password-1", role="viewer")
     service.set_secret(live, SYSTEM, "echo", "a-secret-value")
     spare = service.create_token(live, SYSTEM, name="spare", role="viewer")
+    # Each role held globally (in every project): the README's roles, and what
+    # Flower asks for. Roles within one project have their own matrix
+    # (test_projects_matrix.py).
     tokens = {
-        role: service.create_token(live, SYSTEM, name=f"matrix-{role}", role=role).token
+        role: service.create_token(
+            live, SYSTEM, name=f"matrix-{role}", role=role, global_token=True
+        ).token
         for role in README_ROLES
         if role != "none"
     }
@@ -238,6 +257,7 @@ def world(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     task_id = ctx.dispatcher.published[0].task_id  # type: ignore[attr-defined]
     values = {"job_id": job.id, "name": "echo", "ref": "nightly", "token_id": str(token_id)}
     values["task_id"] = task_id
+    values["project"], values["user"] = "default", "olga"
     yield World(app=app, tokens=tokens, values=values)
 
 

@@ -39,8 +39,10 @@ def test_every_route_checks_the_right_it_declares(ctx: Context) -> None:
     service.reload_catalog(ctx, SYSTEM, EXAMPLES)
     app = create_app(context=ctx)
     app.config["WTF_CSRF_ENABLED"] = False  # CSRF has its own tests; this one is about rights
+    # Roles held globally: what every route, Flower's included, is declared for.
     tokens = {
-        role: service.create_token(ctx, SYSTEM, name=role, role=role).token for role in ROLE_RIGHTS
+        role: service.create_token(ctx, SYSTEM, name=role, role=role, global_token=True).token
+        for role in ROLE_RIGHTS
     }
     # Pages sign in the way the sign-in page does: the cookie holds a session reference.
     references = {
@@ -85,7 +87,8 @@ def test_users_sign_in_and_their_tokens_follow_them(ctx: Context) -> None:
     service.add_user(ctx, admin, name="olga", password="correct horse", role="operator")
     with pytest.raises(Exception, match="at least 8"):
         service.add_user(ctx, admin, name="short", password="123", role="viewer")
-    assert service.sign_in(ctx, "olga", "correct horse", source="1.2.3.4").role == "operator"
+    olga = service.sign_in(ctx, "olga", "correct horse", source="1.2.3.4")
+    assert (olga.role, olga.role_in("default")) == ("", "operator")
     with pytest.raises(Exception, match="wrong name or password"):
         service.sign_in(ctx, "olga", "wrong", source="1.2.3.4")
     token = service.create_token(ctx, admin, name="x", role="viewer", user="olga").token
@@ -144,7 +147,7 @@ def test_tokens_are_stored_as_scrypt_hashes(ctx: Context) -> None:
         row = session.scalar(select(Token))
     assert row is not None and row.token_hash.startswith("scrypt$")
     assert token.split(".")[1] not in row.token_hash and row.key_id in token
-    assert service.authenticate(ctx, token).role == "viewer"
+    assert service.authenticate(ctx, token).role_in("default") == "viewer"
     for wrong in (token[:-2] + "xx", "jst_nodot", token.replace("jst_", "")):
         with pytest.raises(Unauthenticated):
             service.authenticate(ctx, wrong)
@@ -181,7 +184,7 @@ def test_users_page_adds_and_manages_users(ctx: Context) -> None:
     assert client.post("/users", data={**form, "password": "long enough"}).status_code == 302
     client.post("/users/pat", data={"role": "viewer", "csrf_token": token})
     client.post("/users/pat", data={"password": "another one", "csrf_token": token})
-    assert service.sign_in(ctx, "pat", "another one").role == "viewer"
+    assert service.sign_in(ctx, "pat", "another one").role_in("default") == "viewer"
     client.post("/users/pat", data={"action": "disable", "csrf_token": token})
     assert [u.disabled for u in service.list_users(ctx, SYSTEM)] == [True]
     assert "pat" in client.get("/audit?actor=admin").get_data(as_text=True)

@@ -177,7 +177,9 @@ def test_an_unknown_secret_is_a_400_naming_field_and_secret_and_nothing_is_store
 def test_a_secret_with_no_roles_is_for_templates_only(ctx: Context) -> None:
     stored, _ = service.set_secret(ctx, ADMIN, "vault", VALUE, roles=[])
     assert stored.roles == ()
-    only_templates = "may be named only by catalog templates; your role is 'admin'"
+    only_templates = (
+        "may be named only by catalog templates; your role in project 'default' is 'admin'"
+    )
     with pytest.raises(SpecError, match=only_templates):
         service.submit_job(ctx, ADMIN, docker_using("vault"))
 
@@ -188,7 +190,7 @@ def test_a_secret_the_role_may_not_use_is_refused(ctx: Context) -> None:
         service.submit_job(ctx, DEV, docker_using("payroll"))
     assert refused.value.fields == {
         "steps[0].env.API_TOKEN": "secret 'payroll' may be named only by the roles admin; "
-        "your role is 'developer' (start a catalog template that uses it)"
+        "your role in project 'default' is 'developer' (start a catalog template that uses it)"
     }
     assert count(ctx, Job) == 0
     assert service.submit_job(ctx, ADMIN, docker_using("payroll")).status == "queued"
@@ -343,7 +345,7 @@ def test_the_submit_form_names_secrets_and_says_which_box_is_wrong(ctx: Context)
     unknown = refused(secrets="API_TOKEN=nope")
     assert "no secret named &#39;nope&#39;" in unknown
     assert 'class="field invalid">\n    <label for="secrets">' in unknown  # under the box
-    assert "your role is &#39;developer&#39;" in refused(secrets="V=vault")
+    assert "is &#39;developer&#39; (start a catalog template" in refused(secrets="V=vault")
     assert "line 1: write NAME=secret" in refused(secrets="stripe")
     assert "PLAIN is in Environment too" in refused(secrets="PLAIN=stripe")
     assert count(ctx, Job) == 0

@@ -212,7 +212,9 @@ def test_logs_tail(ctx: Context, developer: Principal) -> None:
 
 def test_tokens_are_hashed_and_authenticate(ctx: Context) -> None:
     issued = service.create_token(ctx, SYSTEM, name="ci", role="developer")
-    assert service.authenticate(ctx, issued.token) == Principal("ci", "developer")
+    assert service.authenticate(ctx, issued.token) == Principal(
+        "ci", projects=(("default", "developer"),)
+    )
     with pytest.raises(Unauthenticated):
         service.authenticate(ctx, issued.token + "x")
     with pytest.raises(Unauthenticated):

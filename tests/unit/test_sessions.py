@@ -24,7 +24,7 @@ from jobsys.store.db import make_session_factory
 from jobsys.store.models import WebSession, utcnow
 from tests.support.auth import csrf_of
 from webui import create_app
-from webui.views import _local
+from webui.views import local_path
 
 ADMIN = Principal("ada", "admin", "test")
 PASSWORD = "correct horse"
@@ -85,12 +85,12 @@ def test_next_must_be_a_path_on_this_site(app: Flask, ctx: Context) -> None:
             continue
         assert answer.status_code == 302, hostile
         assert answer.headers["Location"] == "/", f"{hostile} went to {answer.headers['Location']}"
-        assert _local(unquote(hostile.removeprefix("next="))) is None, hostile
+        assert local_path(unquote(hostile.removeprefix("next="))) is None, hostile
 
 
 @pytest.mark.parametrize("raw", ["/\x00/evil.example", "/\t/evil.example", "/\u0085//x", "/a\\b"])
 def test_control_characters_and_backslashes_anywhere_are_refused(raw: str) -> None:
-    assert _local(raw.encode().decode("unicode_escape")) is None
+    assert local_path(raw.encode().decode("unicode_escape")) is None
 
 
 @pytest.mark.parametrize(

@@ -52,21 +52,37 @@ def test_a_demoted_users_token_loses_the_rights_at_once(ctx: Context, client: Fl
 
 def test_a_token_for_a_user_is_at_most_their_role_now_and_after_a_demotion(ctx: Context) -> None:
     service.add_user(ctx, ADMIN, name="olga", password="correct horse", role="operator")
-    with pytest.raises(SpecError, match="olga is operator"):
+    with pytest.raises(SpecError, match="olga is operator in project 'default'"):
         service.create_token(ctx, ADMIN, name="x", role="developer", user="olga")
     operator = service.create_token(ctx, ADMIN, name="x", role="operator", user="olga").token
     viewer = service.create_token(ctx, ADMIN, name="x", role="viewer", user="olga").token
     service_token = service.create_token(ctx, ADMIN, name="ci", role="developer").token
-    assert service.authenticate(ctx, operator).role == "operator"
+
+    def role(token: str, project: str = "default") -> str:
+        return service.authenticate(ctx, token).role_in(project)
+
+    assert role(operator) == "operator"
     service.update_user(ctx, ADMIN, "olga", role="viewer")
-    assert service.authenticate(ctx, operator).role == "viewer"
-    assert service.authenticate(ctx, viewer).role == "viewer"
+    assert role(operator) == "viewer"
+    assert role(viewer) == "viewer"
     with pytest.raises(SpecError, match="olga is viewer"):
         service.create_token(ctx, ADMIN, name="x", role="operator", user="olga")
     service.update_user(ctx, ADMIN, "olga", role="admin")  # promoted: each token's own role caps
-    assert service.authenticate(ctx, operator).role == "operator"
-    assert service.authenticate(ctx, viewer).role == "viewer"
-    assert service.authenticate(ctx, service_token).role == "developer"  # no user: its own role
+    assert role(operator) == "operator"
+    assert role(viewer) == "viewer"
+    assert role(service_token) == "developer"  # no user: its own role
+    # A token acts in its own project only, whatever its user holds elsewhere.
+    assert role(operator, "data") == "" and service.authenticate(ctx, operator).role == ""
+    # A global token needs a global role of its user.
+    with pytest.raises(SpecError, match="olga is nothing globally"):
+        service.create_token(ctx, ADMIN, name="x", role="viewer", user="olga", global_token=True)
+    service.update_user(ctx, ADMIN, "olga", role="viewer", project=None)
+    everywhere = service.create_token(
+        ctx, ADMIN, name="x", role="viewer", user="olga", global_token=True
+    ).token
+    assert service.authenticate(ctx, everywhere).role == "viewer"
+    service.update_user(ctx, ADMIN, "olga", role="", project=None)  # no global role any more
+    assert service.authenticate(ctx, everywhere).role == ""
 
 
 def later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
