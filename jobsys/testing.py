@@ -174,9 +174,12 @@ def start_stack(
     """A worker and the web app on this database and Redis; ``overrides`` are
     Settings fields for every process (e.g. shorter TTLs for a soak)."""
     redis.Redis.from_url(redis_url).flushdb()
+    port = free_port()
     settings = Settings.from_env(
         {},
         **{
+            # Where browsers reach it (an identity provider sends them back there).
+            "public_url": f"http://127.0.0.1:{port}",
             "redis_url": redis_url,
             "database_url": database_url,
             "secret_key": SECRET,
@@ -187,7 +190,6 @@ def start_stack(
         },
     )
     fresh_database(database_url)
-    port = free_port()
     stack = LiveStack(
         name=name,
         settings=settings,
