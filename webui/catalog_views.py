@@ -12,6 +12,7 @@ from jobsys import service
 from jobsys.auth import Right
 from jobsys.catalog import Template
 from jobsys.errors import SpecError, Unauthenticated
+from webui.api import project_arg
 from webui.principal import context, needs, page_principal
 from webui.views import sign_in_first
 
@@ -23,7 +24,7 @@ bp.register_error_handler(Unauthenticated, sign_in_first)
 @needs(Right.VIEW)
 def index() -> str:
     principal = page_principal()
-    found = service.list_catalog(context(), principal)
+    found = service.list_catalog(context(), principal, project=project_arg())
     return render_template("catalog.html", catalog=found, principal=principal)
 
 
@@ -38,7 +39,7 @@ def reload() -> Response:
 @needs(Right.VIEW)
 def template(name: str) -> str:
     principal = page_principal()
-    found = service.get_template(context(), principal, name)
+    found = service.get_template(context(), principal, name, project=project_arg())
     form = {v.name: _shown(v.default) for v in found.variables if v.default is not None}
     return _start_page(found, form, {}, None)[0]
 
@@ -47,13 +48,13 @@ def template(name: str) -> str:
 @needs(Right.START)
 def start(name: str) -> Any:
     principal = page_principal()
-    found = service.get_template(context(), principal, name)
+    found = service.get_template(context(), principal, name, project=project_arg())
     form = {k: v for k, v in request.form.items() if k != "csrf_token"}
     for var in found.variables:
         if var.type == "bool":
             form[var.name] = "true" if form.get(var.name) else "false"
     try:
-        job = service.start_template(context(), principal, name, form)
+        job = service.start_template(context(), principal, name, form, project=found.project)
     except SpecError as exc:
         errors = {k.removeprefix("variables."): v for k, v in exc.fields.items()}
         return _start_page(found, form, errors, exc.message)
@@ -65,10 +66,16 @@ def start(name: str) -> Any:
 def schedule(name: str) -> Response:
     """A schedule for the template on its default cron line, with default variables."""
     principal = page_principal()
-    found = service.get_template(context(), principal, name)
+    found = service.get_template(context(), principal, name, project=project_arg())
     if not found.schedule:
         raise SpecError({"schedule": f"template {name!r} has no default schedule"})
-    body = {"name": name, "cron": found.schedule, "template": name, "variables": {}}
+    body = {
+        "name": name,
+        "cron": found.schedule,
+        "template": name,
+        "variables": {},
+        "project": found.project,
+    }
     created = service.create_schedule(context(), principal, body)
     return redirect(url_for("schedules.detail", ref=created.id))
 

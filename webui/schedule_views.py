@@ -53,7 +53,10 @@ def create() -> Any:
     principal = page_principal()
     form = _form()
     try:
-        created = service.create_schedule(context(), principal, schedule_from_form(form))
+        data = schedule_from_form(form)
+        if form.get("project"):  # the new-schedule form's project (a schedule stays in it)
+            data["project"] = form["project"]
+        created = service.create_schedule(context(), principal, data)
     except SpecError as exc:
         return _list_page(principal, form, exc.fields, exc.message)
     return redirect(url_for("schedules.detail", ref=created.id))

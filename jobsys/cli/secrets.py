@@ -10,7 +10,10 @@ import sys
 
 import click
 
-from jobsys.cli.users import CLI_ADMIN, configured_context
+from jobsys.cli.users import CLI_ADMIN, configured_context, project_option
+from jobsys.specs import DEFAULT_PROJECT
+
+PROJECT = project_option("The project the secret belongs to (default: default).")
 
 
 @click.group()
@@ -26,7 +29,8 @@ def secrets() -> None:
     help="Comma-separated roles that may name it in a spec they submit "
     "(default for a new secret: developer,admin; kept on a change).",
 )
-def set_command(name: str, roles: str | None) -> None:
+@PROJECT
+def set_command(name: str, roles: str | None, project: str | None) -> None:
     """Create secret NAME or change its value: read from standard input when it is
     not a terminal (one value; a trailing newline is dropped), else asked for."""
     from jobsys import service
@@ -36,35 +40,49 @@ def set_command(name: str, roles: str | None) -> None:
     else:
         value = sys.stdin.read().removesuffix("\n")
     wanted = None if roles is None else [r.strip() for r in roles.split(",") if r.strip()]
-    stored, created = service.set_secret(configured_context(), CLI_ADMIN, name, value, roles=wanted)
+    stored, created = service.set_secret(
+        configured_context(),
+        CLI_ADMIN,
+        name,
+        value,
+        roles=wanted,
+        project=service.check_project_name(project or DEFAULT_PROJECT),
+    )
     verb = "added" if created else "changed"
-    click.echo(f"{verb} secret {stored.name} (roles: {', '.join(stored.roles) or 'none'})")
+    click.echo(
+        f"{verb} secret {stored.name} in {stored.project} "
+        f"(roles: {', '.join(stored.roles) or 'none'})"
+    )
 
 
 @secrets.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def list_command(as_json: bool) -> None:
+@project_option("Only this project's secrets (default: every project's).")
+def list_command(as_json: bool, project: str | None) -> None:
     """Names, who may use them and when they changed; never the values."""
     from jobsys import service
 
-    found = service.list_secrets(configured_context(), CLI_ADMIN)
+    found = service.list_secrets(configured_context(), CLI_ADMIN, project=project)
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in found]))
         return
-    click.echo(f"{'NAME':<24} {'ROLES':<28} {'CHANGED':<17} BY")
+    click.echo(f"{'PROJECT':<16} {'NAME':<24} {'ROLES':<28} {'CHANGED':<17} BY")
     for s in found:
         changed = s.updated_at.strftime("%Y-%m-%d %H:%M")
-        click.echo(f"{s.name:<24} {','.join(s.roles) or '-':<28} {changed:<17} {s.updated_by}")
+        roles = ",".join(s.roles) or "-"
+        click.echo(f"{s.project:<16} {s.name:<24} {roles:<28} {changed:<17} {s.updated_by}")
 
 
 @secrets.command("delete")
 @click.argument("name")
-def delete_command(name: str) -> None:
+@PROJECT
+def delete_command(name: str, project: str | None) -> None:
     """Delete secret NAME; jobs that name it fail when their step starts."""
     from jobsys import service
 
-    service.delete_secret(configured_context(), CLI_ADMIN, name)
-    click.echo(f"deleted secret {name}")
+    where = service.check_project_name(project or DEFAULT_PROJECT)
+    service.delete_secret(configured_context(), CLI_ADMIN, name, project=where)
+    click.echo(f"deleted secret {name} from {where}")
 
 
 @secrets.command("new-key")

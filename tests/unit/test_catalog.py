@@ -15,7 +15,7 @@ from jobsys.auth import SYSTEM, Principal
 from jobsys.catalog import load_folder, parse_template
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, PermissionDenied, SpecError
-from tests.support.auth import bearer, csrf_of, signed_in
+from tests.support.auth import bearer, csrf_of, new_token, sign_in, signed_in
 from webui import create_app
 
 EXAMPLES = Path(__file__).parents[2] / "jobs"
@@ -85,6 +85,19 @@ def test_a_projects_folder_holds_its_templates_and_the_flat_layout_is_default(
     with pytest.raises(NotFoundError, match="no template 'nightly' in project 'default'"):
         service.start_template(ctx, member, "nightly", {}, project="default")
     assert [t.name for t in service.list_catalog(ctx, member).templates] == ["load", "nightly"]
+
+    # The Catalog page links each template in its own project, and its start form starts it there.
+    client = sign_in(
+        create_app(context=ctx).test_client(), new_token(ctx, "admin", everywhere=True)
+    )
+    listing = client.get("/catalog").get_data(as_text=True)
+    assert 'href="/catalog/nightly?project=data"' in listing
+    assert 'href="/catalog/nightly?project=default"' in listing
+    page = client.get("/catalog/nightly?project=data").get_data(as_text=True)
+    assert 'action="/catalog/nightly?project=data"' in page
+    started = client.post("/catalog/nightly?project=data", data={"csrf_token": csrf_of(page)})
+    job_id = started.headers["Location"].rsplit("/", 1)[1]
+    assert service.get_job(ctx, ADMIN, job_id).project == "data"
 
 
 TEMPLATE = {

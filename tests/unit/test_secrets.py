@@ -370,7 +370,7 @@ def test_the_cli_reads_the_value_from_stdin_never_an_argument(
         main, ["secrets", "set", "stripe", "--roles", "admin"], input=VALUE + "\n"
     )
     assert added.exit_code == 0, added.output
-    assert added.output == "added secret stripe (roles: admin)\n"
+    assert added.output == "added secret stripe in default (roles: admin)\n"
     as_argument = runner.invoke(main, ["secrets", "set", "stripe", VALUE])
     assert as_argument.exit_code == 2  # no such argument: values never go on a command line
     listed = runner.invoke(main, ["secrets", "list", "--json"])
@@ -381,8 +381,18 @@ def test_the_cli_reads_the_value_from_stdin_never_an_argument(
     assert service.reveal_secrets(ctx, SYSTEM, ["stripe"]) == {"stripe": VALUE}
     bad = runner.invoke(main, ["secrets", "set", "PATH"], input="x\n")
     assert bad.exit_code == 2 and "jobsys uses itself" in bad.output
+    # The same name in another project is another secret, that project's jobs' only.
+    service.create_project(ctx, SYSTEM, "data")
+    other = runner.invoke(main, ["--project", "data", "secrets", "set", "stripe"], input="v2\n")
+    assert other.output == "added secret stripe in data (roles: developer, admin)\n"
+    assert service.reveal_secrets(ctx, SYSTEM, ["stripe"], project="data") == {"stripe": "v2"}
+    assert service.reveal_secrets(ctx, SYSTEM, ["stripe"]) == {"stripe": VALUE}
+    in_data = runner.invoke(main, ["secrets", "list", "--project", "data", "--json"])
+    assert [(s["project"], s["name"]) for s in json.loads(in_data.output)] == [("data", "stripe")]
     assert runner.invoke(main, ["secrets", "delete", "stripe"]).exit_code == 0
     assert runner.invoke(main, ["secrets", "delete", "stripe"]).exit_code == 3
+    gone = runner.invoke(main, ["secrets", "delete", "stripe", "--project", "data"])
+    assert gone.output == "deleted secret stripe from data\n"
     key = runner.invoke(main, ["secrets", "new-key"]).output.strip()
     assert len(Fernet(key.encode()).encrypt(b"x")) > 0
 
