@@ -137,16 +137,21 @@ def remove_member(ctx: Context, principal: Principal, project: str, user: str) -
 
 
 def acting_project(principal: Principal, project: Any, right: Right) -> str:
-    """The project a new object goes into: the one named, else ``default`` or,
-    when ``default`` is not theirs, the caller's only project with ``right``.
-    The caller's ``right`` there is checked by whoever creates the object."""
+    """The project a new object goes into, or a name is looked up in: the one
+    named, else ``default`` or, when ``default`` is not theirs, the caller's
+    only project with ``right``; a caller with several is asked to name one
+    (SpecError). The caller's ``right`` there is checked by whoever acts."""
     if project is not None:
         return check_project_name(project)
     if principal.can(right, DEFAULT_PROJECT):
         return DEFAULT_PROJECT
-    found = principal.projects_with(right) or frozenset()
+    found = sorted(principal.projects_with(right) or ())
     if len(found) == 1:
-        return next(iter(found))
+        return found[0]
+    if found:
+        raise SpecError(
+            {"project": f"name the project (?project=, --project): you have {', '.join(found)}"}
+        )
     return DEFAULT_PROJECT
 
 

@@ -483,17 +483,18 @@ def _find(
     (default: the caller's own, see ``acting_project``); another project's
     schedule is not found."""
     require_somewhere(principal, Right.VIEW)
-    where = acting_project(principal, project, Right.VIEW)
-    query = select(Schedule).where(
-        or_(Schedule.id == ref, (Schedule.name == ref) & (Schedule.project == where))
-    )
-    if lock:
-        query = query.with_for_update()
-    found = list(session.scalars(query))
+
+    def first(*where: Any) -> Schedule | None:
+        query = select(Schedule).where(*where)
+        return session.scalar(query.with_for_update() if lock else query)
+
     # An id beats a name (a name may look like another schedule's id).
-    row = next((r for r in found if r.id == ref), found[0] if found else None)
+    row = first(Schedule.id == ref)
+    if row is None:
+        place = acting_project(principal, project, Right.VIEW)
+        row = first(Schedule.name == ref, Schedule.project == place)
     if row is None or not principal.can(Right.VIEW, row.project):
-        raise NotFoundError(f"no schedule with id or name {ref!r} in project {where!r}")
+        raise NotFoundError(f"no schedule with id or name {ref!r} (in your projects)")
     return row
 
 

@@ -85,6 +85,11 @@ def test_a_projects_folder_holds_its_templates_and_the_flat_layout_is_default(
     with pytest.raises(NotFoundError, match="no template 'nightly' in project 'default'"):
         service.start_template(ctx, member, "nightly", {}, project="default")
     assert [t.name for t in service.list_catalog(ctx, member).templates] == ["load", "nightly"]
+    service.create_project(ctx, ADMIN, "ml")
+    two = Principal("tess", projects=(("data", "operator"), ("ml", "viewer")))
+    with pytest.raises(SpecError, match="name the project .*you have data, ml"):
+        service.get_template(ctx, two, "load")
+    assert service.get_template(ctx, two, "load", project="data").project == "data"
 
     # The Catalog page links each template in its own project, and its start form starts it there.
     client = sign_in(
