@@ -34,8 +34,14 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         s = self.snapshot
-        by_status = {status.value: s.jobs.get(status.value, 0) for status in JobStatus}
-        yield _gauge("jobsys_jobs", "Jobs by status", ["status"], by_status)
+        # Every status of every project that has jobs, 0 where it has none.
+        projects = {project for project, _status in s.jobs}
+        by_status = {
+            (project, status.value): s.jobs.get((project, status.value), 0)
+            for project in projects
+            for status in JobStatus
+        }
+        yield _gauge("jobsys_jobs", "Jobs by project and status", ["project", "status"], by_status)
         yield _gauge("jobsys_steps", "Steps by kind and status", ["kind", "status"], s.steps)
         yield _gauge(
             "jobsys_tasks",
@@ -60,13 +66,13 @@ class SnapshotCollector(Collector):
         yield _gauge(
             "jobsys_schedule_lag_seconds",
             "How far an enabled schedule's next tick is overdue (0 while beat keeps up)",
-            ["schedule"],
+            ["project", "schedule"],
             s.schedule_lag_s,
         )
         yield _gauge(
             "jobsys_schedule_last_lateness_seconds",
             "How late the last scheduled run was made after its tick",
-            ["schedule"],
+            ["project", "schedule"],
             s.schedule_lateness_s,
         )
 

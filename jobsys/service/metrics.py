@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import DispatchError
+from jobsys.service.scope import in_projects
 from jobsys.service.workers import list_workers
 from jobsys.store.models import Job, Schedule, ScheduleRun, Step, TaskRun, utcnow
 
@@ -34,16 +35,18 @@ class Durations:
 
 @dataclass(frozen=True)
 class Snapshot:
-    jobs: dict[str, int]
+    #: (project, status) -> jobs; steps, tasks and durations are summed over the projects.
+    jobs: dict[tuple[str, str], int]
     steps: dict[tuple[str, str], int]
     tasks: dict[tuple[str, str], int]
     durations: dict[str, Durations]
     queues: dict[str, int] | None
     workers: int | None
-    #: Per enabled schedule: how far its next tick is overdue (0 when beat keeps up).
-    schedule_lag_s: dict[str, float]
-    #: Per schedule: how late its last scheduled run was made after its tick.
-    schedule_lateness_s: dict[str, float]
+    #: Per enabled schedule, (project, name): how far its next tick is overdue
+    #: (0 when beat keeps up).
+    schedule_lag_s: dict[tuple[str, str], float]
+    #: Per schedule, (project, name): how late its last scheduled run was made after its tick.
+    schedule_lateness_s: dict[tuple[str, str], float]
 
 
 def metrics_snapshot(ctx: Context, principal: Principal) -> Snapshot:
@@ -60,9 +63,13 @@ def metrics_snapshot(ctx: Context, principal: Principal) -> Snapshot:
         return query.where(Job.project.in_(visible))
 
     with ctx.sessions() as session:
-        jobs = dict(
-            session.execute(scoped(select(Job.status, func.count()).group_by(Job.status))).all()
-        )
+        by = (Job.project, Job.status)
+        jobs = {
+            (project, status): n
+            for project, status, n in session.execute(
+                scoped(select(*by, func.count()).group_by(*by))
+            )
+        }
         steps = {
             (kind, status): n
             for kind, status, n in session.execute(
@@ -122,14 +129,15 @@ def _durations(session: Session, scoped: Callable[[Any], Any]) -> dict[str, Dura
 
 def _schedules(
     session: Session, now: datetime, visible: frozenset[str] | None
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[tuple[str, str], float], dict[tuple[str, str], float]]:
     def scoped(query: Any) -> Any:
-        return query if visible is None else query.where(Schedule.project.in_(visible))
+        return in_projects(query, Schedule.project, visible)
 
+    named = (Schedule.project, Schedule.name)
     lag = {
-        name: max(0.0, (now - due).total_seconds())
-        for name, due in session.execute(
-            scoped(select(Schedule.name, Schedule.next_fire_at).where(Schedule.enabled.is_(True)))
+        (project, name): max(0.0, (now - due).total_seconds())
+        for project, name, due in session.execute(
+            scoped(select(*named, Schedule.next_fire_at).where(Schedule.enabled.is_(True)))
         )
         if due is not None
     }
@@ -140,10 +148,10 @@ def _schedules(
         .subquery()
     )
     lateness = {
-        name: max(0.0, (fired - tick).total_seconds())
-        for name, fired, tick in session.execute(
+        (project, name): max(0.0, (fired - tick).total_seconds())
+        for project, name, fired, tick in session.execute(
             scoped(
-                select(Schedule.name, ScheduleRun.fired_at, ScheduleRun.tick)
+                select(*named, ScheduleRun.fired_at, ScheduleRun.tick)
                 .join(latest, latest.c.schedule_id == Schedule.id)
                 .join(
                     ScheduleRun,

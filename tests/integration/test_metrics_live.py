@@ -81,10 +81,10 @@ def test_metrics_move_by_what_our_jobs_did(stack: LiveStack) -> None:
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    assert delta("jobsys_jobs", status="completed") == 2
-    assert delta("jobsys_jobs", status="failed") == 1
+    assert delta("jobsys_jobs", project="default", status="completed") == 2
+    assert delta("jobsys_jobs", project="default", status="failed") == 1
     for status in ("queued", "running", "cancelled"):
-        assert delta("jobsys_jobs", status=status) == 0
+        assert delta("jobsys_jobs", project="default", status=status) == 0
     assert delta("jobsys_steps", kind="function", status="completed") == 2
     assert delta("jobsys_steps", kind="function", status="failed") == 1
     assert delta("jobsys_tasks", kind="function", state="completed") == 7

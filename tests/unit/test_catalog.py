@@ -87,7 +87,7 @@ def test_a_projects_folder_holds_its_templates_and_the_flat_layout_is_default(
     assert [t.name for t in service.list_catalog(ctx, member).templates] == ["load", "nightly"]
     service.create_project(ctx, ADMIN, "ml")
     two = Principal("tess", projects=(("data", "operator"), ("ml", "viewer")))
-    with pytest.raises(SpecError, match="name the project .*you have data, ml"):
+    with pytest.raises(SpecError, match=r"name the project .*you have data, ml"):
         service.get_template(ctx, two, "load")
     assert service.get_template(ctx, two, "load", project="data").project == "data"
 

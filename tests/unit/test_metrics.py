@@ -15,7 +15,7 @@ from jobsys.broker.canvas import priority_lists
 from jobsys.broker.dispatch import MemoryDispatcher
 from jobsys.context import Context
 from jobsys.store.models import Schedule, TaskRun, utcnow
-from tests.support.auth import bearer
+from tests.support.auth import bearer, bearer_of
 from tests.support.specs import docker_spec
 from webui import create_app
 
@@ -58,8 +58,9 @@ def test_metrics_report_jobs_tasks_durations_and_schedules(
     answer = client.get("/metrics", headers=bearer(ctx, "viewer"))
     assert answer.status_code == 200 and answer.mimetype == "text/plain"
     got = samples(answer.get_data(as_text=True))
-    assert got[("jobsys_jobs", (("status", "queued"),))] == 1
-    assert got[("jobsys_jobs", (("status", "running"),))] == 1
+    assert got[("jobsys_jobs", (("project", "default"), ("status", "queued")))] == 1
+    assert got[("jobsys_jobs", (("project", "default"), ("status", "running")))] == 1
+    assert got[("jobsys_jobs", (("project", "default"), ("status", "failed")))] == 0
     assert got[("jobsys_tasks", (("kind", "docker"), ("state", "running")))] == 1
     assert got[("jobsys_task_duration_seconds_count", (("kind", "docker"),))] == 1
     assert got[("jobsys_task_duration_seconds_bucket", (("kind", "docker"), ("le", "1.0")))] == 0
@@ -69,7 +70,8 @@ def test_metrics_report_jobs_tasks_durations_and_schedules(
     assert got[("jobsys_queue_length", (("queue", "python"),))] == 1
     assert got[("jobsys_broker_up", ())] == 1
     assert got[("jobsys_workers", ())] == 2
-    assert 89 < got[("jobsys_schedule_lag_seconds", (("schedule", "late"),))] < 100
+    lag = got[("jobsys_schedule_lag_seconds", (("project", "default"), ("schedule", "late")))]
+    assert 89 < lag < 100
 
 
 def test_broker_down_reports_broker_up_0_and_no_queue_or_worker_figures(
@@ -81,4 +83,32 @@ def test_broker_down_reports_broker_up_0_and_no_queue_or_worker_figures(
     got = samples(answer.get_data(as_text=True))
     assert got[("jobsys_broker_up", ())] == 0
     assert not {name for name, _ in got} & {"jobsys_queue_length", "jobsys_workers"}
-    assert got[("jobsys_jobs", (("status", "queued"),))] == 1  # the database still answers
+    # the database still answers
+    assert got[("jobsys_jobs", (("project", "default"), ("status", "queued")))] == 1
+
+
+def test_a_project_member_scrapes_their_projects_figures_only(
+    ctx: Context, dispatcher: MemoryDispatcher
+) -> None:
+    """The labels say whose jobs and schedules they are; a member's token sees
+    only its project's (the queues and workers are everyone's)."""
+    service.create_project(ctx, SYSTEM, "data")
+    service.submit_job(ctx, SYSTEM, {**docker_spec(), "project": "data"})
+    service.submit_job(ctx, SYSTEM, docker_spec())
+    spec = {"name": "late", "interval_s": 60, "spec": docker_spec()}
+    service.create_schedule(ctx, SYSTEM, {**spec, "project": "data"})
+    service.create_schedule(ctx, SYSTEM, spec)  # the same name, in default
+    client = create_app(context=ctx).test_client()
+    member = service.create_token(ctx, SYSTEM, name="m", role="viewer", project="data").token
+    everyone = service.create_token(ctx, SYSTEM, name="g", role="viewer", global_token=True).token
+    mine = samples(client.get("/metrics", headers=bearer_of(member)).get_data(as_text=True))
+    jobs = {labels: v for (name, labels), v in mine.items() if name == "jobsys_jobs" and v}
+    assert jobs == {(("project", "data"), ("status", "queued")): 1}
+    lags = [labels for name, labels in mine if name == "jobsys_schedule_lag_seconds"]
+    assert lags == [(("project", "data"), ("schedule", "late"))]
+    every = samples(client.get("/metrics", headers=bearer_of(everyone)).get_data(as_text=True))
+    lags = sorted(labels for name, labels in every if name == "jobsys_schedule_lag_seconds")
+    assert lags == [
+        (("project", "data"), ("schedule", "late")),
+        (("project", "default"), ("schedule", "late")),
+    ]
