@@ -21,6 +21,7 @@ from jobsys.broker.dispatch import WorkerInfo
 from jobsys.context import Context
 from jobsys.errors import DispatchError
 from jobsys.service.records import JobInfo
+from jobsys.service.scope import all_if_every, in_projects
 from jobsys.service.workers import list_workers
 from jobsys.states import JobStatus, TaskState
 from jobsys.store.models import Job, Step, TaskRun, utcnow
@@ -127,10 +128,12 @@ def dashboard(ctx: Context, principal: Principal, now: datetime | None = None) -
     now = now or utcnow()
     first = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS - 1)
 
-    def scoped(query: Any) -> Any:
-        return query if visible is None else query.where(Job.project.in_(visible))
-
     with ctx.sessions() as session:
+        every = all_if_every(session, visible)
+
+        def scoped(query: Any) -> Any:
+            return in_projects(query, Job.project, every)
+
         counts = dict(
             session.execute(scoped(select(Job.status, func.count()).group_by(Job.status))).all()
         )

@@ -25,6 +25,7 @@ from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import SpecError
 from jobsys.service.records import JobInfo, Page
+from jobsys.service.scope import all_if_every
 from jobsys.specs import PROJECT_NAME
 from jobsys.states import JobStatus
 from jobsys.store.models import Job, JobTag
@@ -144,14 +145,15 @@ def list_jobs(
     """A page of the caller's projects' jobs, newest first unless ``where.sort``
     says otherwise."""
     visible = require_somewhere(principal, Right.VIEW)
-    where = replace(where or JobFilter.parse({"status": status}), visible=visible)
+    where = where or JobFilter.parse({"status": status})
     if page < 1:
         raise SpecError({"page": "pages start at 1"})
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise SpecError({"per_page": f"give a number from 1 to {MAX_PER_PAGE}"})
-    query = page_query(where, page, per_page).options(selectinload(Job.steps))
     limit = max(COUNT_CAP, page * per_page)
     with ctx.sessions() as session:
+        where = replace(where, visible=all_if_every(session, visible))
+        query = page_query(where, page, per_page).options(selectinload(Job.steps))
         counted = session.scalar(count_query(where, limit + 1)) or 0
         # A page past the last match is empty: no need to look for it.
         found = session.scalars(query) if counted > (page - 1) * per_page else ()

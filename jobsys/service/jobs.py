@@ -20,6 +20,7 @@ from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_cl
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.projects import named_project, new_object_project
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, StepInfo, TaskInfo
+from jobsys.service.scope import all_if_every, in_projects
 from jobsys.service.secrets import check_secret_use, secret_names
 from jobsys.service.worker_slots import function_slots
 from jobsys.signing import Binding, Purpose
@@ -550,9 +551,8 @@ def job_stats(ctx: Context, principal: Principal) -> dict[str, Any]:
     (the queues are shared by every project: their lengths say nothing of a job)."""
     visible = require_somewhere(principal, Right.VIEW)
     query = select(Job.status, func.count()).group_by(Job.status)
-    if visible is not None:
-        query = query.where(Job.project.in_(visible))
     with ctx.sessions.reading() as session:
+        query = in_projects(query, Job.project, all_if_every(session, visible))
         counts = dict(session.execute(query).all())
     stats: dict[str, Any] = {
         "jobs": {s.value: counts.get(s.value, 0) for s in JobStatus},

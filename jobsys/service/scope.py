@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import func, select
+
+from jobsys.store.models import Project
+
 
 def in_projects(
     query: Any, column: Any, visible: frozenset[str] | None, project: str | None = None
@@ -17,3 +21,18 @@ def in_projects(
     if project is not None:
         query = query.where(column == project)
     return query
+
+
+def all_if_every(session: Any, visible: frozenset[str] | None) -> frozenset[str] | None:
+    """``visible``, or None when it holds every project there is: then the list
+    needs no project filter at all, and its query keeps the index it streams
+    from (a deployment with one project, or a member of all of them, pays
+    nothing for projects; a tag filter's count still reads its index alone)."""
+    if visible is None:
+        return None
+    total = session.execute(_PROJECT_COUNT).scalar_one()
+    return None if len(visible) >= total else visible
+
+
+#: Built once: every list by a project member asks it.
+_PROJECT_COUNT = select(func.count()).select_from(Project)
