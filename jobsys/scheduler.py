@@ -133,6 +133,7 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
             return self.standby_poll_s
         self._sleep_to_due()
         retry_in = self._fire_user_schedules()
+        self._release_held_jobs()
         static_due_in = super().tick(*args, **kwargs)
         wake_in = retry_in
         if self._due_at is not None:
@@ -178,6 +179,16 @@ class DatabaseScheduler(Scheduler):  # type: ignore[misc]
         # A hair past the tick, so that the database's clock reading finds it due.
         self._due_at = time.monotonic() + wait + _PAST_TICK_S
         return self.poll_s
+
+    def _release_held_jobs(self) -> None:
+        """Start the held jobs whose time has come (every pass: within a second)."""
+        from jobsys import service
+
+        try:
+            for job_id in service.release_due_jobs(self._ctx):
+                log.info("Scheduler: job %s released at its start time", job_id)
+        except Exception:
+            log.exception("Scheduler: releasing held jobs failed; next pass retries")
 
     def close(self) -> None:
         try:

@@ -14,6 +14,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from jobsys.config import Settings
@@ -117,6 +118,9 @@ class JobSpec:
     tags: tuple[str, ...] = ()
     #: 0 (lowest) to 9 (most urgent): waiting tasks of a more urgent job go first.
     priority: int = DEFAULT_PRIORITY
+    #: Not to start before this moment (UTC); None: at once. Kept on the job, not
+    #: in its spec: a rerun starts at once.
+    not_before: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"name": self.name, "steps": [step_to_dict(s) for s in self.steps]}
@@ -183,7 +187,8 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
     if not isinstance(data, Mapping):
         raise SpecError({"body": "send a JSON object with 'name' and 'steps'"})
     # "project" says where the job goes; the service checks it (jobsys.service.projects).
-    _unknown(data, {"name", "steps", "tags", "priority", "project"}, "", errors)
+    known = {"name", "steps", "tags", "priority", "project", "not_before", "delay_s"}
+    _unknown(data, known, "", errors)
     name = data.get("name", "job")
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         errors.add("name", "give a non-empty name of at most 200 characters")
@@ -201,8 +206,46 @@ def parse_job_spec(data: Any, settings: Settings) -> JobSpec:
                 steps.append(step)
     tags = parse_tags(data.get("tags", []), errors)
     priority = _integer(data.get("priority", DEFAULT_PRIORITY), "priority", errors, low=0, high=9)
+    not_before = parse_start(data, errors)
     errors.raise_if_any()
-    return JobSpec(name=name.strip(), steps=tuple(steps), tags=tags, priority=priority)
+    return JobSpec(
+        name=name.strip(), steps=tuple(steps), tags=tags, priority=priority, not_before=not_before
+    )
+
+
+#: The furthest ahead a job may be told to start.
+MAX_START_AHEAD = timedelta(days=366)
+
+
+def parse_start(data: Mapping[str, Any], errors: _Fields) -> datetime | None:
+    """When a job may start: ``not_before`` (an ISO time with its zone) or
+    ``delay_s`` from now; None for at once (a time in the past is now)."""
+    now = datetime.now(UTC)
+    if "not_before" in data and "delay_s" in data:
+        errors.add("delay_s", "give not_before or delay_s, not both")
+        return None
+    if "delay_s" in data:
+        limit = MAX_START_AHEAD.total_seconds()
+        delay = _number(data["delay_s"], "delay_s", errors, low=0, high=limit)
+        return now + timedelta(seconds=delay) if delay > 0 else None
+    raw = data.get("not_before")
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        errors.add(
+            "not_before",
+            "give a time with its zone, such as 2026-12-02T03:00:00Z or +01:00, not "
+            f"{str(raw)[:40]!r}",
+        )
+        return None
+    if moment - now > MAX_START_AHEAD:
+        errors.add("not_before", "give a time at most a year ahead")
+        return None
+    return moment.astimezone(UTC) if moment > now else None
 
 
 #: The project that holds everything made before projects existed, and what

@@ -128,6 +128,7 @@ def show(job_id: str, as_json: bool) -> None:
     data = job.data
     facts = [
         ("id", data["id"]),
+        ("project", data.get("project", "default")),
         ("name", data["name"]),
         ("status", data["status"]),
         ("owner", data["owner"]),
@@ -139,6 +140,9 @@ def show(job_id: str, as_json: bool) -> None:
         ("finished", _when(data["finished_at"])),
         ("rerun of", data.get("rerun_of") or "-"),
     ]
+    if data.get("waiting"):
+        waiting = data["waiting"]
+        facts.insert(4, ("waiting", f"{waiting['reason']}: {waiting.get('detail', '')}"))
     if data.get("error"):
         facts.append(("error", data["error"]))
     click.echo("\n".join(f"{k:<10} {v}" for k, v in facts))

@@ -22,6 +22,7 @@ from jobsys.service.control import (
 from jobsys.service.dashboard import Dashboard, dashboard
 from jobsys.service.dispatching import dispatch_step, sweep_outbox
 from jobsys.service.firing import Fired, fire_due_schedules, next_fire_time
+from jobsys.service.holds import release_due_jobs
 from jobsys.service.idempotency import Idempotency
 from jobsys.service.job_list import JobFilter, list_jobs
 from jobsys.service.jobs import (
@@ -194,6 +195,7 @@ __all__ = [
     "record",
     "record_attempt",
     "record_heartbeat",
+    "release_due_jobs",
     "reload_catalog",
     "remove_member",
     "render_template",

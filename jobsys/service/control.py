@@ -49,6 +49,7 @@ def cancel_job(
                 status=JobStatus.CANCELLED.value,
                 finished_at=now,
                 error=reason or f"cancelled by {principal.name}",
+                waiting=None,  # an ended job waits for nothing
             )
         ).rowcount
         if not moved:

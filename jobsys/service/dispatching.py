@@ -137,9 +137,10 @@ def _task_rows(step: Step, plan: StepPlan) -> list[TaskRun]:
 def sweep_outbox(ctx: Context) -> int:
     """Publish every step that is due but was never handed to the broker.
 
-    Due means: its job is live, every earlier step completed, and it has
-    waited longer than ``outbox_grace_s`` (so a request still publishing is
-    left alone). Returns how many steps were published.
+    Due means: its job is live and held by nothing (``service.holds``), every
+    earlier step completed, and it has waited longer than ``outbox_grace_s``
+    (so a request still publishing is left alone). Returns how many steps were
+    published.
     """
     now = utcnow()
     grace = timedelta(seconds=ctx.settings.outbox_grace_s)
@@ -151,6 +152,7 @@ def sweep_outbox(ctx: Context) -> int:
                 Step.status == JobStatus.QUEUED.value,
                 Step.dispatched_at.is_(None),
                 Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+                Job.waiting.is_(None),  # held: released by service.holds, not sent here
             )
             .order_by(Job.created_at)
         ).all()

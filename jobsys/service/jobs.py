@@ -17,6 +17,7 @@ from jobsys.envelope import is_pickled, sign_wire, unsign_for_wire
 from jobsys.errors import DispatchError, NotFoundError, SignatureError, SpecError, StateError
 from jobsys.service.audit import audit_entry
 from jobsys.service.dispatching import claim_new_step, dispatch_step, publish_claimed
+from jobsys.service.holds import start_hold
 from jobsys.service.idempotency import Idempotency, store_job
 from jobsys.service.projects import named_project, new_object_project
 from jobsys.service.records import JobInfo, LogEntry, ResultStream, StepInfo, TaskInfo
@@ -55,16 +56,21 @@ def submit_job(
     With ``once`` (an Idempotency-Key), a repeat of an earlier request gets that
     request's job back, marked ``replayed``, and nothing new is stored or sent."""
     job = new_job(ctx, principal, data)
-    # One commit for the job, its first step's claim and its audit entry: every
-    # commit is a turn at SQLite's write lock (and a round trip).
-    plan, task_rows = claim_new_step(job.steps[0])
     entry = audit_entry(
         principal, "job.submit", job.id, detail=job_detail(job), project=job.project
     )
-    earlier = store_job(ctx, principal, job, once, alongside=[*task_rows, entry])
+    # One commit for the job, its first step's claim and its audit entry: every
+    # commit is a turn at SQLite's write lock (and a round trip). A held job's
+    # step is not claimed: beat releases it (service.holds).
+    plan, rows = None, [entry]
+    if job.waiting is None:
+        plan, task_rows = claim_new_step(job.steps[0])
+        rows = [*task_rows, entry]
+    earlier = store_job(ctx, principal, job, once, alongside=rows)
     if earlier is not None:
         return replace(get_job(ctx, principal, earlier), replayed=True)
-    publish_claimed(ctx, plan)  # refused: logged, and the outbox has the step
+    if plan is not None:
+        publish_claimed(ctx, plan)  # refused: logged, and the outbox has the step
     # The rows just committed are the job as stored: no need to read them back.
     return JobInfo.of(job)
 
@@ -131,6 +137,8 @@ def _job_row(ctx: Context, owner: str, spec: JobSpec, *, code_owner: str, projec
             code_owner=code_owner,
             status=JobStatus.QUEUED.value,
             spec=_public_spec(spec),
+            not_before=spec.not_before,
+            waiting=start_hold(spec.not_before),
         )
     )
     # Ids first: the caller publishes by them, and each pickle is signed for its step.
@@ -243,6 +251,7 @@ _JOB_COLUMNS = tuple(
     for name in (
         "id", "name", "status", "owner", "spec", "error", "rerun_of", "created_at",
         "started_at", "finished_at", "template", "variables", "code_owner", "project",
+        "waiting", "not_before",
     )
 )  # fmt: skip
 _STEP_COLUMNS = tuple(

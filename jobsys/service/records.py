@@ -114,6 +114,9 @@ class JobInfo:
     #: (the API says so in a header, not in the job's JSON).
     replayed: bool = False
     project: str = DEFAULT_PROJECT
+    #: Why it may not start yet (``{"reason", "detail", "position"}``); None: nothing holds it.
+    waiting: dict[str, Any] | None = None
+    not_before: datetime | None = None
 
     @classmethod
     def of(cls, job: Any, steps: Any = None) -> JobInfo:
@@ -137,6 +140,8 @@ class JobInfo:
             tags=tuple(job.spec.get("tags", ())),
             code_owner=job.code_owner,
             project=job.project,
+            waiting=job.waiting,
+            not_before=job.not_before,
         )
 
     @property
@@ -162,6 +167,8 @@ class JobInfo:
             "project": self.project,
             "name": self.name,
             "status": self.status,
+            "waiting": self.waiting,
+            "not_before": _iso(self.not_before),
             "owner": self.owner,
             "code_owner": self.code_owner,
             "error": self.error,

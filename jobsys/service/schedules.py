@@ -361,6 +361,10 @@ def _sign_spec(
 ) -> dict[str, Any]:
     """Check the job spec as a submission by ``principal`` in the schedule's
     project would be, then keep it with its pickles signed for this schedule."""
+    timed = sorted({"not_before", "delay_s"} & set(spec))
+    if timed:
+        why = "a schedule's job starts at its tick: give the schedule a cron line or interval"
+        raise SpecError({f"spec.{timed[0]}": why})
     try:
         new_job(ctx, principal, spec, session=session, project=row.project)
     except SpecError as exc:

@@ -133,6 +133,11 @@ class Job(Base):
     code_owner: Mapped[str | None] = mapped_column(String(200), default=None)
     #: The project it belongs to (columns added by a migration come last).
     project: Mapped[str] = _project("jobs")
+    #: Why a queued job may not start yet, and where it stands:
+    #: ``{"reason", "detail", "position"}`` (see ``service.holds``); None: nothing holds it.
+    waiting: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    #: A start time it was given: it is held until then.
+    not_before: Mapped[datetime | None] = mapped_column(default=None)
 
     steps: Mapped[list[Step]] = relationship(
         back_populates="job", order_by="Step.position", cascade="all, delete-orphan"
@@ -152,6 +157,8 @@ class Job(Base):
         Index("ix_jobs_finished", "finished_at", "id"),
         # A project member's list: their project's jobs, newest first.
         Index("ix_jobs_project_created", "project", "created_at", "id"),
+        # The held jobs whose start time has come (beat looks every second).
+        Index("ix_jobs_start_due", "status", "not_before"),
     )
 
 

@@ -425,7 +425,7 @@ def seed_0001(conn: Connection) -> None:
 #: Columns later revisions add to 0001 tables (or, as ``users.role``, change on
 #: purpose): not in a 0001 snapshot, checked on their own.
 ADDED_LATER = {
-    "jobs": ("code_owner", "project"),
+    "jobs": ("code_owner", "project", "waiting", "not_before"),
     "schedules": ("code_owner", "project"),
     "tokens": ("expires_at", "project"),
     "catalog": ("project",),

@@ -58,9 +58,9 @@ def differences(engine: Engine) -> list[object]:
         return compare_metadata(MigrationContext.configure(conn), Base.metadata)
 
 
-def test_the_revisions_are_0001_to_0009() -> None:
-    assert revisions() == [f"{n:04}" for n in range(1, 10)]
-    assert head() == "0009"
+def test_the_revisions_are_0001_to_0010() -> None:
+    assert revisions() == [f"{n:04}" for n in range(1, 11)]
+    assert head() == "0010"
 
 
 def test_a_0001_database_with_data_upgrades_keeping_every_row(
@@ -68,7 +68,7 @@ def test_a_0001_database_with_data_upgrades_keeping_every_row(
 ) -> None:
     before = at_0001_with_data(engine)
     done = upgrade_schema(engine)
-    assert (done.before, done.after, done.adopted) == ("0001", "0009", None)
+    assert (done.before, done.after, done.adopted) == ("0001", "0010", None)
     with engine.connect() as conn:
         check_rows_kept(conn, before)
     assert differences(engine) == []
@@ -94,7 +94,7 @@ def test_a_database_made_by_create_all_from_todays_models_is_stamped_head(
     with engine.begin() as conn:
         Base.metadata.create_all(conn)
     done = upgrade_schema(engine)
-    assert (done.before, done.after, done.adopted) == ("0009", "0009", "0009")
+    assert (done.before, done.after, done.adopted) == ("0010", "0010", "0010")
     assert revision_of(engine) == head()
 
 
@@ -203,12 +203,12 @@ def test_db_commands(tmp_path: Path) -> None:
         return result.output
 
     assert run("current").startswith("none: empty database")
-    assert run("history").splitlines()[-1].startswith("0009  projects")
+    assert run("history").splitlines()[-1].startswith("0010  start times")
     assert "created the schema at 0001" in run("upgrade", "--revision", "0001")
     assert run("current") == "0001\n"
-    assert "from 0001 to 0009" in run("upgrade")
+    assert "from 0001 to 0010" in run("upgrade")
     assert "nothing to do" in run("upgrade")
-    assert run("current") == "0009 (head)\n"
+    assert run("current") == "0010 (head)\n"
     assert "no revision 'nope'" in run("upgrade", "--revision", "nope", code=2)
     env["JOBSYS_DATABASE_URL"] = f"sqlite:///{tmp_path}"  # a folder: sqlite cannot open it
     assert "cannot reach the database" in run("upgrade", code=5)

@@ -84,7 +84,7 @@ def test_a_job_has_one_to_50_steps(settings: Settings) -> None:
 
 def test_unknown_job_fields_are_named_with_the_allowed_ones(settings: Settings) -> None:
     assert fields_of({"steps": [FN], "owner": "root"}, settings) == {
-        "owner": "unknown field; allowed: name, priority, project, steps, tags"
+        "owner": "unknown field; allowed: delay_s, name, not_before, priority, project, steps, tags"
     }
 
 
