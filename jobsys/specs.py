@@ -252,7 +252,7 @@ def parse_start(data: Mapping[str, Any], errors: _Fields) -> datetime | None:
 #: a caller with no other project works in.
 DEFAULT_PROJECT = "default"
 #: Project names: lower-case, as they appear in folders (``jobs/<project>/``) and URLs.
-PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")  # \Z: "$" lets a newline end it
 TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")
 MAX_TAGS = 20
 

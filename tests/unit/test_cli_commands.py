@@ -216,6 +216,7 @@ def test_users_add_list_set_role_and_disable(cli: Any, ctx: Context) -> None:
     assert ok(cli("projects", "add", "data")) == "added project data\n"
     refused(cli("projects", "add", "data"), 2, "exists")
     refused(cli("projects", "add", "Data Team"), 2, "lower-case")
+    refused(cli("projects", "add", "data2\n"), 2, "lower-case")  # "$" would let the newline in
     assert ok(cli("projects", "grant", "data", "bob", "viewer")) == "bob is now viewer in data\n"
     refused(cli("projects", "grant", "nowhere", "bob", "viewer"), 3, "no project named")
     listed = ok(cli("projects", "list")).splitlines()
