@@ -220,18 +220,24 @@ def filled(route: Route, values: dict[str, str]) -> str:
     return re.sub(r"<([^>]+)>", fill, route.rule)
 
 
-@pytest.fixture
-def world(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setitem(SCRYPT, "n", 2**4)  # token hashing cost is not what this tests
-    # Redis for events, stream slots and sign-in counters is a fake one; Flower and
-    # a real Redis are nowhere (closed ports), so nothing here leaves the process.
+def walking_context(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Context:
+    """``ctx`` for a walk over every route: Redis for events, stream slots and
+    sign-in counters is a fake one; Flower and a real Redis are nowhere (closed
+    ports), so nothing leaves the process; token hashing is cheap (not what a
+    walk tests)."""
+    monkeypatch.setitem(SCRYPT, "n", 2**4)
     settings = replace(ctx.settings, redis_url="redis://127.0.0.1:9/0", flower_port=9)
-    live = Context(
+    return Context(
         settings=settings,
         sessions=ctx.sessions,
         dispatcher=ctx.dispatcher,
         events=RedisEventBus(fakeredis.FakeRedis()),
     )
+
+
+@pytest.fixture
+def world(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    live = walking_context(ctx, monkeypatch)
     service.reload_catalog(live, SYSTEM, EXAMPLES)
     job = service.submit_job(live, SYSTEM, docker_spec())
     service.cancel_job(live, SYSTEM, job.id)  # ended: its event stream replays and ends

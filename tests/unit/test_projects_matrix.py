@@ -23,20 +23,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import fakeredis
 import pytest
 from flask import Flask
 
 from jobsys import service
-from jobsys.auth import SCRYPT, SYSTEM
-from jobsys.broker.events import RedisEventBus
+from jobsys.auth import SYSTEM
 from jobsys.context import Context
 from tests.support.auth import bearer_of
 from tests.support.specs import docker_spec
-from tests.unit.test_permission_matrix import PUBLIC, README_ROLES, ROUTES, Route, filled
+from tests.unit.test_permission_matrix import (
+    PUBLIC,
+    README_ROLES,
+    ROUTES,
+    Route,
+    filled,
+    walking_context,
+)
 from webui import create_app
 
 ROLES = ("viewer", "operator", "developer", "admin")
@@ -90,14 +95,7 @@ def _catalog(root: Path) -> Path:
 
 @pytest.fixture
 def world(ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.setitem(SCRYPT, "n", 2**4)  # token hashing cost is not what this tests
-    settings = replace(ctx.settings, redis_url="redis://127.0.0.1:9/0", flower_port=9)
-    live = Context(
-        settings=settings,
-        sessions=ctx.sessions,
-        dispatcher=ctx.dispatcher,
-        events=RedisEventBus(fakeredis.FakeRedis()),
-    )
+    live = walking_context(ctx, monkeypatch)
     for project in ("alpha", "beta"):
         service.create_project(live, SYSTEM, project)
     service.reload_catalog(live, SYSTEM, _catalog(tmp_path / "jobs"))
