@@ -194,6 +194,10 @@ def submit() -> None:
 @click.option("--timeout-s", type=float, default=3600, show_default=True)
 @click.option("--retries", type=int, default=0, show_default=True)
 @click.option("--tag", "tags", multiple=True, help="A tag for the job (repeatable).")
+@click.option(
+    "--not-before", default=None, metavar="TIME", help="Hold it until then: 2026-12-02T03:00Z."
+)
+@click.option("--delay-s", type=float, default=None, help="Hold it this many seconds.")
 @_wait_options
 def submit_docker(
     image: str,
@@ -203,6 +207,8 @@ def submit_docker(
     timeout_s: float,
     retries: int,
     tags: tuple[str, ...],
+    not_before: str | None,
+    delay_s: float | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
@@ -229,6 +235,8 @@ def submit_docker(
             retries=retries,
             name=name,
             tags=list(tags),
+            not_before=not_before,
+            delay_s=delay_s,
         )
         finish(job, wait=wait, as_json=as_json, timeout=timeout)
 

@@ -22,6 +22,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import cloudpickle
@@ -171,9 +172,12 @@ class Client:
         name: str | None = None,
         tags: Sequence[str] = (),
         priority: int = 5,
+        not_before: str | datetime | None = None,
+        delay_s: float | None = None,
     ) -> Job:
         """Run ``command`` in ``image`` as a one-step job; an ``env`` value may be
-        ``{"secret": NAME}``, which the worker fills in with that secret's value."""
+        ``{"secret": NAME}``, which the worker fills in with that secret's value.
+        ``not_before`` (a time with its zone) or ``delay_s`` holds it until then."""
         step = {
             "kind": "docker",
             "image": image,
@@ -183,6 +187,12 @@ class Client:
             "retries": retries,
         }
         spec = {"name": name or image, "steps": [step], "tags": list(tags), "priority": priority}
+        if not_before is not None:
+            spec["not_before"] = (
+                not_before.isoformat() if isinstance(not_before, datetime) else not_before
+            )
+        if delay_s is not None:
+            spec["delay_s"] = delay_s
         return self.submit_spec(spec)
 
     # -- reading ------------------------------------------------------------

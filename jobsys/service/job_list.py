@@ -56,6 +56,8 @@ class JobFilter:
     sort: str = "-created"
     #: One project's jobs (``?project=``).
     project: str | None = None
+    #: Held jobs only (True), or none of them (False): ``?waiting=1`` / ``0``.
+    waiting: bool | None = None
     #: The projects the caller may see (None: all); set by ``list_jobs``, not by a query.
     visible: frozenset[str] | None = None
 
@@ -70,6 +72,7 @@ class JobFilter:
         if sort not in SORTS:
             problems["sort"] = f"use one of {', '.join(SORTS)}"
         since, until = (_moment(args.get(k), k, problems) for k in ("since", "until"))
+        waiting = _flag(args.get("waiting"), "waiting", problems)
         project = (args.get("project") or "").strip() or None
         if project is not None and not PROJECT_NAME.match(project):
             problems["project"] = "give a project name (lower-case letters, digits, '_' and '-')"
@@ -85,6 +88,7 @@ class JobFilter:
             until=until,
             sort=sort,
             project=project,
+            waiting=waiting,
         )
 
     def apply(self, query: Select[Any]) -> Select[Any]:
@@ -97,6 +101,8 @@ class JobFilter:
             query = query.where(Job.project == self.project)
         if self.visible is not None:
             query = query.where(Job.project.in_(self.visible))
+        if self.waiting is not None:
+            query = query.where(Job.waiting.is_not(None) if self.waiting else Job.waiting.is_(None))
         if self.status:
             query = query.where(Job.status == self.status)
         if self.owner:
@@ -126,6 +132,7 @@ class JobFilter:
             "tag": self.tag,
             "q": self.q,
             "project": self.project,
+            "waiting": None if self.waiting is None else str(int(self.waiting)),
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,
             "sort": None if self.sort == "-created" else self.sort,
@@ -171,7 +178,7 @@ def count_query(where: JobFilter, limit: int) -> Select[Any]:
     each stands for one job (the foreign key deletes it with its job), so the
     join to ``jobs`` that the page needs would only slow the count down.
     """
-    scoped = where.project or where.visible is not None
+    scoped = where.project or where.visible is not None or where.waiting is not None
     if where.tag and not (where.status or where.owner or where.template or where.q or scoped):
         matches = select(literal(1)).select_from(JobTag).where(JobTag.tag == where.tag)
         if where.since:
@@ -211,6 +218,17 @@ def _searched_page(where: JobFilter, page: int, per_page: int) -> Select[Any]:
     )
     # The page's rows in the same order (a tag's created_at is its job's).
     return select(Job).where(Job.id.in_(ids)).order_by(*SORTS[where.sort])
+
+
+def _flag(raw: Any, name: str, problems: dict[str, str]) -> bool | None:
+    if raw in (None, ""):
+        return None
+    if str(raw).lower() in ("1", "true", "yes"):
+        return True
+    if str(raw).lower() in ("0", "false", "no"):
+        return False
+    problems[name] = "give 1 (only those) or 0 (none of those)"
+    return None
 
 
 def _moment(raw: Any, name: str, problems: dict[str, str]) -> datetime | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,21 @@ def test_project_from_the_option_or_jobsys_project(cli: Any, ctx: Context) -> No
     assert len(json.loads(ok(cli("jobs", "--json")))) == 2  # every project of the caller
     refused(cli("--project", "nowhere", *spec), 3, "no project named 'nowhere'")
     assert len(service.list_jobs(ctx, SYSTEM).items) == 2
+
+
+def test_submit_docker_held_until_a_time(
+    cli: Any, ctx: Context, dispatcher: MemoryDispatcher
+) -> None:
+    spec = ("submit", "docker", "--json", "jobsys/busybox:local", "true")
+    held = json.loads(ok(cli(*spec[:3], "--delay-s", "30", *spec[3:])))
+    assert held["status"] == "queued" and held["waiting"]["reason"] == "not_before"
+    when = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    at = json.loads(ok(cli(*spec[:3], "--not-before", when.isoformat(), *spec[3:])))
+    assert at["not_before"] == when.isoformat()
+    refused(cli(*spec[:3], "--not-before", "soon", *spec[3:]), 2, "a time with its zone")
+    assert dispatcher.published == []  # neither reached the broker
+    shown = ok(cli("show", held["id"]))
+    assert "waiting    not_before: starts at" in shown
 
 
 def test_submit_docker(cli: Any, ctx: Context, dispatcher: MemoryDispatcher) -> None:

@@ -99,3 +99,19 @@ def test_a_rerun_of_a_job_that_waited_starts_at_once(
     job = service.submit_job(ctx, SYSTEM, {**docker_spec(), "delay_s": 60})
     again = service.rerun_job(ctx, SYSTEM, job.id)
     assert again.waiting is None and [p.job_id for p in dispatcher.published] == [again.id]
+
+
+def test_the_job_list_filters_on_waiting(client: FlaskClient, ctx: Context) -> None:
+    held = service.submit_job(ctx, SYSTEM, {**docker_spec(), "delay_s": 60})
+    free = service.submit_job(ctx, SYSTEM, docker_spec())
+    headers = bearer(ctx)
+
+    def listed(**args: str) -> list[str]:
+        answer = client.get("/api/jobs", query_string=args, headers=headers)
+        return [j["id"] for j in answer.json["jobs"]]
+
+    assert listed(waiting="1") == [held.id]
+    assert listed(waiting="0") == [free.id]
+    assert client.get("/api/jobs?waiting=maybe", headers=headers).status_code == 400
+    page = client.get("/jobs?waiting=1", headers=headers).get_data(as_text=True)
+    assert "waiting: not before" in page and '<option value="1" selected>' in page
