@@ -107,7 +107,7 @@ def set_secret() -> Any:
             form.get("name", ""),
             form.get("value", ""),
             roles=form.getlist("roles"),
-            project=service.check_project_name(form.get("project") or DEFAULT_PROJECT),
+            project=form.get("project") or DEFAULT_PROJECT,
         )
     except SpecError as exc:
         return _secrets_page(exc.fields, exc.message)
@@ -117,7 +117,7 @@ def set_secret() -> Any:
 @bp.post("/secrets/<name>/delete")
 @needs(Right.ADMIN)
 def delete_secret(name: str) -> Response:
-    project = service.check_project_name(request.form.get("project") or DEFAULT_PROJECT)
+    project = request.form.get("project") or DEFAULT_PROJECT
     service.delete_secret(context(), page_principal(), name, project=project)
     return redirect(url_for("admin.secrets"))
 

@@ -330,7 +330,6 @@ def create_token() -> tuple[Response, int]:
     is_global = body.get("global", False)
     if not isinstance(is_global, bool):
         raise SpecError({"global": "give true (a token for every project) or false"})
-    project = body.get("project")
     issued = service.create_token(
         context(),
         api_principal(),
@@ -338,7 +337,7 @@ def create_token() -> tuple[Response, int]:
         role=text_field(body, "role") or "",
         expires_in_s=body.get("expires_in_s"),
         user=text_field(body, "user", required=False),
-        project=None if project is None else service.check_project_name(project),
+        project=body.get("project"),
         global_token=is_global,
     )
     return jsonify(issued.to_dict()), 201
@@ -526,7 +525,7 @@ def set_secret() -> tuple[Response, int]:
         text_field(body, "name") or "",
         text_field(body, "value") or "",
         roles=body.get("roles"),
-        project=service.check_project_name(body.get("project", DEFAULT_PROJECT)),
+        project=body.get("project", DEFAULT_PROJECT),
     )
     return jsonify(stored.to_dict()), 201 if created else 200
 

@@ -46,7 +46,7 @@ def set_command(name: str, roles: str | None, project: str | None) -> None:
         name,
         value,
         roles=wanted,
-        project=service.check_project_name(project or DEFAULT_PROJECT),
+        project=project or DEFAULT_PROJECT,
     )
     verb = "added" if created else "changed"
     click.echo(
@@ -80,7 +80,7 @@ def delete_command(name: str, project: str | None) -> None:
     """Delete secret NAME; jobs that name it fail when their step starts."""
     from jobsys import service
 
-    where = service.check_project_name(project or DEFAULT_PROJECT)
+    where = project or DEFAULT_PROJECT
     service.delete_secret(configured_context(), CLI_ADMIN, name, project=where)
     click.echo(f"deleted secret {name} from {where}")
 

@@ -132,6 +132,7 @@ def delete_secret(
     ctx: Context, principal: Principal, name: str, *, project: str = DEFAULT_PROJECT
 ) -> None:
     """Delete it; a job that names it fails when its step starts, saying so."""
+    check_project_name(project)
     if not principal.can(Right.ADMIN, project):
         visible_or_missing(principal, project, f"no secret named {name!r} in project {project!r}")
         require(principal, Right.ADMIN, project)
