@@ -43,10 +43,10 @@ from jobsys.service.projects import (
 )
 from jobsys.service.records import JobInfo, ScheduleInfo, ScheduleRunInfo
 from jobsys.service.scope import in_projects
+from jobsys.service.users import role_in_project
 from jobsys.signing import Binding, Purpose
 from jobsys.store.models import (
     Job,
-    ProjectMember,
     Schedule,
     ScheduleRun,
     Token,
@@ -246,9 +246,7 @@ def schedule_principal(session: Session, row: Schedule) -> Principal:
     if user is not None:
         if user.disabled_at is not None:
             raise _owner_cannot(row, f"its owner {row.owner} is disabled")
-        member = session.get(ProjectMember, (row.project, user.id))
-        now_role = Principal(user.name, user.role, projects=_pairs(row.project, member))
-        return _acting(row, now_role.role_in(row.project))
+        return _acting(row, role_in_project(session, user, row.project))
     tokens = list(
         session.execute(
             select(Token.role, Token.revoked_at, Token.expires_at).where(
@@ -267,10 +265,6 @@ def schedule_principal(session: Session, row: Schedule) -> Principal:
     if not live:
         raise _owner_cannot(row, f"every token of its owner {row.owner} is revoked or expired")
     return _acting(row, max(live, key=role_rank))
-
-
-def _pairs(project: str, member: ProjectMember | None) -> tuple[tuple[str, str], ...]:
-    return ((project, member.role),) if member is not None else ()
 
 
 def _acting(row: Schedule, role_now: str) -> Principal:

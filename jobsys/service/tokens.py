@@ -37,7 +37,7 @@ from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.service.audit import record
 from jobsys.service.projects import check_project_name
 from jobsys.service.sign_in_throttle import SignInThrottled, sign_in_throttle
-from jobsys.service.users import require_project, role_within
+from jobsys.service.users import require_project, role_in_project, role_within
 from jobsys.specs import DEFAULT_PROJECT
 from jobsys.store.models import ProjectMember, Token, User, utcnow
 
@@ -118,10 +118,7 @@ def create_token(
             owner = session.scalar(select(User).where(User.name == user))
             if owner is None:
                 raise NotFoundError(f"no user named {user!r} (add one with 'jobsys users add')")
-            has = owner.role
-            if project is not None:
-                member = session.get(ProjectMember, (project, owner.id))
-                has = higher_role(owner.role, member.role if member else "")
+            has = role_in_project(session, owner, project)
             if not role_within(has, role):
                 where = "globally" if project is None else f"in project {project!r}"
                 raise SpecError(
@@ -318,11 +315,7 @@ def token_owner(session: Any, token: Token) -> _Owner | None:
     user = session.get(User, token.user_id)
     if user is None:
         return None
-    role = user.role
-    if token.project is not None:
-        member = session.get(ProjectMember, (token.project, user.id))
-        role = higher_role(role, member.role if member else "")
-    return _Owner(role=role, disabled_at=user.disabled_at)
+    return _Owner(role=role_in_project(session, user, token.project), disabled_at=user.disabled_at)
 
 
 def token_principal(row: Any, owner: Any, *, source: str = "") -> Principal:

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from jobsys.auth import SYSTEM, Principal, Right, check_role, require, role_rank
+from jobsys.auth import SYSTEM, Principal, Right, check_role, higher_role, require, role_rank
 from jobsys.context import Context
 from jobsys.errors import NotFoundError, SpecError, Unauthenticated
 from jobsys.service.audit import record
@@ -121,7 +121,7 @@ def add_user(
                 session.add(row)
                 if project is not None:
                     session.flush()
-                    session.add(ProjectMember(project=project, user_id=row.id, role=role))
+                    grant_role(session, row.id, project, role)
         except IntegrityError as exc:
             raise SpecError({"name": f"a user named {name!r} exists"}) from exc
     record(ctx, principal, "user.add", name, detail={"role": role, "project": project})
@@ -266,6 +266,15 @@ def end_sessions_of(session: Session, user_id: int) -> None:
         )
         .values(ended_at=utcnow())
     )
+
+
+def role_in_project(session: Session, user: User, project: str | None) -> str:
+    """The user's role in ``project`` now: the higher of their global role and
+    their membership's there (``project`` None: the global role alone)."""
+    if project is None:
+        return user.role
+    member = session.get(ProjectMember, (project, user.id))
+    return higher_role(user.role, member.role if member else "")
 
 
 def grant_role(session: Session, user_id: int, project: str, role: str) -> str:
