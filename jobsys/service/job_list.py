@@ -25,7 +25,7 @@ from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import SpecError
 from jobsys.service.records import JobInfo, Page
-from jobsys.service.scope import all_if_every
+from jobsys.service.scope import all_if_every, in_projects
 from jobsys.specs import PROJECT_NAME
 from jobsys.states import JobStatus
 from jobsys.store.models import Job, JobTag
@@ -97,10 +97,7 @@ class JobFilter:
         created = JobTag.created_at if self.tag else Job.created_at
         if self.tag:
             query = query.join(JobTag, JobTag.job_id == Job.id).where(JobTag.tag == self.tag)
-        if self.project:
-            query = query.where(Job.project == self.project)
-        if self.visible is not None:
-            query = query.where(Job.project.in_(self.visible))
+        query = in_projects(query, Job.project, self.visible, self.project)
         if self.waiting is not None:
             query = query.where(Job.waiting.is_not(None) if self.waiting else Job.waiting.is_(None))
         if self.status:

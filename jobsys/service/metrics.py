@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from jobsys.auth import Principal, Right, require_somewhere
 from jobsys.context import Context
 from jobsys.errors import DispatchError
-from jobsys.service.scope import in_projects
+from jobsys.service.scope import all_if_every, in_projects
 from jobsys.service.workers import list_workers
 from jobsys.store.models import Job, Schedule, ScheduleRun, Step, TaskRun, utcnow
 
@@ -54,15 +54,15 @@ def metrics_snapshot(ctx: Context, principal: Principal) -> Snapshot:
     project's for a global role); queue lengths and workers are shared by all."""
     visible = require_somewhere(principal, Right.VIEW)
     now = utcnow()
-
-    def scoped(query: Any, job_id: Any = None) -> Any:
-        if visible is None:
-            return query
-        if job_id is not None:
-            query = query.join(Job, Job.id == job_id)
-        return query.where(Job.project.in_(visible))
-
     with ctx.sessions() as session:
+        # A member who sees every project that exists needs no filter (nor the joins).
+        visible = all_if_every(session, visible)
+
+        def scoped(query: Any, job_id: Any = None) -> Any:
+            if visible is not None and job_id is not None:
+                query = query.join(Job, Job.id == job_id)
+            return in_projects(query, Job.project, visible)
+
         by = (Job.project, Job.status)
         jobs = {
             (project, status): n
