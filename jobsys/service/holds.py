@@ -43,9 +43,11 @@ def release_due_jobs(ctx: Context, now: datetime | None = None) -> list[str]:
     that only one of them wins, and the step's claim is another)."""
     now = now or utcnow()
     with ctx.sessions() as session:
+        # Each job with its first step, the one to send.
         due = list(
-            session.scalars(
-                select(Job.id)
+            session.execute(
+                select(Job.id, Step.id)
+                .join(Step, (Step.job_id == Job.id) & (Step.position == 0))
                 .where(
                     Job.status == JobStatus.QUEUED.value,
                     Job.not_before <= now,
@@ -56,7 +58,7 @@ def release_due_jobs(ctx: Context, now: datetime | None = None) -> list[str]:
             )
         )
     released = []
-    for job_id in due:
+    for job_id, first in due:
         with ctx.sessions.begin() as session:
             won = session.execute(
                 update(Job)
@@ -67,8 +69,7 @@ def release_due_jobs(ctx: Context, now: datetime | None = None) -> list[str]:
                 )
                 .values(waiting=None)
             ).rowcount
-            first = session.scalar(select(Step.id).where(Step.job_id == job_id, Step.position == 0))
-        if not won or first is None:
+        if not won:
             continue
         released.append(job_id)
         try:
